@@ -1,0 +1,158 @@
+"""mcqa command line: flags -> mcqa calls; library errors -> one line and exit code 2.
+
+    mcqa tasks
+    mcqa show   --task T --split S -n 3
+    mcqa schema --task T | --write
+    mcqa score  --task T --split S --predictions FILE.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from mcqa.errors import McqaError
+
+USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not a usage dump
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(USER_ERROR)
+
+
+def cmd_tasks(args) -> None:
+    from rich.table import Table
+
+    from mcqa.console import out
+    from mcqa.examples import load_split
+    from mcqa.registry import all_tasks
+    from mcqa.task import SPLITS
+
+    table = Table(title="mcqa tasks")
+    for col in ("task", "fields and label spaces", "protocols", f"splits ({'/'.join(SPLITS)})", "description"):
+        table.add_column(col)
+    for task in all_tasks():
+        fields = []
+        for f, space in task.label_spaces.items():
+            if space is None:
+                fields.append(f"{f}: free")
+            else:
+                kind = " (ordinal)" if space.ordinal else ""
+                fields.append(f"{f}: {', '.join(map(str, space.values))}{kind}")
+        sizes = "/".join(str(len(load_split(task, s))) for s in SPLITS)
+        table.add_row(task.name, "\n".join(fields), ", ".join(task.protocols), f"{sizes} ({task.default_protocol})", task.description)
+    out.print(table)
+
+
+def cmd_show(args) -> None:
+    from mcqa.console import out
+    from mcqa.examples import load_split
+    from mcqa.prompting import load_tokenizer, render_prompt, serialize_target
+    from mcqa.registry import get_task
+
+    task = get_task(args.task)
+    examples = load_split(task, args.split, args.protocol)[: args.n]
+    tokenizer = load_tokenizer(args.tokenizer)
+    for e in examples:
+        out.rule(f"{task.name} · {e.id} · groups: {', '.join(e.groups) or '-'}")
+        out.print(render_prompt(tokenizer, task.messages(e)), markup=False, highlight=False, end="")
+        out.print(f"[bold green]{serialize_target(task.output, e.target)}[/]" if e.target else "[dim](unlabeled)[/]")
+
+
+def cmd_schema(args) -> None:
+    from mcqa.console import console
+    from mcqa.io import write_json
+    from mcqa.registry import BUILTIN_TASKS_DIR, all_tasks, get_task
+    from mcqa.scoring import schema_file
+
+    if args.write:
+        for task in all_tasks():
+            if Path(task.source).resolve().parent == BUILTIN_TASKS_DIR:
+                write_json(schema_file(task), task.output.model_json_schema())
+                console.print(f"wrote {schema_file(task)}")
+        return
+    if not args.task:
+        raise McqaError("name a task with --task T, or pass --write to regenerate every schema file")
+    print(json.dumps(get_task(args.task).output.model_json_schema(), indent=2, ensure_ascii=False))
+
+
+def cmd_score(args) -> None:
+    from mcqa.console import console, out
+    from mcqa.examples import load_file, load_split, resolve_protocol
+    from mcqa.registry import get_task
+    from mcqa.report import tables, write_run
+    from mcqa.scoring import compute_metrics, make_records, match_ids, read_predictions
+
+    task = get_task(args.task)
+    if (args.split is None) == (args.data is None):
+        raise McqaError("give exactly one of --split S (a shipped split) or --data FILE.jsonl (your labeled examples)")
+    if args.data:
+        examples, source = load_file(task, args.data), {"data": str(args.data)}
+    else:
+        protocol = resolve_protocol(task, args.protocol)
+        examples, source = load_split(task, args.split, protocol), {"split": args.split, "protocol": protocol}
+    preds = read_predictions(args.predictions)
+    examples = match_ids(examples, preds, str(args.predictions), subset=args.subset)
+    records = make_records(task, examples, preds)
+    metrics = compute_metrics(task, records, resamples=args.resamples)
+    metrics["run"] = {"task": task.name, **source, "predictions": str(args.predictions), "subset": args.subset,
+                      "scored_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    where = args.out or Path("runs") / "score" / f"{task.name}-{source.get('split', 'data')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = write_run(where, records, metrics)
+    for t in tables(metrics):
+        out.print(t)
+    console.print(f"run folder: [bold]{folder}[/]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mcqa", description="Teach small LLMs multiple choice and JSON labels; score them honestly.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("tasks", help="list tasks with their fields, label spaces and split sizes").set_defaults(fn=cmd_tasks)
+
+    s = sub.add_parser("show", help="print rendered prompts with their targets")
+    s.add_argument("--task", required=True)
+    s.add_argument("--split", default="train")
+    s.add_argument("--protocol", help="split protocol (default: the task's first)")
+    s.add_argument("-n", type=int, default=3, help="how many examples")
+    s.add_argument("--tokenizer", help="hub id or folder whose chat template to use (default: Qwen3)")
+    s.set_defaults(fn=cmd_show)
+
+    s = sub.add_parser("schema", help="print a task's JSON Schema, or --write every schemas/ file")
+    s.add_argument("--task")
+    s.add_argument("--write", action="store_true")
+    s.set_defaults(fn=cmd_schema)
+
+    s = sub.add_parser("score", help="score a model's raw outputs (JSONL of {id, output})")
+    s.add_argument("--task", required=True)
+    s.add_argument("--split", help="train, validation or test")
+    s.add_argument("--protocol", help="split protocol (default: the task's first)")
+    s.add_argument("--data", type=Path, help="your own labeled examples, in the task's input format (JSONL)")
+    s.add_argument("--predictions", type=Path, required=True)
+    s.add_argument("--out", type=Path, help="run folder (default: runs/score/<task>-<split>-<time>)")
+    s.add_argument("--subset", action="store_true", help="score only the examples that have a prediction")
+    s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
+    s.set_defaults(fn=cmd_score)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except McqaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

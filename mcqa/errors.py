@@ -1,0 +1,20 @@
+"""Typed errors. The library raises them with a message that says what to do; only cli.py
+turns them into an exit code."""
+
+
+class McqaError(Exception):
+    """A problem the user can fix (bad name, missing file, malformed input)."""
+
+    exit_code = 2
+
+
+class UnknownTaskError(McqaError):
+    pass
+
+
+class TaskContractError(McqaError):
+    """A task module that does not follow the Task contract; the message names its file."""
+
+
+class DataError(McqaError):
+    """A malformed data or predictions file; the message names the file and line."""

@@ -1,0 +1,142 @@
+"""Raw model output -> a typed parse result. Parse failures are data, not exceptions: every
+output gets a status, and the raw text is always kept by the caller.
+
+Statuses, in the order they are decided:
+- thinking_leak     a <think> block in the output (Qwen3 must run with thinking off)
+- no_json           no JSON object and no bare label
+- invalid_json      something JSON-like that does not decode
+- schema_error      a JSON object with missing, extra or mistyped fields
+- out_of_label_set  right shape, but a value outside the field's allowed labels
+- truncated         any of the three failures above when the producer says it hit its token limit
+- ok                valid under both the Pydantic model and the JSON Schema
+Tolerated and noted: code fences ("fenced"), prose around the object ("prose"), and for a
+one-field task a bare label such as `physics` or `B` ("bare_label").
+
+No torch here: parsing must stay cheap and importable anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from pydantic import BaseModel, ValidationError
+
+from mcqa.task import label_spaces
+
+STATUSES = ("ok", "no_json", "invalid_json", "schema_error", "out_of_label_set", "truncated", "thinking_leak")
+FAILURES = STATUSES[1:]
+
+_THINK = re.compile(r"</?think>")
+_FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.S)
+# Keywords whose failure means "right type, value outside the label set" rather than a shape error.
+_LABEL_KEYWORDS = {"enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+_BARE_STRIP = " \t\r\n\"'`*.()[]"
+_BARE_MAX_WORDS = 4
+
+# JSON Schema calls 2.0 an integer; Pydantic (strict) does not, and neither do we: a label is
+# emitted exactly. Redefining "integer" keeps the two validators in agreement.
+_TYPE_CHECKER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
+)
+StrictValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPE_CHECKER)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    status: str
+    value: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class OutputParser:
+    """Parses and validates outputs against one task's Pydantic model and JSON Schema."""
+
+    def __init__(self, model: type[BaseModel], schema: dict | None = None):
+        self.model = model
+        self.schema = schema if schema is not None else model.model_json_schema()
+        self.json_validator = StrictValidator(self.schema)
+        spaces = label_spaces(model)
+        self.fields = list(model.model_fields)
+        only = spaces[self.fields[0]] if len(self.fields) == 1 else None
+        self._bare = {str(v).lower(): v for v in only.values} if only else None
+
+    def parse(self, raw: Any, truncated: bool = False) -> Parsed:
+        result = self._parse(raw if isinstance(raw, str) else "")
+        if truncated and result.status in ("no_json", "invalid_json", "schema_error"):
+            return Parsed("truncated", None, result.notes, f"hit the token limit: {result.error}")
+        return result
+
+    def _parse(self, raw: str) -> Parsed:
+        if _THINK.search(raw):
+            return Parsed("thinking_leak", error="output contains a <think> block")
+        notes: list[str] = []
+        text = raw
+        fence = _FENCE.search(raw)
+        if fence:
+            notes.append("fenced")
+            text = fence.group(1)
+        obj, start, end, json_like = _first_object(text)
+        if obj is None:
+            return self._bare_label(text, notes, json_like)
+        if text[:start].strip() or text[end:].strip() or (fence and (raw[: fence.start()].strip() or raw[fence.end():].strip())):
+            notes.append("prose")
+        return self.validate(obj, tuple(notes))
+
+    def validate(self, obj: Any, notes: tuple[str, ...] = ()) -> Parsed:
+        """Validate a decoded JSON value with both validators; they must agree to pass."""
+        errors = list(self.json_validator.iter_errors(obj))
+        try:
+            value = self.model.model_validate_json(json.dumps(obj), strict=True).model_dump(mode="json")
+            pydantic_error = ""
+        except ValidationError as e:
+            value, pydantic_error = None, "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors())
+        if not errors and value is not None:
+            return Parsed("ok", value, notes)
+        if not errors:  # Pydantic alone refused: report it as a shape error, never silently pass
+            return Parsed("schema_error", None, notes, pydantic_error)
+        label_only = all(_is_label_error(e) for e in errors)
+        message = "; ".join(f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors)
+        return Parsed("out_of_label_set" if label_only else "schema_error", None, notes, message)
+
+    def _bare_label(self, text: str, notes: list[str], json_like: bool) -> Parsed:
+        bare = text.strip(_BARE_STRIP)
+        if self._bare is not None and bare and "{" not in text:
+            if bare.lower() in self._bare:
+                return Parsed("ok", {self.fields[0]: self._bare[bare.lower()]}, (*notes, "bare_label"))
+            if len(bare.split()) <= _BARE_MAX_WORDS and "\n" not in bare:
+                return Parsed("out_of_label_set", None, (*notes, "bare_label"), f"{bare!r} is not an allowed label")
+        if json_like:
+            return Parsed("invalid_json", None, tuple(notes), "found '{' but no JSON object decodes")
+        return Parsed("no_json", None, tuple(notes), "no JSON object in the output")
+
+
+def _first_object(text: str) -> tuple[dict | None, int, int, bool]:
+    """The first decodable JSON object in text: (object, start, end, saw a '{')."""
+    decoder = json.JSONDecoder()
+    pos = text.find("{")
+    saw = pos >= 0
+    while pos >= 0:
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+            if isinstance(obj, dict):
+                return obj, pos, end, saw
+        except (json.JSONDecodeError, RecursionError):
+            pass
+        pos = text.find("{", pos + 1)
+    return None, -1, -1, saw
+
+
+def _is_label_error(error: jsonschema.ValidationError) -> bool:
+    if error.validator in _LABEL_KEYWORDS:
+        return True
+    # An Enum field is a $ref/allOf wrapper around an enum; look at the innermost cause.
+    return bool(error.context) and all(_is_label_error(c) for c in error.context)

@@ -1,0 +1,153 @@
+"""The run folder a scoring writes (predictions.jsonl, metrics.json, report.md, one
+confusion-matrix PNG per field) and the rich tables shown in the terminal. Every file is
+written atomically, metrics.json last, so a folder with metrics.json is complete."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from mcqa.io import atomic_write_bytes, atomic_write_text, write_json, write_jsonl
+from mcqa.parsing import STATUSES
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _ci(ci: list[float]) -> str:
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def write_run(folder: str | Path, records: list[dict], metrics: dict[str, Any]) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "predictions.jsonl", records)
+    for field, fm in metrics["fields"].items():
+        if "confusion" in fm:
+            atomic_write_bytes(folder / f"confusion_{field}.png", confusion_png(field, fm["confusion"]))
+    atomic_write_text(folder / "report.md", markdown(metrics))
+    write_json(folder / "metrics.json", metrics)
+    return folder
+
+
+def confusion_png(field: str, cm: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gold, pred, matrix = cm["gold"], cm["pred"], cm["matrix"]
+    size = max(4.0, 0.45 * len(pred) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(pred)), pred, rotation=60, ha="right")
+    ax.set_yticks(range(len(gold)), gold)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(f"confusion: {field}")
+    top = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > top / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def markdown(m: dict[str, Any]) -> str:
+    run = m.get("run", {})
+    lines = [f"# mcqa report: {m['task']}", ""]
+    for k, v in run.items():
+        lines.append(f"- {k}: `{v}`")
+    lines += ["", f"{m['n']} examples. Parse failures count as wrong in every metric below.", ""]
+    lines += ["## Headline (95% bootstrap intervals)", "", "| metric | value | 95% CI |", "|---|---|---|"]
+    for f, fm in m["fields"].items():
+        lines.append(f"| {f} accuracy | {_pct(fm['accuracy'])} | {_ci(fm['ci']['accuracy'])} |")
+        if "macro_f1" in fm:
+            lines.append(f"| {f} macro-F1 | {_pct(fm['macro_f1'])} | {_ci(fm['ci']['macro_f1'])} |")
+    lines.append(f"| joint exact match | {_pct(m['joint']['accuracy'])} | {_ci(m['joint']['ci'])} |")
+    p = m["parse"]
+    lines += ["", "## Parse status", "", "| status | count |", "|---|---|"]
+    lines += [f"| {s} | {p['counts'][s]} |" for s in STATUSES]
+    lines.append(f"\nParse failure rate: {_pct(p['failure_rate'])}.")
+    if p["notes"]:
+        lines.append("Tolerated: " + ", ".join(f"{k} {v}" for k, v in p["notes"].items()) + ".")
+    for f, fm in m["fields"].items():
+        lines += ["", f"## Field `{f}`", ""]
+        summary = [f"accuracy {_pct(fm['accuracy'])}"]
+        for k in ("macro_f1", "micro_f1", "weighted_f1"):
+            if k in fm:
+                summary.append(f"{k.replace('_', '-')} {_pct(fm[k])}")
+        if "mae" in fm:
+            summary += [f"MAE {fm['mae']:.3f}", f"within-1 {_pct(fm['within1'])}", f"QWK {fm['qwk']:.3f}"]
+            summary.append("(a parse failure counts as the label farthest from the gold)")
+        if "calibration" in fm:
+            c = fm["calibration"]
+            summary.append(f"ECE {c['ece']:.3f}, Brier {c['brier']:.3f} over {c['n']} examples with probabilities")
+        lines.append(", ".join(summary) + ".")
+        if "per_class" in fm:
+            lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+            for c, s in fm["per_class"].items():
+                lines.append(f"| {c} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |")
+            cm = fm["confusion"]
+            lines += ["", f"Confusion matrix (rows gold, columns predicted; `confusion_{f}.png`):", ""]
+            lines.append("| gold \\ pred | " + " | ".join(cm["pred"]) + " |")
+            lines.append("|---" * (len(cm["pred"]) + 1) + "|")
+            lines += [f"| {g} | " + " | ".join(map(str, row)) + " |" for g, row in zip(cm["gold"], cm["matrix"])]
+    if m.get("groups"):
+        fields = list(m["fields"])
+        lines += ["", "## By group", "", "| group | n | joint | 95% CI | " + " | ".join(fields) + " | parse failures |"]
+        lines.append("|---" * (len(fields) + 5) + "|")
+        for g, s in m["groups"].items():
+            accs = " | ".join(_pct(s["accuracy"][f]) for f in fields)
+            lines.append(f"| {g} | {s['n']} | {_pct(s['joint_accuracy'])} | {_ci(s['joint_ci'])} | {accs} | {s['parse_failures']} |")
+    if "positions" in m:
+        pos = m["positions"]
+        lines += ["", "## Option positions", "", "| position | predicted | gold |", "|---|---|---|"]
+        lines += [f"| {x} | {p_} | {g} |" for x, p_, g in zip(pos["positions"], pos["predicted"], pos["gold"])]
+        lines.append(f"| (failed) | {pos['failed']} | |")
+    b = m["bootstrap"]
+    lines += ["", f"Intervals: {b['interval']} bootstrap, {b['resamples']} resamples, seed {b['seed']}.", ""]
+    return "\n".join(lines)
+
+
+def tables(m: dict[str, Any]) -> list[Table]:
+    """The terminal view: headline numbers, parse status, and per-field class scores."""
+    head = Table(title=f"{m['task']}: {m['n']} examples (parse failures count as wrong)")
+    for col in ("metric", "value", "95% CI"):
+        head.add_column(col, justify="right" if col != "metric" else "left")
+    for f, fm in m["fields"].items():
+        head.add_row(f"{f} accuracy", _pct(fm["accuracy"]), _ci(fm["ci"]["accuracy"]))
+        if "macro_f1" in fm:
+            head.add_row(f"{f} macro-F1", _pct(fm["macro_f1"]), _ci(fm["ci"]["macro_f1"]))
+        if "mae" in fm:
+            head.add_row(f"{f} MAE / within-1 / QWK", f"{fm['mae']:.3f} / {_pct(fm['within1'])} / {fm['qwk']:.3f}", "")
+        if "calibration" in fm:
+            head.add_row(f"{f} ECE / Brier", f"{fm['calibration']['ece']:.3f} / {fm['calibration']['brier']:.3f}", "")
+    head.add_row("joint exact match", _pct(m["joint"]["accuracy"]), _ci(m["joint"]["ci"]))
+    head.add_row("parse failure rate", _pct(m["parse"]["failure_rate"]), "")
+    status = Table(title="parse status")
+    status.add_column("status")
+    status.add_column("count", justify="right")
+    for s in STATUSES:
+        if m["parse"]["counts"][s]:
+            status.add_row(s, str(m["parse"]["counts"][s]))
+    out = [head, status]
+    for f, fm in m["fields"].items():
+        if "per_class" not in fm:
+            continue
+        t = Table(title=f"{f}: per class")
+        for col in ("class", "precision", "recall", "F1", "support"):
+            t.add_column(col, justify="left" if col == "class" else "right")
+        for c, s in fm["per_class"].items():
+            t.add_row(c, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
+        out.append(t)
+    return out

@@ -1,0 +1,170 @@
+"""Scoring: examples + raw outputs -> per-example records -> metrics. Records come first and
+carry everything (raw text, status, parsed value, gold, correctness, groups, probabilities);
+every metric is computed from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mcqa import metrics as M
+from mcqa.console import track
+from mcqa.errors import DataError, McqaError
+from mcqa.io import read_jsonl
+from mcqa.parsing import FAILURES, STATUSES, OutputParser
+from mcqa.prompting import LETTERS
+from mcqa.task import Example, Task
+
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def schema_file(task: Task) -> Path:
+    return SCHEMAS_DIR / f"{task.name}.schema.json"
+
+
+def task_schema(task: Task) -> dict:
+    """The task's JSON Schema: the committed file when there is one (it must match the model),
+    else generated from the Pydantic model (a task from an installed package)."""
+    generated = task.output.model_json_schema()
+    path = schema_file(task)
+    if path.is_file():
+        on_disk = json.loads(path.read_text(encoding="utf-8"))
+        if on_disk != generated:
+            raise McqaError(f"{path} is out of date with the '{task.name}' output model; run `mcqa schema --write`")
+        return on_disk
+    return generated
+
+
+def parser_for(task: Task) -> OutputParser:
+    return OutputParser(task.output, task_schema(task))
+
+
+def read_predictions(path: str | Path) -> dict[str, dict]:
+    """Predictions JSONL: {"id", "output"} per line, optionally "truncated" (or "finish_reason":
+    "length") and "probs" ({field: {label: p}})."""
+    preds: dict[str, dict] = {}
+    lines: dict[str, int] = {}
+    for lineno, rec in read_jsonl(path):
+        pid = rec.get("id")
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            pid = str(pid)
+        if not isinstance(pid, str):
+            raise DataError(f"{path}:{lineno}: missing string field 'id'")
+        if "output" not in rec:
+            raise DataError(f"{path}:{lineno}: missing field 'output' (the model's raw text)")
+        if pid in lines:
+            raise DataError(f"{path}:{lineno}: duplicated id '{pid}' (first on line {lines[pid]})")
+        lines[pid] = lineno
+        preds[pid] = rec
+    return preds
+
+
+def match_ids(examples: list[Example], preds: dict[str, dict], where: str, subset: bool = False) -> list[Example]:
+    """Check the predictions cover the examples: unknown ids are an error, and so are missing
+    ones unless `subset` (then only the predicted examples are scored, and the report says so)."""
+    known = {e.id for e in examples}
+    unknown = [i for i in preds if i not in known]
+    if unknown:
+        raise DataError(f"{where}: {len(unknown)} ids are not in the examples being scored (first: '{unknown[0]}'); check --split/--protocol or --data")
+    missing = [e.id for e in examples if e.id not in preds]
+    if missing and not subset:
+        raise DataError(
+            f"{where}: no prediction for {len(missing)} of {len(examples)} examples (first: '{missing[0]}'); "
+            "pass --subset to score only the predicted ones"
+        )
+    return [e for e in examples if e.id in preds]
+
+
+def make_records(task: Task, examples: list[Example], preds: dict[str, dict]) -> list[dict[str, Any]]:
+    parser = parser_for(task)
+    fields = task.fields
+    records = []
+    for e in track(examples, "parsing outputs", total=len(examples)):
+        if e.target is None:
+            raise DataError(f"example '{e.id}' has no gold label; scoring needs labeled examples")
+        p = preds[e.id]
+        truncated = bool(p.get("truncated")) or p.get("finish_reason") == "length"
+        parsed = parser.parse(p["output"], truncated=truncated)
+        gold = parser.model.model_validate(e.target).model_dump(mode="json")
+        value = parsed.value or {}
+        correct = {f: parsed.ok and value.get(f) == gold[f] for f in fields}
+        rec = {
+            "id": e.id, "raw": p["output"], "status": parsed.status, "notes": list(parsed.notes),
+            "error": parsed.error, "parsed": parsed.value, "gold": gold, "correct": correct,
+            "joint": all(correct.values()), "groups": list(e.groups),
+        }
+        if isinstance(p.get("probs"), dict):
+            rec["probs"] = p["probs"]
+        records.append(rec)
+    return records
+
+
+def compute_metrics(task: Task, records: list[dict[str, Any]], resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+    """Every number of the report, from the records alone."""
+    n = len(records)
+    if n == 0:
+        raise McqaError("nothing to score: no examples")
+    spaces = task.label_spaces
+    status_counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
+    notes = sorted({x for r in records for x in r["notes"]})
+    out: dict[str, Any] = {
+        "task": task.name,
+        "n": n,
+        "parse": {
+            "counts": status_counts,
+            "failure_rate": sum(status_counts[s] for s in FAILURES) / n,
+            "notes": {x: sum(x in r["notes"] for r in records) for x in notes},
+        },
+        "fields": {},
+    }
+    idx = bootstrap_indices_for(n, resamples)
+    for f in task.fields:
+        gold = [r["gold"][f] for r in records]
+        pred = [(r["parsed"] or {}).get(f) if r["status"] == "ok" else None for r in records]
+        fm = M.field_metrics(gold, pred, spaces[f])
+        correct = np.array([r["correct"][f] for r in records], dtype=float)
+        fm["ci"] = {"accuracy": M.percentile_ci(correct[idx].mean(axis=1))}
+        if spaces[f] is not None:
+            g, p = M.encode(gold, spaces[f]), M.encode(pred, spaces[f])
+            fm["ci"]["macro_f1"] = M.percentile_ci(M.macro_f1_batch(g[idx], p[idx], len(spaces[f].values)))
+            with_probs = [r for r in records if isinstance((r.get("probs") or {}).get(f), dict)]
+            if with_probs:
+                fm["calibration"] = M.calibration([r["probs"][f] for r in with_probs], [r["gold"][f] for r in with_probs], spaces[f])
+        out["fields"][f] = fm
+    joint = np.array([r["joint"] for r in records], dtype=float)
+    out["joint"] = {"accuracy": float(joint.mean()), "ci": M.percentile_ci(joint[idx].mean(axis=1))}
+    out["groups"] = group_breakdown(task, records, resamples)
+    if task.choice_field:
+        f = task.choice_field
+        letters = [str(v) for v in spaces[f].values] if spaces[f] else list(LETTERS)
+        out["positions"] = M.position_histogram(
+            [(r["parsed"] or {}).get(f) if r["status"] == "ok" else None for r in records], [r["gold"][f] for r in records], letters
+        )
+    out["bootstrap"] = {"resamples": resamples, "seed": BOOTSTRAP_SEED, "interval": "percentile 95%"}
+    return out
+
+
+def bootstrap_indices_for(n: int, resamples: int) -> np.ndarray:
+    return M.bootstrap_indices(n, resamples, BOOTSTRAP_SEED)
+
+
+def group_breakdown(task: Task, records: list[dict[str, Any]], resamples: int) -> dict[str, Any]:
+    groups = sorted({g for r in records for g in r["groups"]})
+    out = {}
+    for g in groups:
+        members = [r for r in records if g in r["groups"]]
+        joint = np.array([r["joint"] for r in members], dtype=float)
+        idx = bootstrap_indices_for(len(members), resamples)
+        out[g] = {
+            "n": len(members),
+            "joint_accuracy": float(joint.mean()),
+            "joint_ci": M.percentile_ci(joint[idx].mean(axis=1)),
+            "accuracy": {f: float(np.mean([r["correct"][f] for r in members])) for f in task.fields},
+            "parse_failures": sum(r["status"] != "ok" for r in members),
+        }
+    return out
