@@ -1,0 +1,119 @@
+"""Typed training config, declared once. A YAML file and `key=value` overrides (dotted for
+nested keys, `lora.r=8`) are merged, overrides winning; unknown keys are rejected, and every
+error is reported at once. The resolved config is saved beside every run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mcqa.errors import McqaError
+
+DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="module names that get LoRA adapters",
+    )
+
+
+class TrainConfig(BaseModel):
+    """Defaults follow the published recipes: LoRA r=16, alpha=32, dropout 0.05 on every
+    projection, lr 3e-4, cosine schedule, 10% warmup, effective batch 16."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    protocol: str | None = Field(None, description="split protocol; default: the task's first")
+    model: str = Field(DEFAULT_MODEL, description="hub id, local folder, or an alias from `mcqa models`")
+    mode: Literal["generate", "head"] = "generate"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    learning_rate: float = Field(3e-4, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, ge=1, description="effective batch: micro batch x accumulation x processes")
+    micro_batch_size: int = Field(8, ge=1, description="examples per forward pass on one process")
+    epochs: float = Field(3, gt=0)
+    max_length: int = Field(1024, ge=16, description="longer examples are dropped from training, with a count")
+    max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample (quick runs)")
+    max_eval_examples: int | None = Field(None, ge=1, description="validate on the first N validation examples")
+    eval_batch_size: int = Field(16, ge=1)
+    eval_max_new_tokens: int | None = Field(None, ge=1, description="default: longest target + 16")
+    best_metric: str = Field("joint", description="joint, parse_failure_rate, <field>_accuracy or <field>_macro_f1")
+    patience: int | None = Field(3, ge=1, description="stop after this many epochs without improvement")
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    gradient_checkpointing: bool = False
+    qlora: bool = Field(False, description="load the base model in 4 bits (bitsandbytes, CUDA only)")
+    trust_remote_code: bool = False
+    logging_steps: int = Field(5, ge=1)
+    output_dir: str | None = Field(None, description="run folder; default runs/train/<task>-<mode>-<time>")
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> "TrainConfig":
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
+        return self
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise McqaError(f"override '{key}': '{p}' is not a section")
+    d[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["lora.r=8", "epochs=2"] -> {"lora": {"r": 8}, "epochs": 2}; values are read as YAML."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise McqaError(f"override '{item}' is not key=value (for example epochs=2 or lora.r=8)")
+        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw else "")
+    return out
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    """YAML file (optional) + overrides -> TrainConfig; all problems in one message."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise McqaError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise McqaError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise McqaError(f"{path}: a config file must be a mapping of key: value")
+    data = _merge(data, overrides or {})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'config'}: {x['msg']}" for x in e.errors())
+        where = f"{path}: " if path else ""
+        raise McqaError(f"{where}invalid config ({len(e.errors())} problems): {problems}") from None
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
