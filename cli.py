@@ -4,6 +4,8 @@
     mcqa show   --task T --split S -n 3
     mcqa schema --task T | --write
     mcqa score  --task T --split S --predictions FILE.jsonl
+    mcqa train  --task T [--model M] [--mode head] [--config run.yaml] [key=value ...]
+    mcqa models [list | install ALIAS | verify ALIAS]
 """
 
 from __future__ import annotations
@@ -57,10 +59,15 @@ def cmd_show(args) -> None:
 
     task = get_task(args.task)
     examples = load_split(task, args.split, args.protocol)[: args.n]
-    tokenizer = load_tokenizer(args.tokenizer)
+    if args.tokenizer:  # a hub id, folder or model alias
+        from mcqa.models import load_tokenizer as load_model_tokenizer
+
+        tokenizer = load_model_tokenizer(args.tokenizer)
+    else:
+        tokenizer = load_tokenizer()  # the Qwen3 tokenizer, local copy first
     for e in examples:
         out.rule(f"{task.name} · {e.id} · groups: {', '.join(e.groups) or '-'}")
-        out.print(render_prompt(tokenizer, task.messages(e)), markup=False, highlight=False, end="")
+        out.print(render_prompt(tokenizer, task.messages(e)), markup=False, highlight=False, end="", soft_wrap=True)
         out.print(f"[bold green]{serialize_target(task.output, e.target)}[/]" if e.target else "[dim](unlabeled)[/]")
 
 
@@ -109,6 +116,59 @@ def cmd_score(args) -> None:
     console.print(f"run folder: [bold]{folder}[/]")
 
 
+def cmd_train(args) -> None:
+    from mcqa.config import load_config, parse_overrides
+    from mcqa.console import console, out
+    from mcqa.report import tables
+
+    if args.resume:
+        if args.task or args.config or args.overrides or args.model or args.mode:
+            raise McqaError("--resume takes no other settings: the run continues with its saved config.yaml")
+        config = None
+    else:
+        if not args.task and not args.config:
+            raise McqaError("name a task with --task T (or give --config run.yaml that sets task)")
+        overrides = parse_overrides(args.overrides)
+        for key in ("task", "model", "mode"):
+            if getattr(args, key):
+                overrides[key] = getattr(args, key)
+        config = load_config(args.config, overrides)
+        from mcqa.registry import get_task
+
+        get_task(config.task)  # a wrong name fails here, before any model is loaded
+    from mcqa.training import train
+
+    run_dir = train(config, resume=args.resume)
+    metrics_file = run_dir / "test" / "metrics.json"
+    if metrics_file.is_file():
+        for t in tables(json.loads(metrics_file.read_text(encoding="utf-8"))):
+            out.print(t)
+    console.print(f"run folder: [bold]{run_dir}[/] (adapter in {run_dir / 'adapter'}, test report in {run_dir / 'test' / 'report.md'})")
+
+
+def cmd_models(args) -> None:
+    from rich.table import Table
+
+    from mcqa import models
+    from mcqa.console import console, out
+
+    if args.action == "list":
+        table = Table(title="model aliases that work offline")
+        for col in ("alias", "installed", "size", "path", "description"):
+            table.add_column(col)
+        for m in models.list_models():
+            size = f"{m.size_bytes / 2**20:.0f} MiB" if m.size_bytes else "-"
+            table.add_row(m.alias, "yes" if m.installed else "no", size, str(m.path), m.description)
+        out.print(table)
+        return
+    if not args.alias:
+        raise McqaError(f"`mcqa models {args.action}` needs an alias; see `mcqa models list`")
+    if args.action == "install":
+        models.install(args.alias, force=args.force)  # prints its own progress and result
+    else:
+        console.print(f"{args.alias}: {models.verify(args.alias)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mcqa", description="Teach small LLMs multiple choice and JSON labels; score them honestly.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -138,6 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subset", action="store_true", help="score only the examples that have a prediction")
     s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
     s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser("train", help="LoRA-train a model on a task; writes a run folder")
+    s.add_argument("--task")
+    s.add_argument("--model", help="hub id, local folder or alias (see `mcqa models`); default Qwen/Qwen3-0.6B")
+    s.add_argument("--mode", choices=["generate", "head"], help="generative (default) or classification heads")
+    s.add_argument("--config", type=Path, help="YAML file of settings; key=value arguments override it")
+    s.add_argument("--resume", type=Path, help="continue an interrupted run folder from its last checkpoint")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=2 lora.r=8")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("models", help="list, install or verify the offline model aliases")
+    s.add_argument("action", nargs="?", default="list", choices=["list", "install", "verify"])
+    s.add_argument("alias", nargs="?")
+    s.add_argument("--force", action="store_true", help="with install: rebuild even if installed")
+    s.set_defaults(fn=cmd_models)
     return p
 
 

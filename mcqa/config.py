@@ -47,6 +47,7 @@ class TrainConfig(BaseModel):
     max_length: int = Field(1024, ge=16, description="longer examples are dropped from training, with a count")
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample (quick runs)")
     max_eval_examples: int | None = Field(None, ge=1, description="validate on the first N validation examples")
+    group_by_length: bool = Field(True, description="batch examples of similar length together (less padding)")
     eval_batch_size: int = Field(16, ge=1)
     eval_max_new_tokens: int | None = Field(None, ge=1, description="default: longest target + 16")
     best_metric: str = Field("joint", description="joint, parse_failure_rate, <field>_accuracy or <field>_macro_f1")

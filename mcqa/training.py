@@ -191,7 +191,7 @@ def new_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
+def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
     """Train, keep the best epoch, score it on the test split; return the run folder."""
     if resume is not None:
         run_dir = Path(resume)
@@ -257,7 +257,7 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
         report_to=[],
         seed=config.seed,
         data_seed=config.seed,
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         remove_unused_columns=False,
         label_names=["labels"],
         bf16=config.dtype == "bfloat16" and torch.cuda.is_available(),

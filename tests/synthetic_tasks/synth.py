@@ -1,0 +1,55 @@
+"""synth: a small learnable task for trainer tests. Each input hides one keyword among filler
+words; the keyword's class is the label. A model must attend to the keyword to get it right,
+so reaching high accuracy checks the loss masking and the training loop for real."""
+
+import random
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from mcqa.splits import three_way
+from mcqa.task import Example, Task
+
+KEYWORDS = {
+    "north": ["snow", "ice", "glacier"],
+    "south": ["sand", "cactus", "dune"],
+    "east": ["tea", "silk", "jade"],
+    "west": ["cowboy", "saloon", "ranch"],
+}
+FILLER = "the a of on in big small old new red blue green one two".split()
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: Literal["north", "south", "east", "west"]
+
+
+def from_record(r: dict) -> Example:
+    target = {"label": r["label"]} if "label" in r else None
+    return Example(id=r["id"], input={"text": r["text"]}, target=target)
+
+
+@lru_cache(maxsize=None)
+def _all() -> tuple[Example, ...]:
+    rng = random.Random(0)
+    out = []
+    for i in range(400):
+        label = rng.choice(sorted(KEYWORDS))
+        words = rng.sample(FILLER, 4)
+        words.insert(rng.randrange(5), rng.choice(KEYWORDS[label]))
+        out.append(from_record({"id": f"s{i:03d}", "text": " ".join(words), "label": label}))
+    return tuple(out)
+
+
+def load(split: str, protocol: str) -> list[Example]:
+    ids = set(three_way([e.id for e in _all()], (0.6, 0.2, 0.2), 0)[split])
+    return [e for e in _all() if e.id in ids]
+
+
+def messages(e: Example) -> list[dict[str, str]]:
+    return [{"role": "user", "content": e.input["text"]}]
+
+
+TASK = Task(name="synth", output=Output, load=load, from_record=from_record, messages=messages,
+            description="synthetic keyword -> region task for trainer tests")

