@@ -37,7 +37,7 @@ def cmd_tasks(args) -> None:
 
     table = Table(title="mcqa tasks")
     for col in ("task", "fields and label spaces", "protocols", f"splits ({'/'.join(SPLITS)})", "description"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "task")  # the name a user must type is never cut
     for task in all_tasks():
         fields = []
         for f, space in task.label_spaces.items():

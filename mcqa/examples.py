@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from mcqa.errors import DataError, McqaError
 from mcqa.io import read_jsonl
 from mcqa.task import SPLITS, Example, Task
@@ -31,6 +33,11 @@ def load_file(task: Task, path: str | Path) -> list[Example]:
     for lineno, record in read_jsonl(path):
         try:
             example = task.from_record(record)
+            if example.target is not None:  # gold labels must be in the output contract too
+                task.output.model_validate(example.target)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise DataError(f"{path}:{lineno}: not a valid '{task.name}' label: {problems}") from None
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}:{lineno}: not a valid '{task.name}' record: {e}") from None
         if example.id in first_line:

@@ -40,9 +40,12 @@ def field_metrics(gold: Sequence[Any], pred: Sequence[Any], space: LabelSpace | 
     g, p = encode(gold, space), encode(pred, space)
     k = len(space.values)
     labels = list(range(k))
+    # Macro-F1 averages over the classes present in gold or predictions (sklearn's default): a
+    # class absent from a small file is not scored as 0.
+    present = sorted(set(g.tolist()) | set(p.tolist()) - {k})
     out: dict[str, Any] = {
         "accuracy": float(accuracy_score(g, p)),
-        "macro_f1": float(f1_score(g, p, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(g, p, labels=present, average="macro", zero_division=0)) if present else 0.0,
         "micro_f1": float(f1_score(g, p, labels=labels, average="micro", zero_division=0)),
         "weighted_f1": float(f1_score(g, p, labels=labels, average="weighted", zero_division=0)),
     }
@@ -64,20 +67,23 @@ def ordinal_metrics(g: np.ndarray, p: np.ndarray, k: int) -> dict[str, float]:
     farthest = np.where(g < (k - 1) / 2, k - 1, 0)
     p = np.where(p == k, farthest, p)
     err = np.abs(g - p)
-    qwk = cohen_kappa_score(g, p, labels=list(range(k)), weights="quadratic")
+    # Kappa is undefined (0/0) when gold and predictions are one constant; perfect is still perfect.
+    qwk = 1.0 if np.array_equal(g, p) else cohen_kappa_score(g, p, labels=list(range(k)), weights="quadratic")
     return {"mae": float(err.mean()), "within1": float((err <= 1).mean()), "qwk": float(np.nan_to_num(qwk))}
 
 
 def macro_f1_batch(g: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
-    """Macro-F1 over labels 0..k-1 for each row of (B, n) index arrays (sklearn's definition,
-    zero_division=0)."""
+    """Macro-F1 for each row of (B, n) index arrays, over the classes 0..k-1 present in that
+    row's gold or predictions (as field_metrics and sklearn's default; k marks a failure)."""
     scores = np.zeros(g.shape[0])
+    present = np.zeros(g.shape[0])
     for c in range(k):
         gc, pc = g == c, p == c
         tp = (gc & pc).sum(axis=1)
         denom = gc.sum(axis=1) + pc.sum(axis=1)
         scores += np.divide(2 * tp, denom, out=np.zeros_like(scores), where=denom > 0)
-    return scores / k
+        present += denom > 0
+    return np.divide(scores, present, out=np.zeros_like(scores), where=present > 0)
 
 
 def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:

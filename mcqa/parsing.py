@@ -87,6 +87,8 @@ class OutputParser:
         obj, start, end, json_like = _first_object(text)
         if obj is None:
             return self._bare_label(text, notes, json_like)
+        if _first_object(text[end:])[0] is not None:
+            notes.append("several_objects")  # a hedging model: the first object is the answer
         if text[:start].strip() or text[end:].strip() or (fence and (raw[: fence.start()].strip() or raw[fence.end():].strip())):
             notes.append("prose")
         return self.validate(obj, tuple(notes))
@@ -129,7 +131,7 @@ def _first_object(text: str) -> tuple[dict | None, int, int, bool]:
             obj, end = decoder.raw_decode(text, pos)
             if isinstance(obj, dict):
                 return obj, pos, end, saw
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, and ValueError for huge ints
             pass
         pos = text.find("{", pos + 1)
     return None, -1, -1, saw

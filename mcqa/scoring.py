@@ -81,12 +81,13 @@ def match_ids(examples: list[Example], preds: dict[str, dict], where: str, subse
 
 
 def make_records(task: Task, examples: list[Example], preds: dict[str, dict]) -> list[dict[str, Any]]:
+    unlabeled = [e.id for e in examples if e.target is None]
+    if unlabeled:
+        raise DataError(f"{len(unlabeled)} examples have no gold label (first: '{unlabeled[0]}'); scoring needs labeled examples")
     parser = parser_for(task)
     fields = task.fields
     records = []
     for e in track(examples, "parsing outputs", total=len(examples)):
-        if e.target is None:
-            raise DataError(f"example '{e.id}' has no gold label; scoring needs labeled examples")
         p = preds[e.id]
         truncated = bool(p.get("truncated")) or p.get("finish_reason") == "length"
         parsed = parser.parse(p["output"], truncated=truncated)

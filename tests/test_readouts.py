@@ -1,0 +1,344 @@
+"""Readouts on tiny-qwen3 (random 2-layer Qwen3, real Qwen3 tokenizer and chat template).
+
+Every fast path is checked against a plain computation: constrained decoding against greedy
+decoding over the candidate strings with a full forward per step, rank against a full forward
+per candidate string, the cached prefix against a full forward. The random model has no
+preference worth the name, so the prompts are random text and the label sets are chosen to
+reach every branch: multi-token labels ("computer science", "Promotions"), labels that share
+their first tokens ("computer" / "computer science" / "computer engineering"), two fields.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Annotated, Literal
+
+import numpy as np
+import pytest
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcqa.encoding import prompt_ids
+from mcqa.errors import McqaError
+from mcqa.prefix_cache import CausalLM, SharedPrefix, Streams, Tree, common_prefix_len
+from mcqa.prompting import serialize_target
+from mcqa.readouts import READOUTS, apply_temperature, fit_temperature, group_probs, run_readout
+from mcqa.registry import get_task
+from mcqa.scoring import parser_for
+from mcqa.task import Example, Task, check_task
+from mcqa.trie import LabelCandidates
+
+TOL = 1e-4  # float32 log-probs; a batched, cached forward differs from a plain one by ~1e-6
+
+
+class Shared(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    topic: Literal["computer", "computer science", "computer engineering", "Promotions", "Prom", "math"]
+    flag: bool
+
+
+class Free(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    folder: Literal["Work", "Personal"]
+    note: Annotated[str, Field(max_length=16)]
+    count: int
+    level: Annotated[int, Field(ge=1, le=3)]
+
+
+def synthetic(name: str, output) -> Task:
+    def messages(e: Example) -> list[dict[str, str]]:
+        return [{"role": "system", "content": "Label the text. Reply with one JSON object."}, {"role": "user", "content": e.input["text"]}]
+
+    def unavailable(*_):
+        raise ValueError("synthetic task: examples are made by the test")
+
+    return check_task(Task(name=name, output=output, load=unavailable, from_record=unavailable, messages=messages), name, __file__)
+
+
+SHARED, FREE = synthetic("shared_prefixes", Shared), synthetic("free_fields", Free)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Inputs of a few hundred tokens on a busy machine: intra-op threads only wait on each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from mcqa.models import load_causal_lm, load_tokenizer
+
+    return load_causal_lm("tiny-qwen3"), load_tokenizer("tiny-qwen3")
+
+
+def random_text(rng: random.Random, tokenizer, n: int) -> str:
+    """Random tokens of the vocabulary (any script, punctuation, code) decoded to text."""
+    return tokenizer.decode([rng.randrange(151_000) for _ in range(n)])
+
+
+def random_examples(task: Task, tokenizer, n: int, seed: int) -> list[Example]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        if task.name == "notification":
+            inp = {"app": random_text(rng, tokenizer, 2), "title": random_text(rng, tokenizer, 4), "body": random_text(rng, tokenizer, rng.randrange(3, 30))}
+        elif task.name == "mmlu_pro":
+            inp = {"question": random_text(rng, tokenizer, rng.randrange(3, 40))}
+        else:
+            inp = {"text": random_text(rng, tokenizer, rng.randrange(3, 30))}
+        out.append(Example(f"r{i}", inp))
+    return out
+
+
+def task_named(name: str) -> Task:
+    return {"shared_prefixes": SHARED, "free_fields": FREE}.get(name) or get_task(name)
+
+
+def full_logprobs(model, ids: list[int], last: int = 0) -> torch.Tensor:
+    """A plain forward over the whole sequence; the LM head on the last `last` positions (all: 0)."""
+    with torch.no_grad():
+        return torch.log_softmax(model(torch.tensor([ids]), logits_to_keep=last).logits[0].float(), dim=-1)
+
+
+def brute_loglik(model, prompt: list[int], seqs: list[tuple[int, ...]], score: str) -> list[float]:
+    """A plain full forward per candidate string; the sum of its target tokens' log-probs up to
+    the token that tells it apart from every other candidate ("prefix"), or all of them."""
+    out = []
+    for s in seqs:
+        if score == "full":
+            n = len(s)
+        else:
+            n = 1 + max(next((k for k in range(min(len(s), len(o))) if s[k] != o[k]), 0) for o in seqs if o != s)
+        lp = full_logprobs(model, prompt + list(s), last=len(s) + 1)  # lp[k]: the distribution of s[k]
+        out.append(sum(float(lp[k, s[k]]) for k in range(n)))
+    return out
+
+
+# ------------------------------------------------------------ the cached prefix
+
+
+@pytest.mark.parametrize("row_tokens", [4096, 1], ids=["packed-in-one-row", "a-row-each"])
+def test_cached_prefix_and_trees_match_a_full_forward(tiny, row_tokens):
+    model, _ = tiny
+    lm = CausalLM(model)
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randint(100, 5000, (20,), generator=g).tolist()
+    prompts = [shared + torch.randint(100, 5000, (n,), generator=g).tolist() for n in (1, 9, 4)]
+    n = common_prefix_len(prompts)
+    assert n == 20
+    streams = Streams(lm, SharedPrefix.encode(lm, prompts[0][:n]), 3, row_tokens)
+    # Each stream: its suffix, then a tree with two branches [11 -> 12] and [13]; its end moves to 11.
+    trees = {}
+    for s, p in enumerate(prompts):
+        k = len(p) - n
+        trees[s] = Tree(p[n:] + [11, 12, 13], list(range(-1, k - 1)) + [k - 1, k, k - 1], [k - 1, k, k + 1, k + 2], k)
+    got = streams.feed(trees)
+    assert streams.n_rows == (1 if row_tokens > 100 else 3)
+    for s, p in enumerate(prompts):
+        want = [full_logprobs(model, p + extra, last=1)[-1] for extra in ([], [11], [11, 12], [13])]
+        assert max(float((a - b).abs().max()) for a, b in zip(got[s], want)) < TOL
+    # Later feeds see the committed path only (not the sibling branches), after a stream is done too.
+    streams.feed({s: Tree.chain([20, 21]) for s in range(3)})
+    streams.finish([1])
+    got = streams.feed({2: Tree.chain([30]), 0: Tree.chain([31, 32])})
+    for s, extra in ((2, [30]), (0, [31, 32])):
+        assert float((got[s][0] - full_logprobs(model, prompts[s] + [11, 20, 21] + extra, last=1)[-1]).abs().max()) < TOL
+
+
+def test_common_prefix_leaves_every_prompt_a_token():
+    assert common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_len([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert common_prefix_len([[7, 1], [8, 1]]) == 0
+
+
+# ------------------------------------------------------------ constrained
+
+
+@pytest.mark.parametrize("name", ["mmlu_pro", "notification", "shared_prefixes"])
+def test_constrained_is_always_valid_and_equals_plain_greedy(tiny, name):
+    model, tok = tiny
+    task = task_named(name)
+    examples = random_examples(task, tok, 12, seed=len(name))
+    outputs = run_readout("constrained", model, tok, task, examples, batch_size=5, row_tokens=200)
+    parser, spaces = parser_for(task), task.label_spaces
+    for o in outputs:
+        parsed = parser.parse(o["output"])
+        assert parsed.status == "ok" and parsed.notes == (), o
+        assert all(parsed.value[f] in spaces[f].values for f in task.fields)
+    # The same greedy choice, made with a full forward of prompt + answer so far at each step.
+    cands = LabelCandidates(tok, task).candidates({}, task.fields)
+    for e, o in list(zip(examples, outputs))[:4]:
+        prompt, path = prompt_ids(tok, task, e), []
+        left = cands
+        while len(left) > 1:
+            nxt = sorted({c.ids[len(path)] for c in left})
+            if len(nxt) > 1:
+                lp = full_logprobs(model, prompt + path, last=1)[-1]
+                nxt = [max(nxt, key=lambda t: float(lp[t]))]
+            path.append(nxt[0])
+            left = [c for c in left if list(c.ids[:len(path)]) == path]
+        assert o["output"] == serialize_target(task.output, left[0].values)
+
+
+def test_constrained_reaches_labels_behind_a_shared_first_token(tiny):
+    """"computer" / "computer science" / "computer engineering" share their first token: the
+    choice among them is made one level down the trie, and each can come out."""
+    model, tok = tiny
+    cands = LabelCandidates(tok, SHARED).candidates({}, SHARED.fields)
+    science = next(c.ids for c in cands if c.values["topic"] == "computer science")
+    k = science.index(tok.convert_tokens_to_ids("computer"))
+    bias = torch.zeros(model.get_output_embeddings().weight.shape[0])
+    bias[[science[k], science[k + 1]]] = 30.0  # "computer", then " science": both levels of the trie
+    hook = model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+    try:
+        outputs = run_readout("constrained", model, tok, SHARED, random_examples(SHARED, tok, 3, seed=1))
+    finally:
+        hook.remove()
+    assert [parser_for(SHARED).parse(o["output"]).value["topic"] for o in outputs] == ["computer science"] * 3
+
+
+def test_constrained_with_free_fields_goes_through_the_grammar(tiny):
+    pytest.importorskip("xgrammar")
+    model, tok = tiny
+    examples = random_examples(FREE, tok, 4, seed=3)
+    outputs = run_readout("constrained", model, tok, FREE, examples, max_new_tokens=64)
+    parser = parser_for(FREE)
+    # The random model runs its free number ("-5555...") until only the closing reserve is
+    # left; the object is then closed, not cut off.
+    assert all(not o["truncated"] and parser.parse(o["output"]).status == "ok" for o in outputs), outputs
+    assert {parser.parse(o["output"]).value["folder"] for o in outputs} <= {"Work", "Personal"}
+
+
+# ------------------------------------------------------------ rank
+
+
+@pytest.mark.parametrize("name,score", [("notification", "prefix"), ("notification", "full"), ("shared_prefixes", "prefix"), ("mmlu_pro", "prefix")])
+def test_rank_equals_brute_force_scoring_of_every_candidate(tiny, name, score):
+    model, tok = tiny
+    task = task_named(name)
+    examples = random_examples(task, tok, 5, seed=7)
+    outputs = run_readout("rank", model, tok, task, examples, score=score, batch_size=3, row_tokens=200)
+    uncached = run_readout("rank", model, tok, task, examples, score=score, batch_size=1, prefix_cache=False)
+    cands = LabelCandidates(tok, task).candidates({}, task.fields)
+    for e, o, u in list(zip(examples, outputs, uncached)):
+        (group,) = o["scores"]
+        assert group["values"] == [[c.values[f] for f in task.fields] for c in cands]
+        assert np.allclose(group["loglik"], u["scores"][0]["loglik"], atol=TOL)
+        if e in examples[:2]:
+            want = brute_loglik(model, prompt_ids(tok, task, e), [c.ids for c in cands], score)
+            assert np.allclose(group["loglik"], want, atol=TOL), (group["loglik"], want)
+        for f in task.fields:
+            assert math.isclose(sum(o["probs"][f].values()), 1.0, abs_tol=1e-9)
+            assert set(o["probs"][f]) == {str(v) for v in task.label_spaces[f].values}
+        best = {f: max(task.label_spaces[f].values, key=lambda v: o["probs"][f][str(v)]) for f in task.fields}
+        assert o["output"] == serialize_target(task.output, best)
+        assert parser_for(task).parse(o["output"]).status == "ok"
+
+
+def test_rank_field_by_field_fixes_earlier_fields_to_their_argmax(tiny):
+    model, tok = tiny
+    task = get_task("notification")
+    e = random_examples(task, tok, 1, seed=11)[0]
+    (o,) = run_readout("rank", model, tok, task, [e], joint_limit=1)
+    folder, priority = o["scores"]
+    assert folder["fields"] == ["folder"] and priority["fields"] == ["priority"]
+    plan, prompt = LabelCandidates(tok, task, joint_limit=1), prompt_ids(tok, task, e)
+    assert np.allclose(folder["loglik"], brute_loglik(model, prompt, [c.ids for c in plan.candidates({}, ["folder"])], "prefix"), atol=TOL)
+    best = folder["values"][int(np.argmax(folder["loglik"]))][0]
+    later = brute_loglik(model, prompt, [c.ids for c in plan.candidates({"folder": best}, ["priority"])], "prefix")
+    # Scores within a group may differ by a constant (the shared tokens before the group's
+    # fed point are not summed); the distribution over the group's values may not.
+    assert np.allclose(np.asarray(priority["loglik"]) - priority["loglik"][0], np.asarray(later) - later[0], atol=TOL)
+    assert parser_for(task).parse(o["output"]).value["folder"] == best
+    with pytest.raises(McqaError, match="joint_limit"):
+        run_readout("rank", model, tok, task, [e], joint_limit=1, score="full")
+
+
+# ------------------------------------------------------------ temperature scaling
+
+
+def fake_rank_outputs(rng: np.random.Generator, n: int, sharpness: float, accuracy: float) -> tuple[Task, list[Example], list[dict]]:
+    task = get_task("notification")
+    examples, outputs = [], []
+    values = [[f, p] for f in ("Work", "Personal", "Promotions", "Alerts") for p in (1, 2, 3)]
+    for i in range(n):
+        gold = values[rng.integers(len(values))]
+        ll = rng.normal(scale=0.1, size=len(values))
+        top = values.index(gold) if rng.random() < accuracy else int(rng.integers(len(values)))
+        ll[top] += sharpness
+        examples.append(Example(f"v{i}", {}, {"folder": gold[0], "priority": gold[1]}))
+        outputs.append({"id": f"v{i}", "output": "", "scores": [{"fields": ["folder", "priority"], "values": values, "loglik": ll.tolist()}]})
+    return task, examples, outputs
+
+
+@pytest.mark.parametrize("sharpness,accuracy,direction", [(8.0, 0.6, "up"), (0.5, 0.95, "down"), (3.0, 0.8, None)])
+def test_temperature_scaling_never_worsens_validation_nll(sharpness, accuracy, direction):
+    task, examples, outputs = fake_rank_outputs(np.random.default_rng(0), 300, sharpness, accuracy)
+    fit = fit_temperature(task, examples, outputs)
+    assert fit.nll_after <= fit.nll_before
+    if direction == "up":  # overconfident: T > 1 flattens, and lowers ECE
+        assert fit.temperature > 1.5 and fit.nll_after < fit.nll_before
+        assert all(fit.ece_after[f] < fit.ece_before[f] for f in task.fields)
+    elif direction == "down":  # underconfident: T < 1 sharpens
+        assert fit.temperature < 0.7 and fit.nll_after < fit.nll_before
+    calibrated = apply_temperature(task, outputs, fit.temperature)
+    for o in calibrated:
+        assert o["temperature"] == fit.temperature
+        assert all(math.isclose(sum(o["probs"][f].values()), 1.0, abs_tol=1e-9) for f in task.fields)
+    assert group_probs(outputs[0]["scores"], 1.0) == apply_temperature(task, outputs[:1], 1.0)[0]["probs"]
+
+
+def test_temperature_fit_keeps_t_1_when_nothing_is_better():
+    """The gold is every example's argmax, so any flattening raises the NLL: offered only
+    temperatures above 1, the fit must keep T=1 and its NLL."""
+    task, examples, outputs = fake_rank_outputs(np.random.default_rng(1), 20, 0.0, 1.0)
+    for e, o in zip(examples, outputs):
+        g = o["scores"][0]
+        g["loglik"] = [3.0 if v == [e.target["folder"], e.target["priority"]] else 0.0 for v in g["values"]]
+    fit = fit_temperature(task, examples, outputs, bounds=(1.5, 20.0))
+    assert fit.temperature == 1.0 and fit.nll_after == fit.nll_before
+
+
+# ------------------------------------------------------------ registry and model kinds
+
+
+def test_registry_names_and_errors(tiny):
+    model, tok = tiny
+    task = get_task("notification")
+    assert set(READOUTS) == {"generate", "constrained", "rank", "head"}
+    with pytest.raises(McqaError, match="did you mean 'rank'"):
+        run_readout("rnak", model, tok, task, [])
+    with pytest.raises(McqaError, match="did you mean 'batch_size'.*prefix_cache"):
+        run_readout("rank", model, tok, task, [], batch_sise=4)
+    with pytest.raises(McqaError, match="head-mode run"):
+        run_readout("head", model, tok, task, [])
+    with pytest.raises(McqaError, match="free fields"):
+        run_readout("rank", model, tok, FREE, [])
+
+
+def test_head_readout_and_head_models_refuse_lm_readouts(tiny):
+    from mcqa.heads import build_head_model
+
+    model, tok = tiny
+    task = get_task("notification")
+    heads = build_head_model(model, tok, task)
+    examples = random_examples(task, tok, 3, seed=5)
+    outputs = run_readout("head", heads, tok, task, examples)
+    assert [o["id"] for o in outputs] == [e.id for e in examples]
+    assert all(parser_for(task).parse(o["output"]).status == "ok" for o in outputs)
+    for name in ("rank", "constrained", "generate"):
+        with pytest.raises(McqaError, match="'head' readout"):
+            run_readout(name, heads, tok, task, examples)
+
+
+def test_generate_readout_is_the_free_greedy_loop(tiny):
+    model, tok = tiny
+    task = get_task("mmlu_pro")
+    examples = random_examples(task, tok, 2, seed=9)
+    outputs = run_readout("generate", model, tok, task, examples, max_new_tokens=3)
+    assert [o["id"] for o in outputs] == ["r0", "r1"]
+    assert all(len(tok(o["output"], add_special_tokens=False)["input_ids"]) <= 3 for o in outputs)
