@@ -169,6 +169,19 @@ def cmd_models(args) -> None:
         console.print(f"{args.alias}: {models.verify(args.alias)}")
 
 
+def cmd_compare(args) -> None:
+    from mcqa.compare import compare
+    from mcqa.console import console, out
+    from mcqa.registry import get_task
+
+    task = get_task(args.task)
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()] if args.baselines is not None else None
+    folder = args.out or Path("runs") / "compare" / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    compare(task, args.protocol, args.runs, baselines, folder)
+    out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mcqa", description="Teach small LLMs multiple choice and JSON labels; score them honestly.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -207,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", type=Path, help="continue an interrupted run folder from its last checkpoint")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=2 lora.r=8")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("compare", help="baselines and trained runs in one table, same split, same scorer")
+    s.add_argument("--task", required=True)
+    s.add_argument("--protocol", help="split protocol (default: the task's first)")
+    s.add_argument("--runs", nargs="*", type=Path, default=[], help="finished `mcqa train` run folders")
+    s.add_argument("--baselines", help="comma-separated (default: all); an empty string for none")
+    s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")
+    s.set_defaults(fn=cmd_compare)
 
     s = sub.add_parser("models", help="list, install or verify the offline model aliases")
     s.add_argument("action", nargs="?", default="list", choices=["list", "install", "verify"])

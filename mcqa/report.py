@@ -55,6 +55,13 @@ def confusion_png(field: str, cm: dict) -> bytes:
             if v:
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > top / 2 else "black")
     fig.colorbar(im, ax=ax, fraction=0.04)
+    return figure_png(fig)
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (then closed), for atomic writing."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -115,7 +115,9 @@ def prepare_tokenizer(config: TrainConfig):
 def build_model(config: TrainConfig, task: Task, tokenizer):
     """The base model with fresh LoRA adapters (and heads in head mode)."""
     from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
 
+    set_seed(config.seed)  # LoRA's random init must not depend on what the process did before
     kwargs: dict[str, Any] = {}
     if config.qlora:
         kwargs["quantization_config"] = qlora_config(config)

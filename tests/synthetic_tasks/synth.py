@@ -1,6 +1,7 @@
-"""synth: a small learnable task for trainer tests. Each input hides one keyword among filler
-words; the keyword's class is the label. A model must attend to the keyword to get it right,
-so reaching high accuracy checks the loss masking and the training loop for real."""
+"""synth: a small learnable task for trainer tests. Each input is a few filler words followed
+by one keyword; the keyword's class is the label. A model must carry the keyword to the answer
+position to get it right, so reaching high accuracy checks the loss masking and the training
+loop for real (a random 2-layer model learns it in a few hundred steps)."""
 
 import random
 from functools import lru_cache
@@ -36,8 +37,7 @@ def _all() -> tuple[Example, ...]:
     out = []
     for i in range(400):
         label = rng.choice(sorted(KEYWORDS))
-        words = rng.sample(FILLER, 4)
-        words.insert(rng.randrange(5), rng.choice(KEYWORDS[label]))
+        words = rng.sample(FILLER, 3) + [rng.choice(KEYWORDS[label])]
         out.append(from_record({"id": f"s{i:03d}", "text": " ".join(words), "label": label}))
     return tuple(out)
 
