@@ -169,6 +169,22 @@ def cmd_models(args) -> None:
         console.print(f"{args.alias}: {models.verify(args.alias)}")
 
 
+def cmd_baseline(args) -> None:
+    from mcqa.baselines import run_baseline
+    from mcqa.console import console
+    from mcqa.examples import load_file
+    from mcqa.io import write_json, write_jsonl
+    from mcqa.registry import get_task
+
+    task = get_task(args.task)
+    examples = load_file(task, args.data) if args.data else None
+    r = run_baseline(args.baseline, task, args.protocol, args.split, examples=examples)
+    where = args.out or Path("runs") / "baselines" / f"{task.name}-{args.baseline}-{r['protocol']}-{'data' if args.data else args.split}.jsonl"
+    write_jsonl(where, r["predictions"].values())
+    write_json(Path(where).with_suffix(".json"), {k: v for k, v in r.items() if k != "predictions"})
+    console.print(f"predictions: [bold]{where}[/] (score them with `mcqa score --task {task.name} --predictions {where} ...`)")
+
+
 def cmd_compare(args) -> None:
     from mcqa.compare import compare
     from mcqa.console import console, out
@@ -220,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", type=Path, help="continue an interrupted run folder from its last checkpoint")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=2 lora.r=8")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("baseline", help="fit a non-LLM baseline on train and write its predictions")
+    s.add_argument("--task", required=True)
+    s.add_argument("--baseline", required=True, help="majority, tfidf, embedding or embedding_similarity")
+    s.add_argument("--protocol", help="split protocol (default: the task's first)")
+    s.add_argument("--split", default="test", help="the split to predict (default: test)")
+    s.add_argument("--data", type=Path, help="predict your own examples (JSONL, the task's input format) instead")
+    s.add_argument("--out", type=Path, help="predictions file (default: runs/baselines/<task>-<baseline>-...jsonl)")
+    s.set_defaults(fn=cmd_baseline)
 
     s = sub.add_parser("compare", help="baselines and trained runs in one table, same split, same scorer")
     s.add_argument("--task", required=True)

@@ -34,7 +34,7 @@ class Labels(BaseModel):
 
 
 CUES = {"red": "crimson scarlet", "blue": "azure navy", "green": "emerald lime"}
-FILLER = "the a of report today item please check note update soon list".split()
+FILLER = ["the", "a", "of", "report", "today", "item", "please", "check", "note", "update", "soon", "list"]
 
 
 def labels_examples(split: str) -> list[Example]:
