@@ -4,6 +4,8 @@
     mcqa show   --task T --split S -n 3
     mcqa schema --task T | --write
     mcqa score  --task T --split S --predictions FILE.jsonl
+    mcqa score  --task T --split S --model M [--adapter RUN] --readout R
+    mcqa predict --task T --data FILE.jsonl --adapter RUN
     mcqa train  --task T [--model M] [--mode head] [--config run.yaml] [key=value ...]
     mcqa models [list | install ALIAS | verify ALIAS]
 """
@@ -103,17 +105,51 @@ def cmd_score(args) -> None:
     else:
         protocol = resolve_protocol(task, args.protocol)
         examples, source = load_split(task, args.split, protocol), {"split": args.split, "protocol": protocol}
-    preds = read_predictions(args.predictions)
-    examples = match_ids(examples, preds, str(args.predictions), subset=args.subset)
+    if (args.predictions is None) == (args.model is None and args.adapter is None):
+        raise McqaError("give either --predictions FILE.jsonl (outputs from anywhere) or --model M / --adapter RUN (mcqa runs the model)")
+    info: dict = {}
+    if args.predictions is not None:
+        preds = read_predictions(args.predictions)
+        examples = match_ids(examples, preds, str(args.predictions), subset=args.subset)
+        info["predictions"] = str(args.predictions)
+    else:
+        outputs, info = _run_model(task, args, examples, source.get("protocol"))
+        preds = {o["id"]: o for o in outputs}
     records = make_records(task, examples, preds)
     metrics = compute_metrics(task, records, resamples=args.resamples)
-    metrics["run"] = {"task": task.name, **source, "predictions": str(args.predictions), "subset": args.subset,
-                      "scored_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    metrics["run"] = {"task": task.name, **source, **{k: v for k, v in info.items() if not isinstance(v, dict)},
+                      "subset": args.subset, "scored_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if "calibration" in info:
+        metrics["calibration_fit"] = info["calibration"]
     where = args.out or Path("runs") / "score" / f"{task.name}-{source.get('split', 'data')}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = write_run(where, records, metrics)
     for t in tables(metrics):
         out.print(t)
     console.print(f"run folder: [bold]{folder}[/]")
+
+
+def _run_model(task, args, examples, protocol):
+    from mcqa.predicting import default_readout, load_predictor, predict
+
+    loaded = load_predictor(task, args.model, args.adapter)
+    return predict(task, loaded, examples, args.readout or default_readout(loaded), protocol, calibrate=not args.no_calibrate)
+
+
+def cmd_predict(args) -> None:
+    from mcqa.console import console
+    from mcqa.examples import load_file, load_split
+    from mcqa.io import write_json, write_jsonl
+    from mcqa.registry import get_task
+
+    task = get_task(args.task)
+    if (args.split is None) == (args.data is None):
+        raise McqaError("give exactly one of --split S or --data FILE.jsonl (new examples, labeled or not)")
+    examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol)
+    outputs, info = _run_model(task, args, examples, args.protocol)
+    where = args.out or Path("runs") / "predict" / f"{task.name}-{info['readout']}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    write_jsonl(where, outputs)
+    write_json(Path(where).with_suffix(".json"), info)
+    console.print(f"{len(outputs)} predictions ({info['examples_per_second']} examples/s): [bold]{where}[/]")
 
 
 def cmd_train(args) -> None:
@@ -198,6 +234,13 @@ def cmd_compare(args) -> None:
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
 
+def _model_args(s) -> None:
+    s.add_argument("--model", help="base model: hub id, folder or alias (zero-shot, or the base of --adapter)")
+    s.add_argument("--adapter", type=Path, help="a finished `mcqa train` run folder")
+    s.add_argument("--readout", help="generate, constrained, rank or head (default: head for head runs, else constrained)")
+    s.add_argument("--no-calibrate", action="store_true", help="rank: skip the temperature fitted on validation")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mcqa", description="Teach small LLMs multiple choice and JSON labels; score them honestly.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -222,11 +265,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", help="train, validation or test")
     s.add_argument("--protocol", help="split protocol (default: the task's first)")
     s.add_argument("--data", type=Path, help="your own labeled examples, in the task's input format (JSONL)")
-    s.add_argument("--predictions", type=Path, required=True)
+    s.add_argument("--predictions", type=Path, help="raw outputs to score (or run a model with --model/--adapter)")
+    _model_args(s)
     s.add_argument("--out", type=Path, help="run folder (default: runs/score/<task>-<split>-<time>)")
     s.add_argument("--subset", action="store_true", help="score only the examples that have a prediction")
     s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
     s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser("predict", help="run a model or trained run on a split or your own file; writes JSONL")
+    s.add_argument("--task", required=True)
+    s.add_argument("--split", help="train, validation or test")
+    s.add_argument("--protocol", help="split protocol (default: the task's first, or the run's)")
+    s.add_argument("--data", type=Path, help="new examples in the task's input format (JSONL, labels optional)")
+    _model_args(s)
+    s.add_argument("--out", type=Path, help="predictions file (default: runs/predict/<task>-<readout>-<time>.jsonl)")
+    s.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("train", help="LoRA-train a model on a task; writes a run folder")
     s.add_argument("--task")

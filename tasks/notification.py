@@ -26,14 +26,11 @@ class Output(BaseModel):
     priority: Annotated[int, Field(ge=1, le=3, description="1 low, 2 medium, 3 high")]
 
 
-SYSTEM = f"""You sort phone notifications. Reply with one JSON object and nothing else:
-{{"folder": F, "priority": P}}
-folder is one of {label_list(FOLDERS)}:
-- Work: the user's job (colleagues, clients, work tools, CI, on-call, employer HR and IT).
-- Personal: family, friends, personal appointments, the user's children's school, payments from friends.
-- Promotions: marketing, sales, newsletters, engagement nudges, spam offers, even when worded urgently.
-- Alerts: automated notices about the user's own accounts, devices, money, security, deliveries, travel, weather; one-time codes; phishing that imitates them.
-priority is 1 (can wait), 2 (check today) or 3 (needs attention now)."""
+# Kept short on purpose: it is in every training example, and most of the compute on a CPU
+# goes to prompt tokens. LABELING.md has the full rules the labels follow.
+SYSTEM = f"""Sort the phone notification. Reply with JSON only: {{"folder": F, "priority": P}}
+F is {label_list(FOLDERS)}: Work is the user's job; Personal is family, friends and own appointments; Promotions is marketing, even when it sounds urgent; Alerts is automated notices about the user's accounts, devices, money, deliveries or travel, codes, and phishing.
+P is 1 (can wait), 2 (check today) or 3 (needs attention now)."""
 
 
 def from_record(r: dict) -> Example:
