@@ -22,7 +22,6 @@ torch and transformers are imported only when an embedding baseline runs.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib.util
 import io
@@ -46,7 +45,7 @@ from sklearn.pipeline import FeatureUnion
 from threadpoolctl import threadpool_limits
 
 from mcqa.console import console, track
-from mcqa.errors import McqaError
+from mcqa.errors import McqaError, did_you_mean
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes
 from mcqa.metrics import encode
@@ -392,9 +391,7 @@ BASELINES: dict[str, Baseline] = {
 
 def get_baseline(name: str) -> Baseline:
     if name not in BASELINES:
-        close = difflib.get_close_matches(name, BASELINES, n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise McqaError(f"unknown baseline '{name}'{hint} (known: {', '.join(BASELINES)})")
+        raise McqaError(f"unknown baseline '{name}'{did_you_mean(name, BASELINES)} (known: {', '.join(BASELINES)})")
     return BASELINES[name]
 
 

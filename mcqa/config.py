@@ -48,6 +48,7 @@ class TrainConfig(BaseModel):
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample (quick runs)")
     max_eval_examples: int | None = Field(None, ge=1, description="validate on the first N validation examples")
     group_by_length: bool = Field(True, description="batch examples of similar length together (less padding)")
+    share_prefix: bool = Field(True, description="encode the prompt prefix all examples share once per batch")
     eval_batch_size: int = Field(16, ge=1)
     eval_max_new_tokens: int | None = Field(None, ge=1, description="default: longest target + 16")
     best_metric: str = Field("joint", description="joint, parse_failure_rate, <field>_accuracy or <field>_macro_f1")

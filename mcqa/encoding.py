@@ -78,9 +78,18 @@ def encode_head(tokenizer, task: Task, examples: list[Example]) -> list[dict[str
 
 @dataclass
 class LeftPadCollator:
+    """Left-pads a batch. With `prefix` (token ids every row starts with, such as the system
+    prompt), rows are cut after it and the batch carries it once as `prefix_ids`: the trainer
+    encodes it once per batch instead of once per example (see SharedPrefixTrainerMixin)."""
+
     pad_token_id: int
+    prefix: list[int] | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.prefix:
+            p = len(self.prefix)
+            features = [{**f, "input_ids": f["input_ids"][p:], **({"labels": f["labels"][p:]} if f.get("labels") is not None else {})}
+                        for f in features]
         width = max(len(f["input_ids"]) for f in features)
         ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(features), width), dtype=torch.long)
@@ -103,7 +112,33 @@ class LeftPadCollator:
             batch["logits_to_keep"] = target_len + 1
         if features[0].get("field_labels") is not None:
             batch["labels"] = torch.tensor([f["field_labels"] for f in features], dtype=torch.long)
+        if self.prefix:
+            p = len(self.prefix)
+            batch["prefix_ids"] = torch.tensor([self.prefix], dtype=torch.long)
+            batch["attention_mask"] = torch.cat([torch.ones(len(features), p, dtype=torch.long), mask], dim=1)
+            batch["position_ids"] = batch["position_ids"] + p
         return batch
+
+
+def shared_prefix(rows: list[dict[str, Any]]) -> list[int]:
+    """The longest token prefix every row starts with, all of it prompt (never a target token)."""
+    seqs = [r["input_ids"] for r in rows]
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for s in seqs[1:]:
+        n = next((i for i in range(n) if s[i] != first[i]), n)
+    if rows[0].get("labels") is not None:
+        n = min([n] + [next(i for i, t in enumerate(r["labels"]) if t != IGNORE) for r in rows])
+    return first[:max(n, 0)]
+
+
+def prefix_cache(model, prefix_ids: torch.Tensor, batch_size: int):
+    """Encode the shared prefix once (with gradients: LoRA acts on it too) and give every row of
+    the batch a view of its keys and values; the forward over the rows concatenates onto them."""
+    from transformers import DynamicCache
+
+    cache = model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1).past_key_values
+    return DynamicCache([(x.keys.expand(batch_size, -1, -1, -1), x.values.expand(batch_size, -1, -1, -1)) for x in cache.layers])
 
 
 def target_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:

@@ -2,6 +2,16 @@
 turns them into an exit code."""
 
 
+import difflib
+from typing import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """ "; did you mean 'x'?" for the closest known names, or ""."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 class McqaError(Exception):
     """A problem the user can fix (bad name, missing file, malformed input)."""
 

@@ -33,7 +33,7 @@ import torch
 
 from mcqa import __version__
 from mcqa.console import console, track
-from mcqa.errors import McqaError
+from mcqa.errors import McqaError, did_you_mean
 from mcqa.io import write_json
 from mcqa.prompting import qwen3_tokenizer_dir
 
@@ -91,9 +91,7 @@ def is_installed(alias: str) -> bool:
 def get_alias(name: str) -> Alias:
     if name in ALIASES:
         return ALIASES[name]
-    close = difflib.get_close_matches(name, ALIASES, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise McqaError(f"unknown model alias '{name}'; {hint}known aliases: {', '.join(ALIASES)}")
+    raise McqaError(f"unknown model alias '{name}'{did_you_mean(name, ALIASES)} (known aliases: {', '.join(ALIASES)})")
 
 
 def list_models() -> list[ModelStatus]:

@@ -3,7 +3,6 @@ the "mcqa.tasks" entry-point group by installed packages. A wrong name gets "did
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 import sys
@@ -11,7 +10,7 @@ from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from mcqa.errors import TaskContractError, UnknownTaskError
+from mcqa.errors import TaskContractError, UnknownTaskError, did_you_mean
 from mcqa.task import Task, check_task
 
 ENTRY_POINT_GROUP = "mcqa.tasks"
@@ -55,9 +54,7 @@ def task_names() -> list[str]:
 def get_task(name: str) -> Task:
     sources = _sources()
     if name not in sources:
-        close = difflib.get_close_matches(name, sources, n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownTaskError(f"unknown task '{name}'{hint} (known: {', '.join(sorted(sources))})")
+        raise UnknownTaskError(f"unknown task '{name}'{did_you_mean(name, sources)} (known: {', '.join(sorted(sources))})")
     src = sources[name]
     if isinstance(src, Path):
         obj = getattr(_load_module(name, src), "TASK", None)

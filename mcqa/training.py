@@ -24,7 +24,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from mcqa.config import TrainConfig, dump_config, load_config
 from mcqa.console import console
-from mcqa.encoding import LeftPadCollator, encode_generative, encode_head, end_of_turn, target_loss
+from mcqa.encoding import LeftPadCollator, encode_generative, encode_head, end_of_turn, prefix_cache, shared_prefix, target_loss
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.heads import HEADS_MODULE, build_head_model
@@ -71,11 +71,22 @@ def score_outputs(task: Task, examples: list[Example], outputs: list[dict], resa
 
 
 class McqaTrainer(Trainer):
-    """Trainer whose evaluation is the mcqa scorer on the validation split."""
+    """Trainer whose evaluation is the mcqa scorer on the validation split, and which encodes a
+    batch's shared prompt prefix once (its KV cache is reused by every row)."""
 
-    def __init__(self, *args, mcqa_eval: dict[str, Any], **kwargs):
+    def __init__(self, *args, mcqa_eval: dict[str, Any] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.mcqa_eval = mcqa_eval
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        prefix = inputs.pop("prefix_ids", None)
+        if prefix is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        cache = prefix_cache(model, prefix, inputs["input_ids"].shape[0])
+        outputs = model(**inputs, past_key_values=cache, use_cache=True)
+        loss = target_loss(outputs, labels, num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         e = self.mcqa_eval
@@ -240,6 +251,9 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
     if config.batch_size % (config.micro_batch_size * world):
         raise McqaError(f"batch_size {config.batch_size} is not divisible by micro_batch_size {config.micro_batch_size} x {world} processes")
     greater = config.best_metric != "parse_failure_rate"
+    # The prompt prefix every example shares is encoded once per batch. Not under DDP, where a
+    # second forward call per step would confuse the gradient reducer, nor in head mode.
+    prefix = shared_prefix(kept) if config.share_prefix and config.mode == "generate" and world == 1 else None
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=config.micro_batch_size,
@@ -276,7 +290,7 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
         args=args,
         train_dataset=train_ds,
         eval_dataset=train_ds.select(range(1)),  # Trainer insists on one; evaluation runs the scorer instead
-        data_collator=LeftPadCollator(tokenizer.pad_token_id),
+        data_collator=LeftPadCollator(tokenizer.pad_token_id, prefix=prefix),
         compute_loss_func=target_loss if config.mode == "generate" else None,
         callbacks=callbacks,
         mcqa_eval={"task": task, "tokenizer": tokenizer, "mode": config.mode, "examples": val_ex,

@@ -130,6 +130,37 @@ def test_kept_logits_loss_equals_full_sequence_loss(tiny):
     assert loss.item() == pytest.approx(total / count, rel=1e-4)
 
 
+def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
+    """Encoding the shared system prompt once per batch (its KV cache expanded to every row)
+    changes nothing but the cost: same loss, same gradients, prefix included."""
+    from mcqa.encoding import LeftPadCollator, encode_generative, end_of_turn, prefix_cache, shared_prefix, target_loss
+    from mcqa.examples import load_split
+    from mcqa.registry import get_task
+
+    model, tok = tiny
+    task = get_task("notification")
+    rows = encode_generative(tok, task, load_split(task, "train")[:4], end_of_turn(tok))
+    prefix = shared_prefix(rows)
+    assert tok.decode(prefix).startswith("<|im_start|>system\nSort the phone notification") and len(prefix) > 50
+    weight = model.model.layers[0].self_attn.q_proj.weight  # acts on the prefix tokens too
+
+    def loss_and_grad(batch):
+        labels = batch.pop("labels")
+        ids = batch.pop("prefix_ids", None)
+        cache = prefix_cache(model, ids, len(rows)) if ids is not None else None
+        model.zero_grad()
+        loss = target_loss(model(**batch, past_key_values=cache), labels)
+        loss.backward()
+        return loss.item(), weight.grad.clone()
+
+    plain_loss, plain_grad = loss_and_grad(LeftPadCollator(tok.pad_token_id)(rows))
+    shared_batch = LeftPadCollator(tok.pad_token_id, prefix=prefix)(rows)
+    assert shared_batch["input_ids"].shape[1] + len(prefix) == max(len(r["input_ids"]) for r in rows)
+    shared_loss, shared_grad = loss_and_grad(shared_batch)
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
+    torch.testing.assert_close(shared_grad, plain_grad, rtol=1e-3, atol=1e-6)
+
+
 # ------------------------------------------------------------------ learning, reload
 
 
