@@ -1,21 +1,21 @@
 """Batched decoding over a shared prompt prefix, with tree-shaped inputs, for the readouts.
 
 Every prompt of a run starts with the same text (system message, instructions, few-shot turns).
-That common token prefix is encoded once; each batch gets a copy of its KV cache expanded to the
-batch size, and each example then feeds only its own suffix.
+That common token prefix is encoded once; each cache row of a batch starts from a copy of its
+KV cache, and each example then feeds only its own suffix.
 
 Examples differ in length, several share a cache row (packed back to back, see Streams), and a
 readout may feed a *tree* of tokens at once (every candidate label continuation, sharing their
 common tokens), so the attention mask is built here, explicitly, as a 4D mask: a new token sees
-the cache columns its example has kept visible plus its own ancestors in the fed tree. Positions
-are explicit too (the example's next position + depth in the tree), so each example computes
-exactly what a plain forward over its own prompt and path would, whatever other examples,
-padding or sibling branches sit beside it in the cache. transformers passes a 4D mask to the attention
-unchanged (masking_utils returns it as-is), which is why this works without patching a model.
-Hand-written because transformers' generate has no tree inputs and no shared-prefix batching.
+the cache columns its example has kept visible plus its own ancestors in the fed tree.
+Positions are explicit too (the example's next position + depth in the tree), so each example
+computes exactly what a plain forward over its own prompt and path would, whatever other
+examples, padding or sibling branches sit beside it in the cache. transformers hands a 4D mask
+to the attention unchanged (masking_utils returns it as-is), so no model is patched.
+Hand-written because transformers' generate has neither tree inputs nor shared-prefix batching.
 
 Vocabulary-wide logits are computed only for the nodes a readout reads: the decoder gives hidden
-states, and the LM head is applied to the selected rows alone.
+states, and the LM head is applied to the selected positions alone.
 """
 
 from __future__ import annotations
@@ -134,8 +134,10 @@ class Streams:
             raise ValueError("the first feed must give every stream its tokens")
         loads: list[int] = []
         self.row = [0] * self.n
+        # Rows are padded to the longest one: a stream longer than `capacity` sets the width.
+        capacity = max(self.capacity, *lengths.values())
         for s in sorted(lengths, key=lambda s: -lengths[s]):
-            r = next((r for r, load in enumerate(loads) if load + lengths[s] <= self.capacity), len(loads))
+            r = next((r for r, load in enumerate(loads) if load + lengths[s] <= capacity), len(loads))
             if r == len(loads):
                 loads.append(0)
             loads[r] += lengths[s]

@@ -2,28 +2,24 @@
 scorer's predictions format, {"id", "output", "truncated"?, "probs"?}, one per example, in order.
 
 - generate     free greedy generation, parsed later by the scorer (parse failures are measured)
-- constrained  greedy decoding forced into the schema: the JSON skeleton is fixed, each label
-               field is restricted to its allowed values, free fields go through xgrammar;
-               never a parse failure
-- rank         the log-likelihood of every allowed output, its argmax, and a probability per
-               label of each field; calibrated by one temperature fitted on validation
+- constrained  greedy decoding forced into the schema: the JSON skeleton is fixed and each label
+               field restricted to its allowed values (a token trie of the label candidates,
+               mcqa.trie); a task with free fields goes through xgrammar instead. Never a
+               parse failure.
+- rank         the log-likelihood of every allowed output, the argmax, and a probability for
+               each label of each field; one temperature fitted on validation calibrates them
 - head         the classification heads of a head-mode run
 
-Label candidates are whole serialized targets (`serialize_target` + end of turn) tokenized as one
-string, exactly as encoding.encode_generative builds a training target, so the token boundaries
-are the ones a trained model saw ("computer science" is `computer` + ` science`; "Promotions"
-is `Prom` + `otions`). The candidates form a token trie: their common skeleton (`{"`, `folder`,
-`":"`) is forced, and only the tokens where they differ are chosen or scored.
-
-rank's score of a candidate ("prefix", the default) is the sum of its token log-probs from the
-first answer token through the token that tells it apart from every other candidate: the
-tokens after that one are forced by the schema, so they carry no choice. Labels whose first
-tokens differ are then scored from the prefill logits alone. score="full" sums every token of
-the target and the end of turn instead (the likelihood a trained model was fitted to); it
-feeds every candidate's continuation. The fields are ranked jointly when the product of their
-label spaces is at most `joint_limit` (probabilities per field are marginals of the joint,
+rank's score of a candidate (score="prefix", the default) is the sum of its token log-probs
+from the first answer token through the token that tells it apart from every other candidate:
+the tokens after that one are forced by the schema and carry no choice, so labels whose first
+tokens differ are scored from the prefill logits alone. score="full" sums every token of the
+target and the end of turn instead (the likelihood a trained model was fitted to), at the cost
+of feeding every candidate's continuation. Fields are ranked jointly when the product of their
+label spaces is at most `joint_limit` (each field's probabilities are marginals of the joint,
 and the output takes each field's most probable label), else field by field with the earlier
-fields fixed to their argmax and the later ones held at their first value.
+fields fixed to their argmax. constrained and rank share the prefix cache, the packed batches
+and the trie (mcqa.prefix_cache, mcqa.trie).
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ def random_examples(task: Task, tokenizer, n: int, seed: int) -> list[Example]:
     out = []
     for i in range(n):
         if task.name == "notification":
-            inp = {"app": random_text(rng, tokenizer, 2), "title": random_text(rng, tokenizer, 4), "body": random_text(rng, tokenizer, rng.randrange(3, 30))}
+            inp = {"app": random_text(rng, tokenizer, 2), "title": random_text(rng, tokenizer, 4),
+                   "body": random_text(rng, tokenizer, rng.randrange(3, 30))}
         elif task.name == "mmlu_pro":
             inp = {"question": random_text(rng, tokenizer, rng.randrange(3, 40))}
         else:
@@ -121,7 +122,7 @@ def brute_loglik(model, prompt: list[int], seqs: list[tuple[int, ...]], score: s
 # ------------------------------------------------------------ the cached prefix
 
 
-@pytest.mark.parametrize("row_tokens", [4096, 1], ids=["packed-in-one-row", "a-row-each"])
+@pytest.mark.parametrize("row_tokens", [4096, 1], ids=["one-row", "rows-as-wide-as-the-longest"])
 def test_cached_prefix_and_trees_match_a_full_forward(tiny, row_tokens):
     model, _ = tiny
     lm = CausalLM(model)
@@ -137,13 +138,16 @@ def test_cached_prefix_and_trees_match_a_full_forward(tiny, row_tokens):
         k = len(p) - n
         trees[s] = Tree(p[n:] + [11, 12, 13], list(range(-1, k - 1)) + [k - 1, k, k - 1], [k - 1, k, k + 1, k + 2], k)
     got = streams.feed(trees)
-    assert streams.n_rows == (1 if row_tokens > 100 else 3)
+    # Tight rows: the longest stream (12 tokens) alone, the two others packed into a second row.
+    assert streams.n_rows == (1 if row_tokens > 100 else 2)
     for s, p in enumerate(prompts):
         want = [full_logprobs(model, p + extra, last=1)[-1] for extra in ([], [11], [11, 12], [13])]
         assert max(float((a - b).abs().max()) for a, b in zip(got[s], want)) < TOL
-    # Later feeds see the committed path only (not the sibling branches), after a stream is done too.
+    # Later feeds see the committed path only (not the sibling branches), and rows emptied by
+    # finished streams leave the cache.
     streams.feed({s: Tree.chain([20, 21]) for s in range(3)})
     streams.finish([1])
+    assert streams.n_rows == 1
     got = streams.feed({2: Tree.chain([30]), 0: Tree.chain([31, 32])})
     for s, extra in ((2, [30]), (0, [31, 32])):
         assert float((got[s][0] - full_logprobs(model, prompts[s] + [11, 20, 21] + extra, last=1)[-1]).abs().max()) < TOL
@@ -162,8 +166,8 @@ def test_common_prefix_leaves_every_prompt_a_token():
 def test_constrained_is_always_valid_and_equals_plain_greedy(tiny, name):
     model, tok = tiny
     task = task_named(name)
-    examples = random_examples(task, tok, 12, seed=len(name))
-    outputs = run_readout("constrained", model, tok, task, examples, batch_size=5, row_tokens=200)
+    examples = random_examples(task, tok, 16, seed=len(name))
+    outputs = run_readout("constrained", model, tok, task, examples, batch_size=6, row_tokens=200)
     parser, spaces = parser_for(task), task.label_spaces
     for o in outputs:
         parsed = parser.parse(o["output"])
@@ -237,6 +241,20 @@ def test_rank_equals_brute_force_scoring_of_every_candidate(tiny, name, score):
         best = {f: max(task.label_spaces[f].values, key=lambda v: o["probs"][f][str(v)]) for f in task.fields}
         assert o["output"] == serialize_target(task.output, best)
         assert parser_for(task).parse(o["output"]).status == "ok"
+
+
+def test_rank_reads_vocabulary_logits_only_where_it_scores(tiny):
+    """mmlu_pro's 14 labels start with 14 different tokens: the LM head runs on 4 positions per
+    example (the prompt's last token and the skeleton `{"`, `category`, `":"`), never on the prompt."""
+    model, tok = tiny
+    task = get_task("mmlu_pro")
+    rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[:-1].numel()))
+    try:
+        run_readout("rank", model, tok, task, random_examples(task, tok, 5, seed=2))
+    finally:
+        hook.remove()
+    assert rows == [4 * 5]
 
 
 def test_rank_field_by_field_fixes_earlier_fields_to_their_argmax(tiny):
