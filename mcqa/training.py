@@ -215,7 +215,8 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
         config = load_config(run_dir / "config.yaml")
     else:
         run_dir = new_run_dir(config)
-        if run_dir.exists() and any(run_dir.iterdir()):
+        # Only the main process checks: under torchrun the others may look after it has begun writing.
+        if _is_main() and run_dir.exists() and any(run_dir.iterdir()):
             raise McqaError(f"{run_dir}: folder exists and is not empty; resume it with --resume {run_dir} or pick another output_dir")
     task = get_task(config.task)
     protocol = resolve_protocol(task, config.protocol)
