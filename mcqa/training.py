@@ -201,6 +201,9 @@ def _complete_checkpoint(ckpt_root: Path) -> str | None:
 def new_run_dir(config: TrainConfig) -> Path:
     if config.output_dir:
         return Path(config.output_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Processes of one torchrun launch share a parent (the launcher), not a clock second.
+        return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d')}-launch{os.getppid()}"
     return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
