@@ -229,7 +229,7 @@ def cmd_compare(args) -> None:
     task = get_task(args.task)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()] if args.baselines is not None else None
     folder = args.out or Path("runs") / "compare" / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    compare(task, args.protocol, args.runs, baselines, folder)
+    compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
@@ -304,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", help="split protocol (default: the task's first)")
     s.add_argument("--runs", nargs="*", type=Path, default=[], help="finished `mcqa train` run folders")
     s.add_argument("--baselines", help="comma-separated (default: all); an empty string for none")
+    s.add_argument("--zero-shot", metavar="MODEL", help="also the base model with no adapter (constrained and rank readouts)")
     s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")
     s.set_defaults(fn=cmd_compare)
 

@@ -58,6 +58,24 @@ def baseline_rows(task: Task, protocol: str, names: list[str], out: Path) -> lis
     return rows
 
 
+def zero_shot_rows(task: Task, protocol: str, model: str, readouts: list[str], out: Path) -> list[dict[str, Any]]:
+    """The base LLM with no adapter, read out through the scorer like everything else."""
+    from mcqa.predicting import load_predictor, predict
+
+    loaded = load_predictor(task, model, None)
+    test = load_split(task, "test", protocol)
+    rows = []
+    for readout in readouts:
+        outputs, info = predict(task, loaded, test, readout, protocol)
+        records = make_records(task, test, {o["id"]: o for o in outputs})
+        metrics = compute_metrics(task, records)
+        metrics["run"] = {"task": task.name, "split": "test", "protocol": protocol, "model": model, "readout": readout}
+        folder = write_run(out / "zero_shot" / f"{Path(model).name}-{readout}", records, metrics)
+        rows.append(row_from_metrics(f"{Path(model).name} zero-shot {readout}", "zero-shot", metrics, folder, {
+            "examples_per_second": info["examples_per_second"], "train_seconds": 0.0, "trained_parameters": 0}))
+    return rows
+
+
 def run_row(run_dir: Path, task: Task, protocol: str) -> dict[str, Any]:
     """A finished `mcqa train` run: its test report must be on this task and protocol."""
     summary_file, metrics_file = run_dir / "run.json", run_dir / "test" / "metrics.json"
@@ -74,7 +92,8 @@ def run_row(run_dir: Path, task: Task, protocol: str) -> dict[str, Any]:
         "trained_parameters": summary.get("trainable_parameters")})
 
 
-def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path) -> dict[str, Any]:
+def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path,
+            zero_shot: str | None = None, zero_shot_readouts: tuple[str, ...] = ("constrained", "rank")) -> dict[str, Any]:
     protocol = resolve_protocol(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
     unknown = [n for n in names if n not in BASELINES]
@@ -82,6 +101,8 @@ def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[
         raise McqaError(f"unknown baseline '{unknown[0]}'; choose from: {', '.join(BASELINES)}")
     rows = [run_row(Path(r), task, protocol) for r in runs]  # check runs first: fail before slow work
     rows = baseline_rows(task, protocol, names, out) + rows
+    if zero_shot:
+        rows += zero_shot_rows(task, protocol, zero_shot, list(zero_shot_readouts), out)
     result = {"task": task.name, "protocol": protocol, "split": "test", "fields": task.fields, "rows": rows,
               "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(out / "compare.json", result)

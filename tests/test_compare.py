@@ -23,11 +23,14 @@ def test_compare_runs_end_to_end_and_every_number_comes_from_the_scorer(tmp_path
                                     "micro_batch_size=16", f"output_dir={run}"], env=env, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr[-2000:]
     out = tmp_path / "cmp"
-    done = subprocess.run(cli + ["compare", "--task", "synth", "--baselines", "majority,tfidf", "--runs", str(run), "--out", str(out)],
+    done = subprocess.run(cli + ["compare", "--task", "synth", "--baselines", "majority,tfidf", "--runs", str(run),
+                                 "--zero-shot", "tiny-qwen3", "--out", str(out)],
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((out / "compare.json").read_text())
-    assert [r["name"].split()[0] for r in result["rows"]] == ["majority", "tfidf", "tiny-qwen3"]
+    assert [r["kind"] for r in result["rows"]] == ["baseline", "baseline", "trained", "zero-shot", "zero-shot"]
+    assert [r["name"].split()[0] for r in result["rows"]] == ["majority", "tfidf", "tiny-qwen3", "tiny-qwen3", "tiny-qwen3"]
+    assert result["rows"][3]["parse_failure_rate"] == result["rows"][4]["parse_failure_rate"] == 0  # constrained, rank
     assert (out / "compare.png").stat().st_size > 1000
     table = (out / "compare.md").read_text()
     for row in result["rows"]:
