@@ -114,7 +114,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'config'}: {x['msg']}" for x in e.errors())
         where = f"{path}: " if path else ""
-        raise McqaError(f"{where}invalid config ({len(e.errors())} problems): {problems}") from None
+        n = len(e.errors())
+        raise McqaError(f"{where}invalid config ({n} problem{'s' if n > 1 else ''}): {problems}") from None
 
 
 def dump_config(config: TrainConfig) -> str:

@@ -224,12 +224,12 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
     task = get_task(config.task)
     protocol = resolve_protocol(task, config.protocol)
     started = time.time()
+    tokenizer = prepare_tokenizer(config)  # a model that cannot be found fails before any folder is made
     if _is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})))
         write_json(run_dir / "schema.json", task.output.model_json_schema())
 
-    tokenizer = prepare_tokenizer(config)
     if _is_main():
         tokenizer.save_pretrained(run_dir / "tokenizer")  # includes the chat template used
     train_ex = _sample(load_split(task, "train", protocol), config.max_train_examples, config.seed)
