@@ -122,14 +122,12 @@ class LeftPadCollator:
 
 def shared_prefix(rows: list[dict[str, Any]]) -> list[int]:
     """The longest token prefix every row starts with, all of it prompt (never a target token)."""
-    seqs = [r["input_ids"] for r in rows]
-    n = min(len(s) for s in seqs) - 1
-    first = seqs[0]
-    for s in seqs[1:]:
-        n = next((i for i in range(n) if s[i] != first[i]), n)
+    from mcqa.prefix_cache import common_prefix_len
+
+    n = common_prefix_len([r["input_ids"] for r in rows])
     if rows[0].get("labels") is not None:
         n = min([n] + [next(i for i, t in enumerate(r["labels"]) if t != IGNORE) for r in rows])
-    return first[:max(n, 0)]
+    return rows[0]["input_ids"][:n]
 
 
 def prefix_cache(model, prefix_ids: torch.Tensor, batch_size: int):

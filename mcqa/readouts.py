@@ -24,7 +24,6 @@ and the trie (mcqa.prefix_cache, mcqa.trie).
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import math
@@ -37,7 +36,7 @@ import torch
 
 from mcqa.console import track
 from mcqa.encoding import end_of_turn, prompt_ids, stop_token_ids
-from mcqa.errors import McqaError
+from mcqa.errors import McqaError, did_you_mean
 from mcqa.prefix_cache import CausalLM, SharedPrefix, Streams, Tree, common_prefix_len
 from mcqa.prompting import serialize_target
 from mcqa.task import Example, Task
@@ -71,9 +70,7 @@ def _register(name: str, description: str):
 def get_readout(name: str) -> Readout:
     if name in READOUTS:
         return READOUTS[name]
-    close = difflib.get_close_matches(name, READOUTS, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise McqaError(f"unknown readout '{name}'; {hint}known readouts: {', '.join(READOUTS)}")
+    raise McqaError(f"unknown readout '{name}'{did_you_mean(name, READOUTS)} (known readouts: {', '.join(READOUTS)})")
 
 
 def run_readout(name: str, model, tokenizer, task: Task, examples: list[Example], **opts) -> list[dict]:
@@ -82,9 +79,7 @@ def run_readout(name: str, model, tokenizer, task: Task, examples: list[Example]
     known = [p.name for p in inspect.signature(readout.fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
     for key in opts:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise McqaError(f"readout '{name}' has no option '{key}'; {hint}its options: {', '.join(known) or 'none'}")
+            raise McqaError(f"readout '{name}' has no option '{key}'{did_you_mean(key, known)} (its options: {', '.join(known) or 'none'})")
     return readout.fn(model, tokenizer, task, examples, **opts)
 
 

@@ -6,6 +6,7 @@ two tasks never disagree on which questions are test questions. Options are show
 Groups: the question's category.
 """
 
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -39,9 +40,14 @@ def from_record(r: dict) -> Example:
     return Example(id=eid, input={"question": r["question"], "options": list(r["options"])}, target=target, groups=groups)
 
 
+@lru_cache(maxsize=None)
+def _examples() -> dict[str, Example]:
+    return {e.id: e for e in map(from_record, mmlu_pro.records())}
+
+
 def load(split: str, protocol: str) -> list[Example]:
-    by_id = {f"mmlu-{r['question_id']}": r for r in mmlu_pro.records()}
-    return [from_record(by_id[i]) for i in mmlu_pro.split_ids(protocol)[split]]
+    examples = _examples()
+    return [examples[i] for i in mmlu_pro.split_ids(protocol)[split]]
 
 
 def messages(e: Example) -> list[dict[str, str]]:
