@@ -133,9 +133,13 @@ def shared_prefix(rows: list[dict[str, Any]]) -> list[int]:
 def prefix_cache(model, prefix_ids: torch.Tensor, batch_size: int):
     """Encode the shared prefix once (with gradients: LoRA acts on it too) and give every row of
     the batch a view of its keys and values; the forward over the rows concatenates onto them."""
+    return expand_cache(model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1).past_key_values, batch_size)
+
+
+def expand_cache(cache, batch_size: int):
+    """A batch-of-one KV cache seen by `batch_size` rows (views; a forward concatenates onto them)."""
     from transformers import DynamicCache
 
-    cache = model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1).past_key_values
     return DynamicCache([(x.keys.expand(batch_size, -1, -1, -1), x.values.expand(batch_size, -1, -1, -1)) for x in cache.layers])
 
 

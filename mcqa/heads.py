@@ -25,9 +25,18 @@ class HeadModel(nn.Module):
         self.heads = nn.ModuleDict({f: nn.Linear(hidden_size, n) for f, n in fields.items()})
         self.config = config  # lets PEFT and Trainer read model_type and friends
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, prefix_ids=None):
+        """With `prefix_ids` (1 x P, the prompt prefix every row shares; see LeftPadCollator),
+        the prefix is encoded once and its KV cache serves every row, whose `input_ids` then
+        hold only the rest of the prompt (mask and positions count the prefix in)."""
         # No **kwargs on purpose: Trainer then averages the loss over accumulation steps itself.
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        cache = None
+        if prefix_ids is not None:
+            from mcqa.encoding import expand_cache
+
+            cache = expand_cache(self.backbone(input_ids=prefix_ids, use_cache=True).past_key_values, input_ids.shape[0])
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               past_key_values=cache, use_cache=cache is not None).last_hidden_state
         last = hidden[:, -1]  # rows are left-padded: the last position is the last prompt token
         logits = [self.heads[f](last).float() for f in self.fields]
         out = {"logits": tuple(logits)}

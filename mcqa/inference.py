@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from mcqa.console import track
-from mcqa.encoding import LeftPadCollator, encode_head, prompt_ids, stop_token_ids
+from mcqa.encoding import LeftPadCollator, encode_head, prompt_ids, shared_prefix, stop_token_ids
 from mcqa.prompting import serialize_target
 from mcqa.task import Example, Task
 
@@ -50,18 +50,19 @@ def generate_outputs(model, tokenizer, task: Task, examples: list[Example], max_
 
 
 @torch.no_grad()
-def head_outputs(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16) -> list[dict]:
+def head_outputs(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16, share_prefix: bool = True) -> list[dict]:
     """Argmax of each field's head as the output JSON, with the softmax as probabilities."""
     model.eval()
     spaces = task.label_spaces
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    collate = LeftPadCollator(pad)
     rows = [{**r, "field_labels": None} for r in encode_head(tokenizer, task, [_unlabeled(e) for e in examples])]
+    # The prompt prefix every example shares (system prompt, instructions) is encoded once per batch.
+    collate = LeftPadCollator(pad, prefix=shared_prefix(rows) if share_prefix and rows else None)
     device = next(model.parameters()).device
     out: dict[str, dict] = {}
     batches = list(_batches(rows, batch_size))
     for batch in track(batches, f"classifying ({len(rows)} examples)", total=len(batches)):
-        enc = {k: v.to(device) for k, v in collate(batch).items() if k in ("input_ids", "attention_mask", "position_ids")}
+        enc = {k: v.to(device) for k, v in collate(batch).items() if k in ("input_ids", "attention_mask", "position_ids", "prefix_ids")}
         logits = model(**enc)["logits"]
         probs = [torch.softmax(lg.float(), dim=-1).cpu() for lg in logits]
         for i, row in enumerate(batch):

@@ -75,5 +75,6 @@ def predict(task: Task, loaded: Loaded, examples: list[Example], readout: str, p
         outputs = apply_temperature(task, outputs, info["calibration"]["temperature"])
     seconds = time.perf_counter() - started
     info.update(examples=len(examples), seconds=round(seconds, 2), examples_per_second=round(len(examples) / seconds, 3))
-    # Keep the scorer's format: drop internals (the raw candidate scores) from what is written.
-    return [{k: v for k, v in o.items() if k in ("id", "output", "truncated", "probs")} for o in outputs], info
+    # The scorer's format; rank's raw candidate log-likelihoods ("scores") and its temperature
+    # travel too, so a temperature can be refitted later without running the model again.
+    return [{k: v for k, v in o.items() if k in ("id", "output", "truncated", "probs", "scores", "temperature")} for o in outputs], info

@@ -76,12 +76,12 @@ class McqaTrainer(Trainer):
 
     def __init__(self, *args, mcqa_eval: dict[str, Any] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.mcqa_eval = mcqa_eval
+        self.mcqa_eval = mcqa_eval or {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        prefix = inputs.pop("prefix_ids", None)
-        if prefix is None:
+        if "prefix_ids" not in inputs or self.mcqa_eval.get("mode") == "head":  # a head model takes prefix_ids itself
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        prefix = inputs.pop("prefix_ids")
         labels = inputs.pop("labels")
         cache = prefix_cache(model, prefix, inputs["input_ids"].shape[0])
         outputs = model(**inputs, past_key_values=cache, use_cache=True)
@@ -256,8 +256,8 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
         raise McqaError(f"batch_size {config.batch_size} is not divisible by micro_batch_size {config.micro_batch_size} x {world} processes")
     greater = config.best_metric != "parse_failure_rate"
     # The prompt prefix every example shares is encoded once per batch. Not under DDP, where a
-    # second forward call per step would confuse the gradient reducer, nor in head mode.
-    prefix = shared_prefix(kept) if config.share_prefix and config.mode == "generate" and world == 1 else None
+    # second forward call per step would confuse the gradient reducer.
+    prefix = shared_prefix(kept) if config.share_prefix and world == 1 else None
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=config.micro_batch_size,

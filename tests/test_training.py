@@ -161,6 +161,44 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
     torch.testing.assert_close(shared_grad, plain_grad, rtol=1e-3, atol=1e-6)
 
 
+def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities(tiny):
+    """Head mode encodes the shared prompt prefix once per batch too (HeadModel takes
+    prefix_ids): same loss and gradients in training, same head probabilities when reading out."""
+    from mcqa.encoding import LeftPadCollator, encode_head, shared_prefix
+    from mcqa.examples import load_split
+    from mcqa.heads import build_head_model
+    from mcqa.inference import head_outputs
+    from mcqa.registry import get_task
+
+    model, tok = tiny
+    task = get_task("notification")
+    examples = load_split(task, "train")[:5]
+    heads = build_head_model(model, tok, task)
+    rows = encode_head(tok, task, examples)
+    prefix = shared_prefix(rows)
+    assert len(prefix) > 50
+    weight = heads.backbone.layers[0].self_attn.q_proj.weight  # acts on the prefix tokens too
+
+    def loss_and_grad(batch):
+        heads.zero_grad()
+        loss = heads(**batch)["loss"]
+        loss.backward()
+        return loss.item(), weight.grad.clone()
+
+    plain_loss, plain_grad = loss_and_grad(LeftPadCollator(tok.pad_token_id)(rows))
+    shared_batch = LeftPadCollator(tok.pad_token_id, prefix=prefix)(rows)
+    assert shared_batch["input_ids"].shape[1] + len(prefix) == max(len(r["input_ids"]) for r in rows)
+    shared_loss, shared_grad = loss_and_grad(shared_batch)
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
+    torch.testing.assert_close(shared_grad, plain_grad, rtol=1e-3, atol=1e-6)
+    plain = head_outputs(heads, tok, task, examples, batch_size=2, share_prefix=False)
+    shared = head_outputs(heads, tok, task, examples, batch_size=2)
+    assert [o["output"] for o in shared] == [o["output"] for o in plain]
+    for a, b in zip(shared, plain):
+        for f in task.fields:
+            assert a["probs"][f] == pytest.approx(b["probs"][f], abs=1e-5)
+
+
 # ------------------------------------------------------------------ learning, reload
 
 
@@ -208,6 +246,28 @@ def test_saved_and_reloaded_run_predicts_identically(trained, mode):
             for f, dist in a["probs"].items():
                 for label, p in dist.items():
                     assert p == pytest.approx(before[a["id"]]["probs"][f][label], abs=1e-5)
+
+
+def test_cli_reads_out_a_trained_run_on_a_split_and_on_new_data(trained, tmp_path):
+    """`mcqa predict --adapter RUN --readout rank` keeps probabilities, raw scores and the fitted
+    temperature; `mcqa score --adapter RUN` (head run, default readout) scores it like the run did."""
+    head_run, gen_run = trained["head"], trained["generate"]
+    preds = tmp_path / "rank.jsonl"
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "predict", "--task", "synth", "--adapter", str(gen_run),
+                           "--readout", "rank", "--split", "test", "--out", str(preds)], env=env_with_synth(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert rows and all(set(r) >= {"id", "output", "probs", "scores", "temperature"} for r in rows)
+    assert all(sum(d.values()) == pytest.approx(1.0) for r in rows for d in r["probs"].values())
+    out = tmp_path / "head-score"
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "score", "--task", "synth", "--adapter", str(head_run),
+                           "--split", "test", "--out", str(out)], env=env_with_synth(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    scored = json.loads((out / "metrics.json").read_text())
+    assert scored["joint"]["accuracy"] == pytest.approx(json.loads((head_run / "run.json").read_text())["test"]["joint"])
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "predict", "--task", "synth", "--adapter", str(head_run),
+                           "--readout", "rank", "--split", "test"], env=env_with_synth(), capture_output=True, text=True)
+    assert proc.returncode == 2 and "'head' readout" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------ resume after kill -9
