@@ -55,8 +55,51 @@ class CausalLM:
         self.device, self.dtype = param.device, param.dtype
         self.vocab_size = self.lm_head.weight.shape[0]
 
+        # How many (query, key) attention pairs cost as much as one token through the weights:
+        # a token costs ~2 FLOPs per decoder weight, a pair ~4 per query dimension and layer.
+        heads = getattr(config, "num_attention_heads", 1)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        layers = getattr(config, "num_hidden_layers", 1)
+        embed = base.get_input_embeddings()
+        weights = sum(p.numel() for p in self.decoder.parameters()) - (embed.weight.numel() if embed is not None else 0)
+        self.pairs_per_token = max(1.0, 2 * weights / (4 * heads * head_dim * layers))
+
     def logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self.lm_head(hidden).float(), dim=-1)
+
+
+def plan_chunks(lengths: list[int], prefix: int, max_streams: int, pairs_per_token: float, overhead: float = 16.0) -> list[tuple[int, int]]:
+    """Split streams, sorted longest first, into consecutive chunks (start, end) decoded
+    together, each in cache rows as wide as its longest stream (shorter ones packed back to
+    back), at the least estimated cost. One forward computes rows x width tokens, padding
+    included, and every one of them attends to the prefix and the whole row, masked pairs
+    included; so a chunk's cost is rows x width x (1 + (prefix + width) / pairs_per_token)
+    tokens, plus `overhead` tokens for a forward call. Mixing a 300-token question with
+    20-token ones pads or packs (quadratic attention over the row); splitting them costs a
+    forward call; dynamic programming over the cut points picks the cheapest plan."""
+    n = len(lengths)
+    if any(lengths[i] < lengths[i + 1] for i in range(n - 1)):
+        raise ValueError("plan_chunks needs lengths sorted longest first")
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for i in range(n):  # best[i] is final here: every chunk ending at i starts before it
+        width = max(lengths[i], 1)
+        loads: list[int] = []  # first-fit decreasing, as Streams packs them, one stream at a time
+        for j in range(i, min(n, i + max_streams)):
+            x = max(lengths[j], 1)
+            r = next((r for r, load in enumerate(loads) if load + x <= width), None)
+            if r is None:
+                loads.append(x)
+            else:
+                loads[r] += x
+            cost = best[i] + len(loads) * width * (1 + (prefix + width) / pairs_per_token) + overhead
+            if cost < best[j + 1]:
+                best[j + 1], cut[j + 1] = cost, i
+    chunks, j = [], n
+    while j > 0:
+        chunks.append((cut[j], j))
+        j = cut[j]
+    return chunks[::-1]
 
 
 def common_prefix_len(seqs: list[list[int]]) -> int:

@@ -37,14 +37,13 @@ import torch
 from mcqa.console import track
 from mcqa.encoding import end_of_turn, prompt_ids, stop_token_ids
 from mcqa.errors import McqaError, did_you_mean
-from mcqa.prefix_cache import CausalLM, SharedPrefix, Streams, Tree, common_prefix_len
+from mcqa.prefix_cache import CausalLM, SharedPrefix, Streams, Tree, common_prefix_len, plan_chunks
 from mcqa.prompting import serialize_target
 from mcqa.task import Example, Task
 from mcqa.trie import JOINT_LIMIT, LabelCandidates, Trie
 
 FREE_MAX_NEW_TOKENS = 256
 BATCH_SIZE = 16  # examples decoded together
-ROW_TOKENS = 512  # examples are packed into cache rows of about this many tokens (see prefix_cache.Streams)
 SCORES = ("prefix", "full")
 
 
@@ -124,17 +123,26 @@ def default_max_new_tokens(tokenizer, task: Task) -> int:
 # ---------------------------------------------------------------- batching over the shared prefix
 
 
-def _batches(lm: CausalLM, tokenizer, task: Task, examples: list[Example], batch_size: int, row_tokens: int,
-             prefix_cache: bool, what: str):
-    """(example indices, Streams, prompt suffixes) per batch of `batch_size` examples, longest
-    prompts first; the shared prefix is encoded once for all batches."""
+def _batches(lm: CausalLM, tokenizer, task: Task, examples: list[Example], batch_size: int, row_tokens: int | None,
+             prefix_cache: bool, what: str, extra: int = 0):
+    """(example indices, Streams, prompt suffixes) per batch of at most `batch_size` examples,
+    longest prompts first; the shared prefix is encoded once for all batches. By default the
+    batches are cut where the prompt lengths make it cheaper (prefix_cache.plan_chunks) and
+    each packs its examples into rows as wide as its longest suffix; `row_tokens` instead packs
+    every `batch_size` examples into rows of that many tokens. `extra`: tokens each example
+    feeds after its suffix in the first forward (the answer's forced start)."""
     prompts = [prompt_ids(tokenizer, task, e) for e in examples]
     n = common_prefix_len(prompts) if prefix_cache else 0
     prefix = SharedPrefix.encode(lm, prompts[0][:n]) if n else SharedPrefix([], None)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    if row_tokens is None:
+        plan = plan_chunks([len(prompts[i]) - n + extra for i in order], n, batch_size, lm.pairs_per_token)
+        chunks = [order[a:b] for a, b in plan]
+    else:
+        chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     for chunk in track(chunks, f"{what} ({len(examples)} examples, {n} prefix tokens shared)", total=len(chunks)):
-        yield chunk, Streams(lm, prefix, len(chunk), row_tokens), [prompts[i][n:] for i in chunk]
+        width = row_tokens if row_tokens is not None else len(prompts[chunk[0]]) - n + extra
+        yield chunk, Streams(lm, prefix, len(chunk), width), [prompts[i][n:] for i in chunk]
 
 
 @dataclass
@@ -152,7 +160,7 @@ class _Row:
 
 
 @_register("rank", "log-likelihood of every allowed output; argmax and calibrated probabilities")
-def rank(model, tokenizer, task: Task, examples: list[Example], *, batch_size: int = BATCH_SIZE, row_tokens: int = ROW_TOKENS,
+def rank(model, tokenizer, task: Task, examples: list[Example], *, batch_size: int = BATCH_SIZE, row_tokens: int | None = None,
          prefix_cache: bool = True, joint_limit: int = JOINT_LIMIT, score: str = "prefix", temperature: float = 1.0) -> list[dict]:
     if score not in SCORES:
         raise McqaError(f"unknown rank score '{score}'; choose one of {', '.join(SCORES)}")
@@ -161,7 +169,8 @@ def rank(model, tokenizer, task: Task, examples: list[Example], *, batch_size: i
         raise McqaError(f"score='full' needs the fields ranked jointly, but their label spaces multiply past "
                         f"joint_limit={joint_limit}; raise joint_limit or use score='prefix'")
     out: dict[int, dict] = {}
-    for chunk, streams, suffixes in _batches(lm, tokenizer, task, examples, batch_size, row_tokens, prefix_cache, "ranking"):
+    batches = _batches(lm, tokenizer, task, examples, batch_size, row_tokens, prefix_cache, "ranking", plan.forced_start())
+    for chunk, streams, suffixes in batches:
         states = [_Row(pending=list(s)) for s in suffixes]
         scores: list[list[dict]] = [[] for _ in chunk]
         for gi, group in enumerate(plan.groups):
@@ -235,13 +244,14 @@ def group_probs(groups: list[dict], temperature: float = 1.0) -> dict[str, dict[
 
 
 @_register("constrained", "greedy decoding forced into the schema (label tries; xgrammar for free fields)")
-def constrained(model, tokenizer, task: Task, examples: list[Example], *, batch_size: int = BATCH_SIZE, row_tokens: int = ROW_TOKENS,
+def constrained(model, tokenizer, task: Task, examples: list[Example], *, batch_size: int = BATCH_SIZE, row_tokens: int | None = None,
                 prefix_cache: bool = True, joint_limit: int = JOINT_LIMIT, max_new_tokens: int | None = None) -> list[dict]:
     lm = CausalLM(model)
-    batches = _batches(lm, tokenizer, task, examples, batch_size, row_tokens, prefix_cache, "constrained decoding")
     if any(s is None for s in task.label_spaces.values()):
+        batches = _batches(lm, tokenizer, task, examples, batch_size, row_tokens, prefix_cache, "constrained decoding")
         return _grammar(lm, tokenizer, task, examples, batches, max_new_tokens or FREE_MAX_NEW_TOKENS)
     plan = LabelCandidates(tokenizer, task, joint_limit)
+    batches = _batches(lm, tokenizer, task, examples, batch_size, row_tokens, prefix_cache, "constrained decoding", plan.forced_start())
     out: dict[int, dict] = {}
     for chunk, streams, suffixes in batches:
         states = [_Row(pending=list(s)) for s in suffixes]

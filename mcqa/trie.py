@@ -61,6 +61,13 @@ class LabelCandidates:
             self._memo[key] = out
         return self._memo[key]
 
+    def forced_start(self) -> int:
+        """How many answer tokens every candidate of the first group starts with (the JSON
+        skeleton before the first label): fed with the prompt suffix in the first forward."""
+        seqs = [c.ids for c in self.candidates({}, self.groups[0])]
+        n = min(len(x) for x in seqs)
+        return next((i for i in range(n) if len({x[i] for x in seqs}) > 1), n)
+
     def consistent(self, fixed: dict[str, Any], group: list[str], path: list[int]) -> list[Candidate]:
         n = len(path)
         out = [c for c in self.candidates(fixed, group) if list(c.ids[:n]) == path]
