@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
     epochs: float = Field(3, gt=0)
     max_length: int = Field(1024, ge=16, description="longer examples are dropped from training, with a count")
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample (quick runs)")
-    max_eval_examples: int | None = Field(None, ge=1, description="validate on the first N validation examples")
+    max_eval_examples: int | None = Field(None, ge=1, description="validate on a seeded sample of N validation examples (quick runs)")
     group_by_length: bool = Field(True, description="batch examples of similar length together (less padding)")
     share_prefix: bool = Field(True, description="encode the prompt prefix all examples share once per batch")
     eval_batch_size: int = Field(16, ge=1)

@@ -233,7 +233,8 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
     if _is_main():
         tokenizer.save_pretrained(run_dir / "tokenizer")  # includes the chat template used
     train_ex = _sample(load_split(task, "train", protocol), config.max_train_examples, config.seed)
-    val_ex = load_split(task, "validation", protocol)[: config.max_eval_examples]
+    # A seeded sample, not the first N: split files may be ordered by class.
+    val_ex = _sample(load_split(task, "validation", protocol), config.max_eval_examples, config.seed)
     eot = end_of_turn(tokenizer)
     if config.mode == "head":
         rows = encode_head(tokenizer, task, train_ex)

@@ -199,6 +199,19 @@ def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities
             assert a["probs"][f] == pytest.approx(b["probs"][f], abs=1e-5)
 
 
+def test_max_eval_examples_samples_validation_across_classes_not_its_first_rows():
+    """mmlu_pro's validation file is ordered by subject: its first 150 rows hold 7 of the 14."""
+    from mcqa.examples import load_split
+    from mcqa.registry import get_task
+    from mcqa.training import _sample
+
+    val = load_split(get_task("mmlu_pro"), "validation", "seed")
+    sample = _sample(val, 150, 0)
+    assert len(sample) == 150 and len({e.id for e in sample}) == 150
+    assert len({e.target["category"] for e in sample}) == 14
+    assert _sample(val, 150, 0) == sample and _sample(val, 150, 1) != sample
+
+
 # ------------------------------------------------------------------ learning, reload
 
 
