@@ -135,13 +135,13 @@ def _batches(lm: CausalLM, tokenizer, task: Task, examples: list[Example], batch
     n = common_prefix_len(prompts) if prefix_cache else 0
     prefix = SharedPrefix.encode(lm, prompts[0][:n]) if n else SharedPrefix([], None)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    first_feed = [len(p) - n + extra for p in prompts]  # tokens each example feeds in the first forward
     if row_tokens is None:
-        plan = plan_chunks([len(prompts[i]) - n + extra for i in order], n, batch_size, lm.pairs_per_token)
-        chunks = [order[a:b] for a, b in plan]
+        chunks = [order[a:b] for a, b in plan_chunks([first_feed[i] for i in order], n, batch_size, lm.pairs_per_token)]
     else:
         chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     for chunk in track(chunks, f"{what} ({len(examples)} examples, {n} prefix tokens shared)", total=len(chunks)):
-        width = row_tokens if row_tokens is not None else len(prompts[chunk[0]]) - n + extra
+        width = row_tokens if row_tokens is not None else first_feed[chunk[0]]
         yield chunk, Streams(lm, prefix, len(chunk), width), [prompts[i][n:] for i in chunk]
 
 
@@ -247,11 +247,12 @@ def group_probs(groups: list[dict], temperature: float = 1.0) -> dict[str, dict[
 def constrained(model, tokenizer, task: Task, examples: list[Example], *, batch_size: int = BATCH_SIZE, row_tokens: int | None = None,
                 prefix_cache: bool = True, joint_limit: int = JOINT_LIMIT, max_new_tokens: int | None = None) -> list[dict]:
     lm = CausalLM(model)
-    if any(s is None for s in task.label_spaces.values()):
-        batches = _batches(lm, tokenizer, task, examples, batch_size, row_tokens, prefix_cache, "constrained decoding")
+    free = any(s is None for s in task.label_spaces.values())
+    plan = None if free else LabelCandidates(tokenizer, task, joint_limit)
+    batches = _batches(lm, tokenizer, task, examples, batch_size, row_tokens, prefix_cache, "constrained decoding",
+                       0 if free else plan.forced_start())
+    if free:
         return _grammar(lm, tokenizer, task, examples, batches, max_new_tokens or FREE_MAX_NEW_TOKENS)
-    plan = LabelCandidates(tokenizer, task, joint_limit)
-    batches = _batches(lm, tokenizer, task, examples, batch_size, row_tokens, prefix_cache, "constrained decoding", plan.forced_start())
     out: dict[int, dict] = {}
     for chunk, streams, suffixes in batches:
         states = [_Row(pending=list(s)) for s in suffixes]

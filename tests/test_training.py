@@ -133,7 +133,7 @@ def test_kept_logits_loss_equals_full_sequence_loss(tiny):
 def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
     """Encoding the shared system prompt once per batch (its KV cache expanded to every row)
     changes nothing but the cost: same loss, same gradients, prefix included."""
-    from mcqa.encoding import LeftPadCollator, encode_generative, end_of_turn, prefix_cache, shared_prefix, target_loss
+    from mcqa.encoding import encode_generative, end_of_turn, prefix_cache, shared_prefix, target_loss
     from mcqa.examples import load_split
     from mcqa.registry import get_task
 
@@ -144,17 +144,28 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
     assert tok.decode(prefix).startswith("<|im_start|>system\nSort the phone notification") and len(prefix) > 50
     weight = model.model.layers[0].self_attn.q_proj.weight  # acts on the prefix tokens too
 
-    def loss_and_grad(batch):
+    def loss(batch):
         labels = batch.pop("labels")
         ids = batch.pop("prefix_ids", None)
         cache = prefix_cache(model, ids, len(rows)) if ids is not None else None
-        model.zero_grad()
-        loss = target_loss(model(**batch, past_key_values=cache), labels)
-        loss.backward()
-        return loss.item(), weight.grad.clone()
+        return target_loss(model(**batch, past_key_values=cache), labels)
 
-    plain_loss, plain_grad = loss_and_grad(LeftPadCollator(tok.pad_token_id)(rows))
-    shared_batch = LeftPadCollator(tok.pad_token_id, prefix=prefix)(rows)
+    _assert_shared_prefix_changes_nothing(model, weight, rows, prefix, tok.pad_token_id, loss)
+
+
+def _assert_shared_prefix_changes_nothing(module, weight, rows, prefix, pad, loss) -> None:
+    """`loss(batch)` on plain left-padded rows and on rows cut after `prefix`: the shared batch
+    is narrower by the prefix, and loss and the gradient of `weight` are the same."""
+    from mcqa.encoding import LeftPadCollator
+
+    def loss_and_grad(batch):
+        module.zero_grad()
+        value = loss(batch)
+        value.backward()
+        return value.item(), weight.grad.clone()
+
+    plain_loss, plain_grad = loss_and_grad(LeftPadCollator(pad)(rows))
+    shared_batch = LeftPadCollator(pad, prefix=prefix)(rows)
     assert shared_batch["input_ids"].shape[1] + len(prefix) == max(len(r["input_ids"]) for r in rows)
     shared_loss, shared_grad = loss_and_grad(shared_batch)
     assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
@@ -164,7 +175,7 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
 def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities(tiny):
     """Head mode encodes the shared prompt prefix once per batch too (HeadModel takes
     prefix_ids): same loss and gradients in training, same head probabilities when reading out."""
-    from mcqa.encoding import LeftPadCollator, encode_head, shared_prefix
+    from mcqa.encoding import encode_head, shared_prefix
     from mcqa.examples import load_split
     from mcqa.heads import build_head_model
     from mcqa.inference import head_outputs
@@ -179,18 +190,7 @@ def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities
     assert len(prefix) > 50
     weight = heads.backbone.layers[0].self_attn.q_proj.weight  # acts on the prefix tokens too
 
-    def loss_and_grad(batch):
-        heads.zero_grad()
-        loss = heads(**batch)["loss"]
-        loss.backward()
-        return loss.item(), weight.grad.clone()
-
-    plain_loss, plain_grad = loss_and_grad(LeftPadCollator(tok.pad_token_id)(rows))
-    shared_batch = LeftPadCollator(tok.pad_token_id, prefix=prefix)(rows)
-    assert shared_batch["input_ids"].shape[1] + len(prefix) == max(len(r["input_ids"]) for r in rows)
-    shared_loss, shared_grad = loss_and_grad(shared_batch)
-    assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
-    torch.testing.assert_close(shared_grad, plain_grad, rtol=1e-3, atol=1e-6)
+    _assert_shared_prefix_changes_nothing(heads, weight, rows, prefix, tok.pad_token_id, lambda batch: heads(**batch)["loss"])
     plain = head_outputs(heads, tok, task, examples, batch_size=2, share_prefix=False)
     shared = head_outputs(heads, tok, task, examples, batch_size=2)
     assert [o["output"] for o in shared] == [o["output"] for o in plain]
