@@ -158,14 +158,14 @@ def cmd_train(args) -> None:
     from mcqa.report import tables
 
     if args.resume:
-        if args.task or args.config or args.overrides or args.model or args.mode:
+        if args.task or args.config or args.overrides or args.model or args.mode or args.protocol:
             raise McqaError("--resume takes no other settings: the run continues with its saved config.yaml")
         config = None
     else:
         if not args.task and not args.config:
             raise McqaError("name a task with --task T (or give --config run.yaml that sets task)")
         overrides = parse_overrides(args.overrides)
-        for key in ("task", "model", "mode"):
+        for key in ("task", "model", "mode", "protocol"):
             if getattr(args, key):
                 overrides[key] = getattr(args, key)
         config = load_config(args.config, overrides)
@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task")
     s.add_argument("--model", help="hub id, local folder or alias (see `mcqa models`); default Qwen/Qwen3-0.6B")
     s.add_argument("--mode", choices=["generate", "head"], help="generative (default) or classification heads")
+    s.add_argument("--protocol", help="split protocol (default: the task's first); same as protocol=P")
     s.add_argument("--config", type=Path, help="YAML file of settings; key=value arguments override it")
     s.add_argument("--resume", type=Path, help="continue an interrupted run folder from its last checkpoint")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=2 lora.r=8")

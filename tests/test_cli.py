@@ -100,6 +100,8 @@ def cli(tmp_path_factory):
         "unknown_protocol": [*score, "--split", "test", "--protocol", "cv9", "--predictions", gold],
         "split_and_data": [*score, "--split", "test", "--data", data, "--predictions", gold],
         "bad_flag": [*score, "--split", "test", "--predictions", gold, "--frobnicate"],
+        "train_unknown_protocol": ["train", "--task", "notification", "--model", "tiny-qwen3", "--protocol", "cv9",
+                                   f"output_dir={d / 'never'}"],
     }
     for name, args in errors.items():
         runs.start(name, args)
@@ -236,6 +238,7 @@ def test_score_a_users_own_data_file(cli):
         ("unknown_protocol", ["cv9"]),
         ("split_and_data", ["--split", "--data"]),
         ("bad_flag", ["--frobnicate"]),
+        ("train_unknown_protocol", ["cv9"]),  # train takes --protocol like score and compare
     ],
 )
 def test_user_errors_exit_2_with_one_line(cli, name, fragments):
