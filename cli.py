@@ -302,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("compare", help="baselines and trained runs in one table, same split, same scorer")
     s.add_argument("--task", required=True)
-    s.add_argument("--protocol", help="split protocol (default: the task's first)")
-    s.add_argument("--runs", nargs="*", type=Path, default=[], help="finished `mcqa train` run folders")
+    s.add_argument("--protocol", help="split protocol (default: the task's first), or a cross-validation family "
+                   "such as cv5 to pool the test predictions of its folds (cv5-0 .. cv5-4)")
+    s.add_argument("--runs", nargs="*", type=Path, default=[], help="finished `mcqa train` run folders (one per fold for a family)")
     s.add_argument("--baselines", help="comma-separated (default: all); an empty string for none")
     s.add_argument("--zero-shot", metavar="MODEL", help="also the base model with no adapter (constrained and rank readouts)")
     s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")

@@ -1,7 +1,12 @@
 """Is the LLM worth it? Baselines and trained runs in one table, on the same split and scored by
 the same scorer: per-field accuracy and macro-F1 with bootstrap intervals, joint match, parse
 failures, speed, training time and parameters trained. Every number in the table is read from
-a scorer run folder (metrics.json) written here or by `mcqa train`."""
+a scorer run folder (metrics.json) written here or by `mcqa train`.
+
+A cross-validated task is compared over all its folds at once: `--protocol cv5` names the family
+cv5-0 .. cv5-4, each baseline and zero-shot model is run on every fold, each trained model must
+bring one run per fold, and every row is scored on the pooled test predictions (each example is
+in exactly one test fold), so its intervals cover the whole dataset rather than one fold."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from mcqa.baselines import BASELINES, BaselineNotApplicable, run_baseline
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
-from mcqa.io import atomic_write_bytes, atomic_write_text, write_json
+from mcqa.io import atomic_write_bytes, atomic_write_text, read_jsonl, write_json
 from mcqa.report import figure_png, write_run
 from mcqa.scoring import compute_metrics, make_records
 from mcqa.task import Task
@@ -39,71 +44,128 @@ def row_from_metrics(name: str, kind: str, metrics: dict[str, Any], folder: Path
             "parse_failure_rate": metrics["parse"]["failure_rate"], **extra}
 
 
-def baseline_rows(task: Task, protocol: str, names: list[str], out: Path) -> list[dict[str, Any]]:
-    test = load_split(task, "test", protocol)
+def protocol_folds(task: Task, protocol: str | None) -> list[str]:
+    """A protocol of the task, or the name of a cross-validation family ("cv5" for cv5-0 ..
+    cv5-4) whose test folds are pooled."""
+    if protocol is not None and protocol not in task.protocols:
+        folds = [p for p in task.protocols if p.startswith(f"{protocol}-")]
+        if folds:
+            return folds
+    return [resolve_protocol(task, protocol)]
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    return None if any(x is None for x in xs) else sum(xs) / len(xs)
+
+
+def _pooled_row(task: Task, name: str, kind: str, records: list[dict], run: dict, folder: Path,
+                per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+    """Score pooled per-example records; speed, training time and size are means over folds."""
+    metrics = compute_metrics(task, records)
+    metrics["run"] = run
+    folder = write_run(folder, records, metrics)
+    return row_from_metrics(name, kind, metrics, folder, {k: _mean([f[k] for f in per_fold]) for k in per_fold[0]})
+
+
+def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path) -> list[dict[str, Any]]:
     rows = []
     for name in names:
+        records, per_fold = [], []
         try:
-            result = run_baseline(name, task, protocol, examples=test)
+            for protocol in folds:
+                test = load_split(task, "test", protocol)
+                result = run_baseline(name, task, protocol, examples=test)
+                records += make_records(task, test, result["predictions"])
+                per_fold.append({"examples_per_second": result["examples_per_second"],
+                                 "train_seconds": result["fit_seconds"], "trained_parameters": result["n_params"]})
         except BaselineNotApplicable as e:
             console.print(f"[dim]skipped {name}: {e}[/]")
             continue
-        records = make_records(task, test, result["predictions"])
-        metrics = compute_metrics(task, records)
-        metrics["run"] = {"task": task.name, "split": "test", "protocol": protocol, "baseline": name}
-        folder = write_run(out / "baselines" / name, records, metrics)
-        rows.append(row_from_metrics(name, "baseline", metrics, folder, {
-            "examples_per_second": result["examples_per_second"], "train_seconds": result["fit_seconds"],
-            "trained_parameters": result["n_params"]}))
+        run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "baseline": name}
+        rows.append(_pooled_row(task, name, "baseline", records, run, out / "baselines" / name, per_fold))
     return rows
 
 
-def zero_shot_rows(task: Task, protocol: str, model: str, readouts: list[str], out: Path) -> list[dict[str, Any]]:
-    """The base LLM with no adapter, read out through the scorer like everything else."""
+def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str], out: Path) -> list[dict[str, Any]]:
+    """The base LLM with no adapter, read out through the scorer like everything else (rank fits
+    its temperature on each fold's own validation split)."""
     from mcqa.predicting import load_predictor, predict
 
     loaded = load_predictor(task, model, None)
-    test = load_split(task, "test", protocol)
     rows = []
     for readout in readouts:
-        outputs, info = predict(task, loaded, test, readout, protocol)
-        records = make_records(task, test, {o["id"]: o for o in outputs})
-        metrics = compute_metrics(task, records)
-        metrics["run"] = {"task": task.name, "split": "test", "protocol": protocol, "model": model, "readout": readout}
-        folder = write_run(out / "zero_shot" / f"{Path(model).name}-{readout}", records, metrics)
-        rows.append(row_from_metrics(f"{Path(model).name} zero-shot {readout}", "zero-shot", metrics, folder, {
-            "examples_per_second": info["examples_per_second"], "train_seconds": 0.0, "trained_parameters": 0}))
+        records, per_fold = [], []
+        for protocol in folds:
+            test = load_split(task, "test", protocol)
+            outputs, info = predict(task, loaded, test, readout, protocol)
+            records += make_records(task, test, {o["id"]: o for o in outputs})
+            per_fold.append({"examples_per_second": info["examples_per_second"], "train_seconds": 0.0, "trained_parameters": 0})
+        run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "model": model, "readout": readout}
+        name = f"{Path(model).name} zero-shot {readout}"
+        rows.append(_pooled_row(task, name, "zero-shot", records, run, out / "zero_shot" / f"{Path(model).name}-{readout}", per_fold))
     return rows
 
 
-def run_row(run_dir: Path, task: Task, protocol: str) -> dict[str, Any]:
-    """A finished `mcqa train` run: its test report must be on this task and protocol."""
+def _read_run(run_dir: Path, task: Task, folds: list[str]) -> dict[str, Any]:
     summary_file, metrics_file = run_dir / "run.json", run_dir / "test" / "metrics.json"
     if not summary_file.is_file() or not metrics_file.is_file():
         raise McqaError(f"{run_dir}: not a finished training run (no run.json or test/metrics.json)")
     summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    if summary["task"] != task.name or summary["protocol"] != protocol:
-        raise McqaError(f"{run_dir}: trained on {summary['task']}/{summary['protocol']}, not {task.name}/{protocol}; "
+    if summary["task"] != task.name or summary["protocol"] not in folds:
+        want = folds[0] if len(folds) == 1 else f"one of {', '.join(folds)}"
+        raise McqaError(f"{run_dir}: trained on {summary['task']}/{summary['protocol']}, not {task.name}/{want}; "
                         "compare runs on the same task and split protocol")
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    name = f"{Path(str(summary['model'])).name} {summary['mode']} ({run_dir.name})"
-    return row_from_metrics(name, "trained", metrics, run_dir / "test", {
-        "examples_per_second": summary.get("test_examples_per_second"), "train_seconds": summary.get("train_seconds"),
-        "trained_parameters": summary.get("trainable_parameters")})
+    return summary
+
+
+def _run_extra(summary: dict[str, Any]) -> dict[str, Any]:
+    return {"examples_per_second": summary.get("test_examples_per_second"), "train_seconds": summary.get("train_seconds"),
+            "trained_parameters": summary.get("trainable_parameters")}
+
+
+def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> list[dict[str, Any]]:
+    """Finished `mcqa train` runs. On one protocol each run is a row, read from its own test report;
+    on a fold family the runs of one model and mode are pooled, one run per fold."""
+    summaries = [_read_run(r, task, folds) for r in run_dirs]
+    if len(folds) == 1:
+        return [row_from_metrics(f"{Path(str(s['model'])).name} {s['mode']} ({r.name})", "trained",
+                                 json.loads((r / "test" / "metrics.json").read_text(encoding="utf-8")), r / "test", _run_extra(s))
+                for r, s in zip(run_dirs, summaries)]
+    groups: dict[tuple[str, str], dict[str, Path]] = {}
+    for r, s in zip(run_dirs, summaries):
+        key = (Path(str(s["model"])).name, s["mode"])
+        by_fold = groups.setdefault(key, {})
+        if s["protocol"] in by_fold:
+            raise McqaError(f"{r}: a second {key[0]} {key[1]} run on fold {s['protocol']} (the first is {by_fold[s['protocol']]}); "
+                            "pass one run per fold")
+        by_fold[s["protocol"]] = r
+    rows = []
+    for (model, mode), by_fold in groups.items():
+        missing = [p for p in folds if p not in by_fold]
+        if missing:
+            raise McqaError(f"{model} {mode}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+                            f"train one per fold (mcqa train --protocol {missing[0]} ...) and pass them all to --runs")
+        records = [rec for p in folds for _, rec in read_jsonl(by_fold[p] / "test" / "predictions.jsonl")]
+        per_fold = [_run_extra(json.loads((by_fold[p] / "run.json").read_text(encoding="utf-8"))) for p in folds]
+        run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(by_fold[p]) for p in folds]}
+        rows.append(_pooled_row(task, f"{model} {mode} ({len(folds)} folds)", "trained", records, run,
+                                out / "runs" / f"{model}-{mode}", per_fold))
+    return rows
 
 
 def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path,
             zero_shot: str | None = None, zero_shot_readouts: tuple[str, ...] = ("constrained", "rank")) -> dict[str, Any]:
-    protocol = resolve_protocol(task, protocol)
+    folds = protocol_folds(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise McqaError(f"unknown baseline '{unknown[0]}'; choose from: {', '.join(BASELINES)}")
-    rows = [run_row(Path(r), task, protocol) for r in runs]  # check runs first: fail before slow work
-    rows = baseline_rows(task, protocol, names, out) + rows
+    rows = run_rows([Path(r) for r in runs], task, folds, out)  # check runs first: fail before slow work
+    rows = baseline_rows(task, folds, names, out) + rows
     if zero_shot:
-        rows += zero_shot_rows(task, protocol, zero_shot, list(zero_shot_readouts), out)
-    result = {"task": task.name, "protocol": protocol, "split": "test", "fields": task.fields, "rows": rows,
+        rows += zero_shot_rows(task, folds, zero_shot, list(zero_shot_readouts), out)
+    shown = folds[0] if len(folds) == 1 else protocol
+    result = {"task": task.name, "protocol": shown, "folds": folds, "split": "test", "fields": task.fields, "rows": rows,
               "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", markdown(result))
@@ -115,8 +177,12 @@ def markdown(result: dict[str, Any]) -> str:
     fields = result["fields"]
     head = ["model", "kind"] + [f"{f} acc [95% CI]" for f in fields] + [f"{f} macro-F1 [95% CI]" for f in fields]
     head += ["joint [95% CI]", "parse fail", "ex/s", "train s", "params trained"]
+    folds = result.get("folds") or [result["protocol"]]
+    pooled = (f" Cross-validated: test predictions of the {len(folds)} folds ({', '.join(folds)}) are pooled, so each "
+              "example is scored once; ex/s, train s and params are means over the folds.") if len(folds) > 1 else ""
     lines = [f"# {result['task']} / {result['protocol']}: test split, scored by mcqa's scorer", "",
-             "Accuracy, macro-F1 and joint exact match in %, with 95% bootstrap intervals; parse failures count as wrong.", "",
+             "Accuracy, macro-F1 and joint exact match in %, with 95% bootstrap intervals; parse failures count as wrong."
+             + pooled, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
         cells = [r["name"], r["kind"]]

@@ -58,3 +58,40 @@ def test_compare_refuses_a_run_of_another_task(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2
     assert r.stderr.startswith("error:") and "notification/seed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_compare_pools_the_folds_of_a_cross_validated_task(tmp_path):
+    """`--protocol cv3` runs each baseline on every fold and pools one trained run per fold: each
+    of the 400 examples is scored once, and the pooled numbers are the scorer's on the union."""
+    env = {**os.environ, "MCQA_TASKS_PATH": str(SYNTH), "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, str(ROOT / "cli.py")]
+    runs = []
+    for k in range(3):
+        run = tmp_path / f"fold{k}"
+        trained = subprocess.run(cli + ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "head",
+                                        "--protocol", f"cv3-{k}", "epochs=1", "max_train_examples=32",
+                                        "micro_batch_size=16", f"output_dir={run}"], env=env, capture_output=True, text=True)
+        assert trained.returncode == 0, trained.stderr[-2000:]
+        runs.append(run)
+    cmp = [*cli, "compare", "--task", "synth", "--protocol", "cv3", "--baselines", "majority,tfidf"]
+    missing = subprocess.run(cmp + ["--runs", *map(str, runs[:2]), "--out", str(tmp_path / "bad")], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "no run on fold cv3-2" in missing.stderr and "Traceback" not in missing.stderr
+
+    out = tmp_path / "cmp"
+    done = subprocess.run(cmp + ["--runs", *map(str, runs), "--out", str(out)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((out / "compare.json").read_text())
+    assert result["protocol"] == "cv3" and result["folds"] == ["cv3-0", "cv3-1", "cv3-2"]
+    assert [r["kind"] for r in result["rows"]] == ["baseline", "baseline", "trained"]
+    fold_records = [json.loads(line) for run in runs for line in (run / "test" / "predictions.jsonl").read_text().splitlines()]
+    for row in result["rows"]:
+        records = [json.loads(line) for line in (Path(row["folder"]) / "predictions.jsonl").read_text().splitlines()]
+        assert row["n"] == len(records) == 400 and len({r["id"] for r in records}) == 400  # every example once
+        metrics = json.loads((Path(row["folder"]) / "metrics.json").read_text())
+        assert row["fields"]["label"]["accuracy"] == metrics["fields"]["label"]["accuracy"] == pytest.approx(
+            sum(r["correct"]["label"] for r in records) / 400)
+    trained = result["rows"][2]
+    assert trained["fields"]["label"]["accuracy"] == pytest.approx(sum(r["correct"]["label"] for r in fold_records) / 400)
+    per_fold = [json.loads((run / "run.json").read_text())["train_seconds"] for run in runs]
+    assert trained["train_seconds"] == pytest.approx(sum(per_fold) / 3)
+    assert "pooled" in (out / "compare.md").read_text()

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mcqa.splits import three_way
+from mcqa.splits import k_fold, three_way
 from mcqa.task import Example, Task
 
 KEYWORDS = {
@@ -42,8 +42,13 @@ def _all() -> tuple[Example, ...]:
     return tuple(out)
 
 
+PROTOCOLS = ("default", "cv3-0", "cv3-1", "cv3-2")  # the folds test pooled cross-validation in compare
+
+
 def load(split: str, protocol: str) -> list[Example]:
-    ids = set(three_way([e.id for e in _all()], (0.6, 0.2, 0.2), 0)[split])
+    ids = [e.id for e in _all()]
+    parts = three_way(ids, (0.6, 0.2, 0.2), 0) if protocol == "default" else k_fold(ids, 3, int(protocol[-1]), 0)
+    ids = set(parts[split])
     return [e for e in _all() if e.id in ids]
 
 
@@ -51,5 +56,5 @@ def messages(e: Example) -> list[dict[str, str]]:
     return [{"role": "user", "content": e.input["text"]}]
 
 
-TASK = Task(name="synth", output=Output, load=load, from_record=from_record, messages=messages,
+TASK = Task(name="synth", output=Output, load=load, from_record=from_record, messages=messages, protocols=PROTOCOLS,
             description="synthetic keyword -> region task for trainer tests")
