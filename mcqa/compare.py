@@ -191,7 +191,7 @@ def markdown(result: dict[str, Any]) -> str:
         cells += [_with_ci(r["joint"], r["joint_ci"]), _pct(r["parse_failure_rate"]),
                   "-" if r["examples_per_second"] is None else f"{r['examples_per_second']:.1f}",
                   "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
-                  "-" if r["trained_parameters"] is None else f"{r['trained_parameters']:,}"]
+                  "-" if r["trained_parameters"] is None else f"{r['trained_parameters']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -47,6 +47,7 @@ def test_compare_runs_end_to_end_and_every_number_comes_from_the_scorer(tmp_path
         assert fm["accuracy"] == pytest.approx(sum(r["correct"]["label"] for r in records) / len(records))
     majority, tfidf = result["rows"][0], result["rows"][1]
     assert majority["fields"]["label"]["accuracy"] < 0.5 < tfidf["fields"]["label"]["accuracy"]
+    assert f"| {int(tfidf['trained_parameters']):,} |" in table  # a count, shown without a decimal point
 
 
 def test_compare_refuses_a_run_of_another_task(tmp_path):
