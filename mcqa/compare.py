@@ -207,7 +207,7 @@ def bar_chart(result: dict[str, Any]) -> bytes:
     metrics = [(f, "accuracy") for f in fields] + ([("joint", "joint")] if len(fields) > 1 else [])
     x = np.arange(len(metrics))
     width = 0.8 / max(len(rows), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(metrics) + 0.4 * len(rows)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(metrics) + 0.4 * len(rows)) + 3.5, 4.5))
     for i, r in enumerate(rows):
         vals, errs = [], [[], []]
         for f, kind in metrics:
@@ -220,5 +220,5 @@ def bar_chart(result: dict[str, Any]) -> bytes:
     ax.set_ylabel("accuracy on test, % (95% CI)")
     ax.set_ylim(0, 100)
     ax.set_title(f"{result['task']} / {result['protocol']}")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: inside, it hides bars
     return figure_png(fig)
