@@ -29,6 +29,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _rate(x: float | None) -> str:
+    # a constant predictor's rate is timer noise (millions per second); the digits would mislead
+    return "-" if x is None else ">100k" if x > 1e5 else f"{x:.1f}"
+
+
 def _with_ci(value: float, ci: list[float] | None) -> str:
     return f"{_pct(value)} [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else _pct(value)
 
@@ -189,7 +194,7 @@ def markdown(result: dict[str, Any]) -> str:
         cells += [_with_ci(r["fields"][f]["accuracy"], r["fields"][f]["accuracy_ci"]) for f in fields]
         cells += [_with_ci(r["fields"][f]["macro_f1"], r["fields"][f]["macro_f1_ci"]) if r["fields"][f]["macro_f1"] is not None else "-" for f in fields]
         cells += [_with_ci(r["joint"], r["joint_ci"]), _pct(r["parse_failure_rate"]),
-                  "-" if r["examples_per_second"] is None else f"{r['examples_per_second']:.1f}",
+                  _rate(r["examples_per_second"]),
                   "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
                   "-" if r["trained_parameters"] is None else f"{r['trained_parameters']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
