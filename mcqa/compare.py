@@ -136,23 +136,24 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
         return [row_from_metrics(f"{Path(str(s['model'])).name} {s['mode']} ({r.name})", "trained",
                                  json.loads((r / "test" / "metrics.json").read_text(encoding="utf-8")), r / "test", _run_extra(s))
                 for r, s in zip(run_dirs, summaries)]
-    groups: dict[tuple[str, str], dict[str, Path]] = {}
+    groups: dict[tuple[str, str], dict[str, tuple[Path, dict[str, Any]]]] = {}
     for r, s in zip(run_dirs, summaries):
         key = (Path(str(s["model"])).name, s["mode"])
         by_fold = groups.setdefault(key, {})
         if s["protocol"] in by_fold:
-            raise McqaError(f"{r}: a second {key[0]} {key[1]} run on fold {s['protocol']} (the first is {by_fold[s['protocol']]}); "
+            raise McqaError(f"{r}: a second {key[0]} {key[1]} run on fold {s['protocol']} (the first is {by_fold[s['protocol']][0]}); "
                             "pass one run per fold")
-        by_fold[s["protocol"]] = r
+        by_fold[s["protocol"]] = (r, s)
     rows = []
     for (model, mode), by_fold in groups.items():
         missing = [p for p in folds if p not in by_fold]
         if missing:
             raise McqaError(f"{model} {mode}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
                             f"train one per fold (mcqa train --protocol {missing[0]} ...) and pass them all to --runs")
-        records = [rec for p in folds for _, rec in read_jsonl(by_fold[p] / "test" / "predictions.jsonl")]
-        per_fold = [_run_extra(json.loads((by_fold[p] / "run.json").read_text(encoding="utf-8"))) for p in folds]
-        run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(by_fold[p]) for p in folds]}
+        fold_runs = [by_fold[p] for p in folds]
+        records = [rec for r, _ in fold_runs for _, rec in read_jsonl(r / "test" / "predictions.jsonl")]
+        per_fold = [_run_extra(s) for _, s in fold_runs]
+        run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(r) for r, _ in fold_runs]}
         rows.append(_pooled_row(task, f"{model} {mode} ({len(folds)} folds)", "trained", records, run,
                                 out / "runs" / f"{model}-{mode}", per_fold))
     return rows
