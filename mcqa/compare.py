@@ -11,6 +11,7 @@ in exactly one test fold), so its intervals cover the whole dataset rather than 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ def protocol_folds(task: Task, protocol: str | None) -> list[str]:
         folds = [p for p in task.protocols if p.startswith(f"{protocol}-")]
         if folds:
             return folds
+        families = sorted({p.rsplit("-", 1)[0] for p in task.protocols if re.fullmatch(r"cv\d+-\d+", p)})
+        if families:
+            raise McqaError(f"task '{task.name}' has no split protocol '{protocol}'; choose one of: "
+                            f"{', '.join(task.protocols)}, or {' or '.join(families)} to pool all its folds")
     return [resolve_protocol(task, protocol)]
 
 

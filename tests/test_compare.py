@@ -77,6 +77,10 @@ def test_compare_pools_the_folds_of_a_cross_validated_task(tmp_path):
     cmp = [*cli, "compare", "--task", "synth", "--protocol", "cv3", "--baselines", "majority,tfidf"]
     missing = subprocess.run(cmp + ["--runs", *map(str, runs[:2]), "--out", str(tmp_path / "bad")], env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "no run on fold cv3-2" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = subprocess.run([*cli, "compare", "--task", "synth", "--protocol", "cv9", "--baselines", "majority",
+                              "--out", str(tmp_path / "bad")], env=env, capture_output=True, text=True)
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert "'cv9'" in unknown.stderr and "or cv3 to pool all its folds" in unknown.stderr
 
     out = tmp_path / "cmp"
     done = subprocess.run(cmp + ["--runs", *map(str, runs), "--out", str(out)], env=env, capture_output=True, text=True)
