@@ -9,9 +9,9 @@ recipe_mpr is cross-validated over its 5 folds (cv5-0 .. cv5-4): each fold is fi
 train split and scored on its own test fold; the table gives the mean and the per-fold accuracy,
 and the 95% interval of the pooled 500 test predictions (each example is in one test fold).
 
-Timings are wall-clock on this machine. Embeddings go to a fresh temporary cache unless
---reuse-cache, so the embedding baselines' fit time includes encoding train and validation and
-their predict time includes encoding the test split.
+Timings are wall-clock on this machine. The embedding baselines' fit time includes encoding
+train and validation and their predict time includes encoding the test split: embeddings go to a
+fresh temporary cache unless --reuse-cache, and a cache hit is timed at its recorded encoding cost.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baselines", nargs="+", choices=list(BASELINES), help="only these baselines")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--resume", action="store_true", help="keep results already in bench/baselines.json")
-    p.add_argument("--reuse-cache", action="store_true", help="use $MCQA_CACHE (timings then may skip encoding)")
+    p.add_argument("--reuse-cache", action="store_true", help="use $MCQA_CACHE (a cache hit is timed at its recorded encoding cost)")
     p.add_argument("--markdown-only", action="store_true", help="rewrite bench/baselines.md from the JSON; run nothing")
     args = p.parse_args(argv)
     if args.markdown_only:
