@@ -430,6 +430,7 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
     train, validation = split("train"), split("validation")
     target = Data(list(examples), None) if examples is not None else split(eval_split)
     fitted, fit_s = timed(lambda: baseline.fit(task, train, validation))
+
     def predict() -> dict[str, np.ndarray]:
         probs = fitted.predict(target)
         mask_choices(task, target.examples, probs)
