@@ -57,11 +57,13 @@ def protocol_folds(task: Task, protocol: str | None) -> list[str]:
         folds = [p for p in task.protocols if p.startswith(f"{protocol}-")]
         if folds:
             return folds
+    try:
+        return [resolve_protocol(task, protocol)]
+    except McqaError as e:  # an unknown protocol: also name the fold families compare can pool
         families = sorted({p.rsplit("-", 1)[0] for p in task.protocols if re.fullmatch(r"cv\d+-\d+", p)})
-        if families:
-            raise McqaError(f"task '{task.name}' has no split protocol '{protocol}'; choose one of: "
-                            f"{', '.join(task.protocols)}, or {' or '.join(families)} to pool all its folds")
-    return [resolve_protocol(task, protocol)]
+        if not families:
+            raise
+        raise McqaError(f"{e}, or {' or '.join(families)} to pool all its folds") from None
 
 
 def _mean(xs: list[float | None]) -> float | None:
