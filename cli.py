@@ -23,6 +23,29 @@ from mcqa.errors import McqaError
 USER_ERROR = 2
 
 
+def _listing(kind: str) -> str:
+    """Names (and readout options) for --help, read from the registries. Those import torch,
+    which costs seconds, so only a --help run reads them (see main); a wrong name in a normal
+    run is refused by the registry itself, with "did you mean"."""
+    if not _FULL_HELP:
+        return f"see `mcqa {_HELP_OF[kind]} --help`"
+    if kind == "readouts":
+        from mcqa.readouts import READOUTS
+
+        return "; ".join(r.help() for r in READOUTS.values())
+    if kind == "modes":
+        from mcqa.modes import MODES
+
+        return "; ".join(f"{m.name}: {m.description}" for m in MODES.values())
+    from mcqa.baselines import BASELINES
+
+    return "; ".join(f"{b.name}: {b.description}" for b in BASELINES.values())
+
+
+_FULL_HELP = False
+_HELP_OF = {"readouts": "score", "modes": "train", "baselines": "baseline"}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not a usage dump
         print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
@@ -56,17 +79,13 @@ def cmd_tasks(args) -> None:
 def cmd_show(args) -> None:
     from mcqa.console import out
     from mcqa.examples import load_split
-    from mcqa.prompting import load_tokenizer, render_prompt, serialize_target
+    from mcqa.model import load_tokenizer
+    from mcqa.prompting import render_prompt, serialize_target
     from mcqa.registry import get_task
 
     task = get_task(args.task)
     examples = load_split(task, args.split, args.protocol)[: args.n]
-    if args.tokenizer:  # a hub id, folder or model alias
-        from mcqa.models import load_tokenizer as load_model_tokenizer
-
-        tokenizer = load_model_tokenizer(args.tokenizer)
-    else:
-        tokenizer = load_tokenizer()  # the Qwen3 tokenizer, local copy first
+    tokenizer = load_tokenizer(args.tokenizer)  # a hub id, folder or alias; default the Qwen3 tokenizer, local copy first
     for e in examples:
         out.rule(f"{task.name} · {e.id} · groups: {', '.join(e.groups) or '-'}")
         out.print(render_prompt(tokenizer, task.messages(e)), markup=False, highlight=False, end="", soft_wrap=True)
@@ -77,7 +96,7 @@ def cmd_schema(args) -> None:
     from mcqa.console import console
     from mcqa.io import write_json
     from mcqa.registry import BUILTIN_TASKS_DIR, all_tasks, get_task
-    from mcqa.scoring import schema_file
+    from mcqa.schema import schema_file
 
     if args.write:
         for task in all_tasks():
@@ -94,8 +113,8 @@ def cmd_score(args) -> None:
     from mcqa.console import console, out
     from mcqa.examples import load_file, load_split, resolve_protocol
     from mcqa.registry import get_task
-    from mcqa.report import tables, write_run
-    from mcqa.scoring import compute_metrics, make_records, match_ids, read_predictions
+    from mcqa.report import tables
+    from mcqa.scoring import match_ids, read_predictions, score
 
     task = get_task(args.task)
     if (args.split is None) == (args.data is None):
@@ -115,17 +134,14 @@ def cmd_score(args) -> None:
     else:
         outputs, info = _run_model(task, args, examples, source.get("protocol"))
         preds = {o["id"]: o for o in outputs}
-    records = make_records(task, examples, preds)
-    metrics = compute_metrics(task, records, resamples=args.resamples)
-    metrics["run"] = {"task": task.name, **source, **{k: v for k, v in info.items() if not isinstance(v, dict)},
-                      "subset": args.subset, "scored_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-    if "calibration" in info:
-        metrics["calibration_fit"] = info["calibration"]
+    run = {"task": task.name, **source, **{k: v for k, v in info.items() if not isinstance(v, dict)},
+           "subset": args.subset, "scored_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    extra = {"calibration_fit": info["calibration"]} if "calibration" in info else None
     where = args.out or Path("runs") / "score" / f"{task.name}-{source.get('split', 'data')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder = write_run(where, records, metrics)
-    for t in tables(metrics):
+    scored = score(task, examples, preds, run, folder=where, resamples=args.resamples, extra=extra)
+    for t in tables(scored.metrics):
         out.print(t)
-    console.print(f"run folder: [bold]{folder}[/]")
+    console.print(f"run folder: [bold]{scored.folder}[/]")
 
 
 def _run_model(task, args, examples, protocol):
@@ -185,7 +201,7 @@ def cmd_train(args) -> None:
 def cmd_models(args) -> None:
     from rich.table import Table
 
-    from mcqa import models
+    from mcqa import model as models
     from mcqa.console import console, out
 
     if args.action == "list":
@@ -237,7 +253,7 @@ def cmd_compare(args) -> None:
 def _model_args(s) -> None:
     s.add_argument("--model", help="base model: hub id, folder or alias (zero-shot, or the base of --adapter)")
     s.add_argument("--adapter", type=Path, help="a finished `mcqa train` run folder")
-    s.add_argument("--readout", help="generate, constrained, rank or head (default: head for head runs, else constrained)")
+    s.add_argument("--readout", help="how the answer is read out (default: the run's mode's, else constrained): " + _listing("readouts"))
     s.add_argument("--no-calibrate", action="store_true", help="rank: skip the temperature fitted on validation")
 
 
@@ -284,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="LoRA-train a model on a task; writes a run folder")
     s.add_argument("--task")
     s.add_argument("--model", help="hub id, local folder or alias (see `mcqa models`); default Qwen/Qwen3-0.6B")
-    s.add_argument("--mode", choices=["generate", "head"], help="generative (default) or classification heads")
+    s.add_argument("--mode", help="training mode (default generate): " + _listing("modes"))
     s.add_argument("--protocol", help="split protocol (default: the task's first); same as protocol=P")
     s.add_argument("--config", type=Path, help="YAML file of settings; key=value arguments override it")
     s.add_argument("--resume", type=Path, help="continue an interrupted run folder from its last checkpoint")
@@ -293,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("baseline", help="fit a non-LLM baseline on train and write its predictions")
     s.add_argument("--task", required=True)
-    s.add_argument("--baseline", required=True, help="majority, tfidf, embedding or embedding_similarity")
+    s.add_argument("--baseline", required=True, help=_listing("baselines"))
     s.add_argument("--protocol", help="split protocol (default: the task's first)")
     s.add_argument("--split", default="test", help="the split to predict (default: test)")
     s.add_argument("--data", type=Path, help="predict your own examples (JSONL, the task's input format) instead")
@@ -319,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _FULL_HELP
+    _FULL_HELP = any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)

@@ -35,7 +35,7 @@ from mcqa.baselines import BASELINES, BaselineNotApplicable, run_baseline
 from mcqa.examples import load_split
 from mcqa.io import atomic_write_text, write_json
 from mcqa.registry import get_task
-from mcqa.scoring import compute_metrics, make_records
+from mcqa.scoring import score, score_records
 
 # (task, the name shown, the protocols pooled under it)
 RUNS = [
@@ -73,12 +73,12 @@ def run_one(task_name: str, shown: str, protocols: list[str], name: str, resampl
             result = run_baseline(name, task, protocol)
         except BaselineNotApplicable as e:
             return {**entry, "status": "n/a", "reason": str(e)}
-        fold_records = make_records(task, load_split(task, "test", protocol), result["predictions"])
-        records += fold_records
+        fold = score(task, load_split(task, "test", protocol), result["predictions"], entry, resamples=resamples)
+        records += fold.records
         timing = ("n_train", "n_validation", "fit_seconds", "predict_seconds", "examples_per_second", "n_params")
-        folds.append({"protocol": protocol, **summarize(compute_metrics(task, fold_records, resamples)),
+        folds.append({"protocol": protocol, **summarize(fold.metrics),
                       **{k: result[k] for k in timing}, "info": result["fields"]})
-    pooled = summarize(compute_metrics(task, records, resamples))
+    pooled = summarize(score_records(task, records, entry, resamples=resamples).metrics)
     out = {**entry, "status": "ok", **pooled,
            "fit_seconds": statistics.mean(f["fit_seconds"] for f in folds),
            "predict_seconds": statistics.mean(f["predict_seconds"] for f in folds),

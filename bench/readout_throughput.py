@@ -41,9 +41,10 @@ sys.path.insert(0, str(ROOT))
 from mcqa.encoding import stop_token_ids  # noqa: E402
 from mcqa.io import atomic_write_text, write_json  # noqa: E402
 from mcqa.prompting import render_prompt, serialize_target  # noqa: E402
-from mcqa.readouts import apply_temperature, default_max_new_tokens, fit_temperature, run_readout  # noqa: E402
+from mcqa.calibration import apply_temperature, fit_temperature  # noqa: E402
+from mcqa.readouts import default_max_new_tokens, run_readout  # noqa: E402
 from mcqa.registry import get_task  # noqa: E402
-from mcqa.scoring import compute_metrics, make_records  # noqa: E402
+from mcqa.scoring import score  # noqa: E402
 from mcqa.task import Example, Task  # noqa: E402
 
 OUT = ROOT / "bench"
@@ -116,7 +117,7 @@ def sample(task: Task, split: str, n: int, seed: int = 0) -> list[Example]:
 
 def prompt_stats(tokenizer, task: Task, examples: list[Example]) -> dict:
     from mcqa.encoding import prompt_ids
-    from mcqa.prefix_cache import common_prefix_len
+    from mcqa.encoding import common_prefix_len
 
     ids = [prompt_ids(tokenizer, task, e) for e in examples]
     shared = common_prefix_len(ids)
@@ -140,7 +141,7 @@ def run_readouts(model, tokenizer, task: Task, examples: list[Example], publishe
         outputs[name], row = timed(name, lambda n=name, o=opts: run_readout(n, model, tokenizer, task, examples, **o), len(examples))
         rows.append(row)
     if heads:  # heads initialised from the LM-head rows of each label's first token (untrained)
-        from mcqa.heads import build_head_model
+        from mcqa.modes.head import build_head_model
 
         head_model = build_head_model(model, tokenizer, task).eval()
         outputs["head"], row = timed("head (untrained heads)", lambda: run_readout(
@@ -159,7 +160,7 @@ def _key(row: dict) -> str:
 
 
 def accuracy(task: Task, examples: list[Example], outputs: list[dict]) -> dict:
-    m = compute_metrics(task, make_records(task, examples, {o["id"]: o for o in outputs}), resamples=200)
+    m = score(task, examples, outputs, {"task": task.name}, resamples=200).metrics
     out = {"joint": round(m["joint"]["accuracy"], 3), "parse_failure_rate": round(m["parse"]["failure_rate"], 3)}
     for f, fm in m["fields"].items():
         out[f] = round(fm["accuracy"], 3)
@@ -182,7 +183,7 @@ def qwen3_06b_shaped():
 
 
 def part_a(n: int, batch_size: int) -> dict:
-    from mcqa.models import load_tokenizer
+    from mcqa.model import load_tokenizer
 
     print("(a) Qwen3-0.6B-shaped random model, few-shot mmlu_pro prompts", flush=True)
     tokenizer = load_tokenizer("tiny-qwen3")  # the real Qwen3 tokenizer and chat template
@@ -197,7 +198,7 @@ def part_a(n: int, batch_size: int) -> dict:
 
 
 def part_b(n: int, n_val: int, batch_size: int) -> list[dict]:
-    from mcqa.models import load_causal_lm, load_tokenizer
+    from mcqa.model import load_causal_lm, load_tokenizer
 
     tokenizer, model = load_tokenizer("smollm2-135m"), load_causal_lm("smollm2-135m")
     results = []

@@ -28,10 +28,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mcqa.encoding import LeftPadCollator, encode_generative, end_of_turn, shared_prefix, target_loss  # noqa: E402
+from mcqa.encoding import LeftPadCollator, end_of_turn, shared_prefix  # noqa: E402
+from mcqa.modes.generate import encode_generative, target_loss  # noqa: E402
 from mcqa.examples import load_split  # noqa: E402
 from mcqa.io import atomic_write_text, write_json  # noqa: E402
-from mcqa.prompting import load_tokenizer  # noqa: E402
+from mcqa.model import load_tokenizer  # noqa: E402
 from mcqa.registry import get_task  # noqa: E402
 
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])

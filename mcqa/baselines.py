@@ -47,10 +47,11 @@ from sklearn.pipeline import FeatureUnion
 from threadpoolctl import threadpool_limits
 
 from mcqa.console import console, track
-from mcqa.errors import McqaError, did_you_mean
+from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes
 from mcqa.metrics import encode
+from mcqa.names import Registry
 from mcqa.prompting import LETTERS, serialize_target
 from mcqa.task import Example, LabelSpace, Task
 
@@ -396,22 +397,19 @@ def _not_multiple_choice(task: Task) -> str | None:
     return None if task.choice_field else "it compares a question with its options; the task has no choice_field"
 
 
-BASELINES: dict[str, Baseline] = {
-    b.name: b
-    for b in (
-        Baseline("majority", "most frequent train value per field", fit_majority),
-        Baseline("tfidf", "TF-IDF word 1-2 + char 2-5 grams, logistic regression per field", fit_tfidf),
-        Baseline("embedding", "all-MiniLM-L6-v2 embeddings, logistic regression per field", fit_embedding),
-        Baseline("embedding_similarity", "cosine(question, option) of MiniLM embeddings, fitted softmax temperature",
-                 fit_similarity, _not_multiple_choice),
-    )
-}
+BASELINES: Registry[Baseline] = Registry("baseline")
+for _b in (
+    Baseline("majority", "most frequent train value per field", fit_majority),
+    Baseline("tfidf", "TF-IDF word 1-2 + char 2-5 grams, logistic regression per field", fit_tfidf),
+    Baseline("embedding", "all-MiniLM-L6-v2 embeddings, logistic regression per field", fit_embedding),
+    Baseline("embedding_similarity", "cosine(question, option) of MiniLM embeddings, fitted softmax temperature",
+             fit_similarity, _not_multiple_choice),
+):
+    BASELINES.register(_b.name, _b)
 
 
 def get_baseline(name: str) -> Baseline:
-    if name not in BASELINES:
-        raise McqaError(f"unknown baseline '{name}'{did_you_mean(name, BASELINES)} (known: {', '.join(BASELINES)})")
-    return BASELINES[name]
+    return BASELINES.resolve(name)
 
 
 def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split: str = "test",

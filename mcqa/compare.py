@@ -16,13 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mcqa.baselines import BASELINES, BaselineNotApplicable, run_baseline
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes, atomic_write_text, read_jsonl, write_json
-from mcqa.report import figure_png, write_run
-from mcqa.scoring import compute_metrics, make_records
+from mcqa.predicting import load_predictor, predict
+from mcqa.records import Record
+from mcqa.report import figure_png
+from mcqa.scoring import make_records, score_records
 from mcqa.task import Task
 
 
@@ -70,13 +74,11 @@ def _mean(xs: list[float | None]) -> float | None:
     return None if any(x is None for x in xs) else sum(xs) / len(xs)
 
 
-def _pooled_row(task: Task, name: str, kind: str, records: list[dict], run: dict, folder: Path,
+def _pooled_row(task: Task, name: str, kind: str, records: list[Record], run: dict, folder: Path,
                 per_fold: list[dict[str, Any]]) -> dict[str, Any]:
     """Score pooled per-example records; speed, training time and size are means over folds."""
-    metrics = compute_metrics(task, records)
-    metrics["run"] = run
-    folder = write_run(folder, records, metrics)
-    return row_from_metrics(name, kind, metrics, folder, {k: _mean([f[k] for f in per_fold]) for k in per_fold[0]})
+    scored = score_records(task, records, run, folder)
+    return row_from_metrics(name, kind, scored.metrics, scored.folder, {k: _mean([f[k] for f in per_fold]) for k in per_fold[0]})
 
 
 def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path) -> list[dict[str, Any]]:
@@ -101,8 +103,6 @@ def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path) -> 
 def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str], out: Path) -> list[dict[str, Any]]:
     """The base LLM with no adapter, read out through the scorer like everything else (rank fits
     its temperature on each fold's own validation split)."""
-    from mcqa.predicting import load_predictor, predict
-
     loaded = load_predictor(task, model, None)
     rows = []
     for readout in readouts:
@@ -170,9 +170,8 @@ def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[
             zero_shot: str | None = None, zero_shot_readouts: tuple[str, ...] = ("constrained", "rank")) -> dict[str, Any]:
     folds = protocol_folds(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
-    unknown = [n for n in names if n not in BASELINES]
-    if unknown:
-        raise McqaError(f"unknown baseline '{unknown[0]}'; choose from: {', '.join(BASELINES)}")
+    for n in names:
+        BASELINES.resolve(n)  # an unknown name fails here, with "did you mean"
     rows = run_rows([Path(r) for r in runs], task, folds, out)  # check runs first: fail before slow work
     rows = baseline_rows(task, folds, names, out) + rows
     if zero_shot:
@@ -214,7 +213,6 @@ def bar_chart(result: dict[str, Any]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     rows, fields = result["rows"], result["fields"]
     metrics = [(f, "accuracy") for f in fields] + ([("joint", "joint")] if len(fields) > 1 else [])

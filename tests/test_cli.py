@@ -11,7 +11,7 @@ from helpers import CliRuns, assert_user_error, cli_env, load
 
 from mcqa.prompting import render_prompt, serialize_target
 from mcqa.registry import get_task
-from mcqa.scoring import schema_file
+from mcqa.schema import schema_file
 
 BUILTIN = ("mmlu_pro", "mmlu_pro_answer", "notification", "recipe_mpr")
 FOLDERS = ["Work", "Personal", "Promotions", "Alerts"]

@@ -18,7 +18,8 @@ from helpers import leak_text, load, load_all
 
 from mcqa.prompting import LETTERS, render_prompt, serialize_target
 from mcqa.registry import all_tasks, get_task
-from mcqa.scoring import compute_metrics, make_records, parser_for, schema_file
+from mcqa.schema import schema_file
+from mcqa.scoring import compute_metrics, make_records, parser_for
 from mcqa.task import SPLITS
 
 TASKS = all_tasks()

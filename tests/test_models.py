@@ -12,9 +12,10 @@ import pytest
 import torch
 from huggingface_hub import constants as hub_constants
 
-from mcqa import models
+from mcqa import model as models
 from mcqa.errors import McqaError
-from mcqa.prompting import qwen3_tokenizer_dir, render_prompt
+from mcqa.model import qwen3_tokenizer_dir
+from mcqa.prompting import render_prompt
 
 # Read before any test points MCQA_CACHE at a temporary folder.
 USER_CACHE = models.cache_root()
@@ -150,7 +151,7 @@ def test_unreachable_hub_fails_fast_without_touching_the_network(cache, monkeypa
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=5.0: False)
+    monkeypatch.setattr(models.loading, "_hub_reachable", lambda timeout=5.0: False)
     with pytest.raises(McqaError, match="the Hugging Face hub cannot be reached and 'mcqa-tests/x' is not in"):
         load("mcqa-tests/x")
 
@@ -230,5 +231,5 @@ def test_installed_gguf_alias_loads_and_knows_paris(alias, monkeypatch):
     assert model.generation_config.eos_token_id in (tok.eos_token_id, [tok.eos_token_id])
     models.check_chat_template(tok)
     # Dequantized correctly, the model knows this; random or garbled weights do not.
-    answer = models._generate(model, tok, "What is the capital of France? One word.", max_new_tokens=8)
+    answer = models.generate_sample(model, tok, "What is the capital of France? One word.", max_new_tokens=8)
     assert "Paris" in answer

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from mcqa.examples import load_split
-from mcqa.heads import build_head_model
-from mcqa.models import load_causal_lm, load_tokenizer
+from mcqa.modes import get_mode
+from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.readouts import run_readout
 from mcqa.registry import get_task
 
@@ -55,7 +55,7 @@ def _run(tiny, task_name, protocol, n, readout, opts) -> list[dict]:
     examples = load_split(task, "test", protocol)[:n]
     if readout == "head":
         torch.manual_seed(0)
-        model = build_head_model(model, tok, task)
+        model = get_mode("head").build(model, tok, task)
     out = run_readout(readout, model, tok, task, examples, **opts)
     return [{k: o[k] for k in ("id", "output", "truncated", "probs", "scores") if k in o} for o in out]
 

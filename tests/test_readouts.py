@@ -21,13 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcqa.encoding import prompt_ids
 from mcqa.errors import McqaError
-from mcqa.prefix_cache import CausalLM, SharedPrefix, Streams, Tree, common_prefix_len
+from mcqa.encoding import common_prefix_len
+from mcqa.readouts.decoding import CausalLM, SharedPrefix, Streams, Tree
 from mcqa.prompting import serialize_target
-from mcqa.readouts import READOUTS, apply_temperature, fit_temperature, group_probs, run_readout
+from mcqa.calibration import apply_temperature, fit_temperature, group_probs
+from mcqa.readouts import READOUTS, run_readout
 from mcqa.registry import get_task
 from mcqa.scoring import parser_for
 from mcqa.task import Example, Task, check_task
-from mcqa.trie import LabelCandidates
+from mcqa.readouts.trie import LabelCandidates
 
 TOL = 1e-4  # float32 log-probs; a batched, cached forward differs from a plain one by ~1e-6
 
@@ -70,7 +72,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from mcqa.models import load_causal_lm, load_tokenizer
+    from mcqa.model import load_causal_lm, load_tokenizer
 
     return load_causal_lm("tiny-qwen3"), load_tokenizer("tiny-qwen3")
 
@@ -339,7 +341,7 @@ def test_registry_names_and_errors(tiny):
 
 
 def test_head_readout_and_head_models_refuse_lm_readouts(tiny):
-    from mcqa.heads import build_head_model
+    from mcqa.modes.head import build_head_model
 
     model, tok = tiny
     task = get_task("notification")
@@ -363,7 +365,7 @@ def test_generate_readout_is_the_free_greedy_loop(tiny):
 
 
 def test_plan_chunks_covers_every_stream_once_and_splits_long_from_short():
-    from mcqa.prefix_cache import plan_chunks
+    from mcqa.readouts.decoding import plan_chunks
 
     lengths = sorted([316, 234, 163, 150, 85, 79, 56, 34, 31, 30, 26, 26, 25, 22, 20, 20] * 3, reverse=True)
     plan = plan_chunks(lengths, 230, 16, 3000.0)

@@ -81,13 +81,14 @@ def test_batch_must_divide_into_micro_batches():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from mcqa.models import load_causal_lm, load_tokenizer
+    from mcqa.model import load_causal_lm, load_tokenizer
 
     return load_causal_lm(TINY), load_tokenizer(TINY)
 
 
 def test_only_target_tokens_carry_labels(tiny):
-    from mcqa.encoding import IGNORE, encode_generative, end_of_turn
+    from mcqa.encoding import IGNORE, end_of_turn
+    from mcqa.modes.generate import encode_generative
     from mcqa.examples import load_split
     from mcqa.prompting import serialize_target
     from mcqa.registry import get_task
@@ -108,7 +109,8 @@ def test_only_target_tokens_carry_labels(tiny):
 def test_kept_logits_loss_equals_full_sequence_loss(tiny):
     """The loss from logits at the last K positions of a left-padded batch equals the plain
     full-logits loss computed one unpadded example at a time."""
-    from mcqa.encoding import IGNORE, LeftPadCollator, encode_generative, end_of_turn, target_loss
+    from mcqa.encoding import IGNORE, LeftPadCollator, end_of_turn
+    from mcqa.modes.generate import encode_generative, target_loss
     from mcqa.examples import load_split
     from mcqa.registry import get_task
 
@@ -133,7 +135,8 @@ def test_kept_logits_loss_equals_full_sequence_loss(tiny):
 def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
     """Encoding the shared system prompt once per batch (its KV cache expanded to every row)
     changes nothing but the cost: same loss, same gradients, prefix included."""
-    from mcqa.encoding import encode_generative, end_of_turn, prefix_cache, shared_prefix, target_loss
+    from mcqa.encoding import end_of_turn, prefix_cache, shared_prefix
+    from mcqa.modes.generate import encode_generative, target_loss
     from mcqa.examples import load_split
     from mcqa.registry import get_task
 
@@ -175,10 +178,10 @@ def _assert_shared_prefix_changes_nothing(module, weight, rows, prefix, pad, los
 def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities(tiny):
     """Head mode encodes the shared prompt prefix once per batch too (HeadModel takes
     prefix_ids): same loss and gradients in training, same head probabilities when reading out."""
-    from mcqa.encoding import encode_head, shared_prefix
+    from mcqa.encoding import shared_prefix
     from mcqa.examples import load_split
-    from mcqa.heads import build_head_model
-    from mcqa.inference import head_outputs
+    from mcqa.modes.head import build_head_model, encode_head
+    from mcqa.readouts.head import head_outputs
     from mcqa.registry import get_task
 
     model, tok = tiny
@@ -246,13 +249,15 @@ def test_training_lifts_validation_accuracy_from_chance_to_90_percent(trained, m
 @pytest.mark.parametrize("mode", ["head", "generate"])
 def test_saved_and_reloaded_run_predicts_identically(trained, mode):
     from mcqa.examples import load_split
-    from mcqa.training import load_run, predict
+    from mcqa.modes import get_mode
+    from mcqa.runs import load_run
+    from mcqa.training import read_out
 
     run = trained[mode]
     before = {r["id"]: r for r in map(json.loads, (run / "test" / "predictions.jsonl").read_text().splitlines())}
     model, tok, task, config = load_run(run)
     examples = load_split(task, "test")
-    after = predict(model, tok, task, mode, examples, 40, 24)
+    after = read_out(model, tok, task, get_mode(config.mode), examples, config)
     for a in after:
         assert a["output"] == before[a["id"]]["raw"]
         if mode == "head":  # the heads came back, not re-initialised

@@ -34,11 +34,7 @@ class CausalLM:
     the base model's modules, so calling them directly keeps the adapter active)."""
 
     def __init__(self, model):
-        from mcqa.heads import HeadModel
-
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        if isinstance(base, HeadModel):
-            raise McqaError("this is a head-mode run (classification heads, no LM head); use the 'head' readout")
         config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
         impl = getattr(base.config, "_attn_implementation", "eager")
         if impl not in ("sdpa", "eager"):
@@ -100,21 +96,6 @@ def plan_chunks(lengths: list[int], prefix: int, max_streams: int, pairs_per_tok
         chunks.append((cut[j], j))
         j = cut[j]
     return chunks[::-1]
-
-
-def common_prefix_len(seqs: list[list[int]]) -> int:
-    """Length of the longest common token prefix, leaving every sequence at least one token of
-    its own (the last prompt token must be fed to read the first answer token)."""
-    if not seqs:
-        return 0
-    n = min(len(s) for s in seqs) - 1
-    first = seqs[0]
-    for s in seqs[1:]:
-        i = 0
-        while i < n and s[i] == first[i]:
-            i += 1
-        n = i
-    return max(n, 0)
 
 
 @dataclass

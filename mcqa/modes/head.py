@@ -1,4 +1,4 @@
-"""Classification-head mode: the last prompt token's hidden state feeds one linear head per
+"""Head mode (classification heads): the last prompt token's hidden state feeds one linear head per
 label field. Each head starts from the LM-head rows of its labels' first tokens, so at step 0
 it already ranks labels the way the language model would.
 
@@ -9,15 +9,22 @@ other tools); Trainer's checkpointing, resume and best-model loading then handle
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from mcqa.task import Task
+from mcqa.encoding import expand_cache, prompt_ids
+from mcqa.errors import McqaError
+from mcqa.modes.base import Mode, register_mode
+from mcqa.task import Example, Task
 
 HEADS_MODULE = "heads"
 
 
 class HeadModel(nn.Module):
+    offers = "heads"  # what readouts can read from it (mcqa.readouts.base.offers): no LM head
+
     def __init__(self, backbone: nn.Module, hidden_size: int, fields: dict[str, int], config=None):
         super().__init__()
         self.backbone = backbone
@@ -32,8 +39,6 @@ class HeadModel(nn.Module):
         # No **kwargs on purpose: Trainer then averages the loss over accumulation steps itself.
         cache = None
         if prefix_ids is not None:
-            from mcqa.encoding import expand_cache
-
             cache = expand_cache(self.backbone(input_ids=prefix_ids, use_cache=True).past_key_values, input_ids.shape[0])
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                past_key_values=cache, use_cache=cache is not None).last_hidden_state
@@ -49,8 +54,6 @@ def head_sizes(task: Task) -> dict[str, int]:
     spaces = task.label_spaces
     free = [f for f, s in spaces.items() if s is None]
     if free:
-        from mcqa.errors import McqaError
-
         raise McqaError(f"task '{task.name}' has free fields ({', '.join(free)}); head mode needs a label space for every field, use --mode generate")
     return {f: len(s.values) for f, s in spaces.items()}
 
@@ -80,3 +83,30 @@ def build_head_model(causal_lm, tokenizer, task: Task) -> HeadModel:
             head.weight.copy_(rows[f].to(head.weight.dtype))
             head.bias.zero_()
     return model.to(causal_lm.dtype)
+
+
+def encode_head(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:
+    """input_ids = prompt; field_labels = the index of each field's gold value in its label space."""
+    spaces = task.label_spaces
+    rows = []
+    for e in examples:
+        p = prompt_ids(tokenizer, task, e)
+        labels = [spaces[f].values.index(e.target[f]) for f in task.fields] if e.target else None
+        rows.append({"id": e.id, "input_ids": p, "field_labels": labels, "length": len(p)})
+    return rows
+
+
+HEAD = register_mode(Mode(
+    name="head",
+    description="LoRA on the decoder plus one linear head per field on the last prompt token",
+    encode=encode_head,
+    columns=("field_labels",),
+    build=build_head_model,
+    # The heads are saved beside the adapter and restored on load.
+    peft_kwargs=lambda task: {"modules_to_save": [f"{HEADS_MODULE}.{f}" for f in task.fields]},
+    loss=None,  # the model's own loss; Trainer then averages it over accumulation steps
+    model_takes_prefix=True,
+    eval_readout="head",
+    default_readout="head",
+    check=lambda task: head_sizes(task) and None,
+))

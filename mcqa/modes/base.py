@@ -1,0 +1,45 @@
+"""What a training mode is: one registered unit that owns everything that differs between
+modes (how examples become training rows, which model LoRA wraps and which modules PEFT saves
+beside the adapter, the loss, and the readouts used for validation and by default at predict
+time). The recipe in mcqa.training never tests a mode's name; it asks the mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mcqa.names import Registry
+from mcqa.task import Example, Task
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    description: str
+    # (tokenizer, task, examples) -> rows with "id", "input_ids", "length" and the `columns`
+    encode: Callable[[Any, Task, list[Example]], list[dict[str, Any]]]
+    columns: tuple[str, ...]  # the label columns of a training row, kept in the dataset
+    # (causal LM, tokenizer, task) -> the model LoRA wraps (the LM itself, or one with heads)
+    build: Callable[[Any, Any, Task], Any]
+    # task -> LoraConfig arguments beyond r/alpha/dropout/targets (task_type, modules_to_save)
+    peft_kwargs: Callable[[Task], dict[str, Any]]
+    # Trainer's compute_loss_func; None when the model returns its own loss
+    loss: Callable[..., Any] | None
+    # the model encodes a batch's shared prefix itself (it takes prefix_ids), so the trainer
+    # hands the batch over as is
+    model_takes_prefix: bool
+    eval_readout: str  # validation during training
+    default_readout: str  # `mcqa predict|score --adapter RUN` without --readout
+    check: Callable[[Task], None] = lambda task: None  # raise McqaError when the mode cannot serve the task
+
+
+MODES: Registry[Mode] = Registry("training mode")
+
+
+def register_mode(mode: Mode) -> Mode:
+    return MODES.register(mode.name, mode)
+
+
+def get_mode(name: str) -> Mode:
+    return MODES.resolve(name)

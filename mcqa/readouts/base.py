@@ -1,0 +1,105 @@
+"""What a readout is: a registered function from (model, tokenizer, task, examples) to one
+Prediction per example, in order (mcqa.records), with typed options and a declaration of
+what it needs from the model: an LM head ("lm") or classification heads ("heads"). A model
+says what it offers through an `offers` attribute (mcqa.modes.head.HeadModel: "heads"; any
+causal LM: "lm"), so no decoding code imports a training mode's model class."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mcqa.encoding import end_of_turn
+from mcqa.errors import McqaError, did_you_mean
+from mcqa.names import Registry
+from mcqa.prompting import serialize_target
+from mcqa.records import Prediction
+from mcqa.task import Example, Task
+
+FREE_MAX_NEW_TOKENS = 256
+BATCH_SIZE = 16  # examples decoded together
+
+
+class Options(BaseModel):
+    """A readout's options; each readout declares its own subclass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Readout:
+    name: str
+    fn: Callable[..., list[Prediction]]
+    description: str
+    needs: str  # "lm" or "heads"
+    options: type[Options]
+
+    def help(self) -> str:
+        names = ", ".join(self.options.model_fields) or "none"
+        return f"{self.name}: {self.description} (options: {names})"
+
+
+READOUTS: Registry[Readout] = Registry("readout")
+_REFUSALS = {
+    "lm": "this is a head-mode run (classification heads, no LM head); use the 'head' readout",
+    "heads": "the '{name}' readout needs a head-mode run (mcqa train mode=head); this model has no classification heads",
+}
+
+
+def register_readout(name: str, description: str, needs: str, options: type[Options]):
+    """Decorator: register `fn(model, tokenizer, task, examples, **options)` under `name`."""
+    if needs not in _REFUSALS:
+        raise ValueError(f"readout '{name}': needs must be one of {', '.join(_REFUSALS)}")
+
+    def wrap(fn):
+        READOUTS.register(name, Readout(name, fn, description, needs, options))
+        return fn
+    return wrap
+
+
+def get_readout(name: str) -> Readout:
+    return READOUTS.resolve(name)
+
+
+def offers(model) -> str:
+    """What a model offers readouts: "heads" for a head-mode model, else "lm"."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "offers", "lm")
+
+
+def check_options(readout: Readout, opts: dict[str, Any]) -> Options:
+    known = list(readout.options.model_fields)
+    for key in opts:
+        if key not in known:
+            raise McqaError(f"readout '{readout.name}' has no option '{key}'{did_you_mean(key, known)} (its options: {', '.join(known) or 'none'})")
+    try:
+        return readout.options(**opts)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise McqaError(f"readout '{readout.name}': {problems}") from None
+
+
+def run_readout(name: str, model, tokenizer, task: Task, examples: list[Example], **opts) -> list[Prediction]:
+    """Run a readout by name: its options checked (an unknown one is an error that lists those
+    it takes), and the model checked to offer what the readout needs."""
+    readout = get_readout(name)
+    options = check_options(readout, opts)
+    if offers(model) != readout.needs:
+        raise McqaError(_REFUSALS[readout.needs].format(name=name))
+    return readout.fn(model, tokenizer, task, examples, **options.model_dump())
+
+
+def default_max_new_tokens(tokenizer, task: Task) -> int:
+    """The one rule for how long an answer may run (validation during training, generate and
+    constrained): room for the longest label combination and the end of turn, a few tokens
+    spare; a task with free fields gets FREE_MAX_NEW_TOKENS."""
+    spaces = task.label_spaces
+    if any(s is None for s in spaces.values()):
+        return FREE_MAX_NEW_TOKENS
+    longest = {f: max(s.values, key=lambda v: len(json.dumps(v))) for f, s in spaces.items()}
+    text = serialize_target(task.output, longest) + end_of_turn(tokenizer)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 4

@@ -1,0 +1,59 @@
+"""Batch planning for the readouts. `prefix_batches` (rank, constrained): the prompt prefix
+every example shares is encoded once, batches are cut where prompt lengths make it cheaper
+and packed into Streams (mcqa.readouts.decoding). `length_batches` (generate, head): plain
+batches of a fixed size, longest prompts first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mcqa.console import track
+from mcqa.encoding import common_prefix_len, prompt_ids
+from mcqa.readouts.decoding import CausalLM, SharedPrefix, Streams, plan_chunks
+from mcqa.task import Example, Task
+
+
+def length_batches(rows: list, size: int):
+    # Longest first: similar lengths share a batch (little padding) and the slowest batch
+    # comes first, so the progress estimate errs on the safe side.
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
+    for start in range(0, len(order), size):
+        yield [rows[i] for i in order[start:start + size]]
+
+
+def prefix_batches(lm: CausalLM, tokenizer, task: Task, examples: list[Example], batch_size: int, row_tokens: int | None,
+                   prefix_cache: bool, what: str, extra: int = 0):
+    """(example indices, Streams, prompt suffixes) per batch of at most `batch_size` examples,
+    longest prompts first; the shared prefix is encoded once for all batches. By default the
+    batches are cut where the prompt lengths make it cheaper (decoding.plan_chunks) and
+    each packs its examples into rows as wide as its longest suffix; `row_tokens` instead packs
+    every `batch_size` examples into rows of that many tokens. `extra`: tokens each example
+    feeds after its suffix in the first forward (the answer's forced start)."""
+    prompts = [prompt_ids(tokenizer, task, e) for e in examples]
+    n = common_prefix_len(prompts) if prefix_cache else 0
+    prefix = SharedPrefix.encode(lm, prompts[0][:n]) if n else SharedPrefix([], None)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    first_feed = [len(p) - n + extra for p in prompts]  # tokens each example feeds in the first forward
+    if row_tokens is None:
+        chunks = [order[a:b] for a, b in plan_chunks([first_feed[i] for i in order], n, batch_size, lm.pairs_per_token)]
+    else:
+        chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    for chunk in track(chunks, f"{what} ({len(examples)} examples, {n} prefix tokens shared)", total=len(chunks)):
+        width = row_tokens if row_tokens is not None else first_feed[chunk[0]]
+        yield chunk, Streams(lm, prefix, len(chunk), width), [prompts[i][n:] for i in chunk]
+
+
+@dataclass
+class Row:
+    """One example's state while rank or constrained walks the label trie."""
+
+    pending: list[int]  # tokens to feed before the answer's next token (the prompt suffix)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    path: list[int] = field(default_factory=list)  # answer tokens chosen so far
+    fed: int = 0  # how many of them are in the cache and visible
+    end_lp: torch.Tensor | None = None  # next-token log-probs at the row's end, when already read
+    group: int = 0
+    allowed: list[int] = field(default_factory=list)

@@ -1,0 +1,54 @@
+"""generate: free greedy generation, parsed later by the scorer (how parse failures are
+measured). Batched and left-padded through transformers' generate; `truncated` when no stop
+token came within max_new_tokens."""
+
+from __future__ import annotations
+
+import torch
+
+from mcqa.console import track
+from mcqa.encoding import LeftPadCollator, prompt_ids, stop_token_ids
+from mcqa.readouts.base import BATCH_SIZE, Options, default_max_new_tokens, register_readout
+from mcqa.readouts.batching import length_batches
+from mcqa.records import Prediction
+from mcqa.task import Example, Task
+
+
+class GenerateOptions(Options):
+    max_new_tokens: int | None = None  # default: default_max_new_tokens
+    batch_size: int = BATCH_SIZE
+
+
+@register_readout("generate", "free greedy generation, parsed by the scorer", needs="lm", options=GenerateOptions)
+def generate(model, tokenizer, task: Task, examples: list[Example], *, max_new_tokens: int | None = None,
+             batch_size: int = BATCH_SIZE) -> list[Prediction]:
+    return generate_outputs(model, tokenizer, task, examples, max_new_tokens or default_max_new_tokens(tokenizer, task), batch_size)
+
+
+@torch.no_grad()
+def generate_outputs(model, tokenizer, task: Task, examples: list[Example], max_new_tokens: int, batch_size: int = 16) -> list[Prediction]:
+    """Greedy generation, batched and left-padded; `truncated` when no stop token came."""
+    model.eval()
+    stops = stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    collate = LeftPadCollator(pad)
+    rows = [{"id": e.id, "input_ids": prompt_ids(tokenizer, task, e)} for e in examples]
+    device = next(model.parameters()).device
+    out: dict[str, dict] = {}
+    batches = list(length_batches(rows, batch_size))
+    for batch in track(batches, f"generating ({len(rows)} examples)", total=len(batches)):
+        enc = collate(batch)
+        gen = model.generate(
+            input_ids=enc["input_ids"].to(device),
+            attention_mask=enc["attention_mask"].to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=pad,
+        )
+        new = gen[:, enc["input_ids"].shape[1]:]
+        for row, seq in zip(batch, new.tolist()):
+            ended = next((i for i, t in enumerate(seq) if t in stops), None)
+            text = tokenizer.decode(seq[:ended] if ended is not None else seq, skip_special_tokens=False)
+            out[row["id"]] = {"id": row["id"], "output": text, "truncated": ended is None}
+    return [out[e.id] for e in examples]

@@ -1,0 +1,55 @@
+"""head: the classification heads of a head-mode run (mcqa.modes.head). The argmax of each
+field's head is the output JSON and its softmax the probabilities. The training rows of head
+mode come from the mode's own encoder, so what is read is what was trained."""
+
+from __future__ import annotations
+
+import torch
+
+from mcqa.console import track
+from mcqa.encoding import LeftPadCollator, shared_prefix
+from mcqa.modes import get_mode
+from mcqa.prompting import serialize_target
+from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
+from mcqa.readouts.batching import length_batches
+from mcqa.records import Prediction
+from mcqa.task import Example, Task
+
+
+class HeadOptions(Options):
+    batch_size: int = BATCH_SIZE
+
+
+@register_readout("head", "the classification heads of a head-mode run", needs="heads", options=HeadOptions)
+def head(model, tokenizer, task: Task, examples: list[Example], *, batch_size: int = BATCH_SIZE) -> list[Prediction]:
+    return head_outputs(model, tokenizer, task, examples, batch_size)
+
+
+@torch.no_grad()
+def head_outputs(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16, share_prefix: bool = True) -> list[Prediction]:
+    """Argmax of each field's head as the output JSON, with the softmax as probabilities."""
+    model.eval()
+    spaces = task.label_spaces
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = [{**r, "field_labels": None} for r in get_mode("head").encode(tokenizer, task, [_unlabeled(e) for e in examples])]
+    # The prompt prefix every example shares (system prompt, instructions) is encoded once per batch.
+    collate = LeftPadCollator(pad, prefix=shared_prefix(rows) if share_prefix and rows else None)
+    device = next(model.parameters()).device
+    out: dict[str, dict] = {}
+    batches = list(length_batches(rows, batch_size))
+    for batch in track(batches, f"classifying ({len(rows)} examples)", total=len(batches)):
+        enc = {k: v.to(device) for k, v in collate(batch).items() if k in ("input_ids", "attention_mask", "position_ids", "prefix_ids")}
+        logits = model(**enc)["logits"]
+        probs = [torch.softmax(lg.float(), dim=-1).cpu() for lg in logits]
+        for i, row in enumerate(batch):
+            value, dist = {}, {}
+            for f, p in zip(task.fields, probs):
+                values = spaces[f].values
+                value[f] = values[int(p[i].argmax())]
+                dist[f] = {str(v): float(p[i, j]) for j, v in enumerate(values)}
+            out[row["id"]] = {"id": row["id"], "output": serialize_target(task.output, value), "probs": dist}
+    return [out[e.id] for e in examples]
+
+
+def _unlabeled(e: Example) -> Example:
+    return Example(e.id, e.input, None, e.groups)

@@ -1,0 +1,137 @@
+"""The import layers, as STYLE.md and issue 12 state them: no import cycle among mcqa's
+modules, no function-level import of an mcqa module (a lazy import is only for an optional
+heavy dependency), and no torch on the scoring side."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "mcqa"
+# Lazy imports allowed anywhere: optional or heavy dependencies a command may never need.
+LAZY_OK = {"xgrammar", "matplotlib", "scipy", "bitsandbytes", "transformers.modeling_gguf_pytorch_utils"}
+# ... and in one module each: the baselines stay torch-free until an embedding baseline runs.
+LAZY_OK_IN = {"mcqa.baselines": {"torch", "transformers"}}
+SCORING_SIDE = ["mcqa.parsing", "mcqa.records", "mcqa.metrics", "mcqa.calibration", "mcqa.report", "mcqa.scoring", "mcqa.schema"]
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules(package: Path = PACKAGE) -> dict[str, ast.Module]:
+    root = package.parent
+    return {module_name(p, root): ast.parse(p.read_text(encoding="utf-8"), str(p)) for p in sorted(package.rglob("*.py"))}
+
+
+def imported(node: ast.AST, known: set[str]) -> list[str]:
+    """The modules an import statement names: `from mcqa.x import y` is mcqa.x.y when that is
+    a module, else mcqa.x."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        return [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names]
+    return []
+
+
+def top_level_imports(tree: ast.Module, known: set[str]) -> set[str]:
+    """Imports that run when the module is imported: in its body, and in top-level if/try blocks."""
+    found: set[str] = set()
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        found.update(imported(node, known))
+        if isinstance(node, (ast.If, ast.Try)):
+            stack += node.body + node.orelse + getattr(node, "finalbody", []) + [s for h in getattr(node, "handlers", []) for s in h.body]
+    return found
+
+
+def lazy_imports(tree: ast.Module, known: set[str]) -> list[tuple[int, str]]:
+    """(line, module) of every import inside a function or class body."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for inner in ast.walk(node):
+                out += [(inner.lineno, m) for m in imported(inner, known)]
+    return sorted(set(out))
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan)."""
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in graph.get(v, ()):
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def import_graph(trees: dict[str, ast.Module]) -> dict[str, set[str]]:
+    known = set(trees)
+    return {m: {i for i in top_level_imports(t, known) if i in known and i != m} for m, t in trees.items()}
+
+
+def layer_problems(package: Path = PACKAGE) -> list[str]:
+    trees = modules(package)
+    known = set(trees)
+    problems = [f"import cycle: {' <-> '.join(c)}" for c in cycles(import_graph(trees))]
+    top = package.name
+    for m, tree in trees.items():
+        for line, name in lazy_imports(tree, known):
+            root = name.split(".")[0]
+            if root == top:
+                problems.append(f"{m}:{line}: function-level import of {name}; import it at the top of the module")
+            elif name not in LAZY_OK and root not in LAZY_OK and root not in LAZY_OK_IN.get(m, set()):
+                problems.append(f"{m}:{line}: function-level import of {name}, which is no optional heavy dependency")
+    return problems
+
+
+def test_mcqa_has_no_import_cycle_and_no_function_level_import_of_its_own_modules():
+    assert layer_problems() == []
+
+
+def test_the_check_catches_a_cycle_and_a_hidden_import(tmp_path):
+    """The check itself can fail: a package with a -> b -> a and a function-level import."""
+    pkg = tmp_path / "mcqa"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from mcqa.b import g\n\ndef f():\n    return g()\n")
+    (pkg / "b.py").write_text("from mcqa import a\n\ndef g():\n    from mcqa.c import h\n    import requests\n    return h()\n")
+    (pkg / "c.py").write_text("def h():\n    import xgrammar\n    return 1\n")
+    problems = layer_problems(pkg)
+    assert "import cycle: mcqa.a <-> mcqa.b" in problems
+    assert any("mcqa.b:4: function-level import of mcqa.c" in p for p in problems)
+    assert any("mcqa.b:5: function-level import of requests" in p for p in problems)
+    assert not any("xgrammar" in p for p in problems)
+
+
+def test_the_scoring_side_never_imports_torch():
+    code = f"import sys; import {', '.join(SCORING_SIDE)}; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]", f"the scoring side imported {out.strip()}"
