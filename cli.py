@@ -147,8 +147,23 @@ def cmd_score(args) -> None:
 def _run_model(task, args, examples, protocol):
     from mcqa.predicting import default_readout, load_predictor, predict
 
+    options = _readout_options(args.readout_opt)
     loaded = load_predictor(task, args.model, args.adapter)
-    return predict(task, loaded, examples, args.readout or default_readout(loaded), protocol, calibrate=not args.no_calibrate)
+    return predict(task, loaded, examples, args.readout or default_readout(loaded), protocol, calibrate=not args.no_calibrate,
+                   options=options)
+
+
+def _readout_options(items: list[str]) -> dict:
+    """["rule=sum", "batch_size=8"] -> {"rule": "sum", "batch_size": 8}; values read as YAML."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise McqaError(f"--readout-opt '{item}' is not key=value (for example --readout-opt rule=sum)")
+        out[key.strip()] = yaml.safe_load(raw) if raw else ""
+    return out
 
 
 def cmd_predict(args) -> None:
@@ -245,7 +260,8 @@ def cmd_compare(args) -> None:
     task = get_task(args.task)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()] if args.baselines is not None else None
     folder = args.out or Path("runs") / "compare" / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot)
+    readouts = tuple(args.zero_shot_readouts) if args.zero_shot_readouts else None
+    compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot, zero_shot_readouts=readouts)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
@@ -254,7 +270,9 @@ def _model_args(s) -> None:
     s.add_argument("--model", help="base model: hub id, folder or alias (zero-shot, or the base of --adapter)")
     s.add_argument("--adapter", type=Path, help="a finished `mcqa train` run folder")
     s.add_argument("--readout", help="how the answer is read out (default: the run's mode's, else constrained): " + _listing("readouts"))
-    s.add_argument("--no-calibrate", action="store_true", help="rank: skip the temperature fitted on validation")
+    s.add_argument("--readout-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the readout (repeatable), e.g. --readout-opt rule=sum for options")
+    s.add_argument("--no-calibrate", action="store_true", help="rank, options: skip the temperature fitted on validation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -323,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", nargs="*", type=Path, default=[], help="finished `mcqa train` run folders (one per fold for a family)")
     s.add_argument("--baselines", help="comma-separated (default: all); an empty string for none")
     s.add_argument("--zero-shot", metavar="MODEL", help="also the base model with no adapter (constrained and rank readouts)")
+    s.add_argument("--zero-shot-readouts", nargs="+", metavar="R", help="readouts of --zero-shot, each NAME or "
+                   "NAME:key=value,... such as options:rule=pmi (default: constrained, rank, and for multiple choice every options rule)")
     s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")
     s.set_defaults(fn=cmd_compare)
 

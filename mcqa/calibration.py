@@ -20,7 +20,9 @@ from mcqa.task import Example, Task
 def rank_record(task: Task, eid: str, groups: list[RankGroup], temperature: float) -> Prediction:
     probs = group_probs(groups, temperature)
     spaces = task.label_spaces
-    value = {f: max(spaces[f].values, key=lambda v: probs[f][str(v)]) for f in task.fields}
+    # Each field's most probable label among those scored (a multiple-choice example may show
+    # fewer options than its field has letters).
+    value = {f: max((v for v in spaces[f].values if str(v) in probs[f]), key=lambda v: probs[f][str(v)]) for f in task.fields}
     return {"id": eid, "output": serialize_target(task.output, value), "probs": probs, "scores": groups}
 
 
@@ -106,5 +108,5 @@ def fit_temperature(task: Task, examples: list[Example], outputs: list[dict], bo
 
 
 def apply_temperature(task: Task, outputs: list[Prediction], temperature: float) -> list[Prediction]:
-    """Rank outputs with their probabilities (and each field's argmax) recomputed at T."""
-    return [{**rank_record(task, o["id"], o["scores"], temperature), "temperature": temperature} for o in outputs]
+    """Rank (or options) outputs with their probabilities (and each field's argmax) recomputed at T."""
+    return [{**o, **rank_record(task, o["id"], o["scores"], temperature), "temperature": temperature} for o in outputs]

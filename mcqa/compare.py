@@ -24,6 +24,7 @@ from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes, atomic_write_text, read_jsonl, write_json
 from mcqa.predicting import load_predictor, predict
+from mcqa.readouts.options import RULES
 from mcqa.records import Record
 from mcqa.report import figure_png
 from mcqa.scoring import make_records, score_records
@@ -105,17 +106,38 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
     its temperature on each fold's own validation split)."""
     loaded = load_predictor(task, model, None)
     rows = []
-    for readout in readouts:
+    for spec in readouts:
+        readout, options = parse_readout_spec(spec)
         records, per_fold = [], []
         for protocol in folds:
             test = load_split(task, "test", protocol)
-            outputs, info = predict(task, loaded, test, readout, protocol)
+            outputs, info = predict(task, loaded, test, readout, protocol, options=options)
             records += make_records(task, test, {o["id"]: o for o in outputs})
             per_fold.append({"examples_per_second": info["examples_per_second"], "train_seconds": 0.0, "trained_parameters": 0})
-        run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "model": model, "readout": readout}
-        name = f"{Path(model).name} zero-shot {readout}"
-        rows.append(_pooled_row(task, name, "zero-shot", records, run, out / "zero_shot" / f"{Path(model).name}-{readout}", per_fold))
+        run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "model": model, "readout": spec}
+        name = f"{Path(model).name} zero-shot {spec}"
+        folder = out / "zero_shot" / re.sub(r"[^A-Za-z0-9._-]+", "-", f"{Path(model).name}-{spec}")
+        rows.append(_pooled_row(task, name, "zero-shot", records, run, folder, per_fold))
     return rows
+
+
+def parse_readout_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """"options:rule=sum,prompt=task" -> ("options", {"rule": "sum", "prompt": "task"})."""
+    name, _, rest = spec.partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise McqaError(f"zero-shot readout '{spec}': '{item}' is not key=value (for example options:rule=sum)")
+        options[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    return name, options
+
+
+def default_zero_shot_readouts(task: Task) -> tuple[str, ...]:
+    """rank and constrained read letters or labels; a multiple-choice task also gets every
+    option-text scoring rule."""
+    rules = tuple(f"options:rule={r}" for r in RULES) if task.options is not None else ()
+    return ("constrained", "rank") + rules
 
 
 def _read_run(run_dir: Path, task: Task, folds: list[str]) -> dict[str, Any]:
@@ -167,7 +189,7 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
 
 
 def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path,
-            zero_shot: str | None = None, zero_shot_readouts: tuple[str, ...] = ("constrained", "rank")) -> dict[str, Any]:
+            zero_shot: str | None = None, zero_shot_readouts: tuple[str, ...] | None = None) -> dict[str, Any]:
     folds = protocol_folds(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
     for n in names:
@@ -175,7 +197,7 @@ def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[
     rows = run_rows([Path(r) for r in runs], task, folds, out)  # check runs first: fail before slow work
     rows = baseline_rows(task, folds, names, out) + rows
     if zero_shot:
-        rows += zero_shot_rows(task, folds, zero_shot, list(zero_shot_readouts), out)
+        rows += zero_shot_rows(task, folds, zero_shot, list(zero_shot_readouts or default_zero_shot_readouts(task)), out)
     shown = folds[0] if len(folds) == 1 else protocol
     result = {"task": task.name, "protocol": shown, "folds": folds, "split": "test", "fields": task.fields, "rows": rows,
               "created": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -19,7 +19,8 @@ from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.modes import get_mode
-from mcqa.readouts import run_readout
+from mcqa.readouts import get_readout, run_readout
+from mcqa.readouts.base import check_options
 from mcqa.records import PREDICTION_KEYS, Prediction
 from mcqa.runs import load_run
 from mcqa.task import Example, Task
@@ -57,19 +58,22 @@ def default_readout(loaded: Loaded) -> str:
 
 @torch.no_grad()
 def predict(task: Task, loaded: Loaded, examples: list[Example], readout: str, protocol: str | None,
-            calibrate: bool = True) -> tuple[list[Prediction], dict[str, Any]]:
-    """Predictions in the scorer's format, and a summary (readout, speed, calibration)."""
-    info: dict[str, Any] = {"readout": readout, **loaded.source}
-    if readout == "rank" and calibrate:
+            calibrate: bool = True, options: dict[str, Any] | None = None) -> tuple[list[Prediction], dict[str, Any]]:
+    """Predictions in the scorer's format, and a summary (readout, speed, calibration).
+    `options`: the readout's own options (its --help lists them)."""
+    options = options or {}
+    info: dict[str, Any] = {"readout": readout, **loaded.source, **({"readout_options": options} if options else {})}
+    check_options(get_readout(readout), options)  # a wrong option fails before any work
+    if get_readout(readout).calibrated and calibrate:
         protocol = resolve_protocol(task, protocol or loaded.protocol)
         val = load_split(task, "validation", protocol)
-        console.print(f"fitting the rank temperature on {len(val)} validation examples")
-        fit = fit_temperature(task, val, run_readout("rank", loaded.model, loaded.tokenizer, task, val))
+        console.print(f"fitting the {readout} temperature on {len(val)} validation examples")
+        fit = fit_temperature(task, val, run_readout(readout, loaded.model, loaded.tokenizer, task, val, **options))
         info["calibration"] = {"temperature": fit.temperature, "validation_nll": [fit.nll_before, fit.nll_after],
                                "validation_ece_before": fit.ece_before, "validation_ece_after": fit.ece_after, "n": fit.n}
         console.print(f"temperature {fit.temperature:.3f}: validation NLL {fit.nll_before:.3f} -> {fit.nll_after:.3f}")
     started = time.perf_counter()
-    outputs = run_readout(readout, loaded.model, loaded.tokenizer, task, examples)
+    outputs = run_readout(readout, loaded.model, loaded.tokenizer, task, examples, **options)
     if "calibration" in info:
         outputs = apply_temperature(task, outputs, info["calibration"]["temperature"])
     seconds = time.perf_counter() - started

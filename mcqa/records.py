@@ -28,11 +28,12 @@ class Prediction(TypedDict):
     truncated: NotRequired[bool]  # the producer hit its token limit
     finish_reason: NotRequired[str]  # an OpenAI-style alternative: "length" means truncated
     probs: NotRequired[dict[str, dict[str, float]]]  # field -> label (as str) -> probability
-    scores: NotRequired[list[RankGroup]]  # rank only
-    temperature: NotRequired[float]  # rank only: the temperature its probs were computed at
+    scores: NotRequired[list[RankGroup]]  # rank and options: what calibration reads
+    temperature: NotRequired[float]  # rank and options: the temperature its probs were computed at
+    option_scores: NotRequired[dict[str, list[float]]]  # options only: each scoring rule's score per option
 
 
-PREDICTION_KEYS = ("id", "output", "truncated", "probs", "scores", "temperature")
+PREDICTION_KEYS = ("id", "output", "truncated", "probs", "scores", "temperature", "option_scores")
 
 
 class Record(TypedDict):

@@ -51,7 +51,14 @@ class Task:
     """What a task declares. `load(split, protocol)` returns the examples of a split;
     `from_record(record)` turns one raw record (a line of the task's input format) into an
     Example, raising ValueError with a readable reason when the record is malformed;
-    `messages(example)` phrases the prompt as chat messages and must not look at the target."""
+    `messages(example)` phrases the prompt as chat messages and must not look at the target.
+
+    A multiple-choice task also names its `choice_field` (the option letter) and declares
+    `options(example)`: the option texts in display order, so that the letter at index i of
+    LETTERS means options(example)[i]. With them the option-text readout and the choice mode
+    score what an option says rather than its letter. `cloze(example)` optionally phrases the
+    question without the lettered options (the "cloze" form small models answer better);
+    without it those read the options against `messages`."""
 
     name: str
     output: type[BaseModel]
@@ -62,6 +69,8 @@ class Task:
     protocols: tuple[str, ...] = ("default",)
     # For multiple choice: the field holding the option letter (enables the position histogram).
     choice_field: str | None = None
+    options: Callable[[Example], list[str]] | None = None
+    cloze: Callable[[Example], list[dict[str, str]]] | None = None
     source: str = field(default="", compare=False)  # set by the registry: the file that defined it
 
     @property
@@ -143,4 +152,10 @@ def check_task(task: Any, name: str, source: str) -> Task:
         space = label_spaces(task.output).get(task.choice_field)
         if space is None:
             raise fail(f"choice_field '{task.choice_field}' must be a field with a label space (option letters)")
+    for attr in ("options", "cloze"):
+        value = getattr(task, attr)
+        if value is not None and not callable(value):
+            raise fail(f"{attr} must be callable (example -> {'option texts' if attr == 'options' else 'chat messages'})")
+        if value is not None and task.choice_field is None:
+            raise fail(f"{attr} is for multiple choice: set choice_field to the field that holds the option letter")
     return replace(task, source=source)

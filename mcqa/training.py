@@ -31,7 +31,7 @@ from transformers import BitsAndBytesConfig, EarlyStoppingCallback, Trainer, Tra
 
 from mcqa.config import TrainConfig, dump_config, load_config
 from mcqa.console import console
-from mcqa.encoding import LeftPadCollator, prefix_cache, shared_prefix
+from mcqa.encoding import prefix_cache, shared_prefix
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_text, write_json
@@ -246,7 +246,7 @@ def fit(s: Setup) -> McqaTrainer:
         args=args,
         train_dataset=train_ds,
         eval_dataset=train_ds.select(range(1)),  # Trainer insists on one; evaluation runs the scorer instead
-        data_collator=LeftPadCollator(s.tokenizer.pad_token_id, prefix=prefix),
+        data_collator=s.mode.collator(s.tokenizer.pad_token_id, prefix=prefix),
         compute_loss_func=s.mode.loss,
         callbacks=callbacks,
         mcqa_eval={"task": s.task, "tokenizer": s.tokenizer, "mode": s.mode, "examples": s.val, "config": config,

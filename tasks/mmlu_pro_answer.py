@@ -57,6 +57,15 @@ def messages(e: Example) -> list[dict[str, str]]:
     ]
 
 
+def options(e: Example) -> list[str]:
+    return list(e.input["options"])
+
+
+def cloze(e: Example) -> list[dict[str, str]]:
+    """The question alone: the option-text readout and the choice mode score each option as the reply."""
+    return [{"role": "system", "content": "Answer the question."}, {"role": "user", "content": e.input["question"]}]
+
+
 TASK = Task(
     name="mmlu_pro_answer",
     output=Output,
@@ -66,4 +75,6 @@ TASK = Task(
     description="MMLU-Pro question -> the correct option letter (3-10 options, A-J)",
     protocols=mmlu_pro.TASK.protocols,
     choice_field="answer",
+    options=options,
+    cloze=cloze,
 )

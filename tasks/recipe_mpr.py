@@ -92,6 +92,18 @@ def messages(e: Example) -> list[dict[str, str]]:
     ]
 
 
+def options(e: Example) -> list[str]:
+    return list(e.input["options"])
+
+
+CLOZE_SYSTEM = "You help people choose a recipe. Reply with one recipe that satisfies every part of the request."
+
+
+def cloze(e: Example) -> list[dict[str, str]]:
+    """The request alone: the option-text readout and the choice mode score each recipe as the reply."""
+    return [{"role": "system", "content": CLOZE_SYSTEM}, {"role": "user", "content": f"Suggest one recipe for this request: {e.input['query']}"}]
+
+
 TASK = Task(
     name="recipe_mpr",
     output=Output,
@@ -101,4 +113,6 @@ TASK = Task(
     description="Recipe request -> the matching recipe among 5 shuffled options (A-E)",
     protocols=PROTOCOLS,
     choice_field="answer",
+    options=options,
+    cloze=cloze,
 )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mcqa.encoding import LeftPadCollator
 from mcqa.names import Registry
 from mcqa.task import Example, Task
 
@@ -32,6 +33,8 @@ class Mode:
     eval_readout: str  # validation during training
     default_readout: str  # `mcqa predict|score --adapter RUN` without --readout
     check: Callable[[Task], None] = lambda task: None  # raise McqaError when the mode cannot serve the task
+    # (pad token id, prefix=shared prompt prefix or None) -> the batch collator of training rows
+    collator: Callable[..., Any] = LeftPadCollator
 
 
 MODES: Registry[Mode] = Registry("training mode")

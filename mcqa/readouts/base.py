@@ -37,6 +37,7 @@ class Readout:
     description: str
     needs: str  # "lm" or "heads"
     options: type[Options]
+    calibrated: bool = False  # its probabilities come from scores that a temperature fitted on validation rescales
 
     def help(self) -> str:
         names = ", ".join(self.options.model_fields) or "none"
@@ -44,19 +45,24 @@ class Readout:
 
 
 READOUTS: Registry[Readout] = Registry("readout")
-_REFUSALS = {
-    "lm": "this is a head-mode run (classification heads, no LM head); use the 'head' readout",
+_REFUSALS = {  # what the model offers -> why a readout that needs something else cannot run on it
+    "heads": "this is a head-mode run (classification heads, no LM head); use the 'head' readout",
+    "choice": "this is a choice-mode run (option scores, no LM head); use the 'choice' readout",
+}
+_NEEDS = {
+    "lm": "the '{name}' readout needs a causal LM with its LM head",
     "heads": "the '{name}' readout needs a head-mode run (mcqa train mode=head); this model has no classification heads",
+    "choice": "the '{name}' readout needs a choice-mode run (mcqa train mode=choice); this model has no option-score head",
 }
 
 
-def register_readout(name: str, description: str, needs: str, options: type[Options]):
+def register_readout(name: str, description: str, needs: str, options: type[Options], calibrated: bool = False):
     """Decorator: register `fn(model, tokenizer, task, examples, **options)` under `name`."""
-    if needs not in _REFUSALS:
-        raise ValueError(f"readout '{name}': needs must be one of {', '.join(_REFUSALS)}")
+    if needs not in _NEEDS:
+        raise ValueError(f"readout '{name}': needs must be one of {', '.join(_NEEDS)}")
 
     def wrap(fn):
-        READOUTS.register(name, Readout(name, fn, description, needs, options))
+        READOUTS.register(name, Readout(name, fn, description, needs, options, calibrated))
         return fn
     return wrap
 
@@ -88,8 +94,9 @@ def run_readout(name: str, model, tokenizer, task: Task, examples: list[Example]
     it takes), and the model checked to offer what the readout needs."""
     readout = get_readout(name)
     options = check_options(readout, opts)
-    if offers(model) != readout.needs:
-        raise McqaError(_REFUSALS[readout.needs].format(name=name))
+    has = offers(model)
+    if has != readout.needs:
+        raise McqaError((_REFUSALS[has] if readout.needs == "lm" and has in _REFUSALS else _NEEDS[readout.needs]).format(name=name))
     return readout.fn(model, tokenizer, task, examples, **options.model_dump())
 
 

@@ -25,19 +25,23 @@ def length_batches(rows: list, size: int):
 
 
 def prefix_batches(lm: CausalLM, tokenizer, task: Task, examples: list[Example], batch_size: int, row_tokens: int | None,
-                   prefix_cache: bool, what: str, extra: int = 0):
+                   prefix_cache: bool, what: str, extra: int | list[int] = 0, prompts: list[list[int]] | None = None):
     """(example indices, Streams, prompt suffixes) per batch of at most `batch_size` examples,
     longest prompts first; the shared prefix is encoded once for all batches. By default the
     batches are cut where the prompt lengths make it cheaper (decoding.plan_chunks) and
     each packs its examples into rows as wide as its longest suffix; `row_tokens` instead packs
     every `batch_size` examples into rows of that many tokens. `extra`: tokens each example
-    feeds after its suffix in the first forward (the answer's forced start)."""
-    prompts = [prompt_ids(tokenizer, task, e) for e in examples]
+    feeds after its suffix in the first forward (the answer's forced start), one number for all
+    or one per example. `prompts`: token ids to use instead of the task's rendered prompts."""
+    if prompts is None:
+        prompts = [prompt_ids(tokenizer, task, e) for e in examples]
+    extras = extra if isinstance(extra, list) else [extra] * len(prompts)
     n = common_prefix_len(prompts) if prefix_cache else 0
     prefix = SharedPrefix.encode(lm, prompts[0][:n]) if n else SharedPrefix([], None)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    first_feed = [len(p) - n + extra for p in prompts]  # tokens each example feeds in the first forward
+    first_feed = [len(p) - n + x for p, x in zip(prompts, extras)]  # tokens each example feeds in the first forward
     if row_tokens is None:
+        order.sort(key=lambda i: -first_feed[i])  # stable: longest prompts first where first feeds tie
         chunks = [order[a:b] for a, b in plan_chunks([first_feed[i] for i in order], n, batch_size, lm.pairs_per_token)]
     else:
         chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]

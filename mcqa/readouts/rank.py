@@ -40,7 +40,8 @@ class RankOptions(Options):
     temperature: float = 1.0
 
 
-@register_readout("rank", "log-likelihood of every allowed output; argmax and calibrated probabilities", needs="lm", options=RankOptions)
+@register_readout("rank", "log-likelihood of every allowed output; argmax and calibrated probabilities", needs="lm", options=RankOptions,
+                  calibrated=True)
 def rank(model, tokenizer, task: Task, examples: list[Example], *, batch_size: int = BATCH_SIZE, row_tokens: int | None = None,
          prefix_cache: bool = True, joint_limit: int = JOINT_LIMIT, score: Score = "prefix", temperature: float = 1.0) -> list[Prediction]:
     lm, plan = CausalLM(model), LabelCandidates(tokenizer, task, joint_limit)

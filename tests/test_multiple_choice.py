@@ -1,0 +1,138 @@
+"""Multiple choice read from option texts (issue 13), on tiny-qwen3: the options readout
+against a plain forward per option, the choice mode's tree-shaped rows against one forward per
+(question, option) pair, and a choice run saved and reloaded in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mcqa.config import load_config
+from mcqa.encoding import end_of_turn
+from mcqa.errors import McqaError
+from mcqa.examples import load_split
+from mcqa.model import load_causal_lm, load_tokenizer
+from mcqa.modes.choice import ChoiceCollator, build_choice_model, encode_choice
+from mcqa.prompting import render_prompt, serialize_target
+from mcqa.readouts import run_readout
+from mcqa.readouts.options import neutral_messages, option_texts, question_messages
+from mcqa.registry import all_tasks, get_task
+from mcqa.training import train
+
+ROOT = Path(__file__).resolve().parent.parent
+TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_causal_lm("tiny-qwen3"), load_tokenizer("tiny-qwen3")
+    torch.set_num_threads(threads)
+
+
+def _ids(tok, messages):
+    return tok(render_prompt(tok, messages), add_special_tokens=False)["input_ids"]
+
+
+def _loglik(model, prompt: list[int], cont: list[int]) -> float:
+    lp = torch.log_softmax(model(input_ids=torch.tensor([prompt + cont])).logits[0].float(), -1)
+    return sum(float(lp[len(prompt) + k - 1, t]) for k, t in enumerate(cont))
+
+
+@pytest.mark.parametrize("task_name,protocol", [("recipe_mpr", "split"), ("mmlu_pro_answer", "seed")])
+def test_options_readout_scores_each_option_as_a_plain_forward_would(tiny, task_name, protocol):
+    model, tok = tiny
+    task = get_task(task_name)
+    examples = load_split(task, "test", protocol)[:3]
+    outputs = run_readout("options", model, tok, task, examples, batch_size=2)
+    eot = end_of_turn(tok)
+    letters = task.label_spaces["answer"].values
+    for e, o in zip(examples, outputs):
+        messages = question_messages(task, e, "cloze")
+        texts = option_texts(task, e)
+        assert e.input["question" if task_name == "mmlu_pro_answer" else "query"] in messages[-1]["content"]
+        assert not any(t in messages[-1]["content"] for t in texts)  # cloze: the options are not shown
+        for j, text in enumerate(texts):
+            cont = tok(text + eot, add_special_tokens=False)["input_ids"]
+            full = _loglik(model, _ids(tok, messages), cont)
+            neutral = _loglik(model, _ids(tok, neutral_messages(messages)), cont)
+            s = o["option_scores"]
+            assert s["sum"][j] == pytest.approx(full, abs=TOL)
+            assert s["mean"][j] == pytest.approx(full / len(cont), abs=TOL)
+            assert s["char"][j] == pytest.approx(full / len(text), abs=TOL)
+            assert s["pmi"][j] == pytest.approx(full - neutral, abs=TOL)
+        probs = o["probs"]["answer"]
+        assert list(probs) == [str(x) for x in letters[:len(texts)]] and sum(probs.values()) == pytest.approx(1.0)
+        best = max(range(len(texts)), key=lambda j: o["option_scores"]["pmi"][j])
+        assert json.loads(o["output"]) == {"answer": letters[best]}
+
+
+def test_options_readout_refuses_a_task_without_options(tiny):
+    model, tok = tiny
+    task = get_task("notification")
+    with pytest.raises(McqaError, match="declares no options"):
+        run_readout("options", model, tok, task, load_split(task, "test")[:1])
+
+
+def test_choice_rows_score_each_option_as_if_it_followed_the_question_alone(tiny):
+    model, tok = tiny
+    task = get_task("recipe_mpr")
+    examples = load_split(task, "train", "split")[:3]
+    choice = build_choice_model(model, tok, task)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(choice.choice_head.weight, std=0.1)
+    rows = encode_choice(tok, task, examples)
+    batch = ChoiceCollator(tok.pad_token_id)(rows)
+    scores = choice(**batch)["logits"]
+    eot = end_of_turn(tok)
+    for i, e in enumerate(examples):
+        prompt = _ids(tok, task.cloze(e))
+        for j, text in enumerate(task.options(e)):
+            ids = prompt + tok(text + eot, add_special_tokens=False)["input_ids"]
+            h = model.get_decoder()(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+            assert float(scores[i, j]) == pytest.approx(float(choice.choice_head(h)), abs=TOL)
+    assert rows[0]["choice_label"] == list("ABCDE").index(examples[0].target["answer"])
+
+
+def test_choice_run_reloads_in_a_fresh_process_with_identical_probabilities(tmp_path):
+    config = load_config(None, {"task": "recipe_mpr", "protocol": "split", "model": "tiny-qwen3", "mode": "choice",
+                                "epochs": 1, "max_train_examples": 16, "max_eval_examples": 8, "micro_batch_size": 8,
+                                "batch_size": 8, "learning_rate": 1e-3, "patience": None, "output_dir": str(tmp_path / "run")})
+    run = train(config)
+    before = {r["id"]: r for r in map(json.loads, (run / "test" / "predictions.jsonl").read_text().splitlines())}
+    out = tmp_path / "again.jsonl"
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "predict", "--task", "recipe_mpr", "--adapter", str(run),
+                           "--split", "test", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    after = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(after) == len(before) and all(a["output"] == before[a["id"]]["raw"] for a in after)
+    for a in after:
+        for letter, p in a["probs"]["answer"].items():
+            assert p == pytest.approx(before[a["id"]]["probs"]["answer"][letter], abs=1e-6)
+    spread = [max(a["probs"]["answer"].values()) - min(a["probs"]["answer"].values()) for a in after]
+    assert max(spread) > 0  # the trained head is restored, not a fresh zero one (all 0.2)
+
+
+@pytest.mark.parametrize("task_name", [t.name for t in all_tasks() if t.options])
+def test_every_multiple_choice_task_declares_options_its_letters_point_at(task_name):
+    """The contract of Task.options on every shipped split: one text per shown option, as many
+    as the answer field has letters at most, the gold letter inside them, and the cloze prompt
+    showing neither the lettered options nor the gold answer."""
+    task = get_task(task_name)
+    letters = [str(v) for v in task.label_spaces[task.choice_field].values]
+    for protocol in task.protocols[:1]:
+        for split in ("train", "validation", "test"):
+            for e in load_split(task, split, protocol):
+                texts = task.options(e)
+                assert 2 <= len(texts) <= len(letters) and all(isinstance(t, str) and t.strip() for t in texts), e.id
+                assert letters.index(str(e.target[task.choice_field])) < len(texts), e.id
+                if task.cloze is not None:
+                    shown = " ".join(m["content"] for m in task.cloze(e))
+                    assert serialize_target(task.output, e.target) not in shown
+                    assert "A. " + texts[0] not in shown, e.id
