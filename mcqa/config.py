@@ -45,6 +45,8 @@ class TrainConfig(BaseModel):
     micro_batch_size: int = Field(8, ge=1, description="examples per forward pass on one process")
     epochs: float = Field(3, gt=0)
     max_length: int = Field(1024, ge=16, description="longer examples are dropped from training, with a count")
+    permutations: int = Field(0, ge=0, description="multiple choice: also train on each example with this many other "
+                              "option orders (the gold letter follows the gold option)")
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample (quick runs)")
     max_eval_examples: int | None = Field(None, ge=1, description="validate on a seeded sample of N validation examples (quick runs)")
     group_by_length: bool = Field(True, description="batch examples of similar length together (less padding)")

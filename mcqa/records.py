@@ -31,9 +31,10 @@ class Prediction(TypedDict):
     scores: NotRequired[list[RankGroup]]  # rank and options: what calibration reads
     temperature: NotRequired[float]  # rank and options: the temperature its probs were computed at
     option_scores: NotRequired[dict[str, list[float]]]  # options only: each scoring rule's score per option
+    order_choices: NotRequired[list[int]]  # permuted only: the option (index in display order) chosen in each order
 
 
-PREDICTION_KEYS = ("id", "output", "truncated", "probs", "scores", "temperature", "option_scores")
+PREDICTION_KEYS = ("id", "output", "truncated", "probs", "scores", "temperature", "option_scores", "order_choices")
 
 
 class Record(TypedDict):
@@ -50,3 +51,4 @@ class Record(TypedDict):
     joint: bool  # every field correct
     groups: list[str]
     probs: NotRequired[dict[str, dict[str, float]]]
+    order_choices: NotRequired[list[int]]

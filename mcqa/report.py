@@ -118,8 +118,13 @@ def markdown(m: dict[str, Any]) -> str:
             lines.append(f"| {g} | {s['n']} | {_pct(s['joint_accuracy'])} | {_ci(s['joint_ci'])} | {accs} | {s['parse_failures']} |")
     if "positions" in m:
         pos = m["positions"]
-        lines += ["", "## Option positions", "", "| position | predicted | gold |", "|---|---|---|"]
-        lines += [f"| {x} | {p_} | {g} |" for x, p_, g in zip(pos["positions"], pos["predicted"], pos["gold"])]
+        lines += ["", "## Option positions", "", "| position | predicted | gold | accuracy when gold is here |", "|---|---|---|---|"]
+        lines += [f"| {x} | {p_} | {g} | {'-' if a is None else _pct(a)} |"
+                  for x, p_, g, a in zip(pos["positions"], pos["predicted"], pos["gold"], pos["accuracy_by_gold"])]
+        if "consistency" in m:
+            c = m["consistency"]
+            lines += ["", f"Consistency over option orders: the same option chosen in every order for {_pct(c['rate'])} "
+                      f"of {c['n']} examples ({c['orders']} orders each)."]
         lines.append(f"| (failed) | {pos['failed']} | |")
     b = m["bootstrap"]
     lines += ["", f"Intervals: {b['interval']} bootstrap, {b['resamples']} resamples, seed {b['seed']}.", ""]

@@ -113,6 +113,8 @@ def make_records(task: Task, examples: list[Example], preds: dict[str, Predictio
         }
         if isinstance(p.get("probs"), dict):
             rec["probs"] = p["probs"]
+        if isinstance(p.get("order_choices"), list):
+            rec["order_choices"] = p["order_choices"]
         records.append(rec)
     return records
 
@@ -158,6 +160,10 @@ def compute_metrics(task: Task, records: list[Record], resamples: int = BOOTSTRA
         out["positions"] = M.position_histogram(
             [(r["parsed"] or {}).get(f) if r["status"] == "ok" else None for r in records], [r["gold"][f] for r in records], letters
         )
+        orders = [r["order_choices"] for r in records if r.get("order_choices")]
+        if orders:  # read out over several option orders: is the chosen option's text the same in all?
+            out["consistency"] = {"rate": float(np.mean([len(set(c)) == 1 for c in orders])), "n": len(orders),
+                                  "orders": max(len(c) for c in orders)}
     out["bootstrap"] = {"resamples": resamples, "seed": BOOTSTRAP_SEED, "interval": "percentile 95%"}
     return out
 

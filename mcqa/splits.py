@@ -84,3 +84,16 @@ def option_order(seed: int, example_id: str, n: int) -> list[int]:
     order = list(range(n))
     random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
     return order
+
+
+def other_orders(seed: int, example_id: str, n: int, k: int) -> list[list[int]]:
+    """k reproducible orders of n options, none the identity (the order as shown) and no two
+    the same, as far as n! allows: the extra orders of permutation training and readout."""
+    orders: list[list[int]] = []
+    for attempt in range(50 * k):
+        if len(orders) == k:
+            break
+        order = option_order(seed + attempt, example_id, n)
+        if order != list(range(n)) and order not in orders:
+            orders.append(order)
+    return orders

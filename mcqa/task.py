@@ -16,6 +16,7 @@ import annotated_types
 from pydantic import BaseModel
 
 from mcqa.errors import TaskContractError
+from mcqa.prompting import LETTERS
 
 SPLITS = ("train", "validation", "test")
 # An int field bounded to at most this many values is a label space (and ordinal);
@@ -71,6 +72,10 @@ class Task:
     choice_field: str | None = None
     options: Callable[[Example], list[str]] | None = None
     cloze: Callable[[Example], list[dict[str, str]]] | None = None
+    # (example, order) -> the example with its options shown in that order (order[i] is the
+    # index of the option now at position i), its gold letter following the gold option;
+    # for permutation training and the permutation-averaged letter readout
+    reorder: Callable[[Example, list[int]], Example] | None = None
     source: str = field(default="", compare=False)  # set by the registry: the file that defined it
 
     @property
@@ -152,10 +157,24 @@ def check_task(task: Any, name: str, source: str) -> Task:
         space = label_spaces(task.output).get(task.choice_field)
         if space is None:
             raise fail(f"choice_field '{task.choice_field}' must be a field with a label space (option letters)")
-    for attr in ("options", "cloze"):
+    for attr in ("options", "cloze", "reorder"):
         value = getattr(task, attr)
         if value is not None and not callable(value):
-            raise fail(f"{attr} must be callable (example -> {'option texts' if attr == 'options' else 'chat messages'})")
+            raise fail(f"{attr} must be callable")
         if value is not None and task.choice_field is None:
             raise fail(f"{attr} is for multiple choice: set choice_field to the field that holds the option letter")
     return replace(task, source=source)
+
+
+def reorder_options(example: Example, order: list[int], choice_field: str, key: str = "options") -> Example:
+    """For a task that keeps its option texts in `input[key]` and letters them A, B, C, ...
+    (prompting.format_options): the example with them shown in `order`, the gold letter moved
+    with the gold option (the usual Task.reorder)."""
+    options = example.input[key]
+    if sorted(order) != list(range(len(options))):
+        raise ValueError(f"order {order} is not a permutation of the {len(options)} options")
+    target = example.target
+    if target is not None:
+        gold = LETTERS.index(target[choice_field])
+        target = {**target, choice_field: LETTERS[order.index(gold)]}
+    return replace(example, input={**example.input, key: [options[i] for i in order]}, target=target)

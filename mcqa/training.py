@@ -20,7 +20,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from mcqa.registry import get_task
 from mcqa.runs import RUN_MARKER, complete_checkpoint, is_main_process, new_run_dir, torch_dtype
 from mcqa.schema import task_schema
 from mcqa.scoring import score
+from mcqa.splits import other_orders
 from mcqa.task import Example, Task
 
 VAL_RESAMPLES = 200
@@ -141,6 +142,18 @@ def qlora_config(config: TrainConfig):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
 
 
+def permuted_copies(task: Task, examples: list[Example], k: int, seed: int) -> list[Example]:
+    """Each training example again with k other option orders (letter bias survives LoRA unless
+    the letters stop predicting the answer; arXiv 2406.01026)."""
+    if k == 0:
+        return []
+    if task.reorder is None:
+        raise McqaError(f"permutations={k} needs a multiple-choice task that can reorder its options (Task.reorder); "
+                        f"task '{task.name}' cannot")
+    return [replace(task.reorder(e, order), id=f"{e.id}#order{j + 1}")
+            for e in examples for j, order in enumerate(other_orders(seed, e.id, len(task.options(e)), k))]
+
+
 def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     if n is None or n >= len(examples):
         return examples
@@ -191,6 +204,7 @@ def setup(config: TrainConfig | None, resume: str | Path | None) -> Setup:
     train_ex = _sample(load_split(task, "train", protocol), config.max_train_examples, config.seed)
     # A seeded sample, not the first N: split files may be ordered by class.
     val_ex = _sample(load_split(task, "validation", protocol), config.max_eval_examples, config.seed)
+    train_ex = train_ex + permuted_copies(task, train_ex, config.permutations, config.seed)
     rows = mode.encode(tokenizer, task, train_ex)
     kept = [r for r in rows if r["length"] <= config.max_length]
     if len(kept) < len(rows):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mcqa.prompting import LETTERS, format_options
 from mcqa.registry import task_module
-from mcqa.task import Example, Task
+from mcqa.task import Example, Task, reorder_options
 
 mmlu_pro = task_module("mmlu_pro")  # the question pool and its splits
 
@@ -77,4 +77,5 @@ TASK = Task(
     choice_field="answer",
     options=options,
     cloze=cloze,
+    reorder=lambda e, order: reorder_options(e, order, "answer"),
 )

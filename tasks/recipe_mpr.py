@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mcqa.prompting import LETTERS, format_options
 from mcqa.splits import dedupe, k_fold, option_order, three_way
-from mcqa.task import Example, Task
+from mcqa.task import Example, Task, reorder_options
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "recipe_mpr" / "500QA.json"
 SEED = 20240501
@@ -115,4 +115,5 @@ TASK = Task(
     choice_field="answer",
     options=options,
     cloze=cloze,
+    reorder=lambda e, order: reorder_options(e, order, "answer"),
 )

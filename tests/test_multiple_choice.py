@@ -22,6 +22,8 @@ from mcqa.prompting import render_prompt, serialize_target
 from mcqa.readouts import run_readout
 from mcqa.readouts.options import neutral_messages, option_texts, question_messages
 from mcqa.registry import all_tasks, get_task
+from mcqa.scoring import score
+from mcqa.splits import other_orders
 from mcqa.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,3 +138,44 @@ def test_every_multiple_choice_task_declares_options_its_letters_point_at(task_n
                     shown = " ".join(m["content"] for m in task.cloze(e))
                     assert serialize_target(task.output, e.target) not in shown
                     assert "A. " + texts[0] not in shown, e.id
+
+
+def test_permuted_readout_averages_each_options_probability_over_its_orders(tiny):
+    model, tok = tiny
+    task = get_task("recipe_mpr")
+    examples = load_split(task, "test", "split")[:3]
+    single = run_readout("permuted", model, tok, task, examples, orders=1)
+    rank = run_readout("rank", model, tok, task, examples)
+    assert [o["output"] for o in single] == [o["output"] for o in rank]
+    out = run_readout("permuted", model, tok, task, examples, orders=3, seed=7)
+    for e, o in zip(examples, out):
+        plan = [list(range(5))] + other_orders(7, e.id, 5, 2)
+        shown = run_readout("rank", model, tok, task, [task.reorder(e, p) for p in plan])
+        want = [sum(s["probs"]["answer"]["ABCDE"[p.index(i)]] for s, p in zip(shown, plan)) / 3 for i in range(5)]
+        assert [o["probs"]["answer"][x] for x in "ABCDE"] == pytest.approx(want, abs=1e-5)
+        assert len(o["order_choices"]) == 3 and json.loads(o["output"])["answer"] == "ABCDE"[max(range(5), key=want.__getitem__)]
+        for p, s in zip(plan, shown):  # the same option text carries the same gold under every order
+            r = task.reorder(e, p)
+            assert task.options(r)["ABCDE".index(r.target["answer"])] == task.options(e)["ABCDE".index(e.target["answer"])]
+    m = score(task, examples, out, {"task": task.name}, resamples=10).metrics
+    same = [len(set(o["order_choices"])) == 1 for o in out]
+    assert m["consistency"] == {"rate": pytest.approx(sum(same) / 3), "n": 3, "orders": 3}
+    by_gold = m["positions"]["accuracy_by_gold"]
+    for k, letter in enumerate("ABCDE"):
+        at = [(json.loads(o["output"])["answer"] == letter) for e, o in zip(examples, out) if e.target["answer"] == letter]
+        assert by_gold[k] == (sum(at) / len(at) if at else None)
+
+
+def test_permutation_training_adds_k_reordered_copies_of_train_examples_only():
+    from mcqa.training import permuted_copies
+
+    task = get_task("recipe_mpr")
+    train_ex = load_split(task, "train", "split")[:4]
+    copies = permuted_copies(task, train_ex, 2, 0)
+    assert len(copies) == 8 and len({c.id for c in copies}) == 8
+    for c in copies:
+        e = next(x for x in train_ex if c.id.startswith(x.id + "#"))
+        assert sorted(c.input["options"]) == sorted(e.input["options"]) and c.input["options"] != e.input["options"]
+        assert task.options(c)["ABCDE".index(c.target["answer"])] == task.options(e)["ABCDE".index(e.target["answer"])]
+    with pytest.raises(McqaError, match="reorder"):
+        permuted_copies(get_task("notification"), load_split(get_task("notification"), "train")[:1], 1, 0)
