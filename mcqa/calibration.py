@@ -110,3 +110,15 @@ def fit_temperature(task: Task, examples: list[Example], outputs: list[dict], bo
 def apply_temperature(task: Task, outputs: list[Prediction], temperature: float) -> list[Prediction]:
     """Rank (or options) outputs with their probabilities (and each field's argmax) recomputed at T."""
     return [{**o, **rank_record(task, o["id"], o["scores"], temperature), "temperature": temperature} for o in outputs]
+
+
+def with_option_rule(task: Task, outputs: list[Prediction], rule: str) -> list[Prediction]:
+    """Options-readout predictions re-ranked by another of the scoring rules they carry
+    ("option_scores"), at T=1: one run with rule=pmi holds every rule's scores."""
+    out = []
+    for o in outputs:
+        if rule not in o.get("option_scores", {}):
+            raise McqaError(f"prediction '{o['id']}' has no '{rule}' option scores; read it out with the options readout (rule=pmi holds every rule)")
+        groups = [{**g, "loglik": o["option_scores"][rule]} for g in o["scores"]]
+        out.append({**o, **rank_record(task, o["id"], groups, 1.0)})
+    return out

@@ -23,7 +23,7 @@ from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes, atomic_write_text, read_jsonl, write_json
-from mcqa.predicting import load_predictor, predict
+from mcqa.predicting import load_predictor, predict, predict_option_rules
 from mcqa.readouts.options import RULES
 from mcqa.records import Record
 from mcqa.report import figure_png
@@ -105,13 +105,23 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
     """The base LLM with no adapter, read out through the scorer like everything else (rank fits
     its temperature on each fold's own validation split)."""
     loaded = load_predictor(task, model, None)
+    specs = {spec: parse_readout_spec(spec) for spec in readouts}
+    # Every options rule of one fold comes from one options run (see predict_option_rules).
+    rules = [opts["rule"] for name, opts in specs.values() if name == "options" and set(opts) == {"rule"}]
+    by_rule: dict[str, dict[str, tuple]] = {}
+    if rules:
+        for protocol in folds:
+            for rule, got in predict_option_rules(task, loaded, load_split(task, "test", protocol), protocol, rules).items():
+                by_rule.setdefault(rule, {})[protocol] = got
     rows = []
-    for spec in readouts:
-        readout, options = parse_readout_spec(spec)
+    for spec, (readout, options) in specs.items():
         records, per_fold = [], []
         for protocol in folds:
             test = load_split(task, "test", protocol)
-            outputs, info = predict(task, loaded, test, readout, protocol, options=options)
+            if readout == "options" and set(options) == {"rule"}:
+                outputs, info = by_rule[options["rule"]][protocol]
+            else:
+                outputs, info = predict(task, loaded, test, readout, protocol, options=options)
             records += make_records(task, test, {o["id"]: o for o in outputs})
             per_fold.append({"examples_per_second": info["examples_per_second"], "train_seconds": 0.0, "trained_parameters": 0})
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "model": model, "readout": spec}

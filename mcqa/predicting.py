@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from mcqa.calibration import apply_temperature, fit_temperature
+from mcqa.calibration import apply_temperature, fit_temperature, with_option_rule
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
@@ -81,3 +81,28 @@ def predict(task: Task, loaded: Loaded, examples: list[Example], readout: str, p
     # The scorer's format; rank's raw candidate log-likelihoods ("scores") and its temperature
     # travel too, so a temperature can be refitted later without running the model again.
     return [{k: v for k, v in o.items() if k in PREDICTION_KEYS} for o in outputs], info
+
+
+def predict_option_rules(task: Task, loaded: Loaded, examples: list[Example], protocol: str | None, rules: list[str],
+                         calibrate: bool = True, options: dict[str, Any] | None = None) -> dict[str, tuple[list[Prediction], dict[str, Any]]]:
+    """The options readout under several scoring rules for the price of one: it runs once with
+    rule=pmi (whose predictions carry every rule's scores) on these examples, and on the
+    validation split when calibrating; each rule is then re-ranked from those scores and gets
+    its own temperature, fitted on validation as `predict` would."""
+    opts = {**(options or {}), "rule": "pmi"}
+    outputs, info = predict(task, loaded, examples, "options", protocol, calibrate=False, options=opts)
+    val = None
+    if calibrate:
+        val_examples = load_split(task, "validation", resolve_protocol(task, protocol or loaded.protocol))
+        console.print(f"fitting a temperature per rule on {len(val_examples)} validation examples")
+        val = (val_examples, run_readout("options", loaded.model, loaded.tokenizer, task, val_examples, **opts))
+    result = {}
+    for rule in rules:
+        ranked, rule_info = with_option_rule(task, outputs, rule), {**info, "readout_options": {**opts, "rule": rule}}
+        if val is not None:
+            fit = fit_temperature(task, val[0], with_option_rule(task, val[1], rule))
+            ranked = apply_temperature(task, ranked, fit.temperature)
+            rule_info["calibration"] = {"temperature": fit.temperature, "validation_nll": [fit.nll_before, fit.nll_after],
+                                        "validation_ece_before": fit.ece_before, "validation_ece_after": fit.ece_after, "n": fit.n}
+        result[rule] = (ranked, rule_info)
+    return result

@@ -179,3 +179,18 @@ def test_permutation_training_adds_k_reordered_copies_of_train_examples_only():
         assert task.options(c)["ABCDE".index(c.target["answer"])] == task.options(e)["ABCDE".index(e.target["answer"])]
     with pytest.raises(McqaError, match="reorder"):
         permuted_copies(get_task("notification"), load_split(get_task("notification"), "train")[:1], 1, 0)
+
+
+def test_one_pmi_run_holds_every_rule(tiny):
+    from mcqa.calibration import with_option_rule
+
+    model, tok = tiny
+    task = get_task("recipe_mpr")
+    examples = load_split(task, "test", "split")[:4]
+    pmi = run_readout("options", model, tok, task, examples)
+    for rule in ("sum", "mean", "char"):
+        direct = run_readout("options", model, tok, task, examples, rule=rule)
+        again = with_option_rule(task, pmi, rule)
+        assert [o["output"] for o in again] == [o["output"] for o in direct]
+        for a, d in zip(again, direct):
+            assert [a["probs"]["answer"][x] for x in "ABCDE"] == pytest.approx([d["probs"]["answer"][x] for x in "ABCDE"], abs=1e-6)
