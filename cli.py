@@ -94,12 +94,15 @@ def cmd_score(args) -> None:
     from mcqa.console import console, out
     from mcqa.examples import load_file, load_split, resolve_protocol
     from mcqa.registry import get_task
+    from mcqa.io import check_out_folder
     from mcqa.report import tables, write_run
+    from mcqa.runs import unique_name
     from mcqa.scoring import compute_metrics, make_records, match_ids, read_predictions
 
     task = get_task(args.task)
     if (args.split is None) == (args.data is None):
         raise McqaError("give exactly one of --split S (a shipped split) or --data FILE.jsonl (your labeled examples)")
+    where = check_out_folder(args.out or Path("runs") / "score" / unique_name(f"{task.name}-{args.split or 'data'}"))
     if args.data:
         examples, source = load_file(task, args.data), {"data": str(args.data)}
     else:
@@ -121,7 +124,6 @@ def cmd_score(args) -> None:
                       "subset": args.subset, "scored_at": time.strftime("%Y-%m-%d %H:%M:%S")}
     if "calibration" in info:
         metrics["calibration_fit"] = info["calibration"]
-    where = args.out or Path("runs") / "score" / f"{task.name}-{source.get('split', 'data')}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = write_run(where, records, metrics)
     for t in tables(metrics):
         out.print(t)
@@ -131,7 +133,7 @@ def cmd_score(args) -> None:
 def _run_model(task, args, examples, protocol):
     from mcqa.predicting import default_readout, load_predictor, predict
 
-    loaded = load_predictor(task, args.model, args.adapter)
+    loaded = load_predictor(task, args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     return predict(task, loaded, examples, args.readout or default_readout(loaded), protocol, calibrate=not args.no_calibrate)
 
 
@@ -140,16 +142,28 @@ def cmd_predict(args) -> None:
     from mcqa.examples import load_file, load_split
     from mcqa.io import write_json, write_jsonl
     from mcqa.registry import get_task
+    from mcqa.runs import unique_name
 
     task = get_task(args.task)
     if (args.split is None) == (args.data is None):
         raise McqaError("give exactly one of --split S or --data FILE.jsonl (new examples, labeled or not)")
+    stem = unique_name(f"{task.name}-{args.readout or 'default'}")
+    where = _out_file(args.out or Path("runs") / "predict" / f"{stem}.jsonl")
     examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol)
     outputs, info = _run_model(task, args, examples, args.protocol)
-    where = args.out or Path("runs") / "predict" / f"{task.name}-{info['readout']}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     write_jsonl(where, outputs)
-    write_json(Path(where).with_suffix(".json"), info)
+    write_json(where.with_suffix(".json"), info)
     console.print(f"{len(outputs)} predictions ({info['examples_per_second']} examples/s): [bold]{where}[/]")
+
+
+def _out_file(path: Path) -> Path:
+    """A predictions file and its .json summary beside it: both must be regular files (or new)."""
+    from mcqa.io import check_out_file
+
+    if path.suffix == ".json":
+        raise McqaError(f"{path}: --out names the predictions file, which gets a .json summary beside it; give it a .jsonl name")
+    check_out_file(path.with_suffix(".json"))
+    return check_out_file(path)
 
 
 def cmd_train(args) -> None:
@@ -168,13 +182,15 @@ def cmd_train(args) -> None:
         for key in ("task", "model", "mode", "protocol"):
             if getattr(args, key):
                 overrides[key] = getattr(args, key)
+        if args.trust_remote_code:
+            overrides["trust_remote_code"] = True
         config = load_config(args.config, overrides)
         from mcqa.registry import get_task
 
         get_task(config.task)  # a wrong name fails here, before any model is loaded
     from mcqa.training import train
 
-    run_dir = train(config, resume=args.resume)
+    run_dir = train(config, resume=args.resume, trust_remote_code=args.trust_remote_code)
     metrics_file = run_dir / "test" / "metrics.json"
     if metrics_file.is_file():
         for t in tables(json.loads(metrics_file.read_text(encoding="utf-8"))):
@@ -214,22 +230,25 @@ def cmd_baseline(args) -> None:
 
     task = get_task(args.task)
     examples = load_file(task, args.data) if args.data else None
+    where = _out_file(args.out) if args.out else None
     r = run_baseline(args.baseline, task, args.protocol, args.split, examples=examples)
-    where = args.out or Path("runs") / "baselines" / f"{task.name}-{args.baseline}-{r['protocol']}-{'data' if args.data else args.split}.jsonl"
+    where = where or _out_file(Path("runs") / "baselines" / f"{task.name}-{args.baseline}-{r['protocol']}-{'data' if args.data else args.split}.jsonl")
     write_jsonl(where, r["predictions"].values())
-    write_json(Path(where).with_suffix(".json"), {k: v for k, v in r.items() if k != "predictions"})
+    write_json(where.with_suffix(".json"), {k: v for k, v in r.items() if k != "predictions"})
     console.print(f"predictions: [bold]{where}[/] (score them with `mcqa score --task {task.name} --predictions {where} ...`)")
 
 
 def cmd_compare(args) -> None:
     from mcqa.compare import compare
     from mcqa.console import console, out
+    from mcqa.io import check_out_folder
     from mcqa.registry import get_task
+    from mcqa.runs import unique_name
 
     task = get_task(args.task)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()] if args.baselines is not None else None
-    folder = args.out or Path("runs") / "compare" / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot)
+    folder = check_out_folder(args.out or Path("runs") / "compare" / unique_name(task.name))
+    compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot, trust_remote_code=args.trust_remote_code)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
@@ -239,6 +258,12 @@ def _model_args(s) -> None:
     s.add_argument("--adapter", type=Path, help="a finished `mcqa train` run folder")
     s.add_argument("--readout", help="generate, constrained, rank or head (default: head for head runs, else constrained)")
     s.add_argument("--no-calibrate", action="store_true", help="rank: skip the temperature fitted on validation")
+    _trust_arg(s)
+
+
+def _trust_arg(s) -> None:
+    s.add_argument("--trust-remote-code", action="store_true",
+                   help="let a model run its own Python code (never turned on by a run folder; only if you trust it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="YAML file of settings; key=value arguments override it")
     s.add_argument("--resume", type=Path, help="continue an interrupted run folder from its last checkpoint")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=2 lora.r=8")
+    _trust_arg(s)
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("baseline", help="fit a non-LLM baseline on train and write its predictions")
@@ -308,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baselines", help="comma-separated (default: all); an empty string for none")
     s.add_argument("--zero-shot", metavar="MODEL", help="also the base model with no adapter (constrained and rank readouts)")
     s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")
+    _trust_arg(s)
     s.set_defaults(fn=cmd_compare)
 
     s = sub.add_parser("models", help="list, install or verify the offline model aliases")

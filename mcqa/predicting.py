@@ -15,6 +15,7 @@ import torch
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
+from mcqa.runs import load_run
 from mcqa.task import Example, Task
 
 
@@ -27,25 +28,20 @@ class Loaded:
     protocol: str | None = None  # a run's split protocol
 
 
-def load_predictor(task: Task, model: str | None, adapter: Path | None) -> Loaded:
-    """A trained run (`adapter`: a `mcqa train` run folder) or a base model by name, alias or folder."""
+def load_predictor(task: Task, model: str | None, adapter: Path | None, trust_remote_code: bool = False) -> Loaded:
+    """A trained run (`adapter`: a `mcqa train` run folder) or a base model by name, alias or folder.
+    `trust_remote_code` is the user's own flag; a run folder cannot turn it on."""
     if adapter is not None:
-        from mcqa.training import load_run
-
-        m, tok, run_task, config = load_run(adapter)
-        if run_task.name != task.name:
-            raise McqaError(f"{adapter}: this run was trained on task '{run_task.name}', not '{task.name}'")
-        if model is not None and model != config.model:
-            raise McqaError(f"{adapter}: this run's base model is '{config.model}', not '{model}'; drop --model")
+        m, tok, _, config = load_run(adapter, task=task.name, model=model, trust_remote_code=trust_remote_code)
         return Loaded(m, tok, config.mode, {"model": config.model, "adapter": str(adapter), "mode": config.mode}, config.protocol)
     if model is None:
         raise McqaError("name a model with --model M (hub id, folder or alias), or a trained run with --adapter RUN")
     from mcqa.models import load_causal_lm, load_tokenizer
 
-    tok = load_tokenizer(model)
+    tok = load_tokenizer(model, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    m = load_causal_lm(model)
+    m = load_causal_lm(model, trust_remote_code=trust_remote_code)
     m.eval()
     return Loaded(m, tok, "generate", {"model": model, "adapter": None, "mode": "zero-shot"})
 

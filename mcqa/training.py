@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-from mcqa.config import TrainConfig, dump_config, load_config
+from mcqa.config import TrainConfig, dump_config
 from mcqa.console import console
 from mcqa.encoding import LeftPadCollator, encode_generative, encode_head, end_of_turn, prefix_cache, shared_prefix, target_loss
 from mcqa.errors import McqaError
@@ -34,19 +34,13 @@ from mcqa.models import load_causal_lm, load_tokenizer
 from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
 from mcqa.report import write_run
+from mcqa.runs import RUN_MARKER, _complete_checkpoint, load_run, new_run_dir, open_run  # noqa: F401 (load_run, new_run_dir: re-exported)
+from mcqa.runs import is_main as _is_main
+from mcqa.runs import torch_dtype as _dtype
 from mcqa.scoring import compute_metrics, make_records
 from mcqa.task import Example, Task
 
-RUN_MARKER = "run.json"
 VAL_RESAMPLES = 200
-
-
-def _dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def flat_metrics(task: Task, m: dict[str, Any], prefix: str = "eval_") -> dict[str, float]:
@@ -159,68 +153,16 @@ def qlora_config(config: TrainConfig):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
 
 
-def load_run(run_dir: str | Path):
-    """A finished run's model (base + adapter, heads restored), tokenizer, task and config."""
-    from peft import PeftModel
-
-    run_dir = Path(run_dir)
-    if not (run_dir / RUN_MARKER).is_file():
-        raise McqaError(f"{run_dir}: not a finished training run (no {RUN_MARKER}); resume it with `mcqa train --resume {run_dir}`")
-    config = load_config(run_dir / "config.yaml")
-    task = get_task(config.task)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
-    base = load_causal_lm(config.model, dtype=_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
-    model = build_head_model(base, tokenizer, task) if config.mode == "head" else base
-    model = PeftModel.from_pretrained(model, run_dir / "adapter")
-    model.eval()
-    return model, tokenizer, task, config
-
-
 def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     if n is None or n >= len(examples):
         return examples
     return sorted(random.Random(seed).sample(examples, n), key=lambda e: e.id)
 
 
-def _complete_checkpoint(ckpt_root: Path) -> str | None:
-    """The newest checkpoint whose trainer_state.json (Trainer writes it last) exists; a
-    checkpoint cut off mid-write by a kill is removed so Trainer never tries to load it."""
-    if not ckpt_root.is_dir():
-        return None
-    ckpts = sorted(ckpt_root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    for c in reversed(ckpts):
-        if (c / "trainer_state.json").is_file():
-            return str(c)
-        if _is_main():
-            shutil.rmtree(c, ignore_errors=True)
-    return None
-
-
-def new_run_dir(config: TrainConfig) -> Path:
-    if config.output_dir:
-        return Path(config.output_dir)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Processes of one torchrun launch share a parent (the launcher), not a clock second.
-        return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d')}-launch{os.getppid()}"
-    return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
-    """Train, keep the best epoch, score it on the test split; return the run folder."""
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise McqaError(f"{run_dir}: nothing to resume (no config.yaml); start a run with `mcqa train --task T`")
-        if (run_dir / RUN_MARKER).is_file():
-            raise McqaError(f"{run_dir}: this run already finished; start a new one")
-        config = load_config(run_dir / "config.yaml")
-    else:
-        run_dir = new_run_dir(config)
-        # Only the main process checks: under torchrun the others may look after it has begun writing.
-        if _is_main() and run_dir.exists() and any(run_dir.iterdir()):
-            raise McqaError(f"{run_dir}: folder exists and is not empty; resume it with --resume {run_dir} or pick another output_dir")
+def train(config: TrainConfig | None, resume: str | Path | None = None, trust_remote_code: bool = False) -> Path:
+    """Train, keep the best epoch, score it on the test split; return the run folder.
+    `trust_remote_code` is the user's own flag: a resumed run's config cannot turn it on."""
+    run_dir, config = open_run(config, resume, trust_remote_code)  # checked and locked before any model loads
     task = get_task(config.task)
     protocol = resolve_protocol(task, config.protocol)
     started = time.time()

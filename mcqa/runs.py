@@ -1,0 +1,275 @@
+"""Run folders: their names, the completion marker, the lock, the checks made before a run
+starts, and reading a run back.
+
+A run folder may come from anyone (a colleague, a download), so everything read from it is
+untrusted input and is validated here, in one place, before use: config.yaml through the typed
+config and the registries, run.json field by field. Its values never turn on remote code (only
+the user's own --trust-remote-code does) and are never used to build a path unchecked.
+A run is complete only when run.json exists (written last, atomically).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import secrets
+import shutil
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcqa.config import TrainConfig, load_config
+from mcqa.console import console
+from mcqa.errors import McqaError
+from mcqa.heads import build_head_model
+from mcqa.io import read_json
+from mcqa.models import load_causal_lm
+from mcqa.registry import get_task
+from mcqa.task import Task
+
+RUN_MARKER = "run.json"
+CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".mcqa.lock"
+MODES: tuple[str, ...] = typing.get_args(TrainConfig.model_fields["mode"].annotation)
+# What a run writes before its first checkpoint: a folder holding only these kept no work.
+_STARTED = {CONFIG_FILE, "schema.json", "tokenizer", "train_log.jsonl", "val_metrics.jsonl", "checkpoints", ".adapter.tmp"}
+_REMOTE_CODE_FLAG = "--trust-remote-code"
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# ---------------------------------------------------------------- reading a run folder
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """A run's config.yaml, validated: known keys and types, a registered task, one of its protocols."""
+    path = Path(run_dir) / CONFIG_FILE
+    config = load_config(path)
+    task = _task_of(path, config.task)
+    if config.protocol is not None and config.protocol not in task.protocols:
+        raise McqaError(f"{path}: protocol '{config.protocol}' is not one of task '{task.name}': {', '.join(task.protocols)}")
+    return config
+
+
+def _task_of(where: Path, name: Any) -> Task:
+    if not isinstance(name, str):
+        raise McqaError(f"{where}: 'task' must be a task name, got {type(name).__name__}")
+    try:
+        return get_task(name)
+    except McqaError as e:
+        raise McqaError(f"{where}: {e}") from None
+
+
+def _number(where: Path, summary: dict, key: str) -> float | None:
+    v = summary.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise McqaError(f"{where}: '{key}' must be a non-negative number, got {v!r}; the file is damaged, retrain or re-copy the run")
+    return v
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What run.json says about a finished run, every value checked."""
+
+    folder: Path
+    task: str
+    protocol: str
+    model: str
+    mode: str
+    train_seconds: float | None
+    trainable_parameters: float | None
+    test_examples_per_second: float | None
+
+
+def read_summary(run_dir: str | Path) -> RunSummary:
+    """A finished run's run.json: a JSON object whose task, protocol, mode and model are
+    registered names (and agree with config.yaml when there is one)."""
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_MARKER
+    if not path.is_file():
+        raise McqaError(_unfinished(run_dir))
+    s = read_json(path)
+    if not isinstance(s, dict):
+        raise McqaError(f"{path}: expected a JSON object, got {type(s).__name__}; the file is damaged, retrain or re-copy the run")
+    task = _task_of(path, s.get("task"))
+    if s.get("protocol") not in task.protocols:
+        raise McqaError(f"{path}: protocol {s.get('protocol')!r} is not one of task '{task.name}': {', '.join(task.protocols)}")
+    if s.get("mode") not in MODES:
+        raise McqaError(f"{path}: mode {s.get('mode')!r} is not one of {', '.join(MODES)}")
+    if not isinstance(s.get("model"), str) or not s["model"].strip() or not s["model"].isprintable():
+        raise McqaError(f"{path}: 'model' must be a model name, got {s.get('model')!r}")
+    if (run_dir / CONFIG_FILE).is_file():
+        config = read_config(run_dir)
+        for key in ("task", "mode", "model"):
+            if s[key] != getattr(config, key):
+                raise McqaError(f"{path}: {key} '{s[key]}' disagrees with {CONFIG_FILE} ('{getattr(config, key)}'); the run folder was edited")
+    return RunSummary(run_dir, task.name, s["protocol"], s["model"], s["mode"], _number(path, s, "train_seconds"),
+                      _number(path, s, "trainable_parameters"), _number(path, s, "test_examples_per_second"))
+
+
+def _unfinished(run_dir: Path) -> str:
+    if (run_dir / CONFIG_FILE).is_file():
+        return f"{run_dir}: not a finished training run (no {RUN_MARKER}); finish it with `mcqa train --resume {run_dir}`"
+    return f"{run_dir}: not a training run folder (no {RUN_MARKER}, no {CONFIG_FILE}); pass a folder written by `mcqa train`"
+
+
+def check_remote_code(config: TrainConfig, where: Path, trust_remote_code: bool) -> None:
+    """A run folder never turns on remote code by itself: only the user's own flag does."""
+    if config.trust_remote_code and not trust_remote_code:
+        raise McqaError(f"{where / CONFIG_FILE}: this run's model '{config.model}' runs its own Python code "
+                        f"(trust_remote_code: true); mcqa runs it only if you pass {_REMOTE_CODE_FLAG} yourself, "
+                        "and only do so if you trust where the run came from")
+
+
+def load_run(run_dir: str | Path, task: str | None = None, model: str | None = None, trust_remote_code: bool = False):
+    """A finished run's model (base + adapter, heads restored), tokenizer, task and config.
+    `task` and `model`, when given, must match the run's; both, and remote code, are checked
+    from config.yaml before anything is loaded."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_MARKER).is_file():
+        raise McqaError(_unfinished(run_dir))
+    config = read_config(run_dir)
+    if task is not None and config.task != task:
+        raise McqaError(f"{run_dir}: this run was trained on task '{config.task}', not '{task}'")
+    if model is not None and model != config.model:
+        raise McqaError(f"{run_dir}: this run's base model is '{config.model}', not '{model}'; drop --model")
+    check_remote_code(config, run_dir, trust_remote_code)
+    run_task = get_task(config.task)
+    for need in ("tokenizer", "adapter/adapter_config.json"):
+        if not (run_dir / need).exists():
+            raise McqaError(f"{run_dir / need}: missing from the run folder; retrain or re-copy the whole run")
+    adapter_config = read_json(run_dir / "adapter" / "adapter_config.json")
+    if not isinstance(adapter_config, dict):
+        raise McqaError(f"{run_dir / 'adapter' / 'adapter_config.json'}: expected a JSON object; retrain or re-copy the run")
+    from peft import PeftModel  # heavy: only once every check has passed
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", trust_remote_code=False)
+    except Exception as e:  # transformers raises many types for a damaged folder
+        raise McqaError(f"{run_dir / 'tokenizer'}: could not load the tokenizer ({_first_line(e)}); re-copy the run") from None
+    base = load_causal_lm(config.model, dtype=torch_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
+    net = build_head_model(base, tokenizer, run_task) if config.mode == "head" else base
+    try:
+        net = PeftModel.from_pretrained(net, run_dir / "adapter")
+    except Exception as e:  # a refused pickle, mismatched shapes, a bad config: one line naming the folder
+        raise McqaError(f"{run_dir / 'adapter'}: could not load the adapter ({_first_line(e)}); retrain or re-copy the run") from None
+    net.eval()
+    return net, tokenizer, run_task, config
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _complete_checkpoint(ckpt_root: Path) -> str | None:
+    """The newest checkpoint whose trainer_state.json (Trainer writes it last) exists; a
+    checkpoint cut off mid-write by a kill is removed so Trainer never tries to load it."""
+    if not ckpt_root.is_dir():
+        return None
+    ckpts = sorted(ckpt_root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    for c in reversed(ckpts):
+        if (c / "trainer_state.json").is_file():
+            return str(c)
+        if is_main():
+            shutil.rmtree(c, ignore_errors=True)
+    return None
+
+
+# ---------------------------------------------------------------- starting a run
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    if config.output_dir:
+        return Path(config.output_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Processes of one torchrun launch share a parent (the launcher), not a clock second.
+        return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d')}-launch{os.getppid()}"
+    return Path("runs") / "train" / unique_name(f"{config.task}-{config.mode}")
+
+
+def unique_name(stem: str) -> str:
+    """A default output name no other command picks: the time plus a random suffix, so folds
+    launched in the same second do not collide (and the run-folder lock catches the rest)."""
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+_LOCKS: dict[str, int] = {}
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Hold the run folder for this process's lifetime: a second `mcqa train` into the same
+    folder is refused instead of training on top of the first."""
+    key = str(run_dir.resolve())
+    if key in _LOCKS:
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise McqaError(f"{run_dir}: could not create the run folder ({e.strerror}); pick another output_dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise McqaError(f"{run_dir}: another `mcqa train` is writing to this folder; wait for it to end or pick another output_dir") from None
+    _LOCKS[key] = fd
+
+
+def _held(run_dir: Path) -> set[str]:
+    return {p.name for p in run_dir.iterdir() if p.name != LOCK_FILE} if run_dir.is_dir() else set()
+
+
+def open_run(config: TrainConfig | None, resume: str | Path | None, trust_remote_code: bool = False) -> tuple[Path, TrainConfig]:
+    """The run folder (locked) and the config to train with, after every check that needs no
+    model weights. A fresh run's folder must be new, empty, or left by a run that failed
+    before its first checkpoint (nothing is lost by starting it again)."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise McqaError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run with `mcqa train --task T`")
+        if (run_dir / RUN_MARKER).is_file():
+            raise McqaError(f"{run_dir}: this run already finished; start a new one")
+        config = read_config(run_dir)
+        check_remote_code(config, run_dir, trust_remote_code)
+        if is_main():
+            lock_run_dir(run_dir)
+        return run_dir, config
+    run_dir = new_run_dir(config)
+    if not is_main():  # under torchrun the main process checks and creates; the others follow it
+        return run_dir, config
+    if run_dir.exists() and not run_dir.is_dir():
+        raise McqaError(f"{run_dir}: output_dir is a file, not a folder; pick another output_dir")
+    lock_run_dir(run_dir)
+    held = _held(run_dir)
+    if RUN_MARKER in held:
+        raise McqaError(f"{run_dir}: holds a finished run; pick another output_dir")
+    if _has_checkpoint(run_dir):
+        raise McqaError(f"{run_dir}: folder holds an interrupted run; resume it with --resume {run_dir} or pick another output_dir")
+    if held and not held <= _STARTED:
+        raise McqaError(f"{run_dir}: folder exists and is not empty; pick another output_dir")
+    for name in held:  # a run that failed before its first checkpoint: start it over
+        p = run_dir / name
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    return run_dir, config
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any((c / "trainer_state.json").is_file() for c in (run_dir / "checkpoints").glob("checkpoint-*"))
