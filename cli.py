@@ -94,9 +94,8 @@ def cmd_score(args) -> None:
     from mcqa.console import console, out
     from mcqa.examples import load_file, load_split, resolve_protocol
     from mcqa.registry import get_task
-    from mcqa.io import check_out_folder
+    from mcqa.io import check_out_folder, unique_name
     from mcqa.report import tables, write_run
-    from mcqa.runs import unique_name
     from mcqa.scoring import compute_metrics, make_records, match_ids, read_predictions
 
     task = get_task(args.task)
@@ -140,9 +139,8 @@ def _run_model(task, args, examples, protocol):
 def cmd_predict(args) -> None:
     from mcqa.console import console
     from mcqa.examples import load_file, load_split
-    from mcqa.io import write_json, write_jsonl
+    from mcqa.io import unique_name, write_json, write_jsonl
     from mcqa.registry import get_task
-    from mcqa.runs import unique_name
 
     task = get_task(args.task)
     if (args.split is None) == (args.data is None):
@@ -241,9 +239,8 @@ def cmd_baseline(args) -> None:
 def cmd_compare(args) -> None:
     from mcqa.compare import compare
     from mcqa.console import console, out
-    from mcqa.io import check_out_folder
+    from mcqa.io import check_out_folder, unique_name
     from mcqa.registry import get_task
-    from mcqa.runs import unique_name
 
     task = get_task(args.task)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()] if args.baselines is not None else None

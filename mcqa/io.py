@@ -9,7 +9,9 @@ import json
 import os
 import re
 import stat
+import secrets
 import tempfile
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -51,6 +53,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 # ---------------------------------------------------------------- output paths
+
+
+def unique_name(stem: str) -> str:
+    """A default output name no other command picks: the time plus a random suffix, so folds
+    launched in the same second do not collide (and the run-folder lock catches the rest).
+    Here rather than in mcqa.runs so that scoring never imports torch."""
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
@@ -198,7 +207,7 @@ def parse_json(text: str, where: str) -> Any:
     try:
         obj = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
-        raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        raise DataError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
     except RecursionError:
         raise DataError(f"{where}: JSON nested too deeply to read") from None
     except ValueError as e:  # a number with thousands of digits, NaN, Infinity

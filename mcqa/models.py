@@ -16,7 +16,6 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import shlex
 import shutil
@@ -30,11 +29,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 
 from mcqa import __version__
 from mcqa.console import console, track
 from mcqa.errors import McqaError, did_you_mean
-from mcqa.io import write_json
+from mcqa.io import read_json, write_json
 from mcqa.prompting import qwen3_tokenizer_dir
 
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
@@ -163,6 +163,9 @@ def _load(loader: Callable, name: str | None, what: str, **kw):
     if isinstance(where, Path):
         try:
             return loader(str(where), **kw)
+        except SafetensorError as e:
+            raise McqaError(f"{where}: a *.safetensors weights file is truncated or damaged ({_why(e)}); "
+                            "re-download or reinstall the model") from None
         except (OSError, ValueError) as e:
             raise McqaError(f"could not load a {what} from {where}: {_why(e)}; is it a Hugging Face model folder?") from None
     # The local cache first: a cached model then loads with no network call, instead of
@@ -176,7 +179,7 @@ def _load(loader: Callable, name: str | None, what: str, **kw):
         return loader(where, **local_kw)
     except OSError:
         pass
-    except ValueError as e:
+    except (ValueError, SafetensorError) as e:
         raise _hub_error(where, what, e) from None
     if _hub_offline() or not _hub_reachable():
         raise McqaError(offline_message(where))
@@ -265,7 +268,9 @@ def verify(alias: str) -> dict[str, Any]:
     if not is_installed(alias):
         raise McqaError(f"model alias '{alias}' is not installed; run `mcqa models install {alias}`")
     repair = f"reinstall with `mcqa models install {alias} --force`"
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    manifest = read_json(folder / MANIFEST)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("source", {}), dict) or not isinstance(manifest.get("files", {}), dict):
+        raise McqaError(f"{folder / MANIFEST}: not a manifest mcqa wrote; {repair}")
     if manifest.get("alias") != alias:
         raise McqaError(f"{folder / MANIFEST} is for '{manifest.get('alias')}', not '{alias}'; {repair}")
     if spec.sha256 and manifest.get("source", {}).get("sha256") != spec.sha256:

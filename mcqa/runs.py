@@ -11,22 +11,23 @@ A run is complete only when run.json exists (written last, atomically).
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import os
-import secrets
 import shutil
 import time
 import typing
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcqa.config import TrainConfig, load_config
+from mcqa.config import TrainConfig, load_config, settings_problems
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.heads import build_head_model
-from mcqa.io import read_json
-from mcqa.models import load_causal_lm
+from mcqa.io import read_json, unique_name
+from mcqa.models import load_causal_lm, resolve_model
 from mcqa.registry import get_task
 from mcqa.task import Task
 
@@ -139,8 +140,7 @@ def load_run(run_dir: str | Path, task: str | None = None, model: str | None = N
     `task` and `model`, when given, must match the run's; both, and remote code, are checked
     from config.yaml before anything is loaded."""
     run_dir = Path(run_dir)
-    if not (run_dir / RUN_MARKER).is_file():
-        raise McqaError(_unfinished(run_dir))
+    read_summary(run_dir)  # finished, and run.json agrees with config.yaml
     config = read_config(run_dir)
     if task is not None and config.task != task:
         raise McqaError(f"{run_dir}: this run was trained on task '{config.task}', not '{task}'")
@@ -154,6 +154,9 @@ def load_run(run_dir: str | Path, task: str | None = None, model: str | None = N
     adapter_config = read_json(run_dir / "adapter" / "adapter_config.json")
     if not isinstance(adapter_config, dict):
         raise McqaError(f"{run_dir / 'adapter' / 'adapter_config.json'}: expected a JSON object; retrain or re-copy the run")
+    problem = _weights_problem(run_dir / "adapter")
+    if problem:
+        raise McqaError(f"{problem}; retrain or re-copy the run")
     from peft import PeftModel  # heavy: only once every check has passed
     from transformers import AutoTokenizer
 
@@ -179,17 +182,76 @@ def _first_line(e: BaseException) -> str:
 # ---------------------------------------------------------------- checkpoints
 
 
+def _weights_problem(folder: Path) -> str | None:
+    """A damaged weight file in `folder` (a truncated safetensors file, a cut-off or unsafe
+    torch pickle), named; None when every file reads."""
+    for f in sorted(folder.glob("*.safetensors")):
+        try:
+            with f.open("rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n)) if 0 < n < 100_000_000 else None
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if f.stat().st_size < 8 + n + end:
+                return f"{f}: truncated ({f.stat().st_size} bytes, its header says {8 + n + end})"
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+            return f"{f}: not a readable safetensors file"
+    for f in sorted([*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.bin")]):
+        problem = _pickle_problem(f)
+        if problem:
+            return problem
+    return None
+
+
+def _pickle_problem(f: Path) -> str | None:
+    import pickle
+
+    import torch
+    from transformers.trainer_pt_utils import safe_globals  # the numpy types Trainer's rng_state.pth holds
+
+    if not zipfile.is_zipfile(f):
+        return f"{f}: truncated or not a torch file"
+    try:
+        with safe_globals():
+            torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        return f"{f}: refused, it holds objects that are not plain tensors ({_first_line(e).split('. ')[0]})"
+    except Exception as e:  # a damaged zip member, a short read
+        return f"{f}: truncated or damaged ({_first_line(e)})"
+    return None
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    state = ckpt / "trainer_state.json"
+    try:
+        if not isinstance(read_json(state), dict):
+            return f"{state}: not a JSON object"
+    except McqaError as e:
+        return str(e)
+    return _weights_problem(ckpt)
+
+
 def _complete_checkpoint(ckpt_root: Path) -> str | None:
-    """The newest checkpoint whose trainer_state.json (Trainer writes it last) exists; a
-    checkpoint cut off mid-write by a kill is removed so Trainer never tries to load it."""
+    """The newest checkpoint that reads back whole. One cut off mid-write by a kill (no
+    trainer_state.json, which Trainer writes last) is removed; a damaged one is set aside as
+    damaged-checkpoint-N, with a line saying so, and the one before it is used."""
     if not ckpt_root.is_dir():
         return None
-    ckpts = sorted(ckpt_root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    ckpts = sorted((c for c in ckpt_root.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
     for c in reversed(ckpts):
-        if (c / "trainer_state.json").is_file():
+        if not (c / "trainer_state.json").is_file():
+            if is_main():
+                shutil.rmtree(c, ignore_errors=True)
+            continue
+        problem = checkpoint_problem(c)
+        if problem is None:
             return str(c)
         if is_main():
-            shutil.rmtree(c, ignore_errors=True)
+            aside = c.with_name(f"damaged-{c.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(c, aside)
+            console.print(f"{problem}: set aside as {aside.name}; falling back to the checkpoint before it",
+                          style="yellow", markup=False, highlight=False, soft_wrap=True)
     return None
 
 
@@ -203,12 +265,6 @@ def new_run_dir(config: TrainConfig) -> Path:
         # Processes of one torchrun launch share a parent (the launcher), not a clock second.
         return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d')}-launch{os.getppid()}"
     return Path("runs") / "train" / unique_name(f"{config.task}-{config.mode}")
-
-
-def unique_name(stem: str) -> str:
-    """A default output name no other command picks: the time plus a random suffix, so folds
-    launched in the same second do not collide (and the run-folder lock catches the rest)."""
-    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 _LOCKS: dict[str, int] = {}
@@ -249,9 +305,11 @@ def open_run(config: TrainConfig | None, resume: str | Path | None, trust_remote
             raise McqaError(f"{run_dir}: this run already finished; start a new one")
         config = read_config(run_dir)
         check_remote_code(config, run_dir, trust_remote_code)
+        check_settings(config)
         if is_main():
             lock_run_dir(run_dir)
         return run_dir, config
+    check_settings(config)  # before a folder is made: a refused config leaves nothing behind
     run_dir = new_run_dir(config)
     if not is_main():  # under torchrun the main process checks and creates; the others follow it
         return run_dir, config
@@ -273,3 +331,43 @@ def open_run(config: TrainConfig | None, resume: str | Path | None, trust_remote
 
 def _has_checkpoint(run_dir: Path) -> bool:
     return any((c / "trainer_state.json").is_file() for c in (run_dir / "checkpoints").glob("checkpoint-*"))
+
+
+def check_settings(config: TrainConfig) -> None:
+    """Every setting that transformers or PEFT would only check once work has begun, checked
+    now and reported at once: the schedule, the metric that picks the best epoch, the LoRA
+    target modules (against the model's weight names, read from its files without loading it)."""
+    task = get_task(config.task)
+    problems = settings_problems(config, task, weight_names(config.model))
+    if problems:
+        n = len(problems)
+        raise McqaError(f"invalid config ({n} problem{'s' if n > 1 else ''}): {'; '.join(problems)}")
+
+
+def weight_names(model: str) -> set[str] | None:
+    """The parameter names of a model, read from its safetensors headers or index (no weights
+    loaded); None when its files are not on this machine (the load will then say why)."""
+    where = resolve_model(model)
+    if isinstance(where, Path):
+        files = {f.name: f for f in where.glob("*.safetensors*")}
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        files = {}
+        for name in ("model.safetensors.index.json", "model.safetensors"):
+            hit = try_to_load_from_cache(where, name)
+            if isinstance(hit, str):
+                files[name] = Path(hit)
+    if "model.safetensors.index.json" in files:
+        index = read_json(files["model.safetensors.index.json"])
+        return set(index.get("weight_map", {})) if isinstance(index, dict) else None
+    names: set[str] = set()
+    for name, f in files.items():
+        if name.endswith(".safetensors"):
+            try:
+                with f.open("rb") as fh:
+                    n = int.from_bytes(fh.read(8), "little")
+                    names |= set(json.loads(fh.read(n))) - {"__metadata__"}
+            except (OSError, ValueError):
+                raise McqaError(f"{f}: not a readable safetensors file; reinstall or re-download the model") from None
+    return names or None

@@ -180,3 +180,167 @@ def test_3_predict_out_must_be_a_regular_file(run, tmp_path, out):
     before = tree(tmp_path)
     refused(run("predict", "--task", "notification", "--split", "test", "--model", "tiny-qwen3", "--out", out),
             tmp_path, before, out)
+
+
+# ---------------------------------------------------------------- 10, 17: training settings, the run folder
+
+TRAIN = ["train", "--task", "notification", "--model", "tiny-qwen3"]
+
+
+def test_10_settings_transformers_would_check_late_are_all_refused_at_once(run, tmp_path):
+    """#10: an unknown scheduler, a negative seed, infinite epochs: refused together, before
+    anything loads, and no run folder is left behind."""
+    before = tree(tmp_path)
+    line = refused(run(*TRAIN, "lr_scheduler=cosin", "seed=-1", "epochs=.inf", "output_dir=run"), tmp_path, before,
+                   "3 problems", "lr_scheduler", "seed", "epochs")
+    assert "cosine" in line
+
+
+def test_10_best_metric_and_lora_targets_are_checked_against_the_task_and_model(run, tmp_path):
+    """#10: a best_metric the scorer never reports (which failed after a whole epoch) and LoRA
+    target modules the model lacks, checked from the task and the model's weight names."""
+    before = tree(tmp_path)
+    refused(run(*TRAIN, "best_metric=folder_acc", "lora.target_modules=[q_proj,qkv_proj]", "output_dir=run"), tmp_path, before,
+            "2 problems", "did you mean 'folder_accuracy'", "'qkv_proj'")
+
+
+def test_10_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_next(tmp_path):
+    """#10: a folder holding only what a run writes before its first checkpoint is started
+    over; one with a checkpoint says how to resume; anything else is refused."""
+    from mcqa.config import load_config
+    from mcqa.errors import McqaError
+    from mcqa.runs import open_run
+
+    started = tmp_path / "started"
+    (started / "tokenizer").mkdir(parents=True)
+    (started / "config.yaml").write_text("task: notification\n")
+    config = load_config(None, {"task": "notification", "model": "tiny-qwen3", "output_dir": str(started)})
+    assert open_run(config, None)[0] == started and not (started / "config.yaml").exists()
+    ckpt = tmp_path / "cut" / "checkpoints" / "checkpoint-5"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text("{}")
+    with pytest.raises(McqaError, match="--resume"):
+        open_run(config.model_copy(update={"output_dir": str(tmp_path / "cut")}), None)
+
+
+def test_17_a_second_train_into_a_locked_folder_is_refused(run, tmp_path):
+    """#17: while one `mcqa train` holds a run folder, another into it is refused."""
+    import fcntl
+
+    from mcqa.io import unique_name
+    from mcqa.runs import LOCK_FILE
+
+    (tmp_path / "run").mkdir()
+    fd = os.open(tmp_path / "run" / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first command holds it
+    try:
+        before = tree(tmp_path)
+        refused(run(*TRAIN, "output_dir=run"), tmp_path, before, "another `mcqa train`")
+    finally:
+        os.close(fd)
+    assert len({unique_name("synth-head") for _ in range(50)}) == 50  # folds launched in one second
+
+
+# ---------------------------------------------------------------- 11, 12: corrupt files
+
+
+def adapter_run(tmp_path: Path) -> Path:
+    folder = fake_run(tmp_path / "run")
+    (folder / "tokenizer").mkdir()
+    (folder / "adapter").mkdir()
+    (folder / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    return folder
+
+
+def _truncated_safetensors(path: Path) -> None:
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"w": torch.zeros(64, 64)}, path)
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _unsafe_pickle(path: Path) -> None:
+    import torch
+
+    torch.save({"state": Path("x")}, path)  # an object that is not a tensor: weights_only refuses it
+
+
+@pytest.mark.parametrize(("damage", "fragment"), [
+    (lambda f: _truncated_safetensors(f / "adapter" / "adapter_model.safetensors"), "adapter_model.safetensors: truncated"),
+    (lambda f: (f / "adapter" / "adapter_config.json").write_text("{peft"), "adapter_config.json"),
+    (lambda f: (f / "tokenizer").rmdir(), "tokenizer"),
+    (lambda f: (f / "run.json").write_text(""), "run.json"),
+    (lambda f: _unsafe_pickle(f / "adapter" / "adapter_model.bin"), "adapter_model.bin: refused"),  # 12
+])
+def test_11_12_a_damaged_run_folder_is_one_line_naming_the_file(run, tmp_path, damage, fragment):
+    """#11, #12: a truncated adapter, malformed adapter_config.json, no tokenizer/, an empty
+    run.json, a pickle weights_only refuses: one line naming the file, before the model loads."""
+    damage(adapter_run(tmp_path))
+    before = tree(tmp_path)
+    refused(run(*SCORE, "--adapter", "run", "--out", "o"), tmp_path, before, fragment)
+
+
+@pytest.mark.parametrize("content", ["", "[1, 2", '"just a string"'])
+def test_11_compare_refuses_an_empty_or_corrupt_run_json(run, tmp_path, content):
+    folder = fake_run(tmp_path / "run")
+    (folder / "run.json").write_text(content)
+    before = tree(tmp_path)
+    refused(run("compare", "--task", "notification", "--runs", "run", "--baselines", "", "--out", "o"), tmp_path, before, "run.json")
+
+
+def test_11_a_truncated_base_model_is_one_line(run, tmp_path):
+    import shutil
+
+    from mcqa.models import alias_dir
+
+    shutil.copytree(alias_dir("tiny-qwen3"), tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100_000])
+    before = tree(tmp_path)
+    refused(run(*SCORE, "--model", "model", "--readout", "rank", "--out", "o"), tmp_path, before, "safetensors", "truncated")
+
+
+def test_11_a_corrupt_model_manifest_is_one_line(run, tmp_path, monkeypatch):
+    import shutil
+
+    from mcqa.models import MANIFEST, alias_dir
+
+    shutil.copytree(alias_dir("tiny-qwen3"), tmp_path / "cache" / "models" / "tiny-qwen3")
+    (tmp_path / "cache" / "models" / "tiny-qwen3" / MANIFEST).write_text('{"alias": ')
+    monkeypatch.setenv("MCQA_CACHE", str(tmp_path / "cache"))
+    before = tree(tmp_path)
+    refused(run("models", "verify", "tiny-qwen3"), tmp_path, before, MANIFEST)
+
+
+def test_11_12_resume_falls_back_past_a_damaged_checkpoint_and_says_so(tmp_path, capsys):
+    """#11: a truncated optimizer.pt, a truncated trainer_state.json, an unsafe pickle (#12):
+    each newer checkpoint is set aside with a line naming its file; the newest whole one is used."""
+    import torch
+
+    from mcqa.runs import _complete_checkpoint
+
+    root = tmp_path / "checkpoints"
+    for step in (1, 2, 3, 4):
+        c = root / f"checkpoint-{step}"
+        c.mkdir(parents=True)
+        (c / "trainer_state.json").write_text('{"global_step": %d}' % step)
+        torch.save({"state": {}, "param_groups": []}, c / "optimizer.pt")
+    opt = root / "checkpoint-2" / "optimizer.pt"
+    opt.write_bytes(opt.read_bytes()[:-200])
+    (root / "checkpoint-3" / "trainer_state.json").write_text('{"global_st')
+    _unsafe_pickle(root / "checkpoint-4" / "optimizer.pt")
+    assert _complete_checkpoint(root) == str(root / "checkpoint-1")
+    err = capsys.readouterr()
+    said = err.out + err.err
+    for name in ("checkpoint-4/optimizer.pt", "checkpoint-3/trainer_state.json", "checkpoint-2/optimizer.pt"):
+        assert name in said, said
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-1", "damaged-checkpoint-2", "damaged-checkpoint-3", "damaged-checkpoint-4"]
+
+
+def test_10_the_scheduler_names_are_transformers_own():
+    from transformers.trainer_utils import SchedulerType
+
+    from mcqa.config import SCHEDULERS
+
+    assert set(SCHEDULERS) == {s.value for s in SchedulerType}
