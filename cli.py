@@ -23,6 +23,20 @@ from mcqa.errors import McqaError
 USER_ERROR = 2
 
 
+def _count(minimum: int):
+    """An argparse type: a whole number >= minimum (argparse reports a refusal as one line)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"number >= {minimum}"
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not a usage dump
         print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
@@ -111,7 +125,7 @@ def cmd_score(args) -> None:
         raise McqaError("give either --predictions FILE.jsonl (outputs from anywhere) or --model M / --adapter RUN (mcqa runs the model)")
     info: dict = {}
     if args.predictions is not None:
-        preds = read_predictions(args.predictions)
+        preds = read_predictions(args.predictions, task)
         examples = match_ids(examples, preds, str(args.predictions), subset=args.subset)
         info["predictions"] = str(args.predictions)
     else:
@@ -131,7 +145,10 @@ def cmd_score(args) -> None:
 
 def _run_model(task, args, examples, protocol):
     from mcqa.predicting import default_readout, load_predictor, predict
+    from mcqa.readouts import get_readout
 
+    if args.readout:
+        get_readout(args.readout)  # a wrong name fails before the model loads
     loaded = load_predictor(task, args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     return predict(task, loaded, examples, args.readout or default_readout(loaded), protocol, calibrate=not args.no_calibrate)
 
@@ -273,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", required=True)
     s.add_argument("--split", default="train")
     s.add_argument("--protocol", help="split protocol (default: the task's first)")
-    s.add_argument("-n", type=int, default=3, help="how many examples")
+    s.add_argument("-n", type=_count(0), default=3, help="how many examples")
     s.add_argument("--tokenizer", help="hub id or folder whose chat template to use (default: Qwen3)")
     s.set_defaults(fn=cmd_show)
 
@@ -291,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(s)
     s.add_argument("--out", type=Path, help="run folder (default: runs/score/<task>-<split>-<time>)")
     s.add_argument("--subset", action="store_true", help="score only the examples that have a prediction")
-    s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
+    s.add_argument("--resamples", type=_count(1), default=1000, help="bootstrap resamples for the intervals")
     s.set_defaults(fn=cmd_score)
 
     s = sub.add_parser("predict", help="run a model or trained run on a split or your own file; writes JSONL")
@@ -349,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     except McqaError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a path the library did not expect to fail (a full disk, a lost mount): still one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; check the path, its permissions and free space", file=sys.stderr)
+        return USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -22,7 +22,7 @@ from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes, atomic_write_text, inside, read_json, read_jsonl, safe_name, write_json
 from mcqa.report import figure_png, write_run
 from mcqa.runs import RunSummary, read_summary
-from mcqa.scoring import compute_metrics, make_records
+from mcqa.scoring import check_prediction, compute_metrics, make_records, match_ids
 from mcqa.task import Task
 
 
@@ -144,6 +144,21 @@ def _read_run(run_dir: Path, task: Task, folds: list[str]) -> RunSummary:
     return summary
 
 
+def _rescored(task: Task, run_dir: Path, protocol: str) -> list[dict[str, Any]]:
+    """A run's test records scored again from their raw outputs against the task's own gold: a
+    received run's records are never trusted for gold, correctness or probabilities."""
+    path = run_dir / "test" / "predictions.jsonl"
+    preds = {}
+    for lineno, rec in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        if not isinstance(rec.get("id"), str) or rec["id"] in preds:
+            raise McqaError(f"{where}: a record needs a unique string 'id'; re-score the run")
+        preds[rec["id"]] = check_prediction({"id": rec["id"], "output": rec.get("raw"), "truncated": rec.get("status") == "truncated",
+                                             "probs": rec.get("probs")}, where, task)
+    test = load_split(task, "test", protocol)
+    return make_records(task, match_ids(test, preds, str(path)), preds)
+
+
 def _run_extra(summary: RunSummary) -> dict[str, Any]:
     return {"examples_per_second": summary.test_examples_per_second, "train_seconds": summary.train_seconds,
             "trained_parameters": summary.trainable_parameters}
@@ -172,7 +187,7 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
             raise McqaError(f"{model} {mode}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
                             f"train one per fold (mcqa train --protocol {missing[0]} ...) and pass them all to --runs")
         fold_runs = [by_fold[p] for p in folds]
-        records = [rec for r, _ in fold_runs for _, rec in read_jsonl(r / "test" / "predictions.jsonl")]
+        records = [rec for r, s in fold_runs for rec in _rescored(task, r, s.protocol)]
         per_fold = [_run_extra(s) for _, s in fold_runs]
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(r) for r, _ in fold_runs]}
         rows.append(_pooled_row(task, f"{model} {mode} ({len(folds)} folds)", "trained", records, run,

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mcqa.errors import McqaError, did_you_mean
+from mcqa.io import read_text
 
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 # transformers' SchedulerType values (a test keeps them equal), checked here rather than
@@ -136,12 +137,14 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise McqaError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(read_text(path)) or {}
         except yaml.YAMLError as e:
             raise McqaError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except RecursionError:
+            raise McqaError(f"{path}: YAML nested too deeply to read") from None
         if not isinstance(data, dict):
             raise McqaError(f"{path}: a config file must be a mapping of key: value")
     data = _merge(data, overrides or {})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import re
 import stat
@@ -25,9 +26,13 @@ def _umask() -> int:
     return mask
 
 
+STALE_TMP_S = 600  # a temporary file this old is the leftover of an interrupted write
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename over the target."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    # A lone surrogate cannot be UTF-8; written as its escape it stays readable JSON text.
+    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -38,6 +43,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -50,6 +56,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Hidden .tmp files of writes that were killed before their rename (recent ones may be
+    another process's write in progress, so only old ones go)."""
+    now = time.time()
+    for p in folder.glob(".*.tmp"):
+        try:
+            if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime > STALE_TMP_S:
+                p.unlink()
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------- output paths
@@ -142,13 +160,33 @@ def check_out_file(path: str | Path, flag: str = "--out") -> Path:
     return path
 
 
+def dumps(obj: Any, **kw) -> str:
+    """Strict JSON: a NaN or an infinity (never valid JSON) is written as null."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, default=_jsonable, allow_nan=False, **kw)
+    except ValueError:
+        return json.dumps(_finite(obj), ensure_ascii=False, default=_jsonable, allow_nan=False, **kw)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) or hasattr(obj, "item") and not hasattr(obj, "__len__"):
+        value = obj.item() if hasattr(obj, "item") else obj
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _finite(obj.tolist())
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
+    atomic_write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    lines = (json.dumps(r, ensure_ascii=False, default=_jsonable) for r in rows)
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    atomic_write_text(path, "".join(dumps(r) + "\n" for r in rows))
 
 
 def _jsonable(obj: Any) -> Any:

@@ -344,3 +344,265 @@ def test_10_the_scheduler_names_are_transformers_own():
     from mcqa.config import SCHEDULERS
 
     assert set(SCHEDULERS) == {s.value for s in SchedulerType}
+
+
+# ---------------------------------------------------------------- 4, 5: bytes and JSON the decoder refuses
+
+GOLD_LINE = json.dumps({"id": "x", "output": "{}"})
+
+
+def _bad_file(tmp_path: Path, kind: str) -> Path:
+    f = tmp_path / "in.jsonl"
+    rows = "\n".join(json.dumps(r) for r in gold_rows()) + "\n"
+    data = {
+        "latin1": rows.encode() + '{"id": "é", "output": "x"}\n'.encode("latin-1"),
+        "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)),
+        "truncated_gzip": gzip.compress(rows.encode())[:-30],
+        "deep": ("[" * 10_000 + "]" * 10_000 + "\n").encode(),
+        "huge_int": ('{"id": "x", "output": "a", "n": ' + "9" * 5000 + "}\n").encode(),
+        "nan": rows.encode() + b'{"id": "y", "output": "a", "probs": {"folder": {"Work": NaN}}}\n',
+        "surrogate": rows.encode() + b'{"id": "z", "output": "\\ud800"}\n',
+        "empty": b"\n\n",
+    }[kind]
+    f.write_bytes(data)
+    return f
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("latin1", "in.jsonl:241: not UTF-8"), ("png", "binary file"), ("truncated_gzip", "gzip"),
+    ("deep", "in.jsonl:1: JSON nested too deeply"), ("huge_int", "in.jsonl:1: not valid JSON"),
+    ("nan", "NaN is not valid JSON"), ("surrogate", "lone surrogate"),
+    ("empty", "no predictions"),  # 16: no progress bar before the error
+])
+def test_4_5_predictions_files_the_decoder_refuses(run, tmp_path, kind, fragment):
+    """#4, #5 (and #16's empty --subset file): bytes that are not UTF-8 text, a damaged gzip
+    file, JSON Python's parser refuses without a JSONDecodeError, a lone surrogate, NaN."""
+    f = _bad_file(tmp_path, kind)
+    before = tree(tmp_path)
+    r = run(*SCORE, "--predictions", f, "--subset", "--out", "o")
+    refused(r, tmp_path, before, fragment)
+    assert r.out == ""
+
+
+def test_4_gzip_predictions_are_read(run, tmp_path):
+    f = tmp_path / "p.jsonl.gz"
+    f.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in gold_rows()).encode()))
+    r = run(*SCORE, "--predictions", f, "--out", "o")
+    assert r.rc == 0, r.err
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["joint"]["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["latin1", "surrogate"])
+def test_4_5_data_files_the_decoder_refuses(run, tmp_path, kind):
+    """#4, #5: the same reader for --data: a Latin-1 line, a lone surrogate in an input."""
+    rows = [{"id": "u1", "app": "Slack", "title": "Boss", "body": "call now", "folder": "Work", "priority": 3}]
+    f = write_jsonl(tmp_path / "data.jsonl", rows)
+    extra = 'body": "caf\xe9"'.encode("latin-1") if kind == "latin1" else b'body": "\\udc80"'
+    f.write_bytes(f.read_bytes() + b'{"id": "u2", "app": "a", "title": "t", "folder": "Work", "priority": 1, "' + extra + b"}\n")
+    before = tree(tmp_path)
+    refused(run("score", "--task", "notification", "--data", f, "--predictions", f, "--out", "o"), tmp_path, before, "data.jsonl:2")
+
+
+def test_4_a_config_file_that_is_not_utf8(run, tmp_path):
+    (tmp_path / "run.yaml").write_bytes("task: notification\n# caf\xe9\n".encode("latin-1"))
+    before = tree(tmp_path)
+    refused(run("train", "--config", "run.yaml"), tmp_path, before, "run.yaml:2", "UTF-8")
+
+
+def test_5_deep_or_huge_model_outputs_are_a_parse_status_not_a_crash(run, tmp_path):
+    """#5: an output nested 1,000+ levels deep (which crashed jsonschema) is one example's
+    schema_error; the other examples are scored."""
+    rows = gold_rows()
+    rows[0]["output"] = '{"folder": ' * 900 + '"Work"' + "}" * 900  # decodes; the validators would overflow
+    rows[1]["output"] = '{"folder": "Work", "priority": ' + "9" * 5000 + "}"
+    rows[2]["output"] = '{"folder": ' * 20_000 + '"Work"' + "}" * 20_000  # the decoder itself gives up
+    preds = write_jsonl(tmp_path / "p.jsonl", rows)
+    r = run(*SCORE, "--predictions", preds, "--out", "o")
+    assert r.rc == 0, r.err
+    records = [json.loads(x) for x in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
+    assert records[0]["status"] == "schema_error" and "levels deep" in records[0]["error"]
+    assert records[1]["status"] == records[2]["status"] == "invalid_json"
+    assert all(x["status"] == "ok" for x in records[3:])
+
+
+# ---------------------------------------------------------------- 6, 13, 14: prediction fields
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    ({"output": 3}, "'output' must be the model's raw text"),  # 13
+    ({"output": {"folder": "Work", "priority": 1}}, "'output' must be the model's raw text"),
+    ({"truncated": "false"}, "'truncated' must be true or false"),
+    ({"truncated": 7}, "'truncated' must be true or false"),
+    ({"probs": {"folder": {"Work": "0.9", "Alerts": 0.1}}}, "finite number"),  # 6
+    ({"probs": {"folder": {"Work": None, "Alerts": 1}}}, "finite number"),
+    ({"probs": {"folder": {"Work": [1], "Alerts": 0}}}, "finite number"),
+    ({"probs": [0.5, 0.5]}, "'probs' must map each field"),  # 14
+    ({"probs": {"folder": [0.5, 0.5]}}, "probs['folder'] must map each label"),
+    ({"probs": {"folder": {"Work": -0.5, "Alerts": 1.5}}}, "finite number >= 0"),
+    ({"probs": {"folder": {"Work": 5}}}, "sums to 5"),
+    ({"probs": {"folder": {"Family": 1.0}}}, "label 'Family'"),
+    ({"probs": {"urgency": {"high": 1.0}}}, "'urgency'"),
+])
+def test_6_13_14_prediction_fields_are_validated_where_the_file_enters(run, tmp_path, change, fragment):
+    """#6, #13, #14: output that is not text, truncated that is not a boolean, probabilities
+    that are not a distribution over the task's labels: refused naming the line."""
+    rows = gold_rows()
+    rows[4].update(change)
+    preds = write_jsonl(tmp_path / "p.jsonl", rows)
+    before = tree(tmp_path)
+    refused(run(*SCORE, "--predictions", preds, "--out", "o"), tmp_path, before, "p.jsonl:5", fragment)
+
+
+def test_14_probabilities_close_to_one_are_renormalised_and_metrics_are_strict_json(run, tmp_path):
+    """#14: a sum within the tolerance is renormalised; metrics.json is strict JSON (no NaN)."""
+    from mcqa.io import dumps
+
+    rows = gold_rows()
+    for r in rows:
+        folder = json.loads(r["output"])["folder"]
+        r["probs"] = {"folder": {folder: 0.999, "Alerts" if folder != "Alerts" else "Work": 0.004}}
+    r = run(*SCORE, "--predictions", write_jsonl(tmp_path / "p.jsonl", rows), "--out", "o")
+    assert r.rc == 0, r.err
+    text = (tmp_path / "o" / "metrics.json").read_text()
+    cal = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))["fields"]["folder"]["calibration"]
+    assert 0 <= cal["ece"] <= 1 and 0 <= cal["brier"] <= 2
+    assert dumps({"x": float("nan"), "y": [float("inf")]}) == '{"x": null, "y": [null]}'
+
+
+# ---------------------------------------------------------------- 7, 15: records in --data
+
+
+@pytest.mark.parametrize("query_type", [["Specific"], "Specific", {"Specific": "yes"}])
+def test_7_recipe_mpr_query_type_of_the_wrong_shape(run, tmp_path, query_type):
+    """#7: query_type as a list or a string crashed from_record; now the line is named."""
+    options = {f"o{i}": f"recipe {i}" for i in range(5)}
+    f = write_jsonl(tmp_path / "d.jsonl", [{"id": "r1", "query": "soup", "options": options, "answer": "o0", "query_type": query_type}])
+    before = tree(tmp_path)
+    refused(run("score", "--task", "recipe_mpr", "--data", f, "--predictions", f, "--out", "o"), tmp_path, before,
+            "d.jsonl:1", "query_type")
+
+
+@pytest.mark.parametrize("priority", ["3", 2.0, True])
+def test_15_gold_labels_are_held_to_the_output_contract(run, tmp_path, priority):
+    """#15: "3", 2.0 and true were coerced to labels in --data; they are refused as in outputs."""
+    f = write_jsonl(tmp_path / "d.jsonl", [{"id": "u1", "app": "a", "title": "t", "body": "b", "folder": "Work", "priority": priority}])
+    before = tree(tmp_path)
+    refused(run("score", "--task", "notification", "--data", f, "--predictions", f, "--out", "o"), tmp_path, before,
+            "d.jsonl:1", "priority")
+
+
+# ---------------------------------------------------------------- 8, 9: flags and paths
+
+
+@pytest.mark.parametrize("args", [[*SCORE[:-1], "0"], [*SCORE[:-1], "-5"], ["show", "--task", "notification", "-n", "-1"]])
+def test_8_counts_out_of_range(run, tmp_path, args):
+    """#8: --resamples 0 or negative, show -n -1 (which printed all but one example)."""
+    before = tree(tmp_path)
+    refused(run(*args, "--predictions", "p.jsonl") if args[0] == "score" else run(*args), tmp_path, before, "must be at least")
+
+
+@pytest.mark.parametrize("case", ["folder_as_file", "parent_is_a_file", "unreadable"])
+def test_9_os_errors_on_paths(run, tmp_path, case):
+    """#9: a folder given as the predictions file, an --out inside a file, an unreadable file."""
+    preds = write_jsonl(tmp_path / "p.jsonl", gold_rows())
+    (tmp_path / "dir.jsonl").mkdir()
+    (tmp_path / "afile").write_text("x")
+    args = {"folder_as_file": ["--predictions", "dir.jsonl", "--out", "o"],
+            "parent_is_a_file": ["--predictions", preds, "--out", "afile/o"],
+            "unreadable": ["--predictions", preds, "--out", "o"]}[case]
+    if case == "unreadable":
+        if os.geteuid() == 0:
+            pytest.skip("root reads any file")
+        preds.chmod(0)
+    before = tree(tmp_path)
+    refused(run(*SCORE, *args), tmp_path, before)
+
+
+def test_9_a_read_only_output_folder(run, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    preds = write_jsonl(tmp_path / "p.jsonl", gold_rows())
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(stat.S_IRUSR | stat.S_IXUSR)
+    before = tree(tmp_path)
+    refused(run(*SCORE, "--predictions", preds, "--out", "ro/o"), tmp_path, before, "permission denied")
+
+
+def test_9_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path):
+    """#9: a file-size limit (ulimit -f) stands in for a full disk: the write fails with one
+    line, and neither a half-written file nor a temporary one is left."""
+    import resource
+
+    preds = write_jsonl(tmp_path / "p.jsonl", gold_rows())
+    limit = 64 * 1024
+    p = subprocess.run([sys.executable, str(CLI), *SCORE, "--predictions", str(preds), "--out", "o"], cwd=tmp_path, env=cli_env(),
+                       capture_output=True, text=True, timeout=180,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    # the progress bar of the work done before the write may precede the error line
+    last = p.stderr.strip().splitlines()[-1]
+    assert_user_error(Result(p.returncode, p.stdout, last), "could not write", "predictions.jsonl")
+    assert p.stderr.count("error:") == 1 and "Traceback" not in p.stderr
+    assert not any(f.stat().st_size >= limit for f in (tmp_path / "o").rglob("*"))
+    assert not list((tmp_path / "o").glob(".*.tmp"))
+
+
+# ---------------------------------------------------------------- 16: errors before output and before loading
+
+
+def test_16_wrong_task_or_readout_is_refused_before_the_model_loads(run, tmp_path, monkeypatch):
+    """#16: a wrong-task adapter, a wrong base model and an unknown --readout are read from
+    config.yaml and the registries, before any weights load."""
+    import mcqa.runs
+
+    monkeypatch.setattr(mcqa.runs, "load_causal_lm", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(mcqa.runs, "build_head_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    adapter_run(tmp_path)
+    before = tree(tmp_path)
+    refused(run("score", "--task", "recipe_mpr", "--split", "test", "--adapter", "run", "--out", "o"), tmp_path, before,
+            "trained on task 'notification'")
+    refused(run(*SCORE, "--adapter", "run", "--model", "other", "--out", "o"), tmp_path, before, "drop --model")
+    refused(run(*SCORE, "--adapter", "run", "--readout", "rnk", "--out", "o"), tmp_path, before, "did you mean 'rank'")
+
+
+def test_16_an_unfinished_run_is_advised_resume_only_when_it_can_resume(run, tmp_path):
+    fake_run(tmp_path / "started")
+    (tmp_path / "started" / "run.json").unlink()
+    (tmp_path / "empty").mkdir()
+    before = tree(tmp_path)
+    refused(run(*SCORE, "--adapter", "started", "--out", "o"), tmp_path, before, "--resume started")
+    line = refused(run(*SCORE, "--adapter", "empty", "--out", "o"), tmp_path, before, "not a training run folder")
+    assert "--resume" not in line
+
+
+# ---------------------------------------------------------------- 18, 19: parsing time, leftovers
+
+
+def test_18_json_extraction_is_linear_and_bounded():
+    """#18: 1 MB of '{' took 185 s (quadratic); now well under a second, and the answer after
+    junk is still found."""
+    import time
+
+    from mcqa.parsing import OutputParser
+
+    parser = OutputParser(get_task("notification").output)
+    started = time.perf_counter()
+    for raw in ["{" * 1_000_000, '{"{"' * 250_000, "{ " * 500_000]:
+        assert parser.parse(raw).status == "invalid_json"
+    assert time.perf_counter() - started < 5
+    hedged = "{oops} " * 10 + '{"folder": "Work", "priority": 2}'
+    assert parser.parse(hedged).status == "ok"
+
+
+def test_19_leftover_temporary_files_are_cleaned_up(tmp_path):
+    """#19: a hidden .tmp file left by a killed write is removed by the next write there."""
+    import time
+
+    from mcqa.io import STALE_TMP_S, write_json
+
+    stale, fresh = tmp_path / ".metrics.json.abc.tmp", tmp_path / ".report.md.def.tmp"
+    stale.write_text("half")
+    fresh.write_text("being written")
+    old = time.time() - STALE_TMP_S - 60
+    os.utime(stale, (old, old))
+    write_json(tmp_path / "metrics.json", {"ok": 1})
+    assert not stale.exists() and fresh.exists()  # a recent one may be another process's write
