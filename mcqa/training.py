@@ -34,7 +34,7 @@ from mcqa.models import load_causal_lm, load_tokenizer
 from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
 from mcqa.report import write_run
-from mcqa.runs import RUN_MARKER, _complete_checkpoint, load_run, new_run_dir, open_run  # noqa: F401 (load_run, new_run_dir: re-exported)
+from mcqa.runs import RUN_MARKER, _complete_checkpoint, load_run, open_run  # noqa: F401 (load_run: re-exported for callers of the old home)
 from mcqa.runs import is_main as _is_main
 from mcqa.runs import torch_dtype as _dtype
 from mcqa.scoring import compute_metrics, make_records
