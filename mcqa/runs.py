@@ -182,6 +182,11 @@ def _first_line(e: BaseException) -> str:
 # ---------------------------------------------------------------- checkpoints
 
 
+# Trainer pickles its TrainingArguments beside each checkpoint for the record and never loads
+# it on resume; every other .pt/.pth/.bin file there is loaded, with weights_only=True.
+_TRAINING_ARGS = "training_args.bin"
+
+
 def _weights_problem(folder: Path) -> str | None:
     """A damaged weight file in `folder` (a truncated safetensors file, a cut-off or unsafe
     torch pickle), named; None when every file reads."""
@@ -196,6 +201,8 @@ def _weights_problem(folder: Path) -> str | None:
         except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
             return f"{f}: not a readable safetensors file"
     for f in sorted([*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.bin")]):
+        if f.name == _TRAINING_ARGS:
+            continue
         problem = _pickle_problem(f)
         if problem:
             return problem
