@@ -46,6 +46,20 @@ _FULL_HELP = False
 _HELP_OF = {"readouts": "score", "modes": "train", "baselines": "baseline"}
 
 
+def _count(minimum: int):
+    """An argparse type: a whole number >= minimum (argparse reports a refusal as one line)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"number >= {minimum}"
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not a usage dump
         print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
@@ -113,12 +127,14 @@ def cmd_score(args) -> None:
     from mcqa.console import console, out
     from mcqa.examples import load_file, load_split, resolve_protocol
     from mcqa.registry import get_task
+    from mcqa.io import check_out_folder, unique_name
     from mcqa.report import tables
     from mcqa.scoring import match_ids, read_predictions, score
 
     task = get_task(args.task)
     if (args.split is None) == (args.data is None):
         raise McqaError("give exactly one of --split S (a shipped split) or --data FILE.jsonl (your labeled examples)")
+    where = check_out_folder(args.out or Path("runs") / "score" / unique_name(f"{task.name}-{args.split or 'data'}"))
     if args.data:
         examples, source = load_file(task, args.data), {"data": str(args.data)}
     else:
@@ -128,7 +144,7 @@ def cmd_score(args) -> None:
         raise McqaError("give either --predictions FILE.jsonl (outputs from anywhere) or --model M / --adapter RUN (mcqa runs the model)")
     info: dict = {}
     if args.predictions is not None:
-        preds = read_predictions(args.predictions)
+        preds = read_predictions(args.predictions, task)
         examples = match_ids(examples, preds, str(args.predictions), subset=args.subset)
         info["predictions"] = str(args.predictions)
     else:
@@ -137,7 +153,6 @@ def cmd_score(args) -> None:
     run = {"task": task.name, **source, **{k: v for k, v in info.items() if not isinstance(v, dict)},
            "subset": args.subset, "scored_at": time.strftime("%Y-%m-%d %H:%M:%S")}
     extra = {"calibration_fit": info["calibration"]} if "calibration" in info else None
-    where = args.out or Path("runs") / "score" / f"{task.name}-{source.get('split', 'data')}-{time.strftime('%Y%m%d-%H%M%S')}"
     scored = score(task, examples, preds, run, folder=where, resamples=args.resamples, extra=extra)
     for t in tables(scored.metrics):
         out.print(t)
@@ -146,9 +161,13 @@ def cmd_score(args) -> None:
 
 def _run_model(task, args, examples, protocol):
     from mcqa.predicting import default_readout, load_predictor, predict
+    from mcqa.readouts import get_readout
+    from mcqa.readouts.base import check_options
 
     options = _readout_options(args.readout_opt)
-    loaded = load_predictor(task, args.model, args.adapter)
+    if args.readout:  # a wrong name or option fails before the model loads
+        check_options(get_readout(args.readout), options)
+    loaded = load_predictor(task, args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     return predict(task, loaded, examples, args.readout or default_readout(loaded), protocol, calibrate=not args.no_calibrate,
                    options=options)
 
@@ -169,18 +188,29 @@ def _readout_options(items: list[str]) -> dict:
 def cmd_predict(args) -> None:
     from mcqa.console import console
     from mcqa.examples import load_file, load_split
-    from mcqa.io import write_json, write_jsonl
+    from mcqa.io import unique_name, write_json, write_jsonl
     from mcqa.registry import get_task
 
     task = get_task(args.task)
     if (args.split is None) == (args.data is None):
         raise McqaError("give exactly one of --split S or --data FILE.jsonl (new examples, labeled or not)")
+    stem = unique_name(f"{task.name}-{args.readout or 'default'}")
+    where = _out_file(args.out or Path("runs") / "predict" / f"{stem}.jsonl")
     examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol)
     outputs, info = _run_model(task, args, examples, args.protocol)
-    where = args.out or Path("runs") / "predict" / f"{task.name}-{info['readout']}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     write_jsonl(where, outputs)
-    write_json(Path(where).with_suffix(".json"), info)
+    write_json(where.with_suffix(".json"), info)
     console.print(f"{len(outputs)} predictions ({info['examples_per_second']} examples/s): [bold]{where}[/]")
+
+
+def _out_file(path: Path) -> Path:
+    """A predictions file and its .json summary beside it: both must be regular files (or new)."""
+    from mcqa.io import check_out_file
+
+    if path.suffix == ".json":
+        raise McqaError(f"{path}: --out names the predictions file, which gets a .json summary beside it; give it a .jsonl name")
+    check_out_file(path.with_suffix(".json"))
+    return check_out_file(path)
 
 
 def cmd_train(args) -> None:
@@ -199,13 +229,15 @@ def cmd_train(args) -> None:
         for key in ("task", "model", "mode", "protocol"):
             if getattr(args, key):
                 overrides[key] = getattr(args, key)
+        if args.trust_remote_code:
+            overrides["trust_remote_code"] = True
         config = load_config(args.config, overrides)
         from mcqa.registry import get_task
 
         get_task(config.task)  # a wrong name fails here, before any model is loaded
     from mcqa.training import train
 
-    run_dir = train(config, resume=args.resume)
+    run_dir = train(config, resume=args.resume, trust_remote_code=args.trust_remote_code)
     metrics_file = run_dir / "test" / "metrics.json"
     if metrics_file.is_file():
         for t in tables(json.loads(metrics_file.read_text(encoding="utf-8"))):
@@ -245,23 +277,26 @@ def cmd_baseline(args) -> None:
 
     task = get_task(args.task)
     examples = load_file(task, args.data) if args.data else None
+    where = _out_file(args.out) if args.out else None
     r = run_baseline(args.baseline, task, args.protocol, args.split, examples=examples)
-    where = args.out or Path("runs") / "baselines" / f"{task.name}-{args.baseline}-{r['protocol']}-{'data' if args.data else args.split}.jsonl"
+    where = where or _out_file(Path("runs") / "baselines" / f"{task.name}-{args.baseline}-{r['protocol']}-{'data' if args.data else args.split}.jsonl")
     write_jsonl(where, r["predictions"].values())
-    write_json(Path(where).with_suffix(".json"), {k: v for k, v in r.items() if k != "predictions"})
+    write_json(where.with_suffix(".json"), {k: v for k, v in r.items() if k != "predictions"})
     console.print(f"predictions: [bold]{where}[/] (score them with `mcqa score --task {task.name} --predictions {where} ...`)")
 
 
 def cmd_compare(args) -> None:
     from mcqa.compare import compare
     from mcqa.console import console, out
+    from mcqa.io import check_out_folder, unique_name
     from mcqa.registry import get_task
 
     task = get_task(args.task)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()] if args.baselines is not None else None
-    folder = args.out or Path("runs") / "compare" / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = check_out_folder(args.out or Path("runs") / "compare" / unique_name(task.name))
     readouts = tuple(args.zero_shot_readouts) if args.zero_shot_readouts else None
-    compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot, zero_shot_readouts=readouts)
+    compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot, zero_shot_readouts=readouts,
+            trust_remote_code=args.trust_remote_code)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
@@ -273,6 +308,12 @@ def _model_args(s) -> None:
     s.add_argument("--readout-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the readout (repeatable), e.g. --readout-opt rule=sum for options")
     s.add_argument("--no-calibrate", action="store_true", help="rank, options: skip the temperature fitted on validation")
+    _trust_arg(s)
+
+
+def _trust_arg(s) -> None:
+    s.add_argument("--trust-remote-code", action="store_true",
+                   help="let a model run its own Python code (never turned on by a run folder; only if you trust it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", required=True)
     s.add_argument("--split", default="train")
     s.add_argument("--protocol", help="split protocol (default: the task's first)")
-    s.add_argument("-n", type=int, default=3, help="how many examples")
+    s.add_argument("-n", type=_count(0), default=3, help="how many examples")
     s.add_argument("--tokenizer", help="hub id or folder whose chat template to use (default: Qwen3)")
     s.set_defaults(fn=cmd_show)
 
@@ -303,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(s)
     s.add_argument("--out", type=Path, help="run folder (default: runs/score/<task>-<split>-<time>)")
     s.add_argument("--subset", action="store_true", help="score only the examples that have a prediction")
-    s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
+    s.add_argument("--resamples", type=_count(1), default=1000, help="bootstrap resamples for the intervals")
     s.set_defaults(fn=cmd_score)
 
     s = sub.add_parser("predict", help="run a model or trained run on a split or your own file; writes JSONL")
@@ -323,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="YAML file of settings; key=value arguments override it")
     s.add_argument("--resume", type=Path, help="continue an interrupted run folder from its last checkpoint")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=2 lora.r=8")
+    _trust_arg(s)
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("baseline", help="fit a non-LLM baseline on train and write its predictions")
@@ -344,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--zero-shot-readouts", nargs="+", metavar="R", help="readouts of --zero-shot, each NAME or "
                    "NAME:key=value,... such as options:rule=pmi (default: constrained, rank, and for multiple choice every options rule)")
     s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")
+    _trust_arg(s)
     s.set_defaults(fn=cmd_compare)
 
     s = sub.add_parser("models", help="list, install or verify the offline model aliases")
@@ -363,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     except McqaError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a path the library did not expect to fail (a full disk, a lost mount): still one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; check the path, its permissions and free space", file=sys.stderr)
+        return USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -10,7 +10,6 @@ in exactly one test fold), so its intervals cover the whole dataset rather than 
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -22,12 +21,13 @@ from mcqa.baselines import BASELINES, BaselineNotApplicable, run_baseline
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
-from mcqa.io import atomic_write_bytes, atomic_write_text, read_jsonl, write_json
+from mcqa.io import atomic_write_bytes, atomic_write_text, inside, read_json, read_jsonl, safe_name, write_json
 from mcqa.predicting import load_predictor, predict, predict_option_rules
 from mcqa.readouts.options import RULES
 from mcqa.records import Record
 from mcqa.report import figure_png
-from mcqa.scoring import make_records, score_records
+from mcqa.runs import RunSummary, read_summary
+from mcqa.scoring import check_prediction, make_records, match_ids, score_records
 from mcqa.task import Task
 
 
@@ -44,8 +44,22 @@ def _with_ci(value: float, ci: list[float] | None) -> str:
     return f"{_pct(value)} [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else _pct(value)
 
 
+def _sub(out: Path, *parts: Any) -> Path:
+    """A folder below --out named from values that may come from a run folder: each part made
+    a plain file name, and the result checked to be inside --out."""
+    return inside(out, out.joinpath(*(safe_name(p) for p in parts)))
+
+
 def row_from_metrics(name: str, kind: str, metrics: dict[str, Any], folder: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """One table row, every score taken from a scorer's metrics.json."""
+    try:
+        return _row(name, kind, metrics, folder, extra)
+    except (KeyError, TypeError, IndexError, AttributeError):
+        raise McqaError(f"{folder / 'metrics.json'}: not a complete scorer metrics.json; re-score the run "
+                        f"(mcqa score --adapter RUN --split test --out FOLDER)") from None
+
+
+def _row(name: str, kind: str, metrics: dict[str, Any], folder: Path, extra: dict[str, Any]) -> dict[str, Any]:
     fields = {}
     for f, fm in metrics["fields"].items():
         fields[f] = {"accuracy": fm["accuracy"], "accuracy_ci": fm["ci"]["accuracy"],
@@ -97,14 +111,15 @@ def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path) -> 
             console.print(f"[dim]skipped {name}: {e}[/]")
             continue
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "baseline": name}
-        rows.append(_pooled_row(task, name, "baseline", records, run, out / "baselines" / name, per_fold))
+        rows.append(_pooled_row(task, name, "baseline", records, run, _sub(out, "baselines", name), per_fold))
     return rows
 
 
-def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str], out: Path) -> list[dict[str, Any]]:
+def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str], out: Path,
+                   trust_remote_code: bool = False) -> list[dict[str, Any]]:
     """The base LLM with no adapter, read out through the scorer like everything else (rank fits
     its temperature on each fold's own validation split)."""
-    loaded = load_predictor(task, model, None)
+    loaded = load_predictor(task, model, None, trust_remote_code=trust_remote_code)
     specs = {spec: parse_readout_spec(spec) for spec in readouts}
     # Every options rule of one fold comes from one options run (see predict_option_rules).
     rules = [opts["rule"] for name, opts in specs.values() if name == "options" and set(opts) == {"rule"}]
@@ -126,8 +141,7 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
             per_fold.append({"examples_per_second": info["examples_per_second"], "train_seconds": 0.0, "trained_parameters": 0})
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "model": model, "readout": spec}
         name = f"{Path(model).name} zero-shot {spec}"
-        folder = out / "zero_shot" / re.sub(r"[^A-Za-z0-9._-]+", "-", f"{Path(model).name}-{spec}")
-        rows.append(_pooled_row(task, name, "zero-shot", records, run, folder, per_fold))
+        rows.append(_pooled_row(task, name, "zero-shot", records, run, _sub(out, "zero_shot", f"{Path(model).name}-{spec}"), per_fold))
     return rows
 
 
@@ -150,21 +164,35 @@ def default_zero_shot_readouts(task: Task) -> tuple[str, ...]:
     return ("constrained", "rank") + rules
 
 
-def _read_run(run_dir: Path, task: Task, folds: list[str]) -> dict[str, Any]:
-    summary_file, metrics_file = run_dir / "run.json", run_dir / "test" / "metrics.json"
-    if not summary_file.is_file() or not metrics_file.is_file():
-        raise McqaError(f"{run_dir}: not a finished training run (no run.json or test/metrics.json)")
-    summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    if summary["task"] != task.name or summary["protocol"] not in folds:
+def _read_run(run_dir: Path, task: Task, folds: list[str]) -> RunSummary:
+    summary = read_summary(run_dir)  # validated: registered task, protocol and mode names
+    if not (run_dir / "test" / "metrics.json").is_file():
+        raise McqaError(f"{run_dir}: not a finished training run (no test/metrics.json)")
+    if summary.task != task.name or summary.protocol not in folds:
         want = folds[0] if len(folds) == 1 else f"one of {', '.join(folds)}"
-        raise McqaError(f"{run_dir}: trained on {summary['task']}/{summary['protocol']}, not {task.name}/{want}; "
+        raise McqaError(f"{run_dir}: trained on {summary.task}/{summary.protocol}, not {task.name}/{want}; "
                         "compare runs on the same task and split protocol")
     return summary
 
 
-def _run_extra(summary: dict[str, Any]) -> dict[str, Any]:
-    return {"examples_per_second": summary.get("test_examples_per_second"), "train_seconds": summary.get("train_seconds"),
-            "trained_parameters": summary.get("trainable_parameters")}
+def _rescored(task: Task, run_dir: Path, protocol: str) -> list[dict[str, Any]]:
+    """A run's test records scored again from their raw outputs against the task's own gold: a
+    received run's records are never trusted for gold, correctness or probabilities."""
+    path = run_dir / "test" / "predictions.jsonl"
+    preds = {}
+    for lineno, rec in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        if not isinstance(rec.get("id"), str) or rec["id"] in preds:
+            raise McqaError(f"{where}: a record needs a unique string 'id'; re-score the run")
+        preds[rec["id"]] = check_prediction({"id": rec["id"], "output": rec.get("raw"), "truncated": rec.get("status") == "truncated",
+                                             "probs": rec.get("probs")}, where, task)
+    test = load_split(task, "test", protocol)
+    return make_records(task, match_ids(test, preds, str(path)), preds)
+
+
+def _run_extra(summary: RunSummary) -> dict[str, Any]:
+    return {"examples_per_second": summary.test_examples_per_second, "train_seconds": summary.train_seconds,
+            "trained_parameters": summary.trainable_parameters}
 
 
 def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> list[dict[str, Any]]:
@@ -172,17 +200,17 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
     on a fold family the runs of one model and mode are pooled, one run per fold."""
     summaries = [_read_run(r, task, folds) for r in run_dirs]
     if len(folds) == 1:
-        return [row_from_metrics(f"{Path(str(s['model'])).name} {s['mode']} ({r.name})", "trained",
-                                 json.loads((r / "test" / "metrics.json").read_text(encoding="utf-8")), r / "test", _run_extra(s))
+        return [row_from_metrics(f"{Path(s.model).name} {s.mode} ({r.name})", "trained",
+                                 read_json(r / "test" / "metrics.json"), r / "test", _run_extra(s))
                 for r, s in zip(run_dirs, summaries)]
-    groups: dict[tuple[str, str], dict[str, tuple[Path, dict[str, Any]]]] = {}
+    groups: dict[tuple[str, str], dict[str, tuple[Path, RunSummary]]] = {}
     for r, s in zip(run_dirs, summaries):
-        key = (Path(str(s["model"])).name, s["mode"])
+        key = (Path(s.model).name, s.mode)
         by_fold = groups.setdefault(key, {})
-        if s["protocol"] in by_fold:
-            raise McqaError(f"{r}: a second {key[0]} {key[1]} run on fold {s['protocol']} (the first is {by_fold[s['protocol']][0]}); "
+        if s.protocol in by_fold:
+            raise McqaError(f"{r}: a second {key[0]} {key[1]} run on fold {s.protocol} (the first is {by_fold[s.protocol][0]}); "
                             "pass one run per fold")
-        by_fold[s["protocol"]] = (r, s)
+        by_fold[s.protocol] = (r, s)
     rows = []
     for (model, mode), by_fold in groups.items():
         missing = [p for p in folds if p not in by_fold]
@@ -190,16 +218,17 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
             raise McqaError(f"{model} {mode}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
                             f"train one per fold (mcqa train --protocol {missing[0]} ...) and pass them all to --runs")
         fold_runs = [by_fold[p] for p in folds]
-        records = [rec for r, _ in fold_runs for _, rec in read_jsonl(r / "test" / "predictions.jsonl")]
+        records = [rec for r, s in fold_runs for rec in _rescored(task, r, s.protocol)]
         per_fold = [_run_extra(s) for _, s in fold_runs]
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(r) for r, _ in fold_runs]}
         rows.append(_pooled_row(task, f"{model} {mode} ({len(folds)} folds)", "trained", records, run,
-                                out / "runs" / f"{model}-{mode}", per_fold))
+                                _sub(out, "runs", f"{model}-{mode}"), per_fold))
     return rows
 
 
 def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path,
-            zero_shot: str | None = None, zero_shot_readouts: tuple[str, ...] | None = None) -> dict[str, Any]:
+            zero_shot: str | None = None, zero_shot_readouts: tuple[str, ...] | None = None,
+            trust_remote_code: bool = False) -> dict[str, Any]:
     folds = protocol_folds(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
     for n in names:
@@ -207,7 +236,8 @@ def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[
     rows = run_rows([Path(r) for r in runs], task, folds, out)  # check runs first: fail before slow work
     rows = baseline_rows(task, folds, names, out) + rows
     if zero_shot:
-        rows += zero_shot_rows(task, folds, zero_shot, list(zero_shot_readouts or default_zero_shot_readouts(task)), out)
+        rows += zero_shot_rows(task, folds, zero_shot, list(zero_shot_readouts or default_zero_shot_readouts(task)), out,
+                               trust_remote_code)
     shown = folds[0] if len(folds) == 1 else protocol
     result = {"task": task.name, "protocol": shown, "folds": folds, "split": "test", "fields": task.fields, "rows": rows,
               "created": time.strftime("%Y-%m-%d %H:%M:%S")}

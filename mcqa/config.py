@@ -8,21 +8,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from transformers import SchedulerType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mcqa.errors import McqaError, did_you_mean
+from mcqa.io import read_text
 from mcqa.model import DEFAULT_MODEL
 from mcqa.modes import MODES
 
+# transformers' own scheduler names, checked here rather than by TrainingArguments after the model has loaded.
+SCHEDULERS = tuple(s.value for s in SchedulerType)
+Scheduler = Literal[SCHEDULERS]  # type: ignore[valid-type]
+
 
 class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     r: int = Field(16, ge=1, description="LoRA rank")
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="module names that get LoRA adapters",
+        min_length=1, description="module names that get LoRA adapters",
     )
 
 
@@ -30,7 +36,7 @@ class TrainConfig(BaseModel):
     """Defaults follow the published recipes: LoRA r=16, alpha=32, dropout 0.05 on every
     projection, lr 3e-4, cosine schedule, 10% warmup, effective batch 16."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     task: str
     protocol: str | None = Field(None, description="split protocol; default: the task's first")
@@ -38,12 +44,12 @@ class TrainConfig(BaseModel):
     mode: str = Field("generate", description="training mode: " + MODES.help())
     lora: LoraSettings = Field(default_factory=LoraSettings)
     learning_rate: float = Field(3e-4, gt=0)
-    lr_scheduler: str = "cosine"
+    lr_scheduler: Scheduler = "cosine"
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(16, ge=1, description="effective batch: micro batch x accumulation x processes")
     micro_batch_size: int = Field(8, ge=1, description="examples per forward pass on one process")
-    epochs: float = Field(3, gt=0)
+    epochs: float = Field(3, gt=0, le=10_000)
     max_length: int = Field(1024, ge=16, description="longer examples are dropped from training, with a count")
     permutations: int = Field(0, ge=0, description="multiple choice: also train on each example with this many other "
                               "option orders (the gold letter follows the gold option)")
@@ -55,7 +61,7 @@ class TrainConfig(BaseModel):
     eval_max_new_tokens: int | None = Field(None, ge=1, description="default: longest target + 16")
     best_metric: str = Field("joint", description="joint, parse_failure_rate, <field>_accuracy or <field>_macro_f1")
     patience: int | None = Field(3, ge=1, description="stop after this many epochs without improvement")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="numpy and torch take 0 .. 2**32-1")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     gradient_checkpointing: bool = False
     qlora: bool = Field(False, description="load the base model in 4 bits (bitsandbytes, CUDA only)")
@@ -75,6 +81,37 @@ class TrainConfig(BaseModel):
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
         return self
+
+
+def best_metric_names(task: Any) -> list[str]:
+    """The names `best_metric` may take: what the scorer reports each epoch (mcqa.training.flat_metrics)."""
+    names = ["joint", "parse_failure_rate"]
+    for f, space in task.label_spaces.items():
+        names += [f"{f}_accuracy"] + ([f"{f}_macro_f1"] if space is not None else [])
+    return names
+
+
+def settings_problems(config: TrainConfig, task: Any, weight_names: set[str] | None) -> list[str]:
+    """What transformers or PEFT would refuse only once work has begun, found now: a protocol
+    the task lacks, a best_metric the scorer never reports, LoRA target modules the model does
+    not have (checked against its parameter names, when its files are here)."""
+    problems = []
+    if config.protocol is not None and config.protocol not in task.protocols:
+        problems.append(f"protocol: task '{task.name}' has no split protocol '{config.protocol}'; choose one of: {', '.join(task.protocols)}")
+    metrics = best_metric_names(task)
+    name = config.best_metric.removeprefix("eval_")
+    if name not in metrics:
+        problems.append(f"best_metric: '{config.best_metric}' is not reported for task '{task.name}'{did_you_mean(name, metrics)} "
+                        f"(choose from: {', '.join(metrics)})")
+    if weight_names is not None:
+        # PEFT matches a target against a module's full name or its last parts; LoRA needs a weight matrix.
+        layers = {n.rsplit(".", 1)[0] for n in weight_names if n.endswith(".weight")}
+        have = sorted({m.rsplit(".", 1)[-1] for m in layers} | {"lm_head"})
+        for t in config.lora.target_modules:
+            if t != "lm_head" and not any(m == t or m.endswith(f".{t}") for m in layers):
+                problems.append(f"lora.target_modules: the model '{config.model}' has no module '{t}'{did_you_mean(t, have)} "
+                                f"(its modules: {', '.join(have)})")
+    return problems
 
 
 def _set_dotted(d: dict, key: str, value: Any) -> None:
@@ -109,12 +146,14 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise McqaError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(read_text(path)) or {}
         except yaml.YAMLError as e:
             raise McqaError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except RecursionError:
+            raise McqaError(f"{path}: YAML nested too deeply to read") from None
         if not isinstance(data, dict):
             raise McqaError(f"{path}: a config file must be a mapping of key: value")
     data = _merge(data, overrides or {})

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from mcqa.errors import DataError, McqaError
 from mcqa.io import read_jsonl
+from mcqa.parsing import OutputParser
 from mcqa.task import SPLITS, Example, Task
 
 
@@ -27,19 +28,25 @@ def load_split(task: Task, split: str, protocol: str | None = None) -> list[Exam
 
 
 def load_file(task: Task, path: str | Path) -> list[Example]:
-    """Examples from a user's JSONL file; a bad record or a repeated id names its line."""
+    """Examples from a user's JSONL file; a bad record or a repeated id names its line. Gold
+    labels are held to the output contract exactly as a model's output is ("3" is not 3)."""
     examples: list[Example] = []
     first_line: dict[str, int] = {}
+    parser = OutputParser(task.output)
     for lineno, record in read_jsonl(path):
         try:
             example = task.from_record(record)
-            if example.target is not None:  # gold labels must be in the output contract too
-                task.output.model_validate(example.target)
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-            raise DataError(f"{path}:{lineno}: not a valid '{task.name}' label: {problems}") from None
-        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}:{lineno}: not a valid '{task.name}' record: {problems}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # what a task's from_record raises on a bad record
             raise DataError(f"{path}:{lineno}: not a valid '{task.name}' record: {e}") from None
+        if example.target is not None:  # gold labels must be in the output contract too
+            gold = parser.validate(example.target)
+            if not gold.ok:
+                raise DataError(f"{path}:{lineno}: not a valid '{task.name}' label: {gold.error}")
+        if not isinstance(example.id, str):
+            raise DataError(f"{path}:{lineno}: the record's id must be a string")
         if example.id in first_line:
             raise DataError(f"{path}:{lineno}: id '{example.id}' repeats line {first_line[example.id]}; ids must be unique")
         first_line[example.id] = lineno

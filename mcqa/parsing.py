@@ -17,6 +17,7 @@ No torch here: parsing must stay cheap and importable anywhere.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -36,6 +37,13 @@ _FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.S)
 _LABEL_KEYWORDS = {"enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
 _BARE_STRIP = " \t\r\n\"'`*.()[]"
 _BARE_MAX_WORDS = 4
+# Where a JSON object can start: "{" then, after blanks, a key's quote or "}". Only these are
+# tried, at most MAX_CANDIDATES per output, so the work per output is linear in its length
+# (a failed decode costs a scan back to the start of the text, in the decoder's error message).
+_OBJECT_START = re.compile(r'\{\s*["}]')
+MAX_CANDIDATES = 64
+MAX_DEPTH = 32  # a label object is 1-3 levels deep; far deeper nesting would exhaust the validators' stack
+MAX_ERRORS = 20
 
 # JSON Schema calls 2.0 an integer; Pydantic (strict) does not, and neither do we: a label is
 # emitted exactly. Redefining "integer" keeps the two validators in agreement.
@@ -95,7 +103,9 @@ class OutputParser:
 
     def validate(self, obj: Any, notes: tuple[str, ...] = ()) -> Parsed:
         """Validate a decoded JSON value with both validators; they must agree to pass."""
-        errors = list(self.json_validator.iter_errors(obj))
+        if _deeper_than(obj, MAX_DEPTH):
+            return Parsed("schema_error", None, notes, f"nested more than {MAX_DEPTH} levels deep")
+        errors = list(itertools.islice(self.json_validator.iter_errors(obj), MAX_ERRORS))
         try:
             value = self.model.model_validate_json(json.dumps(obj), strict=True).model_dump(mode="json")
             pydantic_error = ""
@@ -124,17 +134,28 @@ class OutputParser:
 def _first_object(text: str) -> tuple[dict | None, int, int, bool]:
     """The first decodable JSON object in text: (object, start, end, saw a '{')."""
     decoder = json.JSONDecoder()
-    pos = text.find("{")
-    saw = pos >= 0
-    while pos >= 0:
+    for n, m in enumerate(_OBJECT_START.finditer(text)):
+        if n == MAX_CANDIDATES:
+            break
         try:
-            obj, end = decoder.raw_decode(text, pos)
+            obj, end = decoder.raw_decode(text, m.start())
             if isinstance(obj, dict):
-                return obj, pos, end, saw
+                return obj, m.start(), end, True
         except (ValueError, RecursionError):  # JSONDecodeError, and ValueError for huge ints
             pass
-        pos = text.find("{", pos + 1)
-    return None, -1, -1, saw
+    return None, -1, -1, "{" in text
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests more than `limit` levels (iteratively: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def _is_label_error(error: jsonschema.ValidationError) -> bool:

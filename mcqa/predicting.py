@@ -35,19 +35,16 @@ class Loaded:
     protocol: str | None = None  # a run's split protocol
 
 
-def load_predictor(task: Task, model: str | None, adapter: Path | None) -> Loaded:
-    """A trained run (`adapter`: a `mcqa train` run folder) or a base model by name, alias or folder."""
+def load_predictor(task: Task, model: str | None, adapter: Path | None, trust_remote_code: bool = False) -> Loaded:
+    """A trained run (`adapter`: a `mcqa train` run folder) or a base model by name, alias or folder.
+    `trust_remote_code` is the user's own flag; a run folder cannot turn it on."""
     if adapter is not None:
-        m, tok, run_task, config = load_run(adapter)
-        if run_task.name != task.name:
-            raise McqaError(f"{adapter}: this run was trained on task '{run_task.name}', not '{task.name}'")
-        if model is not None and model != config.model:
-            raise McqaError(f"{adapter}: this run's base model is '{config.model}', not '{model}'; drop --model")
+        m, tok, _, config = load_run(adapter, task=task.name, model=model, trust_remote_code=trust_remote_code)
         return Loaded(m, tok, config.mode, {"model": config.model, "adapter": str(adapter), "mode": config.mode}, config.protocol)
     if model is None:
         raise McqaError("name a model with --model M (hub id, folder or alias), or a trained run with --adapter RUN")
-    tok = load_tokenizer(model)
-    m = load_causal_lm(model)
+    tok = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    m = load_causal_lm(model, trust_remote_code=trust_remote_code)
     m.eval()
     return Loaded(m, tok, "generate", {"model": model, "adapter": None, "mode": "zero-shot"})
 

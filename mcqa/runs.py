@@ -1,32 +1,263 @@
-"""Run folders of `mcqa train`: their default names, the completion marker (run.json, written
-last, atomically), the newest complete checkpoint to resume from, and loading a finished run
-for read-out. Reading out a run needs only this module, never the training recipe."""
+"""Run folders: their names, the completion marker, the lock, the checks made before a run
+starts, and reading a run back.
+
+A run folder may come from anyone (a colleague, a download), so everything read from it is
+untrusted input and is validated here, in one place, before use: config.yaml through the typed
+config and the registries, run.json field by field. Its values never turn on remote code (only
+the user's own --trust-remote-code does) and are never used to build a path unchecked.
+A run is complete only when run.json exists (written last, atomically).
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import math
 import os
+import pickle
 import shutil
 import time
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from peft import PeftModel
+from transformers import AutoTokenizer
+from transformers.trainer_pt_utils import safe_globals  # the numpy types Trainer's rng_state.pth holds
 
-from mcqa.config import TrainConfig, load_config
+from mcqa.config import TrainConfig, load_config, settings_problems
+from mcqa.console import console
 from mcqa.errors import McqaError
-from mcqa.model import load_causal_lm, load_tokenizer
-from mcqa.modes import get_mode
+from mcqa.io import read_json, unique_name
+from mcqa.model import load_causal_lm, resolve_model
+from mcqa.modes import MODES, get_mode
 from mcqa.registry import get_task
+from mcqa.task import Task
 
 RUN_MARKER = "run.json"
+CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".mcqa.lock"
+# What a run writes before its first checkpoint: a folder holding only these kept no work.
+_STARTED = {CONFIG_FILE, "schema.json", "tokenizer", "train_log.jsonl", "val_metrics.jsonl", "checkpoints", ".adapter.tmp"}
+_REMOTE_CODE_FLAG = "--trust-remote-code"
 
 
 def torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def is_main_process() -> bool:
+def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+# ---------------------------------------------------------------- reading a run folder
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """A run's config.yaml, validated: known keys and types, a registered task, one of its protocols."""
+    path = Path(run_dir) / CONFIG_FILE
+    config = load_config(path)
+    task = _task_of(path, config.task)
+    if config.protocol is not None and config.protocol not in task.protocols:
+        raise McqaError(f"{path}: protocol '{config.protocol}' is not one of task '{task.name}': {', '.join(task.protocols)}")
+    return config
+
+
+def _task_of(where: Path, name: Any) -> Task:
+    if not isinstance(name, str):
+        raise McqaError(f"{where}: 'task' must be a task name, got {type(name).__name__}")
+    try:
+        return get_task(name)
+    except McqaError as e:
+        raise McqaError(f"{where}: {e}") from None
+
+
+def _number(where: Path, summary: dict, key: str) -> float | None:
+    v = summary.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise McqaError(f"{where}: '{key}' must be a non-negative number, got {v!r}; the file is damaged, retrain or re-copy the run")
+    return v
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What run.json says about a finished run, every value checked."""
+
+    folder: Path
+    task: str
+    protocol: str
+    model: str
+    mode: str
+    train_seconds: float | None
+    trainable_parameters: float | None
+    test_examples_per_second: float | None
+
+
+def read_summary(run_dir: str | Path) -> RunSummary:
+    """A finished run's run.json: a JSON object whose task, protocol, mode and model are
+    registered names (and agree with config.yaml when there is one)."""
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_MARKER
+    if not path.is_file():
+        raise McqaError(_unfinished(run_dir))
+    s = read_json(path)
+    if not isinstance(s, dict):
+        raise McqaError(f"{path}: expected a JSON object, got {type(s).__name__}; the file is damaged, retrain or re-copy the run")
+    task = _task_of(path, s.get("task"))
+    if s.get("protocol") not in task.protocols:
+        raise McqaError(f"{path}: protocol {s.get('protocol')!r} is not one of task '{task.name}': {', '.join(task.protocols)}")
+    if s.get("mode") not in MODES:
+        raise McqaError(f"{path}: mode {s.get('mode')!r} is not one of {', '.join(MODES)}")
+    if not isinstance(s.get("model"), str) or not s["model"].strip() or not s["model"].isprintable():
+        raise McqaError(f"{path}: 'model' must be a model name, got {s.get('model')!r}")
+    if (run_dir / CONFIG_FILE).is_file():
+        config = read_config(run_dir)
+        for key in ("task", "mode", "model"):
+            if s[key] != getattr(config, key):
+                raise McqaError(f"{path}: {key} '{s[key]}' disagrees with {CONFIG_FILE} ('{getattr(config, key)}'); the run folder was edited")
+    return RunSummary(run_dir, task.name, s["protocol"], s["model"], s["mode"], _number(path, s, "train_seconds"),
+                      _number(path, s, "trainable_parameters"), _number(path, s, "test_examples_per_second"))
+
+
+def _unfinished(run_dir: Path) -> str:
+    if (run_dir / CONFIG_FILE).is_file():
+        return f"{run_dir}: not a finished training run (no {RUN_MARKER}); finish it with `mcqa train --resume {run_dir}`"
+    return f"{run_dir}: not a training run folder (no {RUN_MARKER}, no {CONFIG_FILE}); pass a folder written by `mcqa train`"
+
+
+def check_remote_code(config: TrainConfig, where: Path, trust_remote_code: bool) -> None:
+    """A run folder never turns on remote code by itself: only the user's own flag does."""
+    if config.trust_remote_code and not trust_remote_code:
+        raise McqaError(f"{where / CONFIG_FILE}: this run's model '{config.model}' runs its own Python code "
+                        f"(trust_remote_code: true); mcqa runs it only if you pass {_REMOTE_CODE_FLAG} yourself, "
+                        "and only do so if you trust where the run came from")
+
+
+def load_run(run_dir: str | Path, task: str | None = None, model: str | None = None, trust_remote_code: bool = False):
+    """A finished run's model (base + adapter, heads restored), tokenizer, task and config.
+    `task` and `model`, when given, must match the run's; both, and remote code, are checked
+    from config.yaml before anything is loaded."""
+    run_dir = Path(run_dir)
+    read_summary(run_dir)  # finished, and run.json agrees with config.yaml
+    config = read_config(run_dir)
+    if task is not None and config.task != task:
+        raise McqaError(f"{run_dir}: this run was trained on task '{config.task}', not '{task}'")
+    if model is not None and model != config.model:
+        raise McqaError(f"{run_dir}: this run's base model is '{config.model}', not '{model}'; drop --model")
+    check_remote_code(config, run_dir, trust_remote_code)
+    run_task = get_task(config.task)
+    for need in ("tokenizer", "adapter/adapter_config.json"):
+        if not (run_dir / need).exists():
+            raise McqaError(f"{run_dir / need}: missing from the run folder; retrain or re-copy the whole run")
+    adapter_config = read_json(run_dir / "adapter" / "adapter_config.json")
+    if not isinstance(adapter_config, dict):
+        raise McqaError(f"{run_dir / 'adapter' / 'adapter_config.json'}: expected a JSON object; retrain or re-copy the run")
+    problem = _weights_problem(run_dir / "adapter")
+    if problem:
+        raise McqaError(f"{problem}; retrain or re-copy the run")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", trust_remote_code=False)
+    except Exception as e:  # transformers raises many types for a damaged folder
+        raise McqaError(f"{run_dir / 'tokenizer'}: could not load the tokenizer ({_first_line(e)}); re-copy the run") from None
+    base = load_causal_lm(config.model, dtype=torch_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
+    net = get_mode(config.mode).build(base, tokenizer, run_task)
+    try:
+        net = PeftModel.from_pretrained(net, run_dir / "adapter")
+    except Exception as e:  # a refused pickle, mismatched shapes, a bad config: one line naming the folder
+        raise McqaError(f"{run_dir / 'adapter'}: could not load the adapter ({_first_line(e)}); retrain or re-copy the run") from None
+    net.eval()
+    return net, tokenizer, run_task, config
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+# Trainer pickles its TrainingArguments beside each checkpoint for the record and never loads
+# it on resume; every other .pt/.pth/.bin file there is loaded, with weights_only=True.
+_TRAINING_ARGS = "training_args.bin"
+
+
+def _weights_problem(folder: Path) -> str | None:
+    """A damaged weight file in `folder` (a truncated safetensors file, a cut-off or unsafe
+    torch pickle), named; None when every file reads."""
+    for f in sorted(folder.glob("*.safetensors")):
+        try:
+            with f.open("rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n)) if 0 < n < 100_000_000 else None
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if f.stat().st_size < 8 + n + end:
+                return f"{f}: truncated ({f.stat().st_size} bytes, its header says {8 + n + end})"
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+            return f"{f}: not a readable safetensors file"
+    for f in sorted([*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.bin")]):
+        if f.name == _TRAINING_ARGS:
+            continue
+        problem = _pickle_problem(f)
+        if problem:
+            return problem
+    return None
+
+
+def _pickle_problem(f: Path) -> str | None:
+    if not zipfile.is_zipfile(f):
+        return f"{f}: truncated or not a torch file"
+    try:
+        with safe_globals():
+            torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        return f"{f}: refused, it holds objects that are not plain tensors ({_first_line(e).split('. ')[0]})"
+    except Exception as e:  # a damaged zip member, a short read
+        return f"{f}: truncated or damaged ({_first_line(e)})"
+    return None
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    state = ckpt / "trainer_state.json"
+    try:
+        if not isinstance(read_json(state), dict):
+            return f"{state}: not a JSON object"
+    except McqaError as e:
+        return str(e)
+    return _weights_problem(ckpt)
+
+
+def complete_checkpoint(ckpt_root: Path) -> str | None:
+    """The newest checkpoint that reads back whole. One cut off mid-write by a kill (no
+    trainer_state.json, which Trainer writes last) is removed; a damaged one is set aside as
+    damaged-checkpoint-N, with a line saying so, and the one before it is used."""
+    if not ckpt_root.is_dir():
+        return None
+    ckpts = sorted((c for c in ckpt_root.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    for c in reversed(ckpts):
+        if not (c / "trainer_state.json").is_file():
+            if is_main():
+                shutil.rmtree(c, ignore_errors=True)
+            continue
+        problem = checkpoint_problem(c)
+        if problem is None:
+            return str(c)
+        if is_main():
+            aside = c.with_name(f"damaged-{c.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(c, aside)
+            console.print(f"{problem}: set aside as {aside.name}; falling back to the checkpoint before it",
+                          style="yellow", markup=False, highlight=False, soft_wrap=True)
+    return None
+
+
+# ---------------------------------------------------------------- starting a run
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -35,33 +266,108 @@ def new_run_dir(config: TrainConfig) -> Path:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Processes of one torchrun launch share a parent (the launcher), not a clock second.
         return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d')}-launch{os.getppid()}"
-    return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / "train" / unique_name(f"{config.task}-{config.mode}")
 
 
-def complete_checkpoint(ckpt_root: Path) -> str | None:
-    """The newest checkpoint whose trainer_state.json (Trainer writes it last) exists; a
-    checkpoint cut off mid-write by a kill is removed so Trainer never tries to load it."""
-    if not ckpt_root.is_dir():
-        return None
-    ckpts = sorted(ckpt_root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    for c in reversed(ckpts):
-        if (c / "trainer_state.json").is_file():
-            return str(c)
-        if is_main_process():
-            shutil.rmtree(c, ignore_errors=True)
-    return None
+_LOCKS: dict[str, int] = {}
 
 
-def load_run(run_dir: str | Path):
-    """A finished run's model (base + adapter, heads restored), tokenizer, task and config."""
-    run_dir = Path(run_dir)
-    if not (run_dir / RUN_MARKER).is_file():
-        raise McqaError(f"{run_dir}: not a finished training run (no {RUN_MARKER}); resume it with `mcqa train --resume {run_dir}`")
-    config = load_config(run_dir / "config.yaml")
+def lock_run_dir(run_dir: Path) -> None:
+    """Hold the run folder for this process's lifetime: a second `mcqa train` into the same
+    folder is refused instead of training on top of the first."""
+    key = str(run_dir.resolve())
+    if key in _LOCKS:
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise McqaError(f"{run_dir}: could not create the run folder ({e.strerror}); pick another output_dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise McqaError(f"{run_dir}: another `mcqa train` is writing to this folder; wait for it to end or pick another output_dir") from None
+    _LOCKS[key] = fd
+
+
+def _held(run_dir: Path) -> set[str]:
+    return {p.name for p in run_dir.iterdir() if p.name != LOCK_FILE} if run_dir.is_dir() else set()
+
+
+def open_run(config: TrainConfig | None, resume: str | Path | None, trust_remote_code: bool = False) -> tuple[Path, TrainConfig]:
+    """The run folder (locked) and the config to train with, after every check that needs no
+    model weights. A fresh run's folder must be new, empty, or left by a run that failed
+    before its first checkpoint (nothing is lost by starting it again)."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise McqaError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run with `mcqa train --task T`")
+        if (run_dir / RUN_MARKER).is_file():
+            raise McqaError(f"{run_dir}: this run already finished; start a new one")
+        config = read_config(run_dir)
+        check_remote_code(config, run_dir, trust_remote_code)
+        check_settings(config)
+        if is_main():
+            lock_run_dir(run_dir)
+        return run_dir, config
+    check_settings(config)  # before a folder is made: a refused config leaves nothing behind
+    run_dir = new_run_dir(config)
+    if not is_main():  # under torchrun the main process checks and creates; the others follow it
+        return run_dir, config
+    if run_dir.exists() and not run_dir.is_dir():
+        raise McqaError(f"{run_dir}: output_dir is a file, not a folder; pick another output_dir")
+    lock_run_dir(run_dir)
+    held = _held(run_dir)
+    if RUN_MARKER in held:
+        raise McqaError(f"{run_dir}: holds a finished run; pick another output_dir")
+    if _has_checkpoint(run_dir):
+        raise McqaError(f"{run_dir}: folder holds an interrupted run; resume it with --resume {run_dir} or pick another output_dir")
+    if held and not held <= _STARTED:
+        raise McqaError(f"{run_dir}: folder exists and is not empty; pick another output_dir")
+    for name in held:  # a run that failed before its first checkpoint: start it over
+        p = run_dir / name
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    return run_dir, config
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any((c / "trainer_state.json").is_file() for c in (run_dir / "checkpoints").glob("checkpoint-*"))
+
+
+def check_settings(config: TrainConfig) -> None:
+    """Every setting that transformers or PEFT would only check once work has begun, checked
+    now and reported at once: the schedule, the metric that picks the best epoch, the LoRA
+    target modules (against the model's weight names, read from its files without loading it)."""
     task = get_task(config.task)
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    base = load_causal_lm(config.model, dtype=torch_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
-    model = get_mode(config.mode).build(base, tokenizer, task)
-    model = PeftModel.from_pretrained(model, run_dir / "adapter")
-    model.eval()
-    return model, tokenizer, task, config
+    problems = settings_problems(config, task, weight_names(config.model))
+    if problems:
+        n = len(problems)
+        raise McqaError(f"invalid config ({n} problem{'s' if n > 1 else ''}): {'; '.join(problems)}")
+
+
+def weight_names(model: str) -> set[str] | None:
+    """The parameter names of a model, read from its safetensors headers or index (no weights
+    loaded); None when its files are not on this machine (the load will then say why)."""
+    where = resolve_model(model)
+    if isinstance(where, Path):
+        files = {f.name: f for f in where.glob("*.safetensors*")}
+    else:
+        files = {}
+        for name in ("model.safetensors.index.json", "model.safetensors"):
+            hit = try_to_load_from_cache(where, name)
+            if isinstance(hit, str):
+                files[name] = Path(hit)
+    if "model.safetensors.index.json" in files:
+        index = read_json(files["model.safetensors.index.json"])
+        return set(index.get("weight_map", {})) if isinstance(index, dict) else None
+    names: set[str] = set()
+    for name, f in files.items():
+        if name.endswith(".safetensors"):
+            try:
+                with f.open("rb") as fh:
+                    n = int.from_bytes(fh.read(8), "little")
+                    names |= set(json.loads(fh.read(n))) - {"__metadata__"}
+            except (OSError, ValueError):
+                raise McqaError(f"{f}: not a readable safetensors file; reinstall or re-download the model") from None
+    return names or None

@@ -6,6 +6,7 @@ and the benches alike."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,30 +26,76 @@ from mcqa.task import Example, Task
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
+PROB_TOLERANCE = 0.01  # a distribution summing within this of 1 is renormalised; further off is refused
 
 
 def parser_for(task: Task) -> OutputParser:
     return OutputParser(task.output, task_schema(task))
 
 
-def read_predictions(path: str | Path) -> dict[str, Prediction]:
+def read_predictions(path: str | Path, task: Task | None = None) -> dict[str, Prediction]:
     """Predictions JSONL: {"id", "output"} per line, optionally "truncated" (or "finish_reason":
-    "length") and "probs" ({field: {label: p}})."""
+    "length") and "probs" ({field: {label: p}}), each checked here, where the file enters:
+    the output is text, truncated a boolean, probs a distribution over the task's labels."""
     preds: dict[str, dict] = {}
     lines: dict[str, int] = {}
     for lineno, rec in read_jsonl(path):
+        where = f"{path}:{lineno}"
         pid = rec.get("id")
         if isinstance(pid, int) and not isinstance(pid, bool):
             pid = str(pid)
         if not isinstance(pid, str):
-            raise DataError(f"{path}:{lineno}: missing string field 'id'")
+            raise DataError(f"{where}: missing string field 'id'")
         if "output" not in rec:
-            raise DataError(f"{path}:{lineno}: missing field 'output' (the model's raw text)")
+            raise DataError(f"{where}: missing field 'output' (the model's raw text)")
         if pid in lines:
-            raise DataError(f"{path}:{lineno}: duplicated id '{pid}' (first on line {lines[pid]})")
+            raise DataError(f"{where}: duplicated id '{pid}' (first on line {lines[pid]})")
+        preds[pid] = check_prediction(rec, where, task)
         lines[pid] = lineno
-        preds[pid] = rec
+    if not preds:
+        raise DataError(f"{path}: no predictions; expected one JSON object per line ({{\"id\": ..., \"output\": ...}})")
     return preds
+
+
+def check_prediction(rec: dict, where: str, task: Task | None = None) -> dict:
+    """One prediction record, validated; probabilities come back renormalised."""
+    output = rec.get("output")
+    if output is not None and not isinstance(output, str):
+        raise DataError(f"{where}: 'output' must be the model's raw text (a string), got {type(output).__name__}; "
+                        "serialize a JSON answer to a string")
+    if rec.get("truncated") is not None and not isinstance(rec["truncated"], bool):
+        raise DataError(f"{where}: 'truncated' must be true or false, got {rec['truncated']!r}")
+    if rec.get("finish_reason") is not None and not isinstance(rec["finish_reason"], str):
+        raise DataError(f"{where}: 'finish_reason' must be a string such as \"stop\" or \"length\", got {rec['finish_reason']!r}")
+    if rec.get("probs") is not None:
+        rec = {**rec, "probs": check_probs(rec["probs"], where, task)}
+    return rec
+
+
+def check_probs(probs: Any, where: str, task: Task | None) -> dict[str, dict[str, float]]:
+    """{field: {label: p}}: known fields and labels, finite non-negative numbers summing to 1."""
+    if not isinstance(probs, dict):
+        raise DataError(f"{where}: 'probs' must map each field to {{label: probability}}, got {type(probs).__name__}")
+    spaces = task.label_spaces if task is not None else None
+    out = {}
+    for field, dist in probs.items():
+        if spaces is not None and spaces.get(field) is None:
+            known = [f for f, sp in spaces.items() if sp is not None]
+            raise DataError(f"{where}: probs for '{field}', which is not a labelled field of '{task.name}' (its fields: {', '.join(known)})")
+        if not isinstance(dist, dict):
+            raise DataError(f"{where}: probs['{field}'] must map each label to a probability, got {type(dist).__name__}")
+        labels = [str(v) for v in spaces[field].values] if spaces is not None else None
+        for label, p in dist.items():
+            if labels is not None and label not in labels:
+                raise DataError(f"{where}: probs['{field}'] has label '{label}', not one of {', '.join(labels)}")
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
+                raise DataError(f"{where}: probs['{field}']['{label}'] must be a finite number >= 0, got {p!r}")
+        total = sum(dist.values())
+        if abs(total - 1) > PROB_TOLERANCE:
+            raise DataError(f"{where}: probs['{field}'] sums to {total:g}, not 1 (tolerance {PROB_TOLERANCE}); "
+                            "give probabilities, not scores or logits")
+        out[field] = {label: p / total for label, p in dist.items()}
+    return out
 
 
 def match_ids(examples: list[Example], preds: dict[str, Prediction], where: str, subset: bool = False) -> list[Example]:
@@ -101,7 +148,7 @@ def make_records(task: Task, examples: list[Example], preds: dict[str, Predictio
     records = []
     for e in track(examples, "parsing outputs", total=len(examples)):
         p = preds[e.id]
-        truncated = bool(p.get("truncated")) or p.get("finish_reason") == "length"
+        truncated = p.get("truncated") is True or p.get("finish_reason") == "length"
         parsed = parser.parse(p["output"], truncated=truncated)
         gold = parser.model.model_validate(e.target).model_dump(mode="json")
         value = parsed.value or {}

@@ -29,7 +29,7 @@ from datasets import Dataset
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from mcqa.config import TrainConfig, dump_config, load_config
+from mcqa.config import TrainConfig, dump_config
 from mcqa.console import console
 from mcqa.encoding import prefix_cache, shared_prefix
 from mcqa.errors import McqaError
@@ -40,7 +40,7 @@ from mcqa.modes import Mode, get_mode
 from mcqa.readouts import get_readout, run_readout
 from mcqa.records import Prediction
 from mcqa.registry import get_task
-from mcqa.runs import RUN_MARKER, complete_checkpoint, is_main_process, new_run_dir, torch_dtype
+from mcqa.runs import RUN_MARKER, complete_checkpoint, is_main, open_run, torch_dtype
 from mcqa.schema import task_schema
 from mcqa.scoring import score
 from mcqa.splits import other_orders
@@ -176,27 +176,17 @@ class Setup:
     started: float
 
 
-def setup(config: TrainConfig | None, resume: str | Path | None) -> Setup:
-    """The run folder (new, or the one to resume), its config, schema and tokenizer, and the
-    encoded training and validation examples."""
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise McqaError(f"{run_dir}: nothing to resume (no config.yaml); start a run with `mcqa train --task T`")
-        if (run_dir / RUN_MARKER).is_file():
-            raise McqaError(f"{run_dir}: this run already finished; start a new one")
-        config = load_config(run_dir / "config.yaml")
-    else:
-        run_dir = new_run_dir(config)
-        # Only the main process checks: under torchrun the others may look after it has begun writing.
-        if is_main_process() and run_dir.exists() and any(run_dir.iterdir()):
-            raise McqaError(f"{run_dir}: folder exists and is not empty; resume it with --resume {run_dir} or pick another output_dir")
+def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_code: bool = False) -> Setup:
+    """The run folder (new, or the one to resume: checked and locked before any model loads),
+    its config, schema and tokenizer, and the encoded training and validation examples.
+    `trust_remote_code` is the user's own flag: a resumed run's config cannot turn it on."""
+    run_dir, config = open_run(config, resume, trust_remote_code)
     task, mode = get_task(config.task), get_mode(config.mode)
     mode.check(task)
     protocol = resolve_protocol(task, config.protocol)
     started = time.time()
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)  # fails before any folder is made
-    if is_main_process():
+    if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})))
         write_json(run_dir / "schema.json", task_schema(task))
@@ -303,11 +293,12 @@ def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
     }
 
 
-def train(config: TrainConfig | None, resume: str | Path | None = None) -> Path:
-    """Train, keep the best epoch, score it on the test split; return the run folder."""
-    s = setup(config, resume)
+def train(config: TrainConfig | None, resume: str | Path | None = None, trust_remote_code: bool = False) -> Path:
+    """Train, keep the best epoch, score it on the test split; return the run folder.
+    `trust_remote_code` is the user's own flag: a run folder's config cannot turn it on."""
+    s = setup(config, resume, trust_remote_code)
     trainer = fit(s)
-    if not is_main_process():
+    if not is_main():
         return s.run_dir
     save(s, trainer)
     write_json(s.run_dir / RUN_MARKER, score_test(s, trainer))

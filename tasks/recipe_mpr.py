@@ -42,17 +42,19 @@ def from_record(r: dict) -> Example:
     if not isinstance(r.get("query"), str):
         raise ValueError("field 'query' must be a string")
     options = r.get("options")
-    if not isinstance(options, dict) or len(options) != 5:
-        raise ValueError("field 'options' must map 5 option ids to descriptions")
+    if not isinstance(options, dict) or len(options) != 5 or not all(isinstance(v, str) for v in options.values()):
+        raise ValueError("field 'options' must map 5 option ids to descriptions (strings)")
     keys = list(options)
     order = option_order(SEED, r["id"], len(keys))
     shuffled = [keys[i] for i in order]
     target = None
     if "answer" in r:
-        if r["answer"] not in options:
+        if not isinstance(r["answer"], str) or r["answer"] not in options:
             raise ValueError(f"answer {r['answer']!r} is not one of the option ids")
         target = {"answer": LETTERS[shuffled.index(r["answer"])]}
     flags = r.get("query_type") or {}
+    if not isinstance(flags, dict) or not all(isinstance(v, (bool, int)) for v in flags.values()):
+        raise ValueError(f"field 'query_type' must map flags ({', '.join(FLAGS)}) to 0/1 or true/false")
     groups = tuple(f for f in FLAGS if flags.get(f)) or ("none",)
     return Example(
         id=r["id"],

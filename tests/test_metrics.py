@@ -235,6 +235,7 @@ def test_position_histogram_counts():
         "predicted": [3, 1, 1, 0, 0],
         "gold": [2, 2, 1, 0, 1],
         "failed": 1,
+        "accuracy_by_gold": [1.0, 0.5, 0.0, None, 0.0],  # a failed parse is wrong; no gold at D
     }
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 from huggingface_hub import constants, get_session
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mcqa.errors import McqaError
@@ -64,6 +65,9 @@ def _load(loader: Callable, name: str | Path | None, what: str, **kw):
     if isinstance(where, Path):
         try:
             return loader(str(where), **kw)
+        except SafetensorError as e:
+            raise McqaError(f"{where}: a *.safetensors weights file is truncated or damaged ({_why(e)}); "
+                            "re-download or reinstall the model") from None
         except (OSError, ValueError) as e:
             raise McqaError(f"could not load a {what} from {where}: {_why(e)}; is it a Hugging Face model folder?") from None
     # The local cache first: a cached model then loads with no network call, instead of
@@ -77,7 +81,7 @@ def _load(loader: Callable, name: str | Path | None, what: str, **kw):
         return loader(where, **local_kw)
     except OSError:
         pass
-    except ValueError as e:
+    except (ValueError, SafetensorError) as e:
         raise _hub_error(where, what, e) from None
     if _hub_offline() or not _hub_reachable():
         raise McqaError(offline_message(where))

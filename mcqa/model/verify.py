@@ -3,13 +3,13 @@ answer with EOS and generates."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import torch
 
 from mcqa.errors import McqaError
+from mcqa.io import read_json
 from mcqa.model.aliases import MANIFEST, alias_dir, get_alias, is_installed
 from mcqa.model.loading import load_causal_lm, load_tokenizer
 from mcqa.model.sources import check_chat_template, sha256_file
@@ -24,7 +24,9 @@ def verify(alias: str) -> dict[str, Any]:
     if not is_installed(alias):
         raise McqaError(f"model alias '{alias}' is not installed; run `mcqa models install {alias}`")
     repair = f"reinstall with `mcqa models install {alias} --force`"
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    manifest = read_json(folder / MANIFEST)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("source", {}), dict) or not isinstance(manifest.get("files", {}), dict):
+        raise McqaError(f"{folder / MANIFEST}: not a manifest mcqa wrote; {repair}")
     if manifest.get("alias") != alias:
         raise McqaError(f"{folder / MANIFEST} is for '{manifest.get('alias')}', not '{alias}'; {repair}")
     if spec.sha256 and manifest.get("source", {}).get("sha256") != spec.sha256:
