@@ -18,6 +18,7 @@ from mcqa.task import SPLITS, Example
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = REPO / "cli.py"
+SYNTH = REPO / "tests" / "synthetic_tasks"  # the `synth` trainer task
 
 
 @cache
@@ -55,6 +56,11 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["TRANSFORMERS_OFFLINE"] = "1"
     env.update(extra)
     return env
+
+
+def synth_env(**extra: str) -> dict[str, str]:
+    """cli_env with the synthetic trainer task discoverable (MCQA_TASKS_PATH)."""
+    return cli_env(MCQA_TASKS_PATH=str(SYNTH), PYTHONUNBUFFERED="1", **extra)
 
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Result:

@@ -59,21 +59,7 @@ def synthetic(name: str, output) -> Task:
 SHARED, FREE = synthetic("shared_prefixes", Shared), synthetic("free_fields", Free)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Inputs of a few hundred tokens on a busy machine: intra-op threads only wait on each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from mcqa.models import load_causal_lm, load_tokenizer
-
-    return load_causal_lm("tiny-qwen3"), load_tokenizer("tiny-qwen3")
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny inputs, one intra-op thread
 
 def random_text(rng: random.Random, tokenizer, n: int) -> str:
     """Random tokens of the vocabulary (any script, punctuation, code) decoded to text."""

@@ -7,8 +7,8 @@ model that reaches high accuracy on it has really learned through the masked los
 from __future__ import annotations
 
 import json
-import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CLI, assert_user_error, run_cli, synth_env
 
 from mcqa.config import load_config, parse_overrides
 from mcqa.errors import McqaError
 
-ROOT = Path(__file__).resolve().parent.parent
-SYNTH = ROOT / "tests" / "synthetic_tasks"
 TINY = "tiny-qwen3"
 # Small and fast, with learning rates high enough for a random 2-layer model to learn in minutes.
 # Generation learns slower than a head (the label must be routed to frozen, random output
@@ -31,23 +30,7 @@ BASE = {"task": "synth", "model": TINY, "micro_batch_size": 16, "batch_size": 16
 PER_MODE = {"head": {"epochs": 4}, "generate": {"epochs": 8, "learning_rate": 5e-3, "micro_batch_size": 8, "batch_size": 8}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def synth_tasks():
-    old = os.environ.get("MCQA_TASKS_PATH")
-    os.environ["MCQA_TASKS_PATH"] = str(SYNTH)
-    from mcqa.registry import get_task
-
-    get_task.cache_clear()
-    yield
-    if old is None:
-        os.environ.pop("MCQA_TASKS_PATH")
-    else:
-        os.environ["MCQA_TASKS_PATH"] = old
-    get_task.cache_clear()
-
-
-def env_with_synth() -> dict[str, str]:
-    return {**os.environ, "MCQA_TASKS_PATH": str(SYNTH), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
 
 
 # ------------------------------------------------------------------ config
@@ -77,13 +60,6 @@ def test_batch_must_divide_into_micro_batches():
 
 
 # ------------------------------------------------------------------ loss on targets only
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from mcqa.models import load_causal_lm, load_tokenizer
-
-    return load_causal_lm(TINY), load_tokenizer(TINY)
 
 
 def test_only_target_tokens_carry_labels(tiny):
@@ -266,21 +242,19 @@ def test_cli_reads_out_a_trained_run_on_a_split_and_on_new_data(trained, tmp_pat
     temperature; `mcqa score --adapter RUN` (head run, default readout) scores it like the run did."""
     head_run, gen_run = trained["head"], trained["generate"]
     preds = tmp_path / "rank.jsonl"
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "predict", "--task", "synth", "--adapter", str(gen_run),
-                           "--readout", "rank", "--split", "test", "--out", str(preds)], env=env_with_synth(), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(["predict", "--task", "synth", "--adapter", gen_run, "--readout", "rank", "--split", "test", "--out", preds],
+                   tmp_path, synth_env())
+    assert proc.rc == 0, proc.err
     rows = [json.loads(x) for x in preds.read_text().splitlines()]
     assert rows and all(set(r) >= {"id", "output", "probs", "scores", "temperature"} for r in rows)
     assert all(sum(d.values()) == pytest.approx(1.0) for r in rows for d in r["probs"].values())
     out = tmp_path / "head-score"
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "score", "--task", "synth", "--adapter", str(head_run),
-                           "--split", "test", "--out", str(out)], env=env_with_synth(), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(["score", "--task", "synth", "--adapter", head_run, "--split", "test", "--out", out], tmp_path, synth_env())
+    assert proc.rc == 0, proc.err
     scored = json.loads((out / "metrics.json").read_text())
     assert scored["joint"]["accuracy"] == pytest.approx(json.loads((head_run / "run.json").read_text())["test"]["joint"])
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "predict", "--task", "synth", "--adapter", str(head_run),
-                           "--readout", "rank", "--split", "test"], env=env_with_synth(), capture_output=True, text=True)
-    assert proc.returncode == 2 and "'head' readout" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli(["predict", "--task", "synth", "--adapter", head_run, "--readout", "rank", "--split", "test"], tmp_path, synth_env())
+    assert_user_error(proc, "'head' readout")
 
 
 # ------------------------------------------------------------------ resume after kill -9
@@ -289,7 +263,7 @@ def test_cli_reads_out_a_trained_run_on_a_split_and_on_new_data(trained, tmp_pat
 def _train_cmd(out: Path, *extra: str) -> list[str]:
     settings = [f"{k}={'null' if v is None else v}" for k, v in {**BASE, "mode": "head", "epochs": 3, "output_dir": out}.items()
                 if k not in ("task", "model")]
-    return [sys.executable, str(ROOT / "cli.py"), "train", "--task", "synth", "--model", TINY, *settings, *extra]
+    return ["train", "--task", "synth", "--model", TINY, *settings, *extra]
 
 
 def _adapter(run: Path) -> dict[str, torch.Tensor]:
@@ -300,9 +274,11 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_after_kill_ends_with_the_same_adapter(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    subprocess.run(_train_cmd(whole), check=True, env=env_with_synth(), capture_output=True)
+    first = run_cli(_train_cmd(whole), tmp_path, synth_env())
+    assert first.rc == 0, first.err[-2000:]
 
-    proc = subprocess.Popen(_train_cmd(cut), env=env_with_synth(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, str(CLI), *map(str, _train_cmd(cut))], cwd=tmp_path, env=synth_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not list(cut.glob("checkpoints/checkpoint-*/trainer_state.json")):
         assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
@@ -311,12 +287,10 @@ def test_resume_after_kill_ends_with_the_same_adapter(tmp_path):
     proc.wait()
     assert not (cut / "run.json").exists()  # an interrupted run never looks complete
 
-    again = subprocess.run(_train_cmd(cut), env=env_with_synth(), capture_output=True, text=True)
-    assert again.returncode == 2 and "--resume" in again.stderr  # no silent overwrite
-    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--resume", str(cut)],
-                          env=env_with_synth(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "resuming from" in done.stderr
+    assert_user_error(run_cli(_train_cmd(cut), tmp_path, synth_env()), "--resume")  # no silent overwrite
+    done = run_cli(["train", "--resume", cut], tmp_path, synth_env())
+    assert done.rc == 0, done.err[-2000:]
+    assert "resuming from" in done.err
     a, b = _adapter(whole), _adapter(cut)
     assert a.keys() == b.keys()
     for k in a:
@@ -326,6 +300,13 @@ def test_resume_after_kill_ends_with_the_same_adapter(tmp_path):
 # ------------------------------------------------------------------ two processes (DDP, gloo)
 
 
+def free_port() -> int:
+    """A port nothing listens on now (a fixed one fails when two suites share a machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_process_ddp_loss_matches_one_process(tmp_path):
     """torchrun with 2 CPU processes (micro batch 8 each) logs the same losses as 1 process
     with micro batch 8 and 2 accumulation steps: the same 16 examples per optimizer step."""
@@ -333,12 +314,10 @@ def test_two_process_ddp_loss_matches_one_process(tmp_path):
                                        "max_train_examples": 48, "max_eval_examples": 8, "group_by_length": False,
                                        "lora.dropout": 0.0, "logging_steps": 1, "patience": "null"}.items()]
     args = ["train", "--task", "synth", "--model", TINY, *common]
-    one = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, f"output_dir={tmp_path / 'one'}"],
-                         env=env_with_synth(), capture_output=True, text=True)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                          str(ROOT / "cli.py"), *args, f"output_dir={tmp_path / 'two'}"],
-                         env=env_with_synth(), capture_output=True, text=True)
+    one = run_cli([*args, f"output_dir={tmp_path / 'one'}"], tmp_path, synth_env())
+    assert one.rc == 0, one.err[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                          str(CLI), *args, f"output_dir={tmp_path / 'two'}"], cwd=tmp_path, env=synth_env(), capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
 
     def losses(run: Path) -> list[float]:
