@@ -279,21 +279,76 @@ def fake_rank_outputs(rng: np.random.Generator, n: int, sharpness: float, accura
     return task, examples, outputs
 
 
+def marginal_probs(group: dict, t: float) -> dict[str, dict[str, float]]:
+    """The test's own softmax of loglik / T over a group's candidates, summed per field value."""
+    ll = np.asarray(group["loglik"], dtype=np.float64) / t
+    p = np.exp(ll - ll.max())
+    p /= p.sum()
+    out: dict[str, dict[str, float]] = {f: {} for f in group["fields"]}
+    for values, pc in zip(group["values"], p):
+        for f, v in zip(group["fields"], values):
+            out[f][str(v)] = out[f].get(str(v), 0.0) + float(pc)
+    return out
+
+
+def gold_nll(examples: list[Example], outputs: list[dict], t: float | np.ndarray) -> np.ndarray | float:
+    """Mean over examples and fields of -log p(gold label) at temperature t (one value per t)."""
+    t = np.atleast_1d(np.asarray(t, dtype=np.float64))[:, None, None]
+    ll = np.array([o["scores"][0]["loglik"] for o in outputs])[None] / t  # (T, n, candidates)
+    log_z = np.logaddexp.reduce(ll, axis=2)
+    values = outputs[0]["scores"][0]["values"]
+    terms = []
+    for k, f in enumerate(outputs[0]["scores"][0]["fields"]):
+        gold = np.array([[v[k] == e.target[f] for v in values] for e in examples])[None]
+        terms.append(log_z - np.logaddexp.reduce(np.where(gold, ll, -np.inf), axis=2))
+    out = np.mean(np.concatenate(terms, axis=1), axis=1)
+    return out if out.size > 1 else float(out[0])
+
+
+def ece(examples: list[Example], outputs: list[dict], t: float, field: str) -> float:
+    """Expected calibration error of one field at temperature t, 15 equal-width bins, by hand."""
+    conf, right = [], []
+    for e, o in zip(examples, outputs):
+        probs = marginal_probs(o["scores"][0], t)[field]
+        top = max(probs, key=probs.get)
+        conf.append(probs[top])
+        right.append(top == str(e.target[field]))
+    conf, right = np.array(conf), np.array(right, dtype=float)
+    bins = np.minimum((conf * 15).astype(int), 14)
+    return float(sum(abs(right[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins)))
+
+
+GRID = np.exp(np.linspace(math.log(0.05), math.log(20.0), 1201))  # 0.5% steps in T
+
+
 @pytest.mark.parametrize("sharpness,accuracy,direction", [(8.0, 0.6, "up"), (0.5, 0.95, "down"), (3.0, 0.8, None)])
-def test_temperature_scaling_never_worsens_validation_nll(sharpness, accuracy, direction):
+def test_temperature_fit_is_the_nll_minimum_and_calibrates_unseen_data(sharpness, accuracy, direction):
+    """The fitted T is where a fine grid search finds the validation NLL lowest, and on a second
+    sample from the same distribution (data the fit never saw) it lowers NLL and ECE."""
     task, examples, outputs = fake_rank_outputs(np.random.default_rng(0), 300, sharpness, accuracy)
     fit = fit_temperature(task, examples, outputs)
-    assert fit.nll_after <= fit.nll_before
-    if direction == "up":  # overconfident: T > 1 flattens, and lowers ECE
-        assert fit.temperature > 1.5 and fit.nll_after < fit.nll_before
-        assert all(fit.ece_after[f] < fit.ece_before[f] for f in task.fields)
+    nll = gold_nll(examples, outputs, GRID)
+    best = float(GRID[int(np.argmin(nll))])
+    assert fit.temperature == pytest.approx(best, rel=0.02), (fit.temperature, best)
+    assert fit.nll_after == pytest.approx(min(nll), abs=1e-4)
+    assert fit.nll_before == pytest.approx(gold_nll(examples, outputs, 1.0), abs=1e-9)
+    if direction == "up":  # overconfident: T > 1 flattens
+        assert fit.temperature > 1.5
     elif direction == "down":  # underconfident: T < 1 sharpens
-        assert fit.temperature < 0.7 and fit.nll_after < fit.nll_before
-    calibrated = apply_temperature(task, outputs, fit.temperature)
-    for o in calibrated:
-        assert o["temperature"] == fit.temperature
-        assert all(math.isclose(sum(o["probs"][f].values()), 1.0, abs_tol=1e-9) for f in task.fields)
-    assert group_probs(outputs[0]["scores"], 1.0) == apply_temperature(task, outputs[:1], 1.0)[0]["probs"]
+        assert fit.temperature < 0.7
+    if direction is not None:
+        _, fresh, fresh_out = fake_rank_outputs(np.random.default_rng(1), 300, sharpness, accuracy)
+        assert gold_nll(fresh, fresh_out, fit.temperature) < gold_nll(fresh, fresh_out, 1.0) - 0.02
+        for f in task.fields:
+            assert ece(fresh, fresh_out, fit.temperature, f) < ece(fresh, fresh_out, 1.0, f), f
+    # Applying T gives the softmax of loglik / T, marginalised per field.
+    for o, c in zip(outputs[:20], apply_temperature(task, outputs[:20], fit.temperature)):
+        assert c["temperature"] == fit.temperature
+        want = marginal_probs(o["scores"][0], fit.temperature)
+        for f in task.fields:
+            assert c["probs"][f] == pytest.approx(want[f], abs=1e-12)
+            assert math.isclose(sum(c["probs"][f].values()), 1.0, abs_tol=1e-9)
+        assert group_probs(o["scores"], fit.temperature) == c["probs"]
 
 
 def test_temperature_fit_keeps_t_1_when_nothing_is_better():
