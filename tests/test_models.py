@@ -66,6 +66,17 @@ def test_tiny_qwen3_generates_and_stops_on_im_end(built_tiny):
     assert model.config.eos_token_id == tok.eos_token_id
     assert model.config.vocab_size >= len(tok) and model.config.vocab_size % 128 == 0
     ids = tok(render_prompt(tok, [{"role": "user", "content": "Hi"}]), return_tensors="pt")
+    # A random model never picks <|im_end|> by itself: bias the LM head toward it, and generation
+    # (with the saved generation config, no eos_token_id passed) must end right after it.
+    bias = torch.zeros(model.config.vocab_size)
+    bias[tok.convert_tokens_to_ids("<|im_end|>")] = 100.0
+    hook = model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+    try:
+        out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    finally:
+        hook.remove()
+    assert out[0, ids["input_ids"].shape[1]:].tolist() == [tok.eos_token_id]
+    # Unbiased, it runs to the limit: the stop above came from the token, not from the prompt.
     out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4
 
