@@ -395,12 +395,46 @@ def test_head_readout_and_head_models_refuse_lm_readouts(tiny):
 
 
 def test_generate_readout_is_the_free_greedy_loop(tiny):
+    """A batch of mixed prompt lengths (left-padded together) gives, token for token, what an
+    argmax loop over full unpadded forwards gives, stopping at the first stop token, and
+    `truncated` is true exactly when no stop token came."""
+    from mcqa.encoding import stop_token_ids
+
     model, tok = tiny
     task = get_task("mmlu_pro")
-    examples = random_examples(task, tok, 2, seed=9)
-    outputs = run_readout("generate", model, tok, task, examples, max_new_tokens=3)
-    assert [o["id"] for o in outputs] == ["r0", "r1"]
-    assert all(len(tok(o["output"], add_special_tokens=False)["input_ids"]) <= 3 for o in outputs)
+    examples = random_examples(task, tok, 6, seed=9)
+    assert len({len(prompt_ids(tok, task, e)) for e in examples}) == 6
+    stops, eot, steps = stop_token_ids(tok), tok.convert_tokens_to_ids("<|im_end|>"), 6
+
+    # The random model repeats one token forever; steer it. A fixed projection of each
+    # position's hidden state picks among a few words and <|im_end|>, so texts vary and stops
+    # come at different steps, and the batched and the plain forward apply the rule alike.
+    words = tok(" the cat sat on a mat", add_special_tokens=False)["input_ids"] + [eot]
+    proj = torch.randn(model.config.hidden_size, len(words), generator=torch.Generator().manual_seed(3))
+
+    def stop_sometimes(mod, args, out):
+        out = out.clone()
+        out[..., words] += 50.0 + 20.0 * (args[0].float() / args[0].float().norm(dim=-1, keepdim=True)) @ proj
+        return out
+
+    hook = model.get_output_embeddings().register_forward_hook(stop_sometimes)
+    try:
+        outputs = run_readout("generate", model, tok, task, examples, max_new_tokens=steps, batch_size=6)
+        want = []
+        for e in examples:
+            ids, new = prompt_ids(tok, task, e), []
+            for _ in range(steps):
+                t = int(full_logprobs(model, ids + new, last=1)[-1].argmax())
+                if t in stops:
+                    break
+                new.append(t)
+            want.append((tok.decode(new, skip_special_tokens=False), len(new) == steps))
+    finally:
+        hook.remove()
+    assert [o["id"] for o in outputs] == [e.id for e in examples]
+    assert [(o["output"], o["truncated"]) for o in outputs] == want
+    assert any(t for _, t in want) and not all(t for _, t in want)  # both endings occur
+    assert len({text for text, _ in want}) > 2  # the texts differ
 
 
 def test_plan_chunks_covers_every_stream_once_and_splits_long_from_short():
