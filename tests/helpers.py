@@ -4,6 +4,8 @@ each split is loaded once per session) and running cli.py in subprocesses, sever
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -28,6 +30,12 @@ def load(task_name: str, split: str, protocol: str) -> tuple[Example, ...]:
 
 def load_all(task_name: str, protocol: str) -> dict[str, tuple[Example, ...]]:
     return {s: load(task_name, s, protocol) for s in SPLITS}
+
+
+def split_digest(examples) -> str:
+    """A digest of a split as a model meets it: ids, targets and each example's option order."""
+    rows = [json.dumps([e.id, e.target, e.input.get("options")], sort_keys=True, ensure_ascii=False) for e in examples]
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def normalize(text: str) -> str:
