@@ -257,6 +257,143 @@ def test_cli_reads_out_a_trained_run_on_a_split_and_on_new_data(trained, tmp_pat
     assert_user_error(proc, "'head' readout")
 
 
+# ------------------------------------------------------------------ best epoch, early stopping, leakage
+
+SABOTAGE_FROM = 2  # epochs from the third on start from weights drowned in noise: worse than any before
+SCRIPTED_FAILURE_RATES = [0.5, 0.1, 0.3]  # validation parse failure rate of epochs 1-3 in the lower-is-better run
+
+
+def _sabotaging_log(sabotage_from: int | None):
+    """train() builds its callbacks itself; JsonlLog is the one it always adds, so a subclass
+    that also wrecks the trainable weights at the start of late epochs stands in for it."""
+    from mcqa.training import JsonlLog
+
+    class Sabotage(JsonlLog):
+        def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+            if sabotage_from is not None and state.epoch >= sabotage_from:
+                g = torch.Generator().manual_seed(int(state.epoch))
+                with torch.no_grad():
+                    for p in model.parameters():
+                        if p.requires_grad:
+                            p.add_(torch.randn(p.shape, generator=g).to(p.dtype))
+
+    return Sabotage
+
+
+@pytest.fixture(scope="module")
+def selection(tmp_path_factory):
+    """Two small in-process head runs, with spies on what reaches the trainer and the model:
+    "early": real validation, weights wrecked from epoch 3 on, patience 2 of 5 epochs;
+    "lower": best_metric=parse_failure_rate with scripted validation failure rates."""
+    import mcqa.training as T
+
+    runs, seen = {}, {}
+    small = {**BASE, "mode": "head", "max_train_examples": 96, "max_eval_examples": 40, "learning_rate": 1e-2}
+    settings = {
+        "early": ({**small, "epochs": 5, "patience": 2}, SABOTAGE_FROM, None),
+        "lower": ({**small, "epochs": 3, "max_train_examples": 32, "best_metric": "parse_failure_rate"}, None, SCRIPTED_FAILURE_RATES),
+    }
+    for name, (overrides, sabotage_from, script) in settings.items():
+        out = tmp_path_factory.mktemp(f"run-{name}") / "run"
+        spy = {"encoded": [], "predicted": []}
+        real_encode, real_predict, real_score = T.encode_head, T.predict, T.score_outputs
+        rates = list(script or [])
+
+        def encode(tokenizer, task, examples, *a, **k):
+            spy["encoded"].append([e.id for e in examples])
+            return real_encode(tokenizer, task, examples, *a, **k)
+
+        def predict(model, tokenizer, task, mode, examples, *a, **k):
+            spy["predicted"].append(([e.id for e in examples], (out / "adapter").is_dir()))
+            return real_predict(model, tokenizer, task, mode, examples, *a, **k)
+
+        def score(task, examples, outputs, resamples):
+            records, m = real_score(task, examples, outputs, resamples)
+            if rates and resamples == T.VAL_RESAMPLES:  # validation only; the test scoring stays real
+                m["parse"]["failure_rate"] = rates.pop(0)
+            return records, m
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(T, "JsonlLog", _sabotaging_log(sabotage_from))
+            mp.setattr(T, "encode_head", encode)
+            mp.setattr(T, "predict", predict)
+            mp.setattr(T, "score_outputs", score)
+            runs[name] = T.train(load_config(None, {**overrides, "output_dir": str(out)}))
+        seen[name] = spy
+    return runs, seen
+
+
+def _history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "val_metrics.jsonl").read_text().splitlines()]
+
+
+def _same_adapter(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    x, y = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def _rescore_validation(run: Path) -> float:
+    from mcqa.examples import load_split
+    from mcqa.training import _sample, flat_metrics, load_run, predict, score_outputs
+
+    model, tok, task, config = load_run(run)
+    val = _sample(load_split(task, "validation", config.protocol), config.max_eval_examples, config.seed)
+    _, m = score_outputs(task, val, predict(model, tok, task, config.mode, val, config.eval_batch_size, 24), 50)
+    return flat_metrics(task, m, prefix="")[config.best_metric]
+
+
+def test_the_saved_adapter_is_the_best_epoch_and_rescores_to_best_value(selection):
+    run = selection[0]["early"]
+    history, summary = _history(run), json.loads((run / "run.json").read_text())
+    joint = [h["eval_joint"] for h in history]
+    assert max(joint[:SABOTAGE_FROM]) > max(joint[SABOTAGE_FROM:]), joint  # the wrecked epochs are worse
+    assert summary["best_value"] == max(joint) and joint[-1] < max(joint)
+    best_step = history[joint.index(max(joint))]["step"]
+    assert summary["best_checkpoint"].endswith(f"checkpoint-{best_step}")
+    assert _same_adapter(run / "adapter", Path(summary["best_checkpoint"]))
+    assert _rescore_validation(run) == pytest.approx(summary["best_value"], abs=1e-12)
+
+
+def test_patience_stops_after_that_many_epochs_without_improvement(selection):
+    run = selection[0]["early"]
+    joint = [h["eval_joint"] for h in _history(run)]
+    summary = json.loads((run / "run.json").read_text())
+    last_improvement = joint.index(max(joint))  # later ties are not improvements
+    assert len(joint) == last_improvement + 1 + 2 < 5, joint  # patience=2 of epochs=5
+    assert summary["epochs_run"] == pytest.approx(len(joint))
+
+
+def test_lower_is_better_best_metric_keeps_the_lowest_parse_failure_epoch(selection):
+    run = selection[0]["lower"]
+    history, summary = _history(run), json.loads((run / "run.json").read_text())
+    assert [h["eval_parse_failure_rate"] for h in history] == SCRIPTED_FAILURE_RATES
+    assert summary["best_metric"] == "parse_failure_rate" and summary["best_value"] == min(SCRIPTED_FAILURE_RATES)
+    best_step = history[SCRIPTED_FAILURE_RATES.index(min(SCRIPTED_FAILURE_RATES))]["step"]
+    assert summary["best_checkpoint"].endswith(f"checkpoint-{best_step}")
+    assert _same_adapter(run / "adapter", Path(summary["best_checkpoint"]))
+    last = run / "checkpoints" / f"checkpoint-{history[-1]['step']}"
+    assert not _same_adapter(run / "adapter", last)
+
+
+@pytest.mark.parametrize("name", ["early", "lower"])
+def test_the_trainer_never_sees_test_examples(selection, name):
+    """Training encodes train examples only; until the adapter is saved, the model predicts the
+    validation sample only (model selection); the test split comes after, once."""
+    from mcqa.examples import load_split
+    from mcqa.registry import get_task
+
+    spy = selection[1][name]
+    task = get_task("synth")
+    ids = {s: {e.id for e in load_split(task, s)} for s in ("train", "validation", "test")}
+    assert spy["encoded"] and all(set(batch) <= ids["train"] for batch in spy["encoded"])
+    before = [set(batch) for batch, saved in spy["predicted"] if not saved]
+    after = [set(batch) for batch, saved in spy["predicted"] if saved]
+    assert before and all(b <= ids["validation"] for b in before)
+    assert after == [ids["test"]]
+
+
 # ------------------------------------------------------------------ resume after kill -9
 
 
