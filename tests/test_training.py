@@ -394,6 +394,32 @@ def test_the_trainer_never_sees_test_examples(selection, name):
     assert after == [ids["test"]]
 
 
+def test_rank_temperature_is_fitted_on_validation_never_on_the_split_being_scored(tiny, monkeypatch):
+    """Scoring the test split (or a user's file) with rank fits the temperature on the
+    validation split: the fit sees validation ids only, and its T is what a fit on the
+    validation outputs gives."""
+    import mcqa.readouts as R
+    from mcqa.examples import load_split
+    from mcqa.predicting import Loaded, predict
+    from mcqa.registry import get_task
+
+    model, tok = tiny
+    task = get_task("synth")
+    val, test = load_split(task, "validation"), load_split(task, "test")
+    fitted_on, real_fit = [], R.fit_temperature
+
+    def spy(task, examples, outputs, *a, **k):
+        fitted_on.append({e.id for e in examples})
+        return real_fit(task, examples, outputs, *a, **k)
+
+    monkeypatch.setattr(R, "fit_temperature", spy)
+    outputs, info = predict(task, Loaded(model, tok, "generate", {"model": TINY}), test, "rank", None)
+    assert fitted_on == [{e.id for e in val}] and not fitted_on[0] & {e.id for e in test}
+    want = real_fit(task, val, R.run_readout("rank", model, tok, task, val)).temperature
+    assert info["calibration"]["temperature"] == pytest.approx(want, rel=1e-6)
+    assert all(o["temperature"] == info["calibration"]["temperature"] for o in outputs)
+
+
 # ------------------------------------------------------------------ resume after kill -9
 
 
