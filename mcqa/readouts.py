@@ -17,9 +17,10 @@ tokens differ are scored from the prefill logits alone. score="full" sums every 
 target and the end of turn instead (the likelihood a trained model was fitted to), at the cost
 of feeding every candidate's continuation. Fields are ranked jointly when the product of their
 label spaces is at most `joint_limit` (each field's probabilities are marginals of the joint,
-and the output takes each field's most probable label), else field by field with the earlier
-fields fixed to their argmax. constrained and rank share the prefix cache, the packed batches
-and the trie (mcqa.prefix_cache, mcqa.trie).
+and the output takes each field's most probable label under the uncalibrated scores, so a
+temperature never changes it), else field by field with the earlier fields fixed to their
+argmax. constrained and rank share the prefix cache, the packed batches and the trie
+(mcqa.prefix_cache, mcqa.trie).
 """
 
 from __future__ import annotations
@@ -219,8 +220,11 @@ def _rank_group(streams: Streams, plan: LabelCandidates, states: list[_Row], gro
 
 def _rank_record(task: Task, eid: str, groups: list[dict], temperature: float) -> dict:
     probs = group_probs(groups, temperature)
+    # The answer comes from the uncalibrated scores: a temperature reshapes the probabilities,
+    # never the prediction (a jointly ranked field's marginal argmax would move with T).
+    raw = probs if temperature == 1.0 else group_probs(groups, 1.0)
     spaces = task.label_spaces
-    value = {f: max(spaces[f].values, key=lambda v: probs[f][str(v)]) for f in task.fields}
+    value = {f: max(spaces[f].values, key=lambda v: raw[f][str(v)]) for f in task.fields}
     return {"id": eid, "output": serialize_target(task.output, value), "probs": probs, "scores": groups}
 
 
@@ -423,5 +427,5 @@ def fit_temperature(task: Task, examples: list[Example], outputs: list[dict], bo
 
 
 def apply_temperature(task: Task, outputs: list[dict], temperature: float) -> list[dict]:
-    """Rank outputs with their probabilities (and each field's argmax) recomputed at T."""
+    """Rank outputs with their probabilities recomputed at T; the outputs stay those of T=1."""
     return [{**_rank_record(task, o["id"], o["scores"], temperature), "temperature": temperature} for o in outputs]

@@ -10,6 +10,7 @@ their first tokens ("computer" / "computer science" / "computer engineering"), t
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from typing import Annotated, Literal
@@ -349,6 +350,35 @@ def test_temperature_fit_is_the_nll_minimum_and_calibrates_unseen_data(sharpness
             assert c["probs"][f] == pytest.approx(want[f], abs=1e-12)
             assert math.isclose(sum(c["probs"][f].values()), 1.0, abs_tol=1e-9)
         assert group_probs(o["scores"], fit.temperature) == c["probs"]
+
+
+def test_calibration_never_changes_the_prediction(tiny):
+    """The temperature reshapes probabilities, never the answer: the output is each field's
+    most probable label under the uncalibrated scores (T=1), whatever T is applied. Jointly
+    ranked fields are where it could differ: a marginal's argmax moves with T."""
+    task = get_task("notification")
+    values = [[f, p] for f in ("Work", "Personal", "Promotions", "Alerts") for p in (1, 2, 3)]
+    # One strong Work candidate against three fairly strong Personal ones: Personal has the
+    # larger marginal at T=1 and T=5, Work at T=0.2 (where the single peak dominates).
+    ll = [2.0 if v == ["Work", 1] else 1.2 if v[0] == "Personal" else -10.0 for v in values]
+    rec = {"id": "x", "output": "", "scores": [{"fields": ["folder", "priority"], "values": values, "loglik": ll}]}
+    sharp = marginal_probs(rec["scores"][0], 0.2)
+    assert max(sharp["folder"], key=sharp["folder"].get) == "Work"  # the case is real
+    for t in (0.2, 1.0, 5.0):
+        (o,) = apply_temperature(task, [rec], t)
+        assert json.loads(o["output"]) == {"folder": "Personal", "priority": 1}, t
+        assert o["probs"] == marginal_probs(rec["scores"][0], t)  # the probabilities do follow T
+    # The rank readout itself, on the tiny model: same outputs at any temperature.
+    model, tok = tiny
+    examples = random_examples(task, tok, 8, seed=21)
+    plain = run_readout("rank", model, tok, task, examples)
+    for t in (0.05, 3.0):
+        assert [o["output"] for o in run_readout("rank", model, tok, task, examples, temperature=t)] == [o["output"] for o in plain]
+    # A fitted temperature leaves accuracy as it was.
+    task, val, outputs = fake_rank_outputs(np.random.default_rng(5), 200, 8.0, 0.6)
+    fit = fit_temperature(task, val, outputs)
+    assert fit.temperature > 1.5
+    assert [o["output"] for o in apply_temperature(task, outputs, fit.temperature)] == [o["output"] for o in apply_temperature(task, outputs, 1.0)]
 
 
 def test_temperature_fit_keeps_t_1_when_nothing_is_better():
