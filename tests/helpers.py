@@ -71,9 +71,10 @@ def synth_env(**extra: str) -> dict[str, str]:
     return cli_env(MCQA_TASKS_PATH=str(SYNTH), PYTHONUNBUFFERED="1", **extra)
 
 
-def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
+def run_cli(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180, cli: Path = CLI) -> Result:
+    """cli.py (or another checkout's, `cli`) run as a user runs it."""
     p = subprocess.run(
-        [sys.executable, str(CLI), *map(str, args)], cwd=cwd, env=env or cli_env(),
+        [sys.executable, str(cli), *map(str, args)], cwd=cwd, env=env or cli_env(),
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     return Result(p.returncode, p.stdout, p.stderr)
@@ -87,8 +88,25 @@ class CliRuns:
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self.futures: dict[str, Future] = {}
 
-    def start(self, name: str, args: list, env: dict[str, str] | None = None) -> None:
-        self.futures[name] = self.pool.submit(run_cli, args, self.cwd, env)
+    def start(self, name: str, args: list, env: dict[str, str] | None = None, cli: Path = CLI) -> None:
+        self.futures[name] = self.pool.submit(run_cli, args, self.cwd, env, cli=cli)
+
+    def chain(self, steps: list[tuple[str, list]], env: dict[str, str] | None = None) -> None:
+        """Runs that depend on each other (install, then verify), one after another on one worker."""
+        futures = {name: Future() for name, _ in steps}
+        self.futures.update(futures)
+
+        def run_all() -> None:
+            for name, args in steps:
+                try:
+                    futures[name].set_result(run_cli(args, self.cwd, env))
+                except Exception as e:  # a timeout: this run and the ones waiting on it fail
+                    for f in futures.values():
+                        if not f.done():
+                            f.set_exception(e)
+                    return
+
+        self.pool.submit(run_all)
 
     def __getitem__(self, name: str) -> Result:
         return self.futures[name].result()
