@@ -19,10 +19,13 @@ from mcqa.task import Example, Task
 
 def rank_record(task: Task, eid: str, groups: list[RankGroup], temperature: float) -> Prediction:
     probs = group_probs(groups, temperature)
+    # The answer comes from the uncalibrated scores: a temperature reshapes the probabilities,
+    # never the prediction (a jointly ranked field's marginal argmax would move with T).
+    raw = probs if temperature == 1.0 else group_probs(groups, 1.0)
     spaces = task.label_spaces
     # Each field's most probable label among those scored (a multiple-choice example may show
     # fewer options than its field has letters).
-    value = {f: max((v for v in spaces[f].values if str(v) in probs[f]), key=lambda v: probs[f][str(v)]) for f in task.fields}
+    value = {f: max((v for v in spaces[f].values if str(v) in raw[f]), key=lambda v: raw[f][str(v)]) for f in task.fields}
     return {"id": eid, "output": serialize_target(task.output, value), "probs": probs, "scores": groups}
 
 
@@ -108,7 +111,7 @@ def fit_temperature(task: Task, examples: list[Example], outputs: list[dict], bo
 
 
 def apply_temperature(task: Task, outputs: list[Prediction], temperature: float) -> list[Prediction]:
-    """Rank (or options) outputs with their probabilities (and each field's argmax) recomputed at T."""
+    """Rank (or options) outputs with their probabilities recomputed at T; the outputs stay those of T=1."""
     return [{**o, **rank_record(task, o["id"], o["scores"], temperature), "temperature": temperature} for o in outputs]
 
 

@@ -4,6 +4,8 @@ each split is loaded once per session) and running cli.py in subprocesses, sever
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -18,6 +20,7 @@ from mcqa.task import SPLITS, Example
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = REPO / "cli.py"
+SYNTH = REPO / "tests" / "synthetic_tasks"  # the `synth` trainer task
 
 
 @cache
@@ -27,6 +30,12 @@ def load(task_name: str, split: str, protocol: str) -> tuple[Example, ...]:
 
 def load_all(task_name: str, protocol: str) -> dict[str, tuple[Example, ...]]:
     return {s: load(task_name, s, protocol) for s in SPLITS}
+
+
+def split_digest(examples) -> str:
+    """A digest of a split as a model meets it: ids, targets and each example's option order."""
+    rows = [json.dumps([e.id, e.target, e.input.get("options")], sort_keys=True, ensure_ascii=False) for e in examples]
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def normalize(text: str) -> str:
@@ -57,9 +66,15 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
+def synth_env(**extra: str) -> dict[str, str]:
+    """cli_env with the synthetic trainer task discoverable (MCQA_TASKS_PATH)."""
+    return cli_env(MCQA_TASKS_PATH=str(SYNTH), PYTHONUNBUFFERED="1", **extra)
+
+
+def run_cli(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180, cli: Path = CLI) -> Result:
+    """cli.py (or another checkout's, `cli`) run as a user runs it."""
     p = subprocess.run(
-        [sys.executable, str(CLI), *map(str, args)], cwd=cwd, env=env or cli_env(),
+        [sys.executable, str(cli), *map(str, args)], cwd=cwd, env=env or cli_env(),
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     return Result(p.returncode, p.stdout, p.stderr)
@@ -73,8 +88,25 @@ class CliRuns:
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self.futures: dict[str, Future] = {}
 
-    def start(self, name: str, args: list, env: dict[str, str] | None = None) -> None:
-        self.futures[name] = self.pool.submit(run_cli, args, self.cwd, env)
+    def start(self, name: str, args: list, env: dict[str, str] | None = None, cli: Path = CLI) -> None:
+        self.futures[name] = self.pool.submit(run_cli, args, self.cwd, env, cli=cli)
+
+    def chain(self, steps: list[tuple[str, list]], env: dict[str, str] | None = None) -> None:
+        """Runs that depend on each other (install, then verify), one after another on one worker."""
+        futures = {name: Future() for name, _ in steps}
+        self.futures.update(futures)
+
+        def run_all() -> None:
+            for name, args in steps:
+                try:
+                    futures[name].set_result(run_cli(args, self.cwd, env))
+                except Exception as e:  # a timeout: this run and the ones waiting on it fail
+                    for f in futures.values():
+                        if not f.done():
+                            f.set_exception(e)
+                    return
+
+        self.pool.submit(run_all)
 
     def __getitem__(self, name: str) -> Result:
         return self.futures[name].result()

@@ -5,13 +5,18 @@ stderr starting with "error:", no traceback. All runs start together in a module
 from __future__ import annotations
 
 import json
+import shutil
+from collections import Counter
 
+import numpy as np
 import pytest
-from helpers import CliRuns, assert_user_error, cli_env, load
+from helpers import REPO, CliRuns, assert_user_error, cli_env, load, synth_env
 
+from mcqa.model import qwen3_tokenizer_dir
 from mcqa.prompting import render_prompt, serialize_target
 from mcqa.registry import get_task
 from mcqa.schema import schema_file
+from mcqa.scoring import parser_for
 
 BUILTIN = ("mmlu_pro", "mmlu_pro_answer", "notification", "recipe_mpr")
 FOLDERS = ["Work", "Personal", "Promotions", "Alerts"]
@@ -34,6 +39,31 @@ def partial_output(i: int, target: dict) -> str:
     if i % 3 == 0:
         return f"```json\n{json.dumps(target)}\n```"
     return f"Answer: {json.dumps(target)}"
+
+
+def with_probs(i: int, target: dict) -> dict:
+    """A prediction with probabilities: folder right 2 times in 3 at confidences 0.4-0.85;
+    priority probabilities on even examples only."""
+    folder = target["folder"] if i % 3 else FOLDERS[(FOLDERS.index(target["folder"]) + 1) % 4]
+    c = 0.4 + 0.05 * (i * 7 % 10)
+    rec = {"id": None, "output": json.dumps({"folder": folder, "priority": target["priority"]}),
+           "probs": {"folder": {f: c if f == folder else (1 - c) / 3 for f in FOLDERS}}}
+    if i % 2 == 0:
+        rec["probs"]["priority"] = {str(p): 0.7 if p == target["priority"] else 0.15 for p in (1, 2, 3)}
+    return rec
+
+
+def ece_and_brier(probs: list[dict], gold: list, labels: list[str]) -> tuple[float, float]:
+    """By hand: 15 equal-width bins on the top probability; Brier summed over the labels."""
+    bins: dict[int, list[tuple[float, bool]]] = {}
+    brier = 0.0
+    for p, g in zip(probs, gold):
+        top = max(labels, key=lambda lab: p.get(lab, 0.0))
+        bins.setdefault(min(int(p[top] * 15), 14), []).append((p[top], top == str(g)))
+        brier += sum((p.get(lab, 0.0) - (lab == str(g))) ** 2 for lab in labels)
+    n = len(probs)
+    ece = sum(abs(np.mean([c for c, _ in b]) - np.mean([r for _, r in b])) * len(b) / n for b in bins.values())
+    return ece, brier / n
 
 
 USER_DATA = [
@@ -74,8 +104,46 @@ def cli(tmp_path_factory):
     data_bad_label = write_jsonl(d / "data_bad_label.jsonl", [USER_DATA[0], {**USER_DATA[1], "folder": "Family"}])
     unlabeled = write_jsonl(d / "unlabeled.jsonl", [{k: v for k, v in r.items() if k not in ("folder", "priority")} for r in USER_DATA])
 
+    probs = write_jsonl(d / "probs.jsonl", [{**with_probs(i, e.target), "id": e.id} for i, e in enumerate(test)])
+    # A copy of the code with one schema file missing and one stale, for `schema --write`.
+    repo = d / "repo"
+    for part in ("mcqa", "tasks", "schemas"):
+        shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "cli.py", repo / "cli.py")
+    (repo / "schemas" / "notification.schema.json").unlink()
+    (repo / "schemas" / "mmlu_pro.schema.json").write_text("{}")
+
+    # A tokenizer folder whose chat template differs from Qwen3's, for `show --tokenizer`.
+    tok = d / "tok"
+    shutil.copytree(qwen3_tokenizer_dir(), tok)
+    config = json.loads((tok / "tokenizer_config.json").read_text())
+    config["chat_template"] = "CUSTOM TEMPLATE " + config["chat_template"]  # the template opens with {%-, which eats a newline
+    (tok / "tokenizer_config.json").write_text(json.dumps(config))
+
     score = ["score", "--task", "notification", "--resamples", "50"]
     runs = CliRuns(d)
+    # Runs that need a model, one after another: an empty model cache gets tiny-qwen3 installed,
+    # verified and used; then the user's cache (tiny-qwen3 built there on first use).
+    # One intra-op thread each: several model runs at once on a busy machine otherwise spin
+    # OpenMP threads against each other.
+    models = cli_env(MCQA_CACHE=str(d / "cache"), OMP_NUM_THREADS="1")
+    runs.chain([
+        ("models_install", ["models", "install", "tiny-qwen3"]),
+        ("models_verify", ["models", "verify", "tiny-qwen3"]),
+        ("models_list", ["models", "list"]),
+    ], models | {"COLUMNS": "250"})
+    synth_score = ["score", "--task", "synth", "--split", "test", "--resamples", "50"]  # 80 short examples
+    runs.chain([
+        ("predict_data", ["predict", "--task", "notification", "--data", unlabeled, "--model", "tiny-qwen3",
+                          "--readout", "constrained", "--out", d / "pred_data.jsonl"]),
+        ("score_rank", [*synth_score, "--model", "tiny-qwen3", "--readout", "rank", "--out", d / "out_rank"]),
+        ("score_rank_uncalibrated", [*synth_score, "--model", "tiny-qwen3", "--readout", "rank", "--no-calibrate",
+                                     "--out", d / "out_rank_nocal"]),
+    ], synth_env(OMP_NUM_THREADS="1"))
+    runs.start("show_tokenizer", ["show", "--task", "notification", "-n", "1", "--tokenizer", tok], WIDE)
+    runs.start("score_probs", [*score, "--split", "test", "--predictions", probs, "--out", d / "out_probs"])
+    runs.start("baseline", ["baseline", "--task", "notification", "--baseline", "majority", "--out", d / "majority.jsonl"])
+    runs.start("schema_write", ["schema", "--write"], cli=repo / "cli.py")
     # The slow ones first, so the error runs fill the gaps.
     runs.start("show", ["show", "--task", "notification", "--split", "train", "-n", "2"])
     runs.start("score_gold", [*score, "--split", "test", "--predictions", gold, "--out", d / "out_gold"])
@@ -102,7 +170,19 @@ def cli(tmp_path_factory):
         "bad_flag": [*score, "--split", "test", "--predictions", gold, "--frobnicate"],
         "train_unknown_protocol": ["train", "--task", "notification", "--model", "tiny-qwen3", "--protocol", "cv9",
                                    f"output_dir={d / 'never'}"],
+        "baseline_unknown": ["baseline", "--task", "notification", "--baseline", "tfdif"],
+        "schema_nothing": ["schema"],
+        "predict_no_model": ["predict", "--task", "notification", "--data", unlabeled],
+        "score_model_and_predictions": [*score, "--data", data, "--model", "tiny-qwen3", "--predictions", data_preds],
+        "show_missing_tokenizer": ["show", "--task", "notification", "--tokenizer", d / "no-such-tokenizer"],
     }
+    model_errors = {
+        "models_install_unknown": ["models", "install", "tiny-qwen"],
+        "models_verify_no_alias": ["models", "verify"],
+        "models_verify_not_installed": ["models", "verify", "smollm2-135m"],
+    }
+    for name, args in model_errors.items():
+        runs.start(name, args, models)
     for name, args in errors.items():
         runs.start(name, args)
     yield runs
@@ -239,6 +319,14 @@ def test_score_a_users_own_data_file(cli):
         ("split_and_data", ["--split", "--data"]),
         ("bad_flag", ["--frobnicate"]),
         ("train_unknown_protocol", ["cv9"]),  # train takes --protocol like score and compare
+        ("baseline_unknown", ["tfdif", "did you mean 'tfidf'"]),
+        ("schema_nothing", ["--task", "--write"]),
+        ("predict_no_model", ["--model", "--adapter"]),
+        ("score_model_and_predictions", ["--predictions", "--model"]),
+        ("show_missing_tokenizer", ["no-such-tokenizer", "does not exist"]),
+        ("models_install_unknown", ["tiny-qwen", "did you mean 'tiny-qwen3'"]),
+        ("models_verify_no_alias", ["needs an alias"]),
+        ("models_verify_not_installed", ["smollm2-135m", "mcqa models install smollm2-135m"]),
     ],
 )
 def test_user_errors_exit_2_with_one_line(cli, name, fragments):
@@ -251,3 +339,100 @@ def test_data_record_with_a_label_outside_the_label_set_names_its_line(cli):
 
 def test_unlabeled_data_file_is_one_line_error(cli):
     assert_user_error(cli["data_unlabeled"], "no gold label")
+
+
+# --- probabilities in a predictions file -> calibration in metrics.json and report.md ------------
+
+
+def test_probs_in_a_predictions_file_give_ece_and_brier_in_metrics_and_report(cli):
+    r = cli["score_probs"]
+    assert r.rc == 0, r.err
+    out = cli.cwd / "out_probs"
+    m = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.md").read_text()
+    test = load("notification", "test", "seed")
+    rows = [with_probs(i, e.target) for i, e in enumerate(test)]
+    for f, labels in (("folder", FOLDERS), ("priority", ["1", "2", "3"])):
+        have = [(row["probs"][f], e.target[f]) for row, e in zip(rows, test) if f in row["probs"]]
+        ece, brier = ece_and_brier([p for p, _ in have], [g for _, g in have], labels)
+        c = m["fields"][f]["calibration"]
+        assert c["n"] == len(have) == (240 if f == "folder" else 120)
+        assert c["ece"] == pytest.approx(ece, abs=1e-9) and c["brier"] == pytest.approx(brier, abs=1e-9)
+        assert f"ECE {ece:.3f}, Brier {brier:.3f} over {len(have)} examples with probabilities" in report
+    assert m["fields"]["folder"]["calibration"]["ece"] > 0.05  # a case where calibration is off
+
+
+# --- the other commands' success paths ----------------------------------------------------------
+
+
+def test_baseline_writes_predictions_the_scorer_reads(cli):
+    r = cli["baseline"]
+    assert r.rc == 0, r.err
+    rows = [json.loads(x) for x in (cli.cwd / "majority.jsonl").read_text().splitlines()]
+    test, train = load("notification", "test", "seed"), load("notification", "train", "seed")
+    assert [row["id"] for row in rows] == [e.id for e in test]
+    mode = {f: Counter(e.target[f] for e in train).most_common(1)[0][0] for f in ("folder", "priority")}
+    assert all(json.loads(row["output"]) == mode for row in rows)
+    info = json.loads((cli.cwd / "majority.json").read_text())
+    assert info["protocol"] == "seed"
+
+
+def test_models_install_verify_and_list_in_an_empty_cache(cli):
+    installed, verified, listed = (cli[n] for n in ("models_install", "models_verify", "models_list"))
+    for r in (installed, verified, listed):
+        assert r.rc == 0, r.err
+    assert (cli.cwd / "cache" / "models" / "tiny-qwen3" / "model.safetensors").is_file()
+    assert "installed tiny-qwen3" in installed.err + installed.out
+    assert "'eos': '<|im_end|>'" in verified.out + verified.err
+    row = {alias: next(line for line in listed.out.splitlines() if f" {alias} " in line) for alias in ("tiny-qwen3", "smollm2-135m")}
+    assert "│ yes " in row["tiny-qwen3"]
+    assert "│ no " in row["smollm2-135m"]
+
+
+def test_show_renders_with_the_named_tokenizers_template(cli):
+    from transformers import AutoTokenizer
+
+    r = cli["show_tokenizer"]
+    assert r.rc == 0, r.err
+    e = load("notification", "train", "seed")[0]
+    prompt = render_prompt(AutoTokenizer.from_pretrained(cli.cwd / "tok"), get_task("notification").messages(e))
+    assert prompt.startswith("CUSTOM TEMPLATE") and prompt in r.out
+
+
+def test_predict_on_unlabeled_rows_of_a_users_file(cli):
+    r = cli["predict_data"]
+    assert r.rc == 0, r.err
+    rows = [json.loads(x) for x in (cli.cwd / "pred_data.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows] == [u["id"] for u in USER_DATA]
+    parser = parser_for(get_task("notification"))
+    assert all(parser.parse(row["output"]).status == "ok" for row in rows)  # constrained: always valid
+
+
+def test_score_a_model_with_the_rank_readout_calibrated_or_not(cli):
+    cal, raw = cli["score_rank"], cli["score_rank_uncalibrated"]
+    assert cal.rc == 0, cal.err
+    assert raw.rc == 0, raw.err
+    m_cal = json.loads((cli.cwd / "out_rank" / "metrics.json").read_text())
+    m_raw = json.loads((cli.cwd / "out_rank_nocal" / "metrics.json").read_text())
+    assert m_cal["run"]["readout"] == m_raw["run"]["readout"] == "rank" and m_cal["n"] == 80
+    fit = m_cal["calibration_fit"]
+    assert fit["n"] == 80 and fit["temperature"] > 0  # fitted on synth's validation split
+    assert "calibration_fit" not in m_raw
+    recs = {name: [json.loads(x) for x in (cli.cwd / name / "predictions.jsonl").read_text().splitlines()]
+            for name in ("out_rank", "out_rank_nocal")}
+    # The temperature changes the probabilities, never the answers.
+    assert [x["raw"] for x in recs["out_rank"]] == [x["raw"] for x in recs["out_rank_nocal"]]
+    assert m_cal["joint"]["accuracy"] == m_raw["joint"]["accuracy"]
+    assert m_cal["fields"]["label"]["calibration"]["n"] == m_raw["fields"]["label"]["calibration"]["n"] == 80
+    if fit["temperature"] != pytest.approx(1.0):
+        assert recs["out_rank"][0]["probs"] != recs["out_rank_nocal"][0]["probs"]
+
+
+def test_schema_write_regenerates_missing_and_stale_schema_files(cli):
+    r = cli["schema_write"]
+    assert r.rc == 0, r.err
+    written = cli.cwd / "repo" / "schemas"
+    for name in BUILTIN:
+        assert json.loads((written / f"{name}.schema.json").read_text()) == json.loads(schema_file(get_task(name)).read_text()), name
+        assert f"{name}.schema.json" in r.out + r.err
+

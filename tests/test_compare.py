@@ -4,29 +4,21 @@ table, and every number in it traced back to a scorer metrics.json."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-SYNTH = ROOT / "tests" / "synthetic_tasks"
+from helpers import assert_user_error, cli_env, run_cli, synth_env
 
 
 def test_compare_runs_end_to_end_and_every_number_comes_from_the_scorer(tmp_path):
-    env = {**os.environ, "MCQA_TASKS_PATH": str(SYNTH), "HF_HUB_OFFLINE": "1"}
-    cli = [sys.executable, str(ROOT / "cli.py")]
     run = tmp_path / "run"
-    trained = subprocess.run(cli + ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "head", "epochs=1",
-                                    "micro_batch_size=16", f"output_dir={run}"], env=env, capture_output=True, text=True)
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    trained = run_cli(["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "head", "epochs=1",
+                       "micro_batch_size=16", f"output_dir={run}"], tmp_path, synth_env())
+    assert trained.rc == 0, trained.err[-2000:]
     out = tmp_path / "cmp"
-    done = subprocess.run(cli + ["compare", "--task", "synth", "--baselines", "majority,tfidf", "--runs", str(run),
-                                 "--zero-shot", "tiny-qwen3", "--out", str(out)],
-                          env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_cli(["compare", "--task", "synth", "--baselines", "majority,tfidf", "--runs", run,
+                    "--zero-shot", "tiny-qwen3", "--out", out], tmp_path, synth_env())
+    assert done.rc == 0, done.err[-2000:]
     result = json.loads((out / "compare.json").read_text())
     assert [r["kind"] for r in result["rows"]] == ["baseline", "baseline", "trained", "zero-shot", "zero-shot"]
     assert [r["name"].split()[0] for r in result["rows"]] == ["majority", "tfidf", "tiny-qwen3", "tiny-qwen3", "tiny-qwen3"]
@@ -55,36 +47,29 @@ def test_compare_refuses_a_run_of_another_task(tmp_path):
     (run / "test").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"task": "notification", "protocol": "seed", "model": "m", "mode": "head"}))
     (run / "test" / "metrics.json").write_text("{}")
-    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "compare", "--task", "recipe_mpr", "--runs", str(run)],
-                       capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert r.returncode == 2
-    assert r.stderr.startswith("error:") and "notification/seed" in r.stderr and "Traceback" not in r.stderr
+    assert_user_error(run_cli(["compare", "--task", "recipe_mpr", "--runs", run], tmp_path, cli_env()), "notification/seed")
 
 
 def test_compare_pools_the_folds_of_a_cross_validated_task(tmp_path):
     """`--protocol cv3` runs each baseline on every fold and pools one trained run per fold: each
     of the 400 examples is scored once, and the pooled numbers are the scorer's on the union."""
-    env = {**os.environ, "MCQA_TASKS_PATH": str(SYNTH), "HF_HUB_OFFLINE": "1"}
-    cli = [sys.executable, str(ROOT / "cli.py")]
     runs = []
     for k in range(3):
         run = tmp_path / f"fold{k}"
-        trained = subprocess.run(cli + ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "head",
-                                        "--protocol", f"cv3-{k}", "epochs=1", "max_train_examples=32",
-                                        "micro_batch_size=16", f"output_dir={run}"], env=env, capture_output=True, text=True)
-        assert trained.returncode == 0, trained.stderr[-2000:]
+        trained = run_cli(["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "head", "--protocol", f"cv3-{k}",
+                           "epochs=1", "max_train_examples=32", "micro_batch_size=16", f"output_dir={run}"], tmp_path, synth_env())
+        assert trained.rc == 0, trained.err[-2000:]
         runs.append(run)
-    cmp = [*cli, "compare", "--task", "synth", "--protocol", "cv3", "--baselines", "majority,tfidf"]
-    missing = subprocess.run(cmp + ["--runs", *map(str, runs[:2]), "--out", str(tmp_path / "bad")], env=env, capture_output=True, text=True)
-    assert missing.returncode == 2 and "no run on fold cv3-2" in missing.stderr and "Traceback" not in missing.stderr
-    unknown = subprocess.run([*cli, "compare", "--task", "synth", "--protocol", "cv9", "--baselines", "majority",
-                              "--out", str(tmp_path / "bad")], env=env, capture_output=True, text=True)
-    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
-    assert "'cv9'" in unknown.stderr and "or cv3 to pool all its folds" in unknown.stderr
+    cmp = ["compare", "--task", "synth", "--protocol", "cv3", "--baselines", "majority,tfidf"]
+    missing = run_cli(cmp + ["--runs", *runs[:2], "--out", tmp_path / "bad"], tmp_path, synth_env())
+    assert_user_error(missing, "no run on fold cv3-2")
+    unknown = run_cli(["compare", "--task", "synth", "--protocol", "cv9", "--baselines", "majority", "--out", tmp_path / "bad"],
+                      tmp_path, synth_env())
+    assert_user_error(unknown, "'cv9'", "or cv3 to pool all its folds")
 
     out = tmp_path / "cmp"
-    done = subprocess.run(cmp + ["--runs", *map(str, runs), "--out", str(out)], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_cli(cmp + ["--runs", *runs, "--out", out], tmp_path, synth_env())
+    assert done.rc == 0, done.err[-2000:]
     result = json.loads((out / "compare.json").read_text())
     assert result["protocol"] == "cv3" and result["folds"] == ["cv3-0", "cv3-1", "cv3-2"]
     assert [r["kind"] for r in result["rows"]] == ["baseline", "baseline", "trained"]

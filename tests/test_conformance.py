@@ -4,7 +4,7 @@ JSON Schema is current, and the splits are deterministic, disjoint and leak-free
 
 from __future__ import annotations
 
-import hashlib
+import gzip
 import json
 import os
 import subprocess
@@ -12,15 +12,18 @@ import sys
 from collections import Counter
 from dataclasses import replace
 from itertools import combinations
+from pathlib import Path
 
 import pytest
-from helpers import leak_text, load, load_all
+from helpers import leak_text, load, load_all, split_digest
 
 from mcqa.prompting import LETTERS, render_prompt, serialize_target
 from mcqa.registry import all_tasks, get_task
 from mcqa.schema import schema_file
 from mcqa.scoring import compute_metrics, make_records, parser_for
 from mcqa.task import SPLITS
+
+REPO = Path(__file__).resolve().parent.parent
 
 TASKS = all_tasks()
 NAMES = [t.name for t in TASKS]
@@ -145,24 +148,28 @@ def test_splits_are_deterministic_disjoint_and_leak_free(name, protocol):
 
 
 _DIGEST_SCRIPT = """
-import hashlib, json
+import hashlib, json, sys
 from mcqa.registry import all_tasks
+sys.path.insert(0, sys.argv[1])
+from helpers import split_digest
 out = {}
 for t in all_tasks():
     for p in t.protocols:
         for s in ("train", "validation", "test"):
-            out[f"{t.name}/{p}/{s}"] = hashlib.sha256("\\n".join(e.id for e in t.load(s, p)).encode()).hexdigest()
+            out[f"{t.name}/{p}/{s}"] = split_digest(t.load(s, p))
 print(json.dumps(out))
 """
 
 
 @pytest.fixture(scope="module")
 def fresh_process_digests(tmp_path_factory):
-    """Split digests from a fresh interpreter whose hash seed differs from this one's."""
+    """Split digests (ids, targets and option order) from a fresh interpreter whose hash seed
+    differs from this one's."""
     ours = os.environ.get("PYTHONHASHSEED", "")
     seed = str(int(ours) + 1) if ours.isdigit() else "1"  # ours is random unless pinned
     env = {k: v for k, v in os.environ.items() if k != "MCQA_TASKS_PATH"}
-    p = subprocess.run([sys.executable, "-c", _DIGEST_SCRIPT], cwd=tmp_path_factory.mktemp("digests"),
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    p = subprocess.run([sys.executable, "-c", _DIGEST_SCRIPT, str(REPO / "tests")], cwd=tmp_path_factory.mktemp("digests"),
                        capture_output=True, text=True, timeout=300, check=False, env={**env, "PYTHONHASHSEED": seed})
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
@@ -171,7 +178,7 @@ def fresh_process_digests(tmp_path_factory):
 @pytest.mark.parametrize(("name", "protocol"), TASK_PROTOCOLS)
 def test_splits_are_the_same_in_a_fresh_process(name, protocol, fresh_process_digests):
     for s in SPLITS:
-        here = hashlib.sha256("\n".join(e.id for e in load(name, s, protocol)).encode()).hexdigest()
+        here = split_digest(load(name, s, protocol))
         assert fresh_process_digests[f"{name}/{protocol}/{s}"] == here, f"{name}/{protocol}/{s} depends on the hash seed"
 
 
@@ -223,3 +230,35 @@ def test_mmlu_pro_full_protocol_uses_every_deduplicated_question():
     examples = [e for s in SPLITS for e in load("mmlu_pro", s, "full")]
     texts = [leak_text(e) for e in examples]
     assert len(set(texts)) == len(texts) > 11_000
+
+
+# --- multiple choice: the gold letter points at the gold option --------------------------------
+
+
+def _letter_points_at(examples, raw_gold_text: dict[str, str], raw_options: dict[str, list[str]]) -> None:
+    assert examples
+    for e in examples:
+        options = e.input["options"]
+        assert sorted(options) == sorted(raw_options[e.id]), e.id  # a permutation of the raw options
+        assert options[LETTERS.index(e.target["answer"])] == raw_gold_text[e.id], e.id
+
+
+def test_recipe_mpr_gold_letter_points_at_the_raw_answer_text():
+    raw = json.loads((REPO / "data" / "recipe_mpr" / "500QA.json").read_text(encoding="utf-8"))
+    gold = {f"rmpr-{i:03d}": r["options"][r["answer"]] for i, r in enumerate(raw)}
+    options = {f"rmpr-{i:03d}": list(r["options"].values()) for i, r in enumerate(raw)}
+    examples = default_examples("recipe_mpr")
+    assert len(examples) == 500
+    _letter_points_at(examples, gold, options)
+    # and the shown order is not the raw one (where the gold is always first)
+    assert sum(e.input["options"] != options[e.id] for e in examples) > 450
+
+
+def test_mmlu_pro_answer_gold_letter_points_at_the_raw_answer_text():
+    with gzip.open(REPO / "data" / "mmlu_pro" / "mmlu_pro_test_12032.jsonl.gz", "rt", encoding="utf-8") as f:
+        raw = [json.loads(line) for line in f]
+    gold = {f"mmlu-{r['question_id']}": r["options"][r["answer_index"]] for r in raw}
+    options = {f"mmlu-{r['question_id']}": r["options"] for r in raw}
+    examples = [e for s in SPLITS for e in load("mmlu_pro_answer", s, "full")]
+    assert len(examples) > 11_000
+    _letter_points_at(examples, gold, options)

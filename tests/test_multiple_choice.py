@@ -16,7 +16,6 @@ from mcqa.config import load_config
 from mcqa.encoding import end_of_turn
 from mcqa.errors import McqaError
 from mcqa.examples import load_split
-from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.modes.choice import ChoiceCollator, build_choice_model, encode_choice
 from mcqa.prompting import render_prompt, serialize_target
 from mcqa.readouts import run_readout
@@ -30,12 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-3
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_causal_lm("tiny-qwen3"), load_tokenizer("tiny-qwen3")
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny inputs, one intra-op thread
 
 
 def _ids(tok, messages):

@@ -18,7 +18,6 @@ import torch
 
 from mcqa.examples import load_split
 from mcqa.modes import get_mode
-from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.readouts import run_readout
 from mcqa.registry import get_task
 
@@ -41,12 +40,7 @@ def _key(task: str, readout: str, opts: dict) -> str:
     return f"{task}/{readout}" + "".join(f"/{k}={v}" for k, v in sorted(opts.items()))
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_causal_lm("tiny-qwen3"), load_tokenizer("tiny-qwen3")
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny inputs, one intra-op thread
 
 
 def _run(tiny, task_name, protocol, n, readout, opts) -> list[dict]:

@@ -10,6 +10,7 @@ their first tokens ("computer" / "computer science" / "computer engineering"), t
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from typing import Annotated, Literal
@@ -61,21 +62,7 @@ def synthetic(name: str, output) -> Task:
 SHARED, FREE = synthetic("shared_prefixes", Shared), synthetic("free_fields", Free)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Inputs of a few hundred tokens on a busy machine: intra-op threads only wait on each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from mcqa.model import load_causal_lm, load_tokenizer
-
-    return load_causal_lm("tiny-qwen3"), load_tokenizer("tiny-qwen3")
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny inputs, one intra-op thread
 
 def random_text(rng: random.Random, tokenizer, n: int) -> str:
     """Random tokens of the vocabulary (any script, punctuation, code) decoded to text."""
@@ -295,21 +282,105 @@ def fake_rank_outputs(rng: np.random.Generator, n: int, sharpness: float, accura
     return task, examples, outputs
 
 
+def marginal_probs(group: dict, t: float) -> dict[str, dict[str, float]]:
+    """The test's own softmax of loglik / T over a group's candidates, summed per field value."""
+    ll = np.asarray(group["loglik"], dtype=np.float64) / t
+    p = np.exp(ll - ll.max())
+    p /= p.sum()
+    out: dict[str, dict[str, float]] = {f: {} for f in group["fields"]}
+    for values, pc in zip(group["values"], p):
+        for f, v in zip(group["fields"], values):
+            out[f][str(v)] = out[f].get(str(v), 0.0) + float(pc)
+    return out
+
+
+def gold_nll(examples: list[Example], outputs: list[dict], t: float | np.ndarray) -> np.ndarray | float:
+    """Mean over examples and fields of -log p(gold label) at temperature t (one value per t)."""
+    t = np.atleast_1d(np.asarray(t, dtype=np.float64))[:, None, None]
+    ll = np.array([o["scores"][0]["loglik"] for o in outputs])[None] / t  # (T, n, candidates)
+    log_z = np.logaddexp.reduce(ll, axis=2)
+    values = outputs[0]["scores"][0]["values"]
+    terms = []
+    for k, f in enumerate(outputs[0]["scores"][0]["fields"]):
+        gold = np.array([[v[k] == e.target[f] for v in values] for e in examples])[None]
+        terms.append(log_z - np.logaddexp.reduce(np.where(gold, ll, -np.inf), axis=2))
+    out = np.mean(np.concatenate(terms, axis=1), axis=1)
+    return out if out.size > 1 else float(out[0])
+
+
+def ece(examples: list[Example], outputs: list[dict], t: float, field: str) -> float:
+    """Expected calibration error of one field at temperature t, 15 equal-width bins, by hand."""
+    conf, right = [], []
+    for e, o in zip(examples, outputs):
+        probs = marginal_probs(o["scores"][0], t)[field]
+        top = max(probs, key=probs.get)
+        conf.append(probs[top])
+        right.append(top == str(e.target[field]))
+    conf, right = np.array(conf), np.array(right, dtype=float)
+    bins = np.minimum((conf * 15).astype(int), 14)
+    return float(sum(abs(right[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins)))
+
+
+GRID = np.exp(np.linspace(math.log(0.05), math.log(20.0), 1201))  # 0.5% steps in T
+
+
 @pytest.mark.parametrize("sharpness,accuracy,direction", [(8.0, 0.6, "up"), (0.5, 0.95, "down"), (3.0, 0.8, None)])
-def test_temperature_scaling_never_worsens_validation_nll(sharpness, accuracy, direction):
+def test_temperature_fit_is_the_nll_minimum_and_calibrates_unseen_data(sharpness, accuracy, direction):
+    """The fitted T is where a fine grid search finds the validation NLL lowest, and on a second
+    sample from the same distribution (data the fit never saw) it lowers NLL and ECE."""
     task, examples, outputs = fake_rank_outputs(np.random.default_rng(0), 300, sharpness, accuracy)
     fit = fit_temperature(task, examples, outputs)
-    assert fit.nll_after <= fit.nll_before
-    if direction == "up":  # overconfident: T > 1 flattens, and lowers ECE
-        assert fit.temperature > 1.5 and fit.nll_after < fit.nll_before
-        assert all(fit.ece_after[f] < fit.ece_before[f] for f in task.fields)
+    nll = gold_nll(examples, outputs, GRID)
+    best = float(GRID[int(np.argmin(nll))])
+    assert fit.temperature == pytest.approx(best, rel=0.02), (fit.temperature, best)
+    assert fit.nll_after == pytest.approx(min(nll), abs=1e-4)
+    assert fit.nll_before == pytest.approx(gold_nll(examples, outputs, 1.0), abs=1e-9)
+    if direction == "up":  # overconfident: T > 1 flattens
+        assert fit.temperature > 1.5
     elif direction == "down":  # underconfident: T < 1 sharpens
-        assert fit.temperature < 0.7 and fit.nll_after < fit.nll_before
-    calibrated = apply_temperature(task, outputs, fit.temperature)
-    for o in calibrated:
-        assert o["temperature"] == fit.temperature
-        assert all(math.isclose(sum(o["probs"][f].values()), 1.0, abs_tol=1e-9) for f in task.fields)
-    assert group_probs(outputs[0]["scores"], 1.0) == apply_temperature(task, outputs[:1], 1.0)[0]["probs"]
+        assert fit.temperature < 0.7
+    if direction is not None:
+        _, fresh, fresh_out = fake_rank_outputs(np.random.default_rng(1), 300, sharpness, accuracy)
+        assert gold_nll(fresh, fresh_out, fit.temperature) < gold_nll(fresh, fresh_out, 1.0) - 0.02
+        for f in task.fields:
+            assert ece(fresh, fresh_out, fit.temperature, f) < ece(fresh, fresh_out, 1.0, f), f
+    # Applying T gives the softmax of loglik / T, marginalised per field.
+    for o, c in zip(outputs[:20], apply_temperature(task, outputs[:20], fit.temperature)):
+        assert c["temperature"] == fit.temperature
+        want = marginal_probs(o["scores"][0], fit.temperature)
+        for f in task.fields:
+            assert c["probs"][f] == pytest.approx(want[f], abs=1e-12)
+            assert math.isclose(sum(c["probs"][f].values()), 1.0, abs_tol=1e-9)
+        assert group_probs(o["scores"], fit.temperature) == c["probs"]
+
+
+def test_calibration_never_changes_the_prediction(tiny):
+    """The temperature reshapes probabilities, never the answer: the output is each field's
+    most probable label under the uncalibrated scores (T=1), whatever T is applied. Jointly
+    ranked fields are where it could differ: a marginal's argmax moves with T."""
+    task = get_task("notification")
+    values = [[f, p] for f in ("Work", "Personal", "Promotions", "Alerts") for p in (1, 2, 3)]
+    # One strong Work candidate against three fairly strong Personal ones: Personal has the
+    # larger marginal at T=1 and T=5, Work at T=0.2 (where the single peak dominates).
+    ll = [2.0 if v == ["Work", 1] else 1.2 if v[0] == "Personal" else -10.0 for v in values]
+    rec = {"id": "x", "output": "", "scores": [{"fields": ["folder", "priority"], "values": values, "loglik": ll}]}
+    sharp = marginal_probs(rec["scores"][0], 0.2)
+    assert max(sharp["folder"], key=sharp["folder"].get) == "Work"  # the case is real
+    for t in (0.2, 1.0, 5.0):
+        (o,) = apply_temperature(task, [rec], t)
+        assert json.loads(o["output"]) == {"folder": "Personal", "priority": 1}, t
+        assert o["probs"] == marginal_probs(rec["scores"][0], t)  # the probabilities do follow T
+    # The rank readout itself, on the tiny model: same outputs at any temperature.
+    model, tok = tiny
+    examples = random_examples(task, tok, 8, seed=21)
+    plain = run_readout("rank", model, tok, task, examples)
+    for t in (0.05, 3.0):
+        assert [o["output"] for o in run_readout("rank", model, tok, task, examples, temperature=t)] == [o["output"] for o in plain]
+    # A fitted temperature leaves accuracy as it was.
+    task, val, outputs = fake_rank_outputs(np.random.default_rng(5), 200, 8.0, 0.6)
+    fit = fit_temperature(task, val, outputs)
+    assert fit.temperature > 1.5
+    assert [o["output"] for o in apply_temperature(task, outputs, fit.temperature)] == [o["output"] for o in apply_temperature(task, outputs, 1.0)]
 
 
 def test_temperature_fit_keeps_t_1_when_nothing_is_better():
@@ -356,12 +427,46 @@ def test_head_readout_and_head_models_refuse_lm_readouts(tiny):
 
 
 def test_generate_readout_is_the_free_greedy_loop(tiny):
+    """A batch of mixed prompt lengths (left-padded together) gives, token for token, what an
+    argmax loop over full unpadded forwards gives, stopping at the first stop token, and
+    `truncated` is true exactly when no stop token came."""
+    from mcqa.encoding import stop_token_ids
+
     model, tok = tiny
     task = get_task("mmlu_pro")
-    examples = random_examples(task, tok, 2, seed=9)
-    outputs = run_readout("generate", model, tok, task, examples, max_new_tokens=3)
-    assert [o["id"] for o in outputs] == ["r0", "r1"]
-    assert all(len(tok(o["output"], add_special_tokens=False)["input_ids"]) <= 3 for o in outputs)
+    examples = random_examples(task, tok, 6, seed=9)
+    assert len({len(prompt_ids(tok, task, e)) for e in examples}) == 6
+    stops, eot, steps = stop_token_ids(tok), tok.convert_tokens_to_ids("<|im_end|>"), 6
+
+    # The random model repeats one token forever; steer it. A fixed projection of each
+    # position's hidden state picks among a few words and <|im_end|>, so texts vary and stops
+    # come at different steps, and the batched and the plain forward apply the rule alike.
+    words = tok(" the cat sat on a mat", add_special_tokens=False)["input_ids"] + [eot]
+    proj = torch.randn(model.config.hidden_size, len(words), generator=torch.Generator().manual_seed(3))
+
+    def stop_sometimes(mod, args, out):
+        out = out.clone()
+        out[..., words] += 50.0 + 20.0 * (args[0].float() / args[0].float().norm(dim=-1, keepdim=True)) @ proj
+        return out
+
+    hook = model.get_output_embeddings().register_forward_hook(stop_sometimes)
+    try:
+        outputs = run_readout("generate", model, tok, task, examples, max_new_tokens=steps, batch_size=6)
+        want = []
+        for e in examples:
+            ids, new = prompt_ids(tok, task, e), []
+            for _ in range(steps):
+                t = int(full_logprobs(model, ids + new, last=1)[-1].argmax())
+                if t in stops:
+                    break
+                new.append(t)
+            want.append((tok.decode(new, skip_special_tokens=False), len(new) == steps))
+    finally:
+        hook.remove()
+    assert [o["id"] for o in outputs] == [e.id for e in examples]
+    assert [(o["output"], o["truncated"]) for o in outputs] == want
+    assert any(t for _, t in want) and not all(t for _, t in want)  # both endings occur
+    assert len({text for text, _ in want}) > 2  # the texts differ
 
 
 def test_plan_chunks_covers_every_stream_once_and_splits_long_from_short():

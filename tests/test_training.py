@@ -7,8 +7,8 @@ model that reaches high accuracy on it has really learned through the masked los
 from __future__ import annotations
 
 import json
-import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CLI, assert_user_error, run_cli, synth_env
 
 from mcqa.config import load_config, parse_overrides
 from mcqa.errors import McqaError
 
-ROOT = Path(__file__).resolve().parent.parent
-SYNTH = ROOT / "tests" / "synthetic_tasks"
 TINY = "tiny-qwen3"
 # Small and fast, with learning rates high enough for a random 2-layer model to learn in minutes.
 # Generation learns slower than a head (the label must be routed to frozen, random output
@@ -31,23 +30,7 @@ BASE = {"task": "synth", "model": TINY, "micro_batch_size": 16, "batch_size": 16
 PER_MODE = {"head": {"epochs": 4}, "generate": {"epochs": 8, "learning_rate": 5e-3, "micro_batch_size": 8, "batch_size": 8}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def synth_tasks():
-    old = os.environ.get("MCQA_TASKS_PATH")
-    os.environ["MCQA_TASKS_PATH"] = str(SYNTH)
-    from mcqa.registry import get_task
-
-    get_task.cache_clear()
-    yield
-    if old is None:
-        os.environ.pop("MCQA_TASKS_PATH")
-    else:
-        os.environ["MCQA_TASKS_PATH"] = old
-    get_task.cache_clear()
-
-
-def env_with_synth() -> dict[str, str]:
-    return {**os.environ, "MCQA_TASKS_PATH": str(SYNTH), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
 
 
 # ------------------------------------------------------------------ config
@@ -77,13 +60,6 @@ def test_batch_must_divide_into_micro_batches():
 
 
 # ------------------------------------------------------------------ loss on targets only
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from mcqa.model import load_causal_lm, load_tokenizer
-
-    return load_causal_lm(TINY), load_tokenizer(TINY)
 
 
 def test_only_target_tokens_carry_labels(tiny):
@@ -271,21 +247,189 @@ def test_cli_reads_out_a_trained_run_on_a_split_and_on_new_data(trained, tmp_pat
     temperature; `mcqa score --adapter RUN` (head run, default readout) scores it like the run did."""
     head_run, gen_run = trained["head"], trained["generate"]
     preds = tmp_path / "rank.jsonl"
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "predict", "--task", "synth", "--adapter", str(gen_run),
-                           "--readout", "rank", "--split", "test", "--out", str(preds)], env=env_with_synth(), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(["predict", "--task", "synth", "--adapter", gen_run, "--readout", "rank", "--split", "test", "--out", preds],
+                   tmp_path, synth_env())
+    assert proc.rc == 0, proc.err
     rows = [json.loads(x) for x in preds.read_text().splitlines()]
     assert rows and all(set(r) >= {"id", "output", "probs", "scores", "temperature"} for r in rows)
     assert all(sum(d.values()) == pytest.approx(1.0) for r in rows for d in r["probs"].values())
     out = tmp_path / "head-score"
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "score", "--task", "synth", "--adapter", str(head_run),
-                           "--split", "test", "--out", str(out)], env=env_with_synth(), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(["score", "--task", "synth", "--adapter", head_run, "--split", "test", "--out", out], tmp_path, synth_env())
+    assert proc.rc == 0, proc.err
     scored = json.loads((out / "metrics.json").read_text())
     assert scored["joint"]["accuracy"] == pytest.approx(json.loads((head_run / "run.json").read_text())["test"]["joint"])
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "predict", "--task", "synth", "--adapter", str(head_run),
-                           "--readout", "rank", "--split", "test"], env=env_with_synth(), capture_output=True, text=True)
-    assert proc.returncode == 2 and "'head' readout" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli(["predict", "--task", "synth", "--adapter", head_run, "--readout", "rank", "--split", "test"], tmp_path, synth_env())
+    assert_user_error(proc, "'head' readout")
+
+
+# ------------------------------------------------------------------ best epoch, early stopping, leakage
+
+SABOTAGE_FROM = 2  # epochs from the third on start from weights drowned in noise: worse than any before
+SCRIPTED_FAILURE_RATES = [0.5, 0.1, 0.3]  # validation parse failure rate of epochs 1-3 in the lower-is-better run
+
+
+def _sabotaging_log(sabotage_from: int | None):
+    """train() builds its callbacks itself; JsonlLog is the one it always adds, so a subclass
+    that also wrecks the trainable weights at the start of late epochs stands in for it."""
+    from mcqa.training import JsonlLog
+
+    class Sabotage(JsonlLog):
+        def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+            if sabotage_from is not None and state.epoch >= sabotage_from:
+                g = torch.Generator().manual_seed(int(state.epoch))
+                with torch.no_grad():
+                    for p in model.parameters():
+                        if p.requires_grad:
+                            p.add_(torch.randn(p.shape, generator=g).to(p.dtype))
+
+    return Sabotage
+
+
+@pytest.fixture(scope="module")
+def selection(tmp_path_factory):
+    """Two small in-process head runs, with spies on what reaches the trainer and the model:
+    "early": real validation, weights wrecked from epoch 3 on, patience 2 of 5 epochs;
+    "lower": best_metric=parse_failure_rate with scripted validation failure rates."""
+    import dataclasses
+
+    import mcqa.training as T
+    from mcqa.modes import MODES
+
+    runs, seen = {}, {}
+    small = {**BASE, "mode": "head", "max_train_examples": 96, "max_eval_examples": 40, "learning_rate": 1e-2}
+    settings = {
+        "early": ({**small, "epochs": 5, "patience": 2}, SABOTAGE_FROM, None),
+        "lower": ({**small, "epochs": 3, "max_train_examples": 32, "best_metric": "parse_failure_rate"}, None, SCRIPTED_FAILURE_RATES),
+    }
+    for name, (overrides, sabotage_from, script) in settings.items():
+        out = tmp_path_factory.mktemp(f"run-{name}") / "run"
+        spy = {"encoded": [], "predicted": []}
+        real_mode, real_read_out, real_score = MODES["head"], T.read_out, T.score
+        rates = list(script or [])
+
+        def encode(tokenizer, task, examples, *a, **k):
+            spy["encoded"].append([e.id for e in examples])
+            return real_mode.encode(tokenizer, task, examples, *a, **k)
+
+        def read_out(model, tokenizer, task, mode, examples, *a, **k):
+            spy["predicted"].append(([e.id for e in examples], (out / "adapter").is_dir()))
+            return real_read_out(model, tokenizer, task, mode, examples, *a, **k)
+
+        def score(task, examples, outputs, run, *a, resamples=1000, **k):
+            scored = real_score(task, examples, outputs, run, *a, resamples=resamples, **k)
+            if rates and resamples == T.VAL_RESAMPLES:  # validation only; the test scoring stays real
+                scored.metrics["parse"]["failure_rate"] = rates.pop(0)
+            return scored
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(T, "JsonlLog", _sabotaging_log(sabotage_from))
+            mp.setitem(MODES, "head", dataclasses.replace(real_mode, encode=encode))
+            mp.setattr(T, "read_out", read_out)
+            mp.setattr(T, "score", score)
+            runs[name] = T.train(load_config(None, {**overrides, "output_dir": str(out)}))
+        seen[name] = spy
+    return runs, seen
+
+
+def _history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "val_metrics.jsonl").read_text().splitlines()]
+
+
+def _same_adapter(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    x, y = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def _rescore_validation(run: Path) -> float:
+    from mcqa.examples import load_split
+    from mcqa.modes import get_mode
+    from mcqa.runs import load_run
+    from mcqa.scoring import score
+    from mcqa.training import _sample, flat_metrics, read_out
+
+    model, tok, task, config = load_run(run)
+    val = _sample(load_split(task, "validation", config.protocol), config.max_eval_examples, config.seed)
+    m = score(task, val, read_out(model, tok, task, get_mode(config.mode), val, config), {}, resamples=50).metrics
+    return flat_metrics(task, m, prefix="")[config.best_metric]
+
+
+def test_the_saved_adapter_is_the_best_epoch_and_rescores_to_best_value(selection):
+    run = selection[0]["early"]
+    history, summary = _history(run), json.loads((run / "run.json").read_text())
+    joint = [h["eval_joint"] for h in history]
+    assert max(joint[:SABOTAGE_FROM]) > max(joint[SABOTAGE_FROM:]), joint  # the wrecked epochs are worse
+    assert summary["best_value"] == max(joint) and joint[-1] < max(joint)
+    best_step = history[joint.index(max(joint))]["step"]
+    assert summary["best_checkpoint"].endswith(f"checkpoint-{best_step}")
+    assert _same_adapter(run / "adapter", Path(summary["best_checkpoint"]))
+    assert _rescore_validation(run) == pytest.approx(summary["best_value"], abs=1e-12)
+
+
+def test_patience_stops_after_that_many_epochs_without_improvement(selection):
+    run = selection[0]["early"]
+    joint = [h["eval_joint"] for h in _history(run)]
+    summary = json.loads((run / "run.json").read_text())
+    last_improvement = joint.index(max(joint))  # later ties are not improvements
+    assert len(joint) == last_improvement + 1 + 2 < 5, joint  # patience=2 of epochs=5
+    assert summary["epochs_run"] == pytest.approx(len(joint))
+
+
+def test_lower_is_better_best_metric_keeps_the_lowest_parse_failure_epoch(selection):
+    run = selection[0]["lower"]
+    history, summary = _history(run), json.loads((run / "run.json").read_text())
+    assert [h["eval_parse_failure_rate"] for h in history] == SCRIPTED_FAILURE_RATES
+    assert summary["best_metric"] == "parse_failure_rate" and summary["best_value"] == min(SCRIPTED_FAILURE_RATES)
+    best_step = history[SCRIPTED_FAILURE_RATES.index(min(SCRIPTED_FAILURE_RATES))]["step"]
+    assert summary["best_checkpoint"].endswith(f"checkpoint-{best_step}")
+    assert _same_adapter(run / "adapter", Path(summary["best_checkpoint"]))
+    last = run / "checkpoints" / f"checkpoint-{history[-1]['step']}"
+    assert not _same_adapter(run / "adapter", last)
+
+
+@pytest.mark.parametrize("name", ["early", "lower"])
+def test_the_trainer_never_sees_test_examples(selection, name):
+    """Training encodes train examples only; until the adapter is saved, the model predicts the
+    validation sample only (model selection); the test split comes after, once."""
+    from mcqa.examples import load_split
+    from mcqa.registry import get_task
+
+    spy = selection[1][name]
+    task = get_task("synth")
+    ids = {s: {e.id for e in load_split(task, s)} for s in ("train", "validation", "test")}
+    assert spy["encoded"] and all(set(batch) <= ids["train"] for batch in spy["encoded"])
+    before = [set(batch) for batch, saved in spy["predicted"] if not saved]
+    after = [set(batch) for batch, saved in spy["predicted"] if saved]
+    assert before and all(b <= ids["validation"] for b in before)
+    assert after == [ids["test"]]
+
+
+def test_rank_temperature_is_fitted_on_validation_never_on_the_split_being_scored(tiny, monkeypatch):
+    """Scoring the test split (or a user's file) with rank fits the temperature on the
+    validation split: the fit sees validation ids only, and its T is what a fit on the
+    validation outputs gives."""
+    import mcqa.predicting as P
+    import mcqa.readouts as R
+    from mcqa.examples import load_split
+    from mcqa.predicting import Loaded, predict
+    from mcqa.registry import get_task
+
+    model, tok = tiny
+    task = get_task("synth")
+    val, test = load_split(task, "validation"), load_split(task, "test")
+    fitted_on, real_fit = [], P.fit_temperature
+
+    def spy(task, examples, outputs, *a, **k):
+        fitted_on.append({e.id for e in examples})
+        return real_fit(task, examples, outputs, *a, **k)
+
+    monkeypatch.setattr(P, "fit_temperature", spy)
+    outputs, info = predict(task, Loaded(model, tok, "generate", {"model": TINY}), test, "rank", None)
+    assert fitted_on == [{e.id for e in val}] and not fitted_on[0] & {e.id for e in test}
+    want = real_fit(task, val, R.run_readout("rank", model, tok, task, val)).temperature
+    assert info["calibration"]["temperature"] == pytest.approx(want, rel=1e-6)
+    assert all(o["temperature"] == info["calibration"]["temperature"] for o in outputs)
 
 
 # ------------------------------------------------------------------ resume after kill -9
@@ -294,7 +438,7 @@ def test_cli_reads_out_a_trained_run_on_a_split_and_on_new_data(trained, tmp_pat
 def _train_cmd(out: Path, *extra: str) -> list[str]:
     settings = [f"{k}={'null' if v is None else v}" for k, v in {**BASE, "mode": "head", "epochs": 3, "output_dir": out}.items()
                 if k not in ("task", "model")]
-    return [sys.executable, str(ROOT / "cli.py"), "train", "--task", "synth", "--model", TINY, *settings, *extra]
+    return ["train", "--task", "synth", "--model", TINY, *settings, *extra]
 
 
 def _adapter(run: Path) -> dict[str, torch.Tensor]:
@@ -305,9 +449,11 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_after_kill_ends_with_the_same_adapter(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    subprocess.run(_train_cmd(whole), check=True, env=env_with_synth(), capture_output=True)
+    first = run_cli(_train_cmd(whole), tmp_path, synth_env())
+    assert first.rc == 0, first.err[-2000:]
 
-    proc = subprocess.Popen(_train_cmd(cut), env=env_with_synth(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, str(CLI), *map(str, _train_cmd(cut))], cwd=tmp_path, env=synth_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not list(cut.glob("checkpoints/checkpoint-*/trainer_state.json")):
         assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
@@ -316,12 +462,10 @@ def test_resume_after_kill_ends_with_the_same_adapter(tmp_path):
     proc.wait()
     assert not (cut / "run.json").exists()  # an interrupted run never looks complete
 
-    again = subprocess.run(_train_cmd(cut), env=env_with_synth(), capture_output=True, text=True)
-    assert again.returncode == 2 and "--resume" in again.stderr  # no silent overwrite
-    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--resume", str(cut)],
-                          env=env_with_synth(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "resuming from" in done.stderr
+    assert_user_error(run_cli(_train_cmd(cut), tmp_path, synth_env()), "--resume")  # no silent overwrite
+    done = run_cli(["train", "--resume", cut], tmp_path, synth_env())
+    assert done.rc == 0, done.err[-2000:]
+    assert "resuming from" in done.err
     a, b = _adapter(whole), _adapter(cut)
     assert a.keys() == b.keys()
     for k in a:
@@ -331,6 +475,13 @@ def test_resume_after_kill_ends_with_the_same_adapter(tmp_path):
 # ------------------------------------------------------------------ two processes (DDP, gloo)
 
 
+def free_port() -> int:
+    """A port nothing listens on now (a fixed one fails when two suites share a machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_process_ddp_loss_matches_one_process(tmp_path):
     """torchrun with 2 CPU processes (micro batch 8 each) logs the same losses as 1 process
     with micro batch 8 and 2 accumulation steps: the same 16 examples per optimizer step."""
@@ -338,12 +489,10 @@ def test_two_process_ddp_loss_matches_one_process(tmp_path):
                                        "max_train_examples": 48, "max_eval_examples": 8, "group_by_length": False,
                                        "lora.dropout": 0.0, "logging_steps": 1, "patience": "null"}.items()]
     args = ["train", "--task", "synth", "--model", TINY, *common]
-    one = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, f"output_dir={tmp_path / 'one'}"],
-                         env=env_with_synth(), capture_output=True, text=True)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                          str(ROOT / "cli.py"), *args, f"output_dir={tmp_path / 'two'}"],
-                         env=env_with_synth(), capture_output=True, text=True)
+    one = run_cli([*args, f"output_dir={tmp_path / 'one'}"], tmp_path, synth_env())
+    assert one.rc == 0, one.err[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                          str(CLI), *args, f"output_dir={tmp_path / 'two'}"], cwd=tmp_path, env=synth_env(), capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
 
     def losses(run: Path) -> list[float]:

@@ -8,7 +8,8 @@ tokens differ are scored from the prefill logits alone. score="full" sums every 
 target and the end of turn instead (the likelihood a trained model was fitted to), at the cost
 of feeding every candidate's continuation. Fields are ranked jointly when the product of their
 label spaces is at most `joint_limit` (each field's probabilities are marginals of the joint,
-and the output takes each field's most probable label), else field by field with the earlier
+and the output takes each field's most probable label under the uncalibrated scores, so a
+temperature never changes it), else field by field with the earlier
 fields fixed to their argmax. Shares the prefix cache, the packed batches and the trie with
 constrained (mcqa.readouts.decoding, batching, trie).
 """
