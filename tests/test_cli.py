@@ -115,7 +115,7 @@ def cli(tmp_path_factory):
     tok = d / "tok"
     shutil.copytree(qwen3_tokenizer_dir(), tok)
     config = json.loads((tok / "tokenizer_config.json").read_text())
-    config["chat_template"] = "CUSTOM TEMPLATE\n" + config["chat_template"]
+    config["chat_template"] = "CUSTOM TEMPLATE " + config["chat_template"]
     (tok / "tokenizer_config.json").write_text(json.dumps(config))
 
     score = ["score", "--task", "notification", "--resamples", "50"]
@@ -394,7 +394,7 @@ def test_show_renders_with_the_named_tokenizers_template(cli):
     assert r.rc == 0, r.err
     e = load("notification", "train", "seed")[0]
     prompt = render_prompt(AutoTokenizer.from_pretrained(cli.cwd / "tok"), get_task("notification").messages(e))
-    assert prompt.startswith("CUSTOM TEMPLATE\n") and prompt in r.out
+    assert prompt.startswith("CUSTOM TEMPLATE") and prompt in r.out
 
 
 def test_predict_on_unlabeled_rows_of_a_users_file(cli):
