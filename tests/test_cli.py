@@ -117,7 +117,7 @@ def cli(tmp_path_factory):
     tok = d / "tok"
     shutil.copytree(qwen3_tokenizer_dir(), tok)
     config = json.loads((tok / "tokenizer_config.json").read_text())
-    config["chat_template"] = "CUSTOM TEMPLATE " + config["chat_template"]  # the template opens with {%-, which eats a newline
+    config["chat_template"] = "CUSTOM TEMPLATE " + config["chat_template"]
     (tok / "tokenizer_config.json").write_text(json.dumps(config))
 
     score = ["score", "--task", "notification", "--resamples", "50"]
