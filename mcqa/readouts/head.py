@@ -8,7 +8,7 @@ import torch
 
 from mcqa.console import track
 from mcqa.encoding import LeftPadCollator, shared_prefix
-from mcqa.modes import get_mode
+from mcqa.modes.head import encode_head
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import length_batches
@@ -31,7 +31,7 @@ def head_outputs(model, tokenizer, task: Task, examples: list[Example], batch_si
     model.eval()
     spaces = task.label_spaces
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = [{**r, "field_labels": None} for r in get_mode("head").encode(tokenizer, task, [_unlabeled(e) for e in examples])]
+    rows = [{**r, "field_labels": None} for r in encode_head(tokenizer, task, [_unlabeled(e) for e in examples])]
     # The prompt prefix every example shares (system prompt, instructions) is encoded once per batch.
     collate = LeftPadCollator(pad, prefix=shared_prefix(rows) if share_prefix and rows else None)
     device = next(model.parameters()).device
