@@ -119,8 +119,8 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
                    trust_remote_code: bool = False) -> list[dict[str, Any]]:
     """The base LLM with no adapter, read out through the scorer like everything else (rank fits
     its temperature on each fold's own validation split)."""
+    specs = {spec: parse_readout_spec(spec) for spec in readouts}  # a bad spec fails before the model loads
     loaded = load_predictor(task, model, None, trust_remote_code=trust_remote_code)
-    specs = {spec: parse_readout_spec(spec) for spec in readouts}
     # Every options rule of one fold comes from one options run (see predict_option_rules).
     rules = [opts["rule"] for name, opts in specs.values() if name == "options" and set(opts) == {"rule"}]
     by_rule: dict[str, dict[str, tuple]] = {}

@@ -147,7 +147,7 @@ def permuted_copies(task: Task, examples: list[Example], k: int, seed: int) -> l
     the letters stop predicting the answer; arXiv 2406.01026)."""
     if k == 0:
         return []
-    if task.reorder is None:
+    if task.reorder is None:  # raised even for no examples: setup checks this before any folder is made
         raise McqaError(f"permutations={k} needs a multiple-choice task that can reorder its options (Task.reorder); "
                         f"task '{task.name}' cannot")
     return [replace(task.reorder(e, order), id=f"{e.id}#order{j + 1}")
@@ -180,9 +180,12 @@ def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_co
     """The run folder (new, or the one to resume: checked and locked before any model loads),
     its config, schema and tokenizer, and the encoded training and validation examples.
     `trust_remote_code` is the user's own flag: a resumed run's config cannot turn it on."""
+    if config is not None:  # a mode or setting the task cannot serve fails before any folder is made
+        get_mode(config.mode).check(get_task(config.task))
+        if config.permutations and get_task(config.task).reorder is None:
+            permuted_copies(get_task(config.task), [], config.permutations, config.seed)
     run_dir, config = open_run(config, resume, trust_remote_code)
     task, mode = get_task(config.task), get_mode(config.mode)
-    mode.check(task)
     protocol = resolve_protocol(task, config.protocol)
     started = time.time()
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)  # fails before any folder is made
