@@ -162,27 +162,14 @@ def cmd_score(args) -> None:
 def _run_model(task, args, examples, protocol):
     from mcqa.predicting import default_readout, load_predictor, predict
     from mcqa.readouts import get_readout
-    from mcqa.readouts.base import check_options
+    from mcqa.readouts.base import check_options, parse_options
 
-    options = _readout_options(args.readout_opt)
+    options = parse_options(args.readout_opt, "--readout-opt")
     if args.readout:  # a wrong name or option fails before the model loads
         check_options(get_readout(args.readout), options)
     loaded = load_predictor(task, args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     return predict(task, loaded, examples, args.readout or default_readout(loaded), protocol, calibrate=not args.no_calibrate,
                    options=options)
-
-
-def _readout_options(items: list[str]) -> dict:
-    """["rule=sum", "batch_size=8"] -> {"rule": "sum", "batch_size": 8}; values read as YAML."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise McqaError(f"--readout-opt '{item}' is not key=value (for example --readout-opt rule=sum)")
-        out[key.strip()] = yaml.safe_load(raw) if raw else ""
-    return out
 
 
 def cmd_predict(args) -> None:

@@ -23,6 +23,7 @@ from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes, atomic_write_text, inside, read_json, read_jsonl, safe_name, write_json
 from mcqa.predicting import load_predictor, predict, predict_option_rules
+from mcqa.readouts.base import parse_options
 from mcqa.readouts.options import RULES
 from mcqa.records import Record
 from mcqa.report import figure_png
@@ -148,13 +149,7 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
 def parse_readout_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """"options:rule=sum,prompt=task" -> ("options", {"rule": "sum", "prompt": "task"})."""
     name, _, rest = spec.partition(":")
-    options: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise McqaError(f"zero-shot readout '{spec}': '{item}' is not key=value (for example options:rule=sum)")
-        options[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
-    return name, options
+    return name, parse_options([x for x in rest.split(",") if x], f"zero-shot readout '{spec}'")
 
 
 def default_zero_shot_readouts(task: Task) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mcqa.encoding import end_of_turn
@@ -110,3 +111,15 @@ def default_max_new_tokens(tokenizer, task: Task) -> int:
     longest = {f: max(s.values, key=lambda v: len(json.dumps(v))) for f, s in spaces.items()}
     text = serialize_target(task.output, longest) + end_of_turn(tokenizer)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 4
+
+
+def parse_options(items: list[str], where: str) -> dict[str, Any]:
+    """["rule=sum", "batch_size=8"] -> {"rule": "sum", "batch_size": 8}: readout options typed
+    on a command line (values read as YAML); `where` names them in the error."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise McqaError(f"{where}: '{item}' is not key=value (for example rule=sum)")
+        out[key.strip()] = yaml.safe_load(raw) if raw else ""
+    return out
