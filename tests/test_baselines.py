@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from mcqa import baselines as B
+from mcqa import embeddings
 from mcqa.errors import McqaError
 from mcqa.examples import load_split
 from mcqa.registry import get_task
@@ -214,7 +215,7 @@ def test_embeddings_are_cached_per_task_protocol_split(cache, monkeypatch):
     def no_encoding(*args, **kwargs):
         raise AssertionError("embeddings were recomputed instead of read from the cache")
 
-    monkeypatch.setattr(B, "encode_texts", no_encoding)
+    monkeypatch.setattr(embeddings, "encode_texts", no_encoding)
     [test_file] = [cache / "embeddings" / n for n in names if n.startswith("toy_labels-default-test-input-")]
     with np.load(test_file) as cached:
         vectors = cached["vectors"]

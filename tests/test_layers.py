@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mcqa"
 # Lazy imports allowed anywhere: optional or heavy dependencies a command may never need.
 LAZY_OK = {"xgrammar", "matplotlib", "scipy", "bitsandbytes", "transformers.modeling_gguf_pytorch_utils"}
-# ... and in one module each: the baselines stay torch-free until an embedding baseline runs.
-LAZY_OK_IN = {"mcqa.baselines": {"torch", "transformers"}}
+# ... and in one module each: the baselines (and the embeddings they use) stay torch-free until an
+# embedding baseline runs.
+LAZY_OK_IN = {"mcqa.embeddings": {"torch", "transformers"}}
 SCORING_SIDE = ["mcqa.parsing", "mcqa.records", "mcqa.metrics", "mcqa.calibration", "mcqa.report", "mcqa.scoring", "mcqa.schema"]
 
 
