@@ -271,7 +271,7 @@ def part_c(n: int) -> dict:
     for row in rows:
         row["speedup_cpu"] = round(rows[0]["cpu_s"] / row["cpu_s"], 2)
         row["speedup_wall"] = round(rows[0]["wall_s"] / row["wall_s"], 2)
-    return {"model": "smollm2-135m", "task": "recipe_mpr (zero-shot)", "split": f"test of {task.default_protocol}", **stats,
+    return {"model": "smollm2-135m", "task": "recipe_mpr (zero-shot)", "split": f"test split (protocol {task.default_protocol})", **stats,
             "rows": rows}
 
 
@@ -315,7 +315,7 @@ def markdown(report: dict) -> str:
     if "c" in report:
         c, o = report["c"], report["c"]["options"]
         lines += [f"## {c['model']}: {c['task']}, letters against option text", "",
-                  f"{c['rows'][0]['n']} examples of the {c['split']}. Letter prompt {c['prompt_tokens_mean']} tokens on average; "
+                  f"{c['rows'][0]['n']} examples from the {c['split']}. Letter prompt {c['prompt_tokens_mean']} tokens on average; "
                   f"cloze prompt {o['cloze_prompt_tokens_mean']} tokens ({o['shared_prefix_tokens']} shared by all), "
                   f"{o['options_per_example']} options of {o['option_tokens_mean']} tokens in all per example. The options "
                   f"readout feeds {o['tokens_fed_shared']} tokens per pass (shared prefix once, each question once, a trie of "

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mcqa.encoding import LeftPadCollator, end_of_turn, shared_prefix  # noqa: E402
-from mcqa.modes.generate import encode_generative, target_loss  # noqa: E402
+from mcqa.modes.generate import GENERATE, encode_generative  # noqa: E402
 from mcqa.examples import load_split  # noqa: E402
 from mcqa.io import atomic_write_text, write_json  # noqa: E402
 from mcqa.model import load_tokenizer  # noqa: E402
@@ -70,7 +70,7 @@ def run(method: str, rows: list[dict], tokenizer, layers: int, out: Path) -> dic
 
         trainer = McqaTrainer(model=model, args=args, train_dataset=ds,
                               data_collator=LeftPadCollator(tokenizer.pad_token_id, prefix=shared_prefix(rows)),
-                              compute_loss_func=target_loss)
+                              mcqa_eval={"mode": GENERATE})  # the generate mode's loss, on the target tokens only
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
