@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import assert_user_error, cli_env, run_cli, synth_env
+from helpers import CliRuns, assert_user_error, cli_env, run_cli, synth_env
 
 
 def test_compare_runs_end_to_end_and_every_number_comes_from_the_scorer(tmp_path):
@@ -53,19 +53,21 @@ def test_compare_refuses_a_run_of_another_task(tmp_path):
 def test_compare_pools_the_folds_of_a_cross_validated_task(tmp_path):
     """`--protocol cv3` runs each baseline on every fold and pools one trained run per fold: each
     of the 400 examples is scored once, and the pooled numbers are the scorer's on the union."""
-    runs = []
-    for k in range(3):
-        run = tmp_path / f"fold{k}"
-        trained = run_cli(["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "head", "--protocol", f"cv3-{k}",
-                           "epochs=1", "max_train_examples=32", "micro_batch_size=16", f"output_dir={run}"], tmp_path, synth_env())
-        assert trained.rc == 0, trained.err[-2000:]
-        runs.append(run)
+    runs = [tmp_path / f"fold{k}" for k in range(3)]
     cmp = ["compare", "--task", "synth", "--protocol", "cv3", "--baselines", "majority,tfidf"]
-    missing = run_cli(cmp + ["--runs", *runs[:2], "--out", tmp_path / "bad"], tmp_path, synth_env())
-    assert_user_error(missing, "no run on fold cv3-2")
-    unknown = run_cli(["compare", "--task", "synth", "--protocol", "cv9", "--baselines", "majority", "--out", tmp_path / "bad"],
-                      tmp_path, synth_env())
-    assert_user_error(unknown, "'cv9'", "or cv3 to pool all its folds")
+    # The three folds train side by side, one intra-op thread each, beside a refusal that needs no run.
+    cli = CliRuns(tmp_path, workers=4)
+    for k, run in enumerate(runs):
+        cli.start(f"fold{k}", ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "head", "--protocol", f"cv3-{k}",
+                               "epochs=1", "max_train_examples=32", "micro_batch_size=16", f"output_dir={run}"],
+                  synth_env(OMP_NUM_THREADS="1"))
+    cli.start("unknown", ["compare", "--task", "synth", "--protocol", "cv9", "--baselines", "majority", "--out", tmp_path / "bad"],
+              synth_env())
+    for k in range(3):
+        assert cli[f"fold{k}"].rc == 0, cli[f"fold{k}"].err[-2000:]
+    assert_user_error(run_cli(cmp + ["--runs", *runs[:2], "--out", tmp_path / "bad"], tmp_path, synth_env()), "no run on fold cv3-2")
+    assert_user_error(cli["unknown"], "'cv9'", "or cv3 to pool all its folds")
+    cli.close()
 
     out = tmp_path / "cmp"
     done = run_cli(cmp + ["--runs", *runs, "--out", out], tmp_path, synth_env())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CLI, assert_user_error, run_cli, synth_env
+from helpers import CLI, CliRuns, assert_user_error, run_cli, synth_env
 
 from mcqa.config import load_config, parse_overrides
 from mcqa.errors import McqaError
@@ -246,19 +246,23 @@ def test_cli_reads_out_a_trained_run_on_a_split_and_on_new_data(trained, tmp_pat
     """`mcqa predict --adapter RUN --readout rank` keeps probabilities, raw scores and the fitted
     temperature; `mcqa score --adapter RUN` (head run, default readout) scores it like the run did."""
     head_run, gen_run = trained["head"], trained["generate"]
-    preds = tmp_path / "rank.jsonl"
-    proc = run_cli(["predict", "--task", "synth", "--adapter", gen_run, "--readout", "rank", "--split", "test", "--out", preds],
-                   tmp_path, synth_env())
+    preds, out = tmp_path / "rank.jsonl", tmp_path / "head-score"
+    env = synth_env(OMP_NUM_THREADS="1")  # three independent runs side by side
+    cli = CliRuns(tmp_path, workers=3)
+    cli.start("rank", ["predict", "--task", "synth", "--adapter", gen_run, "--readout", "rank", "--split", "test", "--out", preds], env)
+    cli.start("score", ["score", "--task", "synth", "--adapter", head_run, "--split", "test", "--out", out], env)
+    cli.start("refused", ["predict", "--task", "synth", "--adapter", head_run, "--readout", "rank", "--split", "test"], env)
+    proc = cli["rank"]
     assert proc.rc == 0, proc.err
     rows = [json.loads(x) for x in preds.read_text().splitlines()]
     assert rows and all(set(r) >= {"id", "output", "probs", "scores", "temperature"} for r in rows)
     assert all(sum(d.values()) == pytest.approx(1.0) for r in rows for d in r["probs"].values())
-    out = tmp_path / "head-score"
-    proc = run_cli(["score", "--task", "synth", "--adapter", head_run, "--split", "test", "--out", out], tmp_path, synth_env())
+    proc = cli["score"]
     assert proc.rc == 0, proc.err
     scored = json.loads((out / "metrics.json").read_text())
     assert scored["joint"]["accuracy"] == pytest.approx(json.loads((head_run / "run.json").read_text())["test"]["joint"])
-    proc = run_cli(["predict", "--task", "synth", "--adapter", head_run, "--readout", "rank", "--split", "test"], tmp_path, synth_env())
+    proc = cli["refused"]
+    cli.close()
     # Not assert_user_error: cli.py loads the run before it checks the readout, and transformers'
     # "Loading weights" bar reaches stderr first, so the error is the last line, not the only one.
     assert proc.rc == 2 and "Traceback" not in proc.err
@@ -453,10 +457,11 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_after_kill_ends_with_the_same_adapter(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    first = run_cli(_train_cmd(whole), tmp_path, synth_env())
-    assert first.rc == 0, first.err[-2000:]
+    env = synth_env(OMP_NUM_THREADS="1")  # the uninterrupted run goes on beside the one that is cut
+    first = CliRuns(tmp_path, workers=1)
+    first.start("whole", _train_cmd(whole), env)
 
-    proc = subprocess.Popen([sys.executable, str(CLI), *map(str, _train_cmd(cut))], cwd=tmp_path, env=synth_env(),
+    proc = subprocess.Popen([sys.executable, str(CLI), *map(str, _train_cmd(cut))], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not list(cut.glob("checkpoints/checkpoint-*/trainer_state.json")):
@@ -466,10 +471,12 @@ def test_resume_after_kill_ends_with_the_same_adapter(tmp_path):
     proc.wait()
     assert not (cut / "run.json").exists()  # an interrupted run never looks complete
 
-    assert_user_error(run_cli(_train_cmd(cut), tmp_path, synth_env()), "--resume")  # no silent overwrite
-    done = run_cli(["train", "--resume", cut], tmp_path, synth_env())
+    assert_user_error(run_cli(_train_cmd(cut), tmp_path, env), "--resume")  # no silent overwrite
+    done = run_cli(["train", "--resume", cut], tmp_path, env)
     assert done.rc == 0, done.err[-2000:]
     assert "resuming from" in done.err
+    assert first["whole"].rc == 0, first["whole"].err[-2000:]
+    first.close()
     a, b = _adapter(whole), _adapter(cut)
     assert a.keys() == b.keys()
     for k in a:
@@ -493,11 +500,15 @@ def test_two_process_ddp_loss_matches_one_process(tmp_path):
                                        "max_train_examples": 48, "max_eval_examples": 8, "group_by_length": False,
                                        "lora.dropout": 0.0, "logging_steps": 1, "patience": "null"}.items()]
     args = ["train", "--task", "synth", "--model", TINY, *common]
-    one = run_cli([*args, f"output_dir={tmp_path / 'one'}"], tmp_path, synth_env())
-    assert one.rc == 0, one.err[-2000:]
+    # The one-process run goes on beside the two (torchrun gives each of those one thread too).
+    first = CliRuns(tmp_path, workers=1)
+    first.start("one", [*args, f"output_dir={tmp_path / 'one'}"], synth_env(OMP_NUM_THREADS="1"))
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                           str(CLI), *args, f"output_dir={tmp_path / 'two'}"], cwd=tmp_path, env=synth_env(), capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
+    one = first["one"]
+    first.close()
+    assert one.rc == 0, one.err[-2000:]
 
     def losses(run: Path) -> list[float]:
         return [r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
