@@ -140,8 +140,9 @@ def cmd_score(args) -> None:
     else:
         protocol = resolve_protocol(task, args.protocol)
         examples, source = load_split(task, args.split, protocol), {"split": args.split, "protocol": protocol}
-    if (args.predictions is None) == (args.model is None and args.adapter is None):
-        raise McqaError("give either --predictions FILE.jsonl (outputs from anywhere) or --model M / --adapter RUN (mcqa runs the model)")
+    if (args.predictions is None) == (args.model is None and args.adapter is None and args.endpoint is None):
+        raise McqaError("give either --predictions FILE.jsonl (outputs from anywhere), --model M / --adapter RUN (mcqa runs the "
+                        "model) or --endpoint URL --served-model NAME (a server runs it)")
     info: dict = {}
     if args.predictions is not None:
         preds = read_predictions(args.predictions, task)
@@ -159,12 +160,23 @@ def cmd_score(args) -> None:
     console.print(f"run folder: [bold]{scored.folder}[/]")
 
 
-def _run_model(task, args, examples, protocol):
-    from mcqa.predicting import default_readout, load_predictor, predict
+def _run_model(task, args, examples, protocol, journal: Path | None = None):
+    from mcqa.predicting import Loaded, default_readout, load_predictor, predict
     from mcqa.readouts import get_readout
     from mcqa.readouts.base import check_options, parse_options
 
     options = parse_options(args.readout_opt, "--readout-opt")
+    if args.endpoint is not None or args.served_model is not None:
+        if not (args.endpoint and args.served_model):
+            raise McqaError("--endpoint URL and --served-model NAME go together (the server's /v1 URL and the model it serves)")
+        if args.model or args.adapter or (args.readout and args.readout != "endpoint"):
+            raise McqaError("--endpoint reads a server: give no --model, --adapter or --readout with it")
+        options |= {"url": args.endpoint, "served_model": args.served_model}
+        if journal is not None:
+            options["journal"] = str(journal)  # each answer appended as it arrives: an interrupted run resumes
+        check_options(get_readout("endpoint"), options)
+        loaded = Loaded(None, None, "generate", {"model": args.served_model, "endpoint": args.endpoint, "adapter": None, "mode": "served"})
+        return predict(task, loaded, examples, "endpoint", protocol, calibrate=False, options=options)
     if args.readout:  # a wrong name or option fails before the model loads
         check_options(get_readout(args.readout), options)
     loaded = load_predictor(task, args.model, args.adapter, trust_remote_code=args.trust_remote_code)
@@ -184,7 +196,7 @@ def cmd_predict(args) -> None:
     stem = unique_name(f"{task.name}-{args.readout or 'default'}")
     where = _out_file(args.out or Path("runs") / "predict" / f"{stem}.jsonl")
     examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol)
-    outputs, info = _run_model(task, args, examples, args.protocol)
+    outputs, info = _run_model(task, args, examples, args.protocol, journal=where)
     write_jsonl(where, outputs)
     write_json(where.with_suffix(".json"), info)
     console.print(f"{len(outputs)} predictions ({info['examples_per_second']} examples/s): [bold]{where}[/]")
@@ -288,6 +300,14 @@ def cmd_compare(args) -> None:
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
 
+def cmd_export(args) -> None:
+    from mcqa.console import console
+    from mcqa.export import export
+
+    where = export(args.run, args.out, engine=args.to, merge=args.merge, name=args.name)
+    console.print(f"bundle: [bold]{where}[/] (serve it with {where / 'serve.sh'}; {where / 'README.md'} says how to read it out)")
+
+
 def _model_args(s) -> None:
     s.add_argument("--model", help="base model: hub id, folder or alias (zero-shot, or the base of --adapter)")
     s.add_argument("--adapter", type=Path, help="a finished `mcqa train` run folder")
@@ -295,6 +315,9 @@ def _model_args(s) -> None:
     s.add_argument("--readout-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the readout (repeatable), e.g. --readout-opt rule=sum for options")
     s.add_argument("--no-calibrate", action="store_true", help="rank, options: skip the temperature fitted on validation")
+    s.add_argument("--endpoint", metavar="URL", help="read out an OpenAI-compatible server instead (vLLM, SGLang, ...), "
+                   "e.g. http://127.0.0.1:8000/v1; the API key comes from $OPENAI_API_KEY (see --readout-opt api_key_env=...)")
+    s.add_argument("--served-model", metavar="NAME", help="with --endpoint: the model (or LoRA module) name the server serves")
     _trust_arg(s)
 
 
@@ -375,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")
     _trust_arg(s)
     s.set_defaults(fn=cmd_compare)
+
+    s = sub.add_parser("export", help="a finished run as a bundle a serving engine (vLLM) serves as is")
+    s.add_argument("run", type=Path, help="a finished `mcqa train` run folder (generate mode)")
+    s.add_argument("--to", default="vllm", choices=["vllm"], help="the serving engine (default vllm)")
+    s.add_argument("out", type=Path, help="the bundle folder (new or empty)")
+    s.add_argument("--merge", action="store_true", help="write the base model with the adapter merged in, instead of the adapter")
+    s.add_argument("--name", help="the served model name (default: <task>-<run folder name>)")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("models", help="list, install or verify the offline model aliases")
     s.add_argument("action", nargs="?", default="list", choices=["list", "install", "verify"])

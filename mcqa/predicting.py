@@ -75,6 +75,11 @@ def predict(task: Task, loaded: Loaded, examples: list[Example], readout: str, p
         outputs = apply_temperature(task, outputs, info["calibration"]["temperature"])
     seconds = time.perf_counter() - started
     info.update(examples=len(examples), seconds=round(seconds, 2), examples_per_second=round(len(examples) / seconds, 3))
+    requests = [{"id": o["id"], **o["endpoint"]} for o in outputs if isinstance(o.get("endpoint"), dict)]
+    if requests:  # a server's answers: its latency per request goes to the summary, not into the predictions
+        lat = sorted(r.get("latency_s", 0.0) for r in requests)
+        info["latency_s"] = {"mean": round(sum(lat) / len(lat), 4), "median": lat[len(lat) // 2], "max": lat[-1]}
+        info["requests"] = requests
     # The scorer's format; rank's raw candidate log-likelihoods ("scores") and its temperature
     # travel too, so a temperature can be refitted later without running the model again.
     return [{k: v for k, v in o.items() if k in PREDICTION_KEYS} for o in outputs], info

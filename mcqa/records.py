@@ -32,6 +32,7 @@ class Prediction(TypedDict):
     temperature: NotRequired[float]  # rank and options: the temperature its probs were computed at
     option_scores: NotRequired[dict[str, list[float]]]  # options only: each scoring rule's score per option
     order_choices: NotRequired[list[int]]  # permuted only: the option (index in display order) chosen in each order
+    endpoint: NotRequired[dict[str, Any]]  # endpoint only, while running: server, served model, latency_s, retries
 
 
 PREDICTION_KEYS = ("id", "output", "truncated", "probs", "scores", "temperature", "option_scores", "order_choices")

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mcqa"
 # Lazy imports allowed anywhere: optional or heavy dependencies a command may never need.
-LAZY_OK = {"xgrammar", "matplotlib", "scipy", "bitsandbytes", "transformers.modeling_gguf_pytorch_utils"}
+LAZY_OK = {"xgrammar", "matplotlib", "scipy", "bitsandbytes", "transformers.modeling_gguf_pytorch_utils", "openai"}
 # ... and in one module each: the baselines (and the embeddings they use) stay torch-free until an
 # embedding baseline runs.
 LAZY_OK_IN = {"mcqa.embeddings": {"torch", "transformers"}}

@@ -1,6 +1,7 @@
 """What a readout is: a registered function from (model, tokenizer, task, examples) to one
 Prediction per example, in order (mcqa.records), with typed options and a declaration of
-what it needs from the model: an LM head ("lm") or classification heads ("heads"). A model
+what it needs from the model: an LM head ("lm"), classification heads ("heads"), option scores
+("choice"), or no local model at all ("none": the endpoint readout asks a server). A model
 says what it offers through an `offers` attribute (mcqa.modes.head.HeadModel: "heads"; any
 causal LM: "lm"), so no decoding code imports a training mode's model class."""
 
@@ -36,7 +37,7 @@ class Readout:
     name: str
     fn: Callable[..., list[Prediction]]
     description: str
-    needs: str  # "lm" or "heads"
+    needs: str  # "lm", "heads", "choice" or "none"
     options: type[Options]
     calibrated: bool = False  # its probabilities come from scores that a temperature fitted on validation rescales
 
@@ -54,6 +55,7 @@ _NEEDS = {
     "lm": "the '{name}' readout needs a causal LM with its LM head",
     "heads": "the '{name}' readout needs a head-mode run (mcqa train mode=head); this model has no classification heads",
     "choice": "the '{name}' readout needs a choice-mode run (mcqa train mode=choice); this model has no option-score head",
+    "none": "",  # a server does the work: no local model is read
 }
 
 
@@ -96,7 +98,7 @@ def run_readout(name: str, model, tokenizer, task: Task, examples: list[Example]
     readout = get_readout(name)
     options = check_options(readout, opts)
     has = offers(model)
-    if has != readout.needs:
+    if readout.needs != "none" and has != readout.needs:
         raise McqaError((_REFUSALS[has] if readout.needs == "lm" and has in _REFUSALS else _NEEDS[readout.needs]).format(name=name))
     return readout.fn(model, tokenizer, task, examples, **options.model_dump())
 
