@@ -16,7 +16,9 @@ from mcqa.config import load_config
 from mcqa.encoding import end_of_turn
 from mcqa.errors import McqaError
 from mcqa.examples import load_split
+from mcqa.modes import get_mode
 from mcqa.modes.choice import ChoiceCollator, build_choice_model, encode_choice
+from mcqa.modes.generate import target_loss
 from mcqa.prompting import render_prompt, serialize_target
 from mcqa.readouts import run_readout
 from mcqa.readouts.options import neutral_messages, option_texts, question_messages
@@ -188,3 +190,24 @@ def test_one_pmi_run_holds_every_rule(tiny):
         assert [o["output"] for o in again] == [o["output"] for o in direct]
         for a, d in zip(again, direct):
             assert [a["probs"]["answer"][x] for x in "ABCDE"] == pytest.approx([d["probs"]["answer"][x] for x in "ABCDE"], abs=1e-6)
+
+
+@pytest.mark.parametrize("task_name,protocol", [("recipe_mpr", "split"), ("mmlu_pro_answer", "seed")])
+def test_content_mode_trains_exactly_what_the_options_readout_reads(tiny, task_name, protocol):
+    """A content-mode row's loss is minus the options readout's log-likelihood of the gold
+    option's text, per token: the mode trains the very score the readout ranks by."""
+    model, tok = tiny
+    task = get_task(task_name)
+    examples = load_split(task, "train", protocol)[:3]
+    rows = get_mode("content").encode(tok, task, examples)
+    scores = run_readout("options", model, tok, task, examples, rule="sum")
+    letters = list(task.label_spaces["answer"].values)
+    for e, row, o in zip(examples, rows, scores):
+        gold = letters.index(e.target["answer"])
+        target = [t for t in row["labels"] if t != -100]
+        assert tok.decode(target) == task.options(e)[gold] + end_of_turn(tok)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([row["input_ids"]])).logits
+        loss = float(target_loss({"logits": logits}, torch.tensor([row["labels"]])))
+        assert loss == pytest.approx(-o["option_scores"]["sum"][gold] / len(target), abs=TOL)
+    assert get_mode("content").default_readout == get_mode("content").eval_readout == "options"
