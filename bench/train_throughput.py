@@ -70,7 +70,7 @@ def run(method: str, rows: list[dict], tokenizer, layers: int, out: Path) -> dic
 
         trainer = McqaTrainer(model=model, args=args, train_dataset=ds,
                               data_collator=LeftPadCollator(tokenizer.pad_token_id, prefix=shared_prefix(rows)),
-                              mcqa_eval={"mode": GENERATE})  # the generate mode's loss, on the target tokens only
+                              compute_loss_func=GENERATE.loss, mcqa_eval={"mode": GENERATE})  # as mcqa.training builds it
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
