@@ -132,16 +132,20 @@ def cmd_score(args) -> None:
     from mcqa.scoring import match_ids, read_predictions, score
 
     task = get_task(args.task)
-    if (args.split is None) == (args.data is None):
-        raise McqaError("give exactly one of --split S (a shipped split) or --data FILE.jsonl (your labeled examples)")
+    if args.split is not None and args.data is not None:
+        raise McqaError("give only one of --split S (a shipped split) or --data FILE.jsonl (your labeled examples)")
+    if args.data is None and args.split is None:
+        args.split = "test"  # the usage line's `mcqa score --task T` scores the test split
+    if args.predictions is not None and (args.model is not None or args.adapter is not None):
+        raise McqaError("give either --predictions FILE.jsonl (outputs from anywhere) or --model M / --adapter RUN (mcqa runs the model)")
+    if args.predictions is None and args.model is None and args.adapter is None:
+        args.adapter = _latest_run(task.name)
     where = check_out_folder(args.out or Path("runs") / "score" / unique_name(f"{task.name}-{args.split or 'data'}"))
     if args.data:
         examples, source = load_file(task, args.data), {"data": str(args.data)}
     else:
-        protocol = resolve_protocol(task, args.protocol)
+        protocol = resolve_protocol(task, args.protocol or _run_protocol(args.adapter))
         examples, source = load_split(task, args.split, protocol), {"split": args.split, "protocol": protocol}
-    if (args.predictions is None) == (args.model is None and args.adapter is None):
-        raise McqaError("give either --predictions FILE.jsonl (outputs from anywhere) or --model M / --adapter RUN (mcqa runs the model)")
     info: dict = {}
     if args.predictions is not None:
         preds = read_predictions(args.predictions, task)
@@ -157,6 +161,28 @@ def cmd_score(args) -> None:
     for t in tables(scored.metrics):
         out.print(t)
     console.print(f"run folder: [bold]{scored.folder}[/]")
+
+
+def _latest_run(task_name: str) -> Path:
+    """With nothing to score named: the newest finished run of the task under runs/, said in one line."""
+    from mcqa.console import console
+    from mcqa.run_index import DEFAULT_ROOT, latest_run
+
+    run = latest_run(task_name, DEFAULT_ROOT)
+    if run is None:
+        raise McqaError(f"nothing to score: no finished `mcqa train` run of task '{task_name}' under {DEFAULT_ROOT}/; "
+                        "pass --predictions FILE.jsonl (outputs from anywhere), --model M (zero-shot) or --adapter RUN")
+    console.print(f"scoring the most recent finished run of '{task_name}': {run} (pass --adapter RUN for another)",
+                  markup=False, highlight=False, soft_wrap=True)
+    return run
+
+
+def _run_protocol(adapter: Path | None) -> str | None:
+    """A trained run is scored on its own protocol's split unless --protocol says otherwise
+    (a cv fold's test split is not the default protocol's)."""
+    from mcqa.runs import read_summary
+
+    return read_summary(adapter).protocol if adapter is not None else None
 
 
 def _run_model(task, args, examples, protocol):
@@ -324,10 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("score", help="score a model's raw outputs (JSONL of {id, output})")
     s.add_argument("--task", required=True)
-    s.add_argument("--split", help="train, validation or test")
+    s.add_argument("--split", help="train, validation or test (default: test, unless --data is given)")
     s.add_argument("--protocol", help="split protocol (default: the task's first)")
     s.add_argument("--data", type=Path, help="your own labeled examples, in the task's input format (JSONL)")
-    s.add_argument("--predictions", type=Path, help="raw outputs to score (or run a model with --model/--adapter)")
+    s.add_argument("--predictions", type=Path, help="raw outputs to score (or run a model with --model/--adapter; "
+                   "with none of the three, the most recent finished run of the task under runs/)")
     _model_args(s)
     s.add_argument("--out", type=Path, help="run folder (default: runs/score/<task>-<split>-<time>)")
     s.add_argument("--subset", action="store_true", help="score only the examples that have a prediction")

@@ -1,0 +1,97 @@
+"""What a first-time user meets: `mcqa score --task T` as the usage line writes it (the test
+split, the newest finished run), run folders found on disk, damaged ones said in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from helpers import CliRuns, assert_user_error, load, synth_env
+
+from mcqa.config import dump_config, load_config
+from mcqa.prompting import serialize_target
+from mcqa.registry import get_task
+from mcqa.run_index import find_runs, latest_run
+
+pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
+
+
+def fake_run(folder: Path, task: str = "synth", protocol: str = "default", finished_at: float | None = None,
+             test: dict | None = None) -> Path:
+    """A finished run's config.yaml and run.json (no adapter: nothing here loads a model)."""
+    folder.mkdir(parents=True)
+    config = load_config(None, {"task": task, "model": "tiny-qwen3", "protocol": protocol, "output_dir": str(folder)})
+    (folder / "config.yaml").write_text(dump_config(config))
+    summary = {"task": task, "protocol": protocol, "model": "tiny-qwen3", "mode": "generate", "test": test or {"joint": 0.5}}
+    (folder / "run.json").write_text(json.dumps(summary))
+    if finished_at is not None:
+        os.utime(folder / "run.json", (finished_at, finished_at))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    d = tmp_path_factory.mktemp("first")
+    empty, with_runs = d / "empty", d / "with_runs"
+    empty.mkdir()
+    runs_root = with_runs / "runs" / "train"
+    fake_run(runs_root / "synth-old", finished_at=1_000_000)
+    fake_run(runs_root / "synth-new", finished_at=2_000_000)
+    fake_run(runs_root / "synth-newest-damaged", finished_at=3_000_000)
+    (runs_root / "synth-newest-damaged" / "run.json").write_text("{not json")
+    task = get_task("synth")
+    gold = d / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": e.id, "output": serialize_target(task.output, e.target)}) + "\n"
+                            for e in load("synth", "test", "default")))
+    r = CliRuns(d)
+    env = synth_env()
+    r.start("no_split", ["score", "--task", "synth", "--predictions", gold, "--out", d / "out", "--resamples", "20"], env)
+    r.cwd = empty
+    r.start("nothing_to_score", ["score", "--task", "synth"], env)
+    r.cwd = with_runs
+    r.start("latest_run", ["score", "--task", "synth"], env)
+    r.cwd = d
+    yield r
+    r.close()
+
+
+def test_score_without_split_scores_the_test_split(first):
+    r = first["no_split"]
+    assert r.rc == 0, r.err
+    m = json.loads((first.cwd / "out" / "metrics.json").read_text())
+    assert m["run"]["split"] == "test"
+    assert m["n"] == len(load("synth", "test", "default"))
+
+
+def test_score_with_nothing_named_and_no_run_says_what_to_pass(first):
+    assert_user_error(first["nothing_to_score"], "--predictions", "--model", "--adapter", "runs/", "'synth'")
+
+
+def test_score_with_nothing_named_scores_the_newest_finished_run(first):
+    r = first["latest_run"]
+    lines = r.err.strip().splitlines()
+    assert "most recent finished run of 'synth'" in lines[0] and "synth-new" in lines[0], r.err
+    assert "synth-newest-damaged" not in lines[0] and "synth-old" not in lines[0]
+    # the fake run has no adapter: loading it is refused in one line naming that run
+    assert r.rc == 2 and "Traceback" not in r.err, r.err
+    assert lines[-1].startswith("error:") and "synth-new" in lines[-1], r.err
+
+
+def test_find_runs_lists_finished_newest_first_and_damaged_in_one_line(tmp_path):
+    fake_run(tmp_path / "train" / "a", finished_at=1_000_000, test={"joint": 0.25, "label_accuracy": 0.25})
+    fake_run(tmp_path / "train" / "b", finished_at=2_000_000)
+    bad = fake_run(tmp_path / "train" / "c", finished_at=3_000_000)
+    (bad / "run.json").write_text(json.dumps({"task": "synth", "protocol": "nope", "model": "tiny-qwen3", "mode": "generate"}))
+    unfinished = tmp_path / "train" / "d"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("task: synth\n")
+    found = find_runs(tmp_path)
+    assert [r.folder.name for r in found] == ["b", "a", "c", "d"]
+    assert found[1].test == {"joint": 0.25, "label_accuracy": 0.25}
+    assert found[2].summary is None and found[2].problem.startswith("damaged:") and "nope" in found[2].problem
+    assert "\n" not in found[2].problem
+    assert found[3].problem.startswith("unfinished:")
+    assert latest_run("synth", tmp_path) == tmp_path / "train" / "b"
+    assert latest_run("notification", tmp_path) is None
