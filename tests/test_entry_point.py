@@ -115,7 +115,10 @@ def plugin(tmp_path_factory):
     runs.start("tasks", ["tasks"], env)
     runs.start("score", ["score", "--task", "sentiment", "--split", "test", "--predictions", preds,
                          "--out", root / "out", "--resamples", "50"], env)
-    runs.start("loose", ["tasks"], cli_env(MCQA_TASKS_PATH=str(bad["loose"])))
+    runs.start("loose", ["show", "--task", "loose"], cli_env(MCQA_TASKS_PATH=str(bad["loose"])))
+    # every broken module at once, beside the installed plugin: `tasks` lists the rest
+    broken_path = os.pathsep.join(str(d) for d in bad.values())
+    runs.start("tasks_with_broken", ["tasks"], cli_env(PYTHONPATH=path, COLUMNS="250", MCQA_TASKS_PATH=broken_path))
     runs.start("notask", ["score", "--task", "notask", "--split", "test", "--predictions", preds],
                cli_env(MCQA_TASKS_PATH=str(bad["notask"])))
     runs.start("broken", ["show", "--task", "broken"], cli_env(MCQA_TASKS_PATH=str(bad["broken"])))
@@ -141,6 +144,19 @@ def test_installed_plugin_task_is_scored(plugin):
     assert m["fields"]["sentiment"]["accuracy"] == pytest.approx(0.5)
     assert m["parse"]["notes"] == {"bare_label": 1}
     assert (out / "confusion_sentiment.png").is_file()
+
+
+def test_tasks_lists_the_others_and_warns_of_each_broken_task_in_one_line(plugin):
+    r = plugin["tasks_with_broken"]
+    assert r.rc == 0, r.err
+    assert "Traceback" not in r.err
+    assert "sentiment" in r.out and "notification" in r.out and "recipe_mpr" in r.out
+    warnings = r.err.strip().splitlines()
+    assert len(warnings) == 3, r.err
+    for name, fragment in (("broken", "mcqa_no_such_module_xyz"), ("loose", 'extra="forbid"'), ("notask", "TASK")):
+        (line,) = [w for w in warnings if f"task '{name}'" in w]
+        assert line.startswith("warning:") and str(plugin.bad[name]) in line and fragment in line, line
+        assert f"│ {name} " not in r.out  # not in the table
 
 
 def test_plugin_is_not_visible_without_its_path():
