@@ -3,6 +3,7 @@
     mcqa tasks
     mcqa show   --task T --split S -n 3
     mcqa schema --task T | --write
+    mcqa check  --task T
     mcqa score  --task T --split S --predictions FILE.jsonl
     mcqa score  --task T --split S --model M [--adapter RUN] --readout R
     mcqa predict --task T --data FILE.jsonl --adapter RUN
@@ -117,19 +118,36 @@ def cmd_show(args) -> None:
 
 def cmd_schema(args) -> None:
     from mcqa.console import console
-    from mcqa.io import write_json
-    from mcqa.registry import BUILTIN_TASKS_DIR, all_tasks, get_task
-    from mcqa.schema import schema_file
+    from mcqa.registry import all_tasks, get_task
+    from mcqa.schema import write_schema
 
     if args.write:
-        for task in all_tasks():
-            if Path(task.source).resolve().parent == BUILTIN_TASKS_DIR:
-                write_json(schema_file(task), task.output.model_json_schema())
-                console.print(f"wrote {schema_file(task)}")
+        for task in all_tasks():  # one line per task: what was written, or why nothing was
+            console.print(write_schema(task).message, markup=False, highlight=False, soft_wrap=True)
         return
     if not args.task:
         raise McqaError("name a task with --task T, or pass --write to regenerate every schema file")
     print(json.dumps(get_task(args.task).output.model_json_schema(), indent=2, ensure_ascii=False))
+
+
+def cmd_check(args) -> None:
+    from mcqa.conformance import RULES, check_rule
+    from mcqa.console import out
+    from mcqa.model import load_tokenizer
+    from mcqa.registry import get_task
+
+    task = get_task(args.task)
+    tokenizer = load_tokenizer(args.tokenizer)  # prompts are checked as rendered (default: Qwen3's template)
+    failed = []
+    for rule, (description, _) in RULES.items():
+        failure = check_rule(task, rule, tokenizer=tokenizer)
+        if failure is not None:
+            failed.append(rule)
+        out.print(f"FAIL {failure}" if failure else f"ok   {rule}: {description}", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise McqaError(f"task '{task.name}' breaks {len(failed)} of {len(RULES)} conformance rules ({', '.join(failed)}); "
+                        "the FAIL lines above say what is wrong")
+    out.print(f"task '{task.name}' passes all {len(RULES)} conformance rules", markup=False, highlight=False)
 
 
 def cmd_score(args) -> None:
@@ -356,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task")
     s.add_argument("--write", action="store_true")
     s.set_defaults(fn=cmd_schema)
+
+    s = sub.add_parser("check", help="run the conformance rules on a task (yours or a plugin's); exit 2 if any fails")
+    s.add_argument("--task", required=True)
+    s.add_argument("--tokenizer", help="hub id or folder whose chat template renders the prompts (default: Qwen3)")
+    s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("score", help="score a model's raw outputs (JSONL of {id, output})")
     s.add_argument("--task", required=True)

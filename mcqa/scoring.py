@@ -139,14 +139,14 @@ def score_records(task: Task, records: list[Record], run: dict[str, Any], folder
     return Scored(records, metrics, write_run(folder, records, metrics) if folder is not None else None)
 
 
-def make_records(task: Task, examples: list[Example], preds: dict[str, Prediction]) -> list[Record]:
+def make_records(task: Task, examples: list[Example], preds: dict[str, Prediction], progress: bool = True) -> list[Record]:
     unlabeled = [e.id for e in examples if e.target is None]
     if unlabeled:
         raise DataError(f"{len(unlabeled)} examples have no gold label (first: '{unlabeled[0]}'); scoring needs labeled examples")
     parser = parser_for(task)
     fields = task.fields
     records = []
-    for e in track(examples, "parsing outputs", total=len(examples)):
+    for e in track(examples, "parsing outputs", total=len(examples)) if progress else examples:
         p = preds[e.id]
         truncated = p.get("truncated") is True or p.get("finish_reason") == "length"
         parsed = parser.parse(p["output"], truncated=truncated)
