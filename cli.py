@@ -173,6 +173,11 @@ def cmd_score(args) -> None:
     else:
         protocol = resolve_protocol(task, args.protocol or _run_protocol(args.adapter))
         examples, source = load_split(task, args.split, protocol), {"split": args.split, "protocol": protocol}
+    if args.limit is not None and args.predictions is not None:
+        raise McqaError("--limit samples the examples a model is run on; with --predictions, score a part with --subset instead")
+    examples, sample = _limit(examples, args.limit)
+    if sample:
+        source["sample"] = sample
     info: dict = {}
     if args.predictions is not None:
         preds = read_predictions(args.predictions, task)
@@ -188,6 +193,22 @@ def cmd_score(args) -> None:
     for t in tables(scored.metrics):
         out.print(t)
     console.print(f"run folder: [bold]{scored.folder}[/]")
+
+
+LIMIT_SEED = 0
+
+
+def _limit(examples: list, limit: int | None) -> tuple[list, str | None]:
+    """--limit N: a seeded sample of N examples (a quick look), said in one line and in the outputs."""
+    from mcqa.console import console
+    from mcqa.examples import sample_examples
+
+    sampled = sample_examples(examples, limit, LIMIT_SEED)
+    if len(sampled) == len(examples):
+        return examples, None
+    sample = f"a seeded sample of {len(sampled)} of {len(examples)} examples (--limit {limit}, seed {LIMIT_SEED})"
+    console.print(f"running on {sample}", markup=False, highlight=False)
+    return sampled, sample
 
 
 def _latest_run(task_name: str) -> Path:
@@ -236,8 +257,11 @@ def cmd_predict(args) -> None:
         raise McqaError("give exactly one of --split S or --data FILE.jsonl (new examples, labeled or not)")
     stem = unique_name(f"{task.name}-{args.readout or 'default'}")
     where = _out_file(args.out or Path("runs") / "predict" / f"{stem}.jsonl")
-    examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol)
+    examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol or _run_protocol(args.adapter))
+    examples, sample = _limit(examples, args.limit)
     outputs, info = _run_model(task, args, examples, args.protocol)
+    if sample:
+        info["sample"] = sample
     write_jsonl(where, outputs)
     write_json(where.with_suffix(".json"), info)
     console.print(f"{len(outputs)} predictions ({info['examples_per_second']} examples/s): [bold]{where}[/]")
@@ -348,6 +372,8 @@ def _model_args(s) -> None:
     s.add_argument("--readout-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the readout (repeatable), e.g. --readout-opt rule=sum for options")
     s.add_argument("--no-calibrate", action="store_true", help="rank, options: skip the temperature fitted on validation")
+    s.add_argument("--limit", type=_count(1), metavar="N", help="run the model on a seeded sample of N examples (a quick look; "
+                   "the output says so)")
     _trust_arg(s)
 
 

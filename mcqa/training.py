@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -33,7 +32,7 @@ from mcqa.config import TrainConfig, dump_config
 from mcqa.console import console
 from mcqa.encoding import prefix_cache, shared_prefix
 from mcqa.errors import McqaError
-from mcqa.examples import load_split, resolve_protocol
+from mcqa.examples import load_split, resolve_protocol, sample_examples
 from mcqa.io import atomic_write_text, write_json
 from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.modes import Mode, get_mode
@@ -154,12 +153,6 @@ def permuted_copies(task: Task, examples: list[Example], k: int, seed: int) -> l
             for e in examples for j, order in enumerate(other_orders(seed, e.id, len(task.options(e)), k))]
 
 
-def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
-    if n is None or n >= len(examples):
-        return examples
-    return sorted(random.Random(seed).sample(examples, n), key=lambda e: e.id)
-
-
 @dataclass
 class Setup:
     """What the set-up stage settled, for the stages after it."""
@@ -194,9 +187,9 @@ def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_co
         atomic_write_text(run_dir / "config.yaml", dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})))
         write_json(run_dir / "schema.json", task_schema(task))
         tokenizer.save_pretrained(run_dir / "tokenizer")  # includes the chat template used
-    train_ex = _sample(load_split(task, "train", protocol), config.max_train_examples, config.seed)
+    train_ex = sample_examples(load_split(task, "train", protocol), config.max_train_examples, config.seed)
     # A seeded sample, not the first N: split files may be ordered by class.
-    val_ex = _sample(load_split(task, "validation", protocol), config.max_eval_examples, config.seed)
+    val_ex = sample_examples(load_split(task, "validation", protocol), config.max_eval_examples, config.seed)
     train_ex = train_ex + permuted_copies(task, train_ex, config.permutations, config.seed)
     rows = mode.encode(tokenizer, task, train_ex)
     kept = [r for r in rows if r["length"] <= config.max_length]
@@ -278,12 +271,17 @@ def save(s: Setup, trainer: McqaTrainer) -> None:
 def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
     """Score the saved model on the test split into RUN/test/; the summary becomes run.json."""
     train_seconds = time.time() - s.started
-    test_ex = load_split(s.task, "test", s.protocol)
+    all_test = load_split(s.task, "test", s.protocol)
+    test_ex = sample_examples(all_test, s.config.max_test_examples, s.config.seed)
+    if len(test_ex) < len(all_test):
+        console.print(f"testing on a seeded sample of {len(test_ex)} of {len(all_test)} test examples "
+                      f"(max_test_examples={s.config.max_test_examples}, seed {s.config.seed})")
     predict_started = time.time()
     outputs = read_out(trainer.model, s.tokenizer, s.task, s.mode, test_ex, s.config)
     predict_seconds = time.time() - predict_started
     config = s.config
-    run = {"task": s.task.name, "split": "test", "protocol": s.protocol, "model": config.model, "mode": config.mode, "run": str(s.run_dir)}
+    run = {"task": s.task.name, "split": "test", "protocol": s.protocol, "model": config.model, "mode": config.mode, "run": str(s.run_dir),
+           **({"sample": f"a seeded sample of {len(test_ex)} of {len(all_test)} examples"} if len(test_ex) < len(all_test) else {})}
     metrics = score(s.task, test_ex, outputs, run, folder=s.run_dir / "test").metrics
     return {
         "task": s.task.name, "protocol": s.protocol, "model": config.model, "mode": config.mode,
@@ -291,7 +289,7 @@ def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
         "best_value": trainer.state.best_metric, "epochs_run": trainer.state.epoch,
         "train_examples": len(s.rows), "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "train_seconds": round(train_seconds, 1),
-        "test_examples": len(test_ex), "test_examples_per_second": round(len(test_ex) / predict_seconds, 2),
+        "test_examples": len(test_ex), "test_split_examples": len(all_test), "test_examples_per_second": round(len(test_ex) / predict_seconds, 2),
         "test": flat_metrics(s.task, metrics, prefix=""),
     }
 

@@ -48,6 +48,9 @@ def first(tmp_path_factory):
     r = CliRuns(d)
     env = synth_env()
     r.start("no_split", ["score", "--task", "synth", "--predictions", gold, "--out", d / "out", "--resamples", "20"], env)
+    r.start("limit", ["score", "--task", "synth", "--model", "tiny-qwen3", "--readout", "constrained", "--limit", "5",
+                      "--out", d / "out_limit", "--resamples", "20"], synth_env(OMP_NUM_THREADS="1"))
+    r.start("limit_with_predictions", ["score", "--task", "synth", "--predictions", gold, "--limit", "5"], env)
     r.cwd = empty
     r.start("nothing_to_score", ["score", "--task", "synth"], env)
     r.cwd = with_runs
@@ -95,3 +98,40 @@ def test_find_runs_lists_finished_newest_first_and_damaged_in_one_line(tmp_path)
     assert found[3].problem.startswith("unfinished:")
     assert latest_run("synth", tmp_path) == tmp_path / "train" / "b"
     assert latest_run("notification", tmp_path) is None
+
+
+def test_limit_runs_the_model_on_a_seeded_sample_and_says_so(first):
+    r = first["limit"]
+    assert r.rc == 0, r.err
+    m = json.loads((first.cwd / "out_limit" / "metrics.json").read_text())
+    assert m["n"] == 5
+    assert m["run"]["sample"] == "a seeded sample of 5 of 80 examples (--limit 5, seed 0)"
+    assert "running on a seeded sample of 5 of 80 examples" in r.err
+    assert "sample" in (first.cwd / "out_limit" / "report.md").read_text()
+    # stderr is a pipe here, not a terminal: progress still comes as plain lines
+    assert any(line.startswith("constrained decoding (5 examples") and "1/1" in line for line in r.err.splitlines()), r.err
+    assert "parsing outputs: 5/5 (" in r.err
+
+
+def test_limit_with_predictions_points_at_subset(first):
+    assert_user_error(first["limit_with_predictions"], "--limit", "--subset")
+
+
+def test_track_prints_plain_progress_lines_when_not_a_terminal(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import mcqa.console as C
+
+    buf = io.StringIO()
+    monkeypatch.setattr(C, "console", Console(file=buf, force_terminal=False, width=200))
+    assert list(C.track(range(100), "scoring", total=100)) == list(range(100))
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "scoring: 0/100"
+    assert lines[-1].startswith("scoring: 100/100 (")
+    assert 10 <= len(lines) <= 12, lines  # about every tenth of the way, not every item
+    buf.truncate(0)
+    buf.seek(0)
+    assert list(C.track(iter(range(7)), "reading")) == list(range(7))
+    assert buf.getvalue().splitlines()[-1].startswith("reading: 7 done")
