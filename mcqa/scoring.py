@@ -226,11 +226,13 @@ def group_breakdown(task: Task, records: list[Record], resamples: int) -> dict[s
         members = [r for r in records if g in r["groups"]]
         joint = np.array([r["joint"] for r in members], dtype=float)
         idx = bootstrap_indices_for(len(members), resamples)
+        correct = {f: np.array([r["correct"][f] for r in members], dtype=float) for f in task.fields}
         out[g] = {
             "n": len(members),
             "joint_accuracy": float(joint.mean()),
             "joint_ci": M.percentile_ci(joint[idx].mean(axis=1)),
-            "accuracy": {f: float(np.mean([r["correct"][f] for r in members])) for f in task.fields},
+            "accuracy": {f: float(c.mean()) for f, c in correct.items()},
+            "accuracy_ci": {f: M.percentile_ci(c[idx].mean(axis=1)) for f, c in correct.items()},
             "parse_failures": sum(r["status"] != "ok" for r in members),
         }
     return out
