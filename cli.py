@@ -8,6 +8,7 @@
     mcqa score  --task T --split S --model M [--adapter RUN] --readout R
     mcqa predict --task T --data FILE.jsonl --adapter RUN
     mcqa train  --task T [--model M] [--mode head] [--config run.yaml] [key=value ...]
+    mcqa runs   [FOLDER]
     mcqa models [list | install ALIAS | verify ALIAS]
 """
 
@@ -309,6 +310,30 @@ def cmd_train(args) -> None:
     console.print(f"run folder: [bold]{run_dir}[/] (adapter in {run_dir / 'adapter'}, test report in {run_dir / 'test' / 'report.md'})")
 
 
+def cmd_runs(args) -> None:
+    from rich.table import Table
+
+    from mcqa.console import out
+    from mcqa.run_index import find_runs
+
+    found = find_runs(args.folder)
+    if not found:
+        out.print(f"no run folders under {args.folder}/ (`mcqa train` writes them under runs/train/)", markup=False, highlight=False)
+        return
+    table = Table(title=f"finished runs under {args.folder}/ (newest first)")
+    for col in ("run folder", "task / protocol", "model / mode", "test scores"):
+        table.add_column(col, overflow="fold")
+    for r in found:
+        if r.summary is not None:
+            scores = "\n".join(f"{k} {v:.3f}" for k, v in r.test.items()) or "-"
+            table.add_row(str(r.folder), f"{r.summary.task}\n{r.summary.protocol}", f"{r.summary.model}\n{r.summary.mode}", scores)
+    out.print(table)
+    for r in found:  # each damaged or unfinished folder in one line, never a traceback
+        if r.problem is not None:
+            kind, _, why = r.problem.partition(": ")
+            out.print(f"{kind} {r.folder}: {' '.join(why.split())}", markup=False, highlight=False, soft_wrap=True)
+
+
 def cmd_models(args) -> None:
     from rich.table import Table
 
@@ -461,6 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     _trust_arg(s)
     s.set_defaults(fn=cmd_compare)
 
+    s = sub.add_parser("runs", help="list finished training runs with their task, model, mode and test scores")
+    s.add_argument("folder", nargs="?", type=Path, default=Path("runs"), help="where to look (default: runs/)")
+    s.set_defaults(fn=cmd_runs)
+
     s = sub.add_parser("models", help="list, install or verify the offline model aliases")
     s.add_argument("action", nargs="?", default="list", choices=["list", "install", "verify"])
     s.add_argument("alias", nargs="?")
@@ -473,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     global _FULL_HELP
     _FULL_HELP = any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    from mcqa.console import quiet_foreign_deprecations
+
+    quiet_foreign_deprecations()
     try:
         args.fn(args)
     except McqaError as e:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from mcqa.calibration import apply_temperature, fit_temperature, with_option_rule
-from mcqa.console import console
+from mcqa.console import console, quiet_foreign_log_deprecations
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.model import load_causal_lm, load_tokenizer
@@ -38,6 +38,7 @@ class Loaded:
 def load_predictor(task: Task, model: str | None, adapter: Path | None, trust_remote_code: bool = False) -> Loaded:
     """A trained run (`adapter`: a `mcqa train` run folder) or a base model by name, alias or folder.
     `trust_remote_code` is the user's own flag; a run folder cannot turn it on."""
+    quiet_foreign_log_deprecations()  # transformers' log handler exists once it is imported
     if adapter is not None:
         m, tok, _, config = load_run(adapter, task=task.name, model=model, trust_remote_code=trust_remote_code)
         return Loaded(m, tok, config.mode, {"model": config.model, "adapter": str(adapter), "mode": config.mode}, config.protocol)

@@ -29,7 +29,7 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from mcqa.config import TrainConfig, dump_config
-from mcqa.console import console
+from mcqa.console import console, quiet_foreign_log_deprecations
 from mcqa.encoding import prefix_cache, shared_prefix
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol, sample_examples
@@ -44,6 +44,7 @@ from mcqa.schema import task_schema
 from mcqa.scoring import score
 from mcqa.splits import other_orders
 from mcqa.task import Example, Task
+from mcqa.train_view import header, optimizer_steps, show, validation_table
 
 VAL_RESAMPLES = 200
 
@@ -74,6 +75,7 @@ class McqaTrainer(Trainer):
     def __init__(self, *args, mcqa_eval: dict[str, Any] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.mcqa_eval = mcqa_eval or {}
+        self.history: list[dict[str, float]] = []  # each epoch's validation scores, for the table
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "prefix_ids" not in inputs or self.mcqa_eval["mode"].model_takes_prefix:
@@ -96,7 +98,9 @@ class McqaTrainer(Trainer):
         if self.is_world_process_zero():
             with open(e["log"], "a", encoding="utf-8") as f:
                 f.write(json.dumps({"epoch": self.state.epoch, "step": self.state.global_step, **metrics}) + "\n")
-            console.print("validation: " + ", ".join(f"{k[len(metric_key_prefix) + 1:]} {v:.3f}" for k, v in metrics.items() if k != "epoch"))
+            self.history.append(metrics)
+            config = e["config"]
+            show(validation_table(self.history, f"{metric_key_prefix}_", config.best_metric, config.best_metric != "parse_failure_rate"))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
@@ -275,7 +279,7 @@ def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
     test_ex = sample_examples(all_test, s.config.max_test_examples, s.config.seed)
     if len(test_ex) < len(all_test):
         console.print(f"testing on a seeded sample of {len(test_ex)} of {len(all_test)} test examples "
-                      f"(max_test_examples={s.config.max_test_examples}, seed {s.config.seed})")
+                      f"(max_test_examples={s.config.max_test_examples}, seed {s.config.seed})", soft_wrap=True)
     predict_started = time.time()
     outputs = read_out(trainer.model, s.tokenizer, s.task, s.mode, test_ex, s.config)
     predict_seconds = time.time() - predict_started
@@ -294,10 +298,23 @@ def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
     }
 
 
+def show_header(s: Setup) -> None:
+    """What is about to happen, before the model loads: the first thing a user sees."""
+    c, world = s.config, int(os.environ.get("WORLD_SIZE", "1"))
+    n_test = len(load_split(s.task, "test", s.protocol))
+    test = f"{min(n_test, c.max_test_examples)} of {n_test}" if c.max_test_examples and c.max_test_examples < n_test else str(n_test)
+    sizes = {"train": str(len(s.rows)), "validation": str(len(s.val)), "test": test}
+    steps = optimizer_steps(len(s.rows), c.micro_batch_size, c.batch_size, c.epochs, world)
+    show(header(s.task.name, s.protocol, c.model, c.mode, sizes, steps, c.batch_size, c.micro_batch_size, c.epochs, s.run_dir, s.resume))
+
+
 def train(config: TrainConfig | None, resume: str | Path | None = None, trust_remote_code: bool = False) -> Path:
     """Train, keep the best epoch, score it on the test split; return the run folder.
     `trust_remote_code` is the user's own flag: a run folder's config cannot turn it on."""
+    quiet_foreign_log_deprecations()  # transformers is imported by now, its log handler in place
     s = setup(config, resume, trust_remote_code)
+    if is_main():
+        show_header(s)
     trainer = fit(s)
     if not is_main():
         return s.run_dir

@@ -56,7 +56,21 @@ def first(tmp_path_factory):
     r.cwd = with_runs
     r.start("latest_run", ["score", "--task", "synth"], env)
     r.cwd = d
+    # A real first run, in its own folder: train a small head run, list it, score it by name alone.
+    work = d / "work"
+    (work / "runs" / "train" / "damaged").mkdir(parents=True)
+    (work / "runs" / "train" / "damaged" / "run.json").write_text("{")
+    chain = CliRuns(work, workers=1)
+    chain.chain([
+        ("train", ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "head", "epochs=2", "max_train_examples=32",
+                   "max_eval_examples=8", "max_test_examples=10", "micro_batch_size=16", "batch_size=16",
+                   "output_dir=runs/train/smoke"]),
+        ("runs", ["runs"]),
+        ("score_latest", ["score", "--task", "synth", "--out", "scored", "--resamples", "20"]),
+    ], synth_env(OMP_NUM_THREADS="1", COLUMNS="200"))
+    r.chained = chain
     yield r
+    chain.close()
     r.close()
 
 
@@ -135,3 +149,67 @@ def test_track_prints_plain_progress_lines_when_not_a_terminal(monkeypatch):
     buf.seek(0)
     assert list(C.track(iter(range(7)), "reading")) == list(range(7))
     assert buf.getvalue().splitlines()[-1].startswith("reading: 7 done")
+
+
+def test_train_starts_with_a_header_shows_validation_tables_and_ends_with_the_test_table(first):
+    r = first.chained["train"]
+    assert r.rc == 0, r.err
+    err = r.err
+    header = err.index("mcqa train")
+    for fragment in ("synth (protocol default)", "tiny-qwen3", "head", "train 32, validation 8, test 10 of 80",
+                     "4 optimizer steps over 2 epochs", "16 (micro batch 16)", "runs/train/smoke"):
+        assert fragment in err[header:err.index("validation after epoch 1")], fragment
+    epoch2 = err[err.index("validation after epoch 2"):]
+    assert "joint" in epoch2 and "label_accuracy" in epoch2
+    assert len([line for line in epoch2.splitlines() if line.startswith("│")]) >= 2  # epochs 1 and 2 as rows
+    assert "deprecated" not in (r.err + r.out).lower()  # past_key_values, is_gradient_checkpointing: not shown
+    assert "per class" in r.out and "joint exact match" in r.out  # the test table at the end
+
+
+def test_max_test_examples_tests_on_a_seeded_sample_and_says_so(first):
+    assert first.chained["train"].rc == 0, first.chained["train"].err
+    summary = json.loads((first.chained.cwd / "runs" / "train" / "smoke" / "run.json").read_text())
+    assert summary["test_examples"] == 10 and summary["test_split_examples"] == 80  # max_test_examples
+    m = json.loads((first.chained.cwd / "runs" / "train" / "smoke" / "test" / "metrics.json").read_text())
+    assert m["n"] == 10 and m["run"]["sample"] == "a seeded sample of 10 of 80 examples"
+
+
+def test_runs_lists_finished_runs_and_damaged_ones_in_one_line(first):
+    r = first.chained["runs"]
+    assert r.rc == 0, r.err
+    assert "Traceback" not in r.err
+    assert "runs/train/smoke" in r.out and "synth" in r.out and "tiny-qwen3" in r.out and "joint" in r.out
+    (damaged,) = [line for line in r.out.splitlines() if line.startswith("damaged")]
+    assert "runs/train/damaged" in damaged and "run.json" in damaged
+
+
+def test_score_by_task_alone_scores_the_newest_real_run(first):
+    r = first.chained["score_latest"]
+    assert r.rc == 0, r.err
+    assert "most recent finished run of 'synth': runs/train/smoke" in r.err
+    m = json.loads((first.chained.cwd / "scored" / "metrics.json").read_text())
+    assert m["run"]["split"] == "test" and m["run"]["adapter"] == "runs/train/smoke" and m["n"] == 80
+
+
+def test_foreign_deprecations_are_hidden_and_mcqas_own_are_not():
+    import warnings
+
+    from mcqa.console import quiet_foreign_deprecations
+
+    def raised_in(module: str, category=FutureWarning):
+        g = {"__name__": module, "warnings": warnings}
+        exec(f"def f():\n    warnings.warn('from {module}', {category.__name__}, stacklevel=2)\n", g)
+        return g["f"]
+
+    shown = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *a, **k: shown.append(str(message))  # what would reach stderr
+        quiet_foreign_deprecations()
+        raised_in("transformers.modeling_utils")()  # blames this caller (stacklevel=2), raised in transformers
+        raised_in("peft.tuners")()
+        raised_in("mcqa.something")()
+        raised_in("transformers.x", UserWarning)()  # not a deprecation: shown
+    err = "\n".join(shown)
+    assert "from transformers.modeling_utils" not in err and "from peft.tuners" not in err
+    assert "from mcqa.something" in err and "from transformers.x" in err
