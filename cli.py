@@ -235,7 +235,7 @@ def _run_protocol(adapter: Path | None) -> str | None:
 
 
 def _run_model(task, args, examples, protocol):
-    from mcqa.predicting import default_readout, load_predictor, predict
+    from mcqa.predicting import CALIBRATION_EXAMPLES, default_readout, load_predictor, predict
     from mcqa.readouts import get_readout
     from mcqa.readouts.base import check_options, parse_options
 
@@ -244,7 +244,8 @@ def _run_model(task, args, examples, protocol):
         check_options(get_readout(args.readout), options)
     loaded = load_predictor(task, args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     return predict(task, loaded, examples, args.readout or default_readout(loaded), protocol, calibrate=not args.no_calibrate,
-                   options=options)
+                   options=options, calibration_examples=CALIBRATION_EXAMPLES if args.calibration_examples is None
+                   else args.calibration_examples or None)
 
 
 def cmd_predict(args) -> None:
@@ -358,6 +359,7 @@ def cmd_models(args) -> None:
 
 
 def cmd_baseline(args) -> None:
+    from mcqa.baseline_cache import DEFAULT_CACHE
     from mcqa.baselines import run_baseline
     from mcqa.console import console
     from mcqa.examples import load_file
@@ -367,7 +369,7 @@ def cmd_baseline(args) -> None:
     task = get_task(args.task)
     examples = load_file(task, args.data) if args.data else None
     where = _out_file(args.out) if args.out else None
-    r = run_baseline(args.baseline, task, args.protocol, args.split, examples=examples)
+    r = run_baseline(args.baseline, task, args.protocol, args.split, examples=examples, cache=DEFAULT_CACHE)
     where = where or _out_file(Path("runs") / "baselines" / f"{task.name}-{args.baseline}-{r['protocol']}-{'data' if args.data else args.split}.jsonl")
     write_jsonl(where, r["predictions"].values())
     write_json(where.with_suffix(".json"), {k: v for k, v in r.items() if k != "predictions"})
@@ -375,6 +377,7 @@ def cmd_baseline(args) -> None:
 
 
 def cmd_compare(args) -> None:
+    from mcqa.baseline_cache import DEFAULT_CACHE
     from mcqa.compare import compare
     from mcqa.console import console, out
     from mcqa.io import check_out_folder, unique_name
@@ -385,7 +388,7 @@ def cmd_compare(args) -> None:
     folder = check_out_folder(args.out or Path("runs") / "compare" / unique_name(task.name))
     readouts = tuple(args.zero_shot_readouts) if args.zero_shot_readouts else None
     compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot, zero_shot_readouts=readouts,
-            trust_remote_code=args.trust_remote_code)
+            trust_remote_code=args.trust_remote_code, baseline_cache=DEFAULT_CACHE)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
@@ -397,6 +400,9 @@ def _model_args(s) -> None:
     s.add_argument("--readout-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the readout (repeatable), e.g. --readout-opt rule=sum for options")
     s.add_argument("--no-calibrate", action="store_true", help="rank, options: skip the temperature fitted on validation")
+    s.add_argument("--calibration-examples", type=_count(0), metavar="N",
+                   help="rank, options: fit the temperature on a seeded sample of N validation examples (0: all; default 200); "
+                   "a trained run keeps the fit in its folder")
     s.add_argument("--limit", type=_count(1), metavar="N", help="run the model on a seeded sample of N examples (a quick look; "
                    "the output says so)")
     _trust_arg(s)

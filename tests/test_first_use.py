@@ -62,11 +62,15 @@ def first(tmp_path_factory):
     (work / "runs" / "train" / "damaged" / "run.json").write_text("{")
     chain = CliRuns(work, workers=1)
     chain.chain([
-        ("train", ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "head", "epochs=2", "max_train_examples=32",
+        ("train", ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "generate", "epochs=2", "max_train_examples=32",
                    "max_eval_examples=8", "max_test_examples=10", "micro_batch_size=16", "batch_size=16",
                    "output_dir=runs/train/smoke"]),
         ("runs", ["runs"]),
         ("score_latest", ["score", "--task", "synth", "--out", "scored", "--resamples", "20"]),
+        *[(f"rank_{i}", ["score", "--task", "synth", "--adapter", "runs/train/smoke", "--readout", "rank", "--limit", "5",
+                         "--calibration-examples", "10", "--out", f"rank_{i}", "--resamples", "20"]) for i in (1, 2)],
+        ("baseline", ["baseline", "--task", "synth", "--baseline", "majority"]),
+        ("compare", ["compare", "--task", "synth", "--baselines", "majority,tfidf"]),
     ], synth_env(OMP_NUM_THREADS="1", COLUMNS="200"))
     r.chained = chain
     yield r
@@ -156,7 +160,7 @@ def test_train_starts_with_a_header_shows_validation_tables_and_ends_with_the_te
     assert r.rc == 0, r.err
     err = r.err
     header = err.index("mcqa train")
-    for fragment in ("synth (protocol default)", "tiny-qwen3", "head", "train 32, validation 8, test 10 of 80",
+    for fragment in ("synth (protocol default)", "tiny-qwen3", "generate", "train 32, validation 8, test 10 of 80",
                      "4 optimizer steps over 2 epochs", "16 (micro batch 16)", "runs/train/smoke"):
         assert fragment in err[header:err.index("validation after epoch 1")], fragment
     epoch2 = err[err.index("validation after epoch 2"):]
@@ -213,3 +217,60 @@ def test_foreign_deprecations_are_hidden_and_mcqas_own_are_not():
     err = "\n".join(shown)
     assert "from transformers.modeling_utils" not in err and "from peft.tuners" not in err
     assert "from mcqa.something" in err and "from transformers.x" in err
+
+
+def test_rank_fits_its_temperature_on_a_sample_and_the_run_folder_keeps_the_fit(first):
+    one, two = first.chained["rank_1"], first.chained["rank_2"]
+    assert one.rc == 0, one.err
+    assert two.rc == 0, two.err
+    said = "a seeded sample of 10 of 80 validation examples (seed 0)"
+    assert f"fitting the rank temperature on {said}" in one.err
+    assert "fitted before" in two.err and "fitting the rank temperature" not in two.err
+    fits = list((first.chained.cwd / "runs" / "train" / "smoke" / "calibration").glob("*.json"))
+    assert len(fits) == 1
+    m1, m2 = (json.loads((first.chained.cwd / f"rank_{i}" / "metrics.json").read_text()) for i in (1, 2))
+    assert m1["calibration_fit"]["fitted_on"] == said and m1["calibration_fit"]["n"] == 10
+    assert m2["calibration_fit"]["temperature"] == m1["calibration_fit"]["temperature"]
+    assert [r["probs"] for r in map(json.loads, (first.chained.cwd / "rank_2" / "predictions.jsonl").read_text().splitlines())] == \
+        [r["probs"] for r in map(json.loads, (first.chained.cwd / "rank_1" / "predictions.jsonl").read_text().splitlines())]
+
+
+def test_compare_reuses_the_predictions_mcqa_baseline_made(first):
+    b, c = first.chained["baseline"], first.chained["compare"]
+    assert b.rc == 0, b.err
+    assert c.rc == 0, c.err
+    assert "majority on synth/default: reusing its predictions from runs/cache/baselines/" in c.err
+    assert "tfidf on synth/default: fit" in c.err  # not asked before: fitted
+
+
+def test_baseline_cache_is_keyed_by_the_data_and_a_damaged_entry_is_refitted(tmp_path):
+    import mcqa.baselines as B
+
+    task = get_task("synth")
+    first = B.run_baseline("majority", task, cache=tmp_path)
+    (entry,) = tmp_path.glob("*.json")
+    again = B.run_baseline("majority", task, cache=tmp_path)
+    assert again["cached"] == str(entry) and again["predictions"] == first["predictions"]
+    other = B.run_baseline("majority", task, examples=load("synth", "validation", "default"), cache=tmp_path)
+    assert "cached" not in other and len(list(tmp_path.glob("*.json"))) == 2  # other data: another entry
+    entry.write_text(json.dumps({"key": entry.stem, "result": {"predictions": {"s000": {"id": "s000", "output": 3}}}}))
+    refit = B.run_baseline("majority", task, cache=tmp_path)
+    assert "cached" not in refit and refit["predictions"] == first["predictions"]
+    assert B.run_baseline("majority", task, cache=tmp_path)["cached"] == str(entry)  # rewritten whole
+
+
+def test_a_cached_temperature_is_used_only_when_every_value_checks_out(tmp_path):
+    from mcqa.predicting import _read_fit
+
+    good = {"temperature": 1.5, "validation_nll": [1.2, 1.1], "validation_ece_before": {"label": 0.1},
+            "validation_ece_after": {"label": 0.05}, "n": 10, "fitted_on": "all 10 validation examples", "key": "k"}
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps(good))
+    assert _read_fit(path, "k") == good
+    assert _read_fit(path, "other") is None  # another readout, sample or protocol
+    for bad in ({**good, "temperature": -1}, {**good, "temperature": "1.5"}, {**good, "validation_nll": [1.0]},
+                {**good, "validation_ece_after": {"label": "x"}}, [good]):
+        path.write_text(json.dumps(bad))
+        assert _read_fit(path, "k") is None, bad
+    path.write_text('{"temperature": NaN')
+    assert _read_fit(path, "k") is None
