@@ -27,6 +27,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 from threadpoolctl import threadpool_limits
 
+from mcqa.baseline_cache import cache_key, load_cached, store
 from mcqa.console import console
 from mcqa.embeddings import MINILM_PIP, embed, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
 from mcqa.errors import McqaError
@@ -316,9 +318,10 @@ def get_baseline(name: str) -> Baseline:
 
 
 def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split: str = "test",
-                 examples: list[Example] | None = None) -> dict[str, Any]:
+                 examples: list[Example] | None = None, cache: Path | None = None) -> dict[str, Any]:
     """Fit baseline `name` on the task's train split (C chosen on validation) and predict
-    `examples`, or the `eval_split` examples when none are given."""
+    `examples`, or the `eval_split` examples when none are given. The same baseline, task,
+    protocol and data asked again reuse the predictions cached under `cache` (None: no cache)."""
     baseline = get_baseline(name)
     why = baseline.not_applicable(task)
     if why:
@@ -330,6 +333,12 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
 
     train, validation = split("train"), split("validation")
     target = Data(list(examples), None) if examples is not None else split(eval_split)
+    key = cache_key(name, task, protocol, {"train": train.examples, "validation": validation.examples, "eval": target.examples})
+    hit = load_cached(cache, key, task, [e.id for e in target.examples])
+    if hit is not None:
+        console.print(f"{name} on {task.name}/{protocol}: reusing its predictions from {hit['cached']} (same baseline, task, "
+                      "protocol and data)", markup=False, highlight=False, soft_wrap=True)
+        return {**hit, "eval_split": eval_split if examples is None else None}
     fitted, fit_s = timed(lambda: baseline.fit(task, train, validation))
 
     def predict() -> dict[str, np.ndarray]:
@@ -344,7 +353,7 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
             fields[f] = {"status": "skipped", "reason": "free field (no label space): no baseline; "
                          "filled with the train's most frequent value so the output parses"}
     console.print(f"{name} on {task.name}/{protocol}: fit {fit_s:.1f}s, predict {predict_s:.1f}s for {len(target.examples)} examples")
-    return {
+    result = {
         "baseline": name, "task": task.name, "protocol": protocol,
         "eval_split": eval_split if examples is None else None,
         "n_train": len(train.examples), "n_validation": len(validation.examples), "n_eval": len(target.examples),
@@ -354,3 +363,5 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
         "examples_per_second": len(target.examples) / predict_s if predict_s > 0 else float("inf"),
         "predictions": predictions(task, target.examples, probs, free_field_fill(task, train)),
     }
+    store(cache, key, result)
+    return result
