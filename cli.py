@@ -172,7 +172,7 @@ def cmd_score(args) -> None:
     if args.data:
         examples, source = load_file(task, args.data), {"data": str(args.data)}
     else:
-        protocol = resolve_protocol(task, args.protocol or _run_protocol(args.adapter))
+        protocol = resolve_protocol(task, args.protocol or _run_protocol(args.adapter, task.name))
         examples, source = load_split(task, args.split, protocol), {"split": args.split, "protocol": protocol}
     if args.limit is not None and args.predictions is not None:
         raise McqaError("--limit samples the examples a model is run on; with --predictions, score a part with --subset instead")
@@ -226,12 +226,14 @@ def _latest_run(task_name: str) -> Path:
     return run
 
 
-def _run_protocol(adapter: Path | None) -> str | None:
+def _run_protocol(adapter: Path | None, task: str) -> str | None:
     """A trained run is scored on its own protocol's split unless --protocol says otherwise
-    (a cv fold's test split is not the default protocol's)."""
+    (a cv fold's test split is not the default protocol's). A run of another task is left to
+    load_run to refuse, with its own message."""
     from mcqa.runs import read_summary
 
-    return read_summary(adapter).protocol if adapter is not None else None
+    summary = read_summary(adapter) if adapter is not None else None
+    return summary.protocol if summary is not None and summary.task == task else None
 
 
 def _run_model(task, args, examples, protocol):
@@ -259,7 +261,7 @@ def cmd_predict(args) -> None:
         raise McqaError("give exactly one of --split S or --data FILE.jsonl (new examples, labeled or not)")
     stem = unique_name(f"{task.name}-{args.readout or 'default'}")
     where = _out_file(args.out or Path("runs") / "predict" / f"{stem}.jsonl")
-    examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol or _run_protocol(args.adapter))
+    examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol or _run_protocol(args.adapter, task.name))
     examples, sample = _limit(examples, args.limit)
     outputs, info = _run_model(task, args, examples, args.protocol)
     if sample:
