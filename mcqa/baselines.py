@@ -128,14 +128,18 @@ def mask_choices(task: Task, examples: list[Example], probs: dict[str, np.ndarra
 
 
 def predictions(task: Task, examples: list[Example], probs: dict[str, np.ndarray], fill: dict[str, Any]) -> dict[str, dict]:
-    """Probabilities -> the scorer's predictions: the argmax label of each field, serialized by
-    the one target serializer, with the full distribution under "probs"."""
+    """Probabilities -> the scorer's predictions: the argmax label of each field (for dependent
+    fields, the allowed combination with the highest product of probabilities), serialized by
+    the one target serializer, with the full (per-field) distribution under "probs"."""
     spaces = label_fields(task)
     out = {}
     for i, e in enumerate(examples):
         value = dict(fill)
         for f, P in probs.items():
             value[f] = spaces[f].values[int(np.argmax(P[i]))]
+        if task.allowed and all(f in probs for f in task.allowed[0]):  # dependent fields: the likeliest allowed combination
+            value |= max(task.allowed, key=lambda a: sum(math.log(max(float(probs[f][i][spaces[f].values.index(v)]), 1e-300))
+                                                          for f, v in a.items()))
         out[e.id] = {
             "id": e.id,
             "output": serialize_target(task.output, {f: value[f] for f in task.fields}),

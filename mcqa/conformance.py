@@ -21,7 +21,7 @@ from typing import Any, Callable
 from mcqa.prompting import LETTERS, render_prompt, serialize_target
 from mcqa.schema import schema_problem
 from mcqa.scoring import compute_metrics, make_records, parser_for
-from mcqa.task import SPLITS, Example, Task
+from mcqa.task import SPLITS, Example, Task, consistent
 
 SHOWN = 3  # problems quoted per failed rule; the rest are counted
 
@@ -66,6 +66,8 @@ def _gold_parses_back(c: Context) -> list[str]:
         if e.target is None:
             out.append(f"{e.id} is unlabeled (a shipped split needs gold)")
             continue
+        if not consistent(c.task, e.target):
+            out.append(f"{e.id}: gold {e.target} is not one of the task's allowed combinations")
         text = serialize_target(c.task.output, e.target)
         parsed = parser.parse(text)
         if parsed.status != "ok" or parsed.value != e.target or parsed.notes:
@@ -205,7 +207,8 @@ def _schema_up_to_date(c: Context) -> list[str]:
 
 
 RULES: dict[str, tuple[str, Callable[[Context], list[str]]]] = {
-    "gold_parses_back": ("the gold of every shipped example serialises and parses back to itself, with no notes", _gold_parses_back),
+    "gold_parses_back": ("the gold of every shipped example serialises and parses back to itself, with no notes, "
+                         "and is an allowed combination", _gold_parses_back),
     "gold_scores_perfect": ("gold scored against itself is perfect on every protocol's test split", _gold_scores_perfect),
     "prompt_ignores_gold": ("messages() gives the same prompt with the gold removed or changed", _prompt_ignores_gold),
     "prompt_hides_gold": ("the rendered prompt never contains the gold serialisation, unless every prompt shows it as the "
