@@ -132,19 +132,15 @@ def cmd_schema(args) -> None:
 
 
 def cmd_check(args) -> None:
-    from mcqa.conformance import RULES, check_rule
+    from mcqa.conformance import RULES, rule_lines
     from mcqa.console import out
     from mcqa.model import load_tokenizer
     from mcqa.registry import get_task
 
     task = get_task(args.task)
-    tokenizer = load_tokenizer(args.tokenizer)  # prompts are checked as rendered (default: Qwen3's template)
-    failed = []
-    for rule, (description, _) in RULES.items():
-        failure = check_rule(task, rule, tokenizer=tokenizer)
-        if failure is not None:
-            failed.append(rule)
-        out.print(f"FAIL {failure}" if failure else f"ok   {rule}: {description}", markup=False, highlight=False, soft_wrap=True)
+    lines, failed = rule_lines(task, load_tokenizer(args.tokenizer))  # prompts checked as rendered (default: Qwen3's template)
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise McqaError(f"task '{task.name}' breaks {len(failed)} of {len(RULES)} conformance rules ({', '.join(failed)}); "
                         "the FAIL lines above say what is wrong")
@@ -314,27 +310,16 @@ def cmd_train(args) -> None:
 
 
 def cmd_runs(args) -> None:
-    from rich.table import Table
-
     from mcqa.console import out
-    from mcqa.run_index import find_runs
+    from mcqa.run_index import find_runs, problem_lines, runs_table
 
     found = find_runs(args.folder)
     if not found:
         out.print(f"no run folders under {args.folder}/ (`mcqa train` writes them under runs/train/)", markup=False, highlight=False)
         return
-    table = Table(title=f"finished runs under {args.folder}/ (newest first)")
-    for col in ("run folder", "task / protocol", "model / mode", "test scores"):
-        table.add_column(col, overflow="fold")
-    for r in found:
-        if r.summary is not None:
-            scores = "\n".join(f"{k} {v:.3f}" for k, v in r.test.items()) or "-"
-            table.add_row(str(r.folder), f"{r.summary.task}\n{r.summary.protocol}", f"{r.summary.model}\n{r.summary.mode}", scores)
-    out.print(table)
-    for r in found:  # each damaged or unfinished folder in one line, never a traceback
-        if r.problem is not None:
-            kind, _, why = r.problem.partition(": ")
-            out.print(f"{kind} {r.folder}: {' '.join(why.split())}", markup=False, highlight=False, soft_wrap=True)
+    out.print(runs_table(found, args.folder))
+    for line in problem_lines(found):  # each damaged or unfinished folder in one line, never a traceback
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def cmd_models(args) -> None:

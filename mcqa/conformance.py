@@ -237,6 +237,16 @@ def check(task: Task, tokenizer=None, rules: list[str] | None = None, load=None)
     return [f for r in (rules or RULES) if (f := check_rule(task, r, context=c)) is not None]
 
 
+def rule_lines(task: Task, tokenizer=None) -> tuple[list[str], list[str]]:
+    """One line per rule ("ok   rule: what it checks" or "FAIL rule: what is wrong"), and the failed rules."""
+    c, lines, failed = Context(task, tokenizer), [], []
+    for rule, (description, _) in RULES.items():
+        failure = check_rule(task, rule, context=c)
+        failed += [rule] if failure else []
+        lines.append(f"FAIL {failure}" if failure else f"ok   {rule}: {description}")
+    return lines, failed
+
+
 def assert_conforms(task: Task, tokenizer=None) -> None:
     """For a plugin's own tests: raise AssertionError listing every failed rule, one per line."""
     failures = check(task, tokenizer)
