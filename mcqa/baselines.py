@@ -38,7 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 from threadpoolctl import threadpool_limits
 
-from mcqa.baseline_cache import cache_key, load_cached, store
+from mcqa.baseline_cache import cache_key, code_digest, load_cached, store
 from mcqa.console import console
 from mcqa.embeddings import MINILM_PIP, embed, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
 from mcqa.errors import McqaError
@@ -337,7 +337,8 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
 
     train, validation = split("train"), split("validation")
     target = Data(list(examples), None) if examples is not None else split(eval_split)
-    key = cache_key(name, task, protocol, {"train": train.examples, "validation": validation.examples, "eval": target.examples})
+    key = cache_key(name, task, protocol, {"train": train.examples, "validation": validation.examples, "eval": target.examples},
+                    code_digest(baseline.fit))
     hit = load_cached(cache, key, task, [e.id for e in target.examples])
     if hit is not None:
         console.print(f"{name} on {task.name}/{protocol}: reusing its predictions from {hit['cached']} (same baseline, task, "
