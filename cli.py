@@ -132,19 +132,15 @@ def cmd_schema(args) -> None:
 
 
 def cmd_check(args) -> None:
-    from mcqa.conformance import RULES, check_rule
+    from mcqa.conformance import RULES, rule_lines
     from mcqa.console import out
     from mcqa.model import load_tokenizer
     from mcqa.registry import get_task
 
     task = get_task(args.task)
-    tokenizer = load_tokenizer(args.tokenizer)  # prompts are checked as rendered (default: Qwen3's template)
-    failed = []
-    for rule, (description, _) in RULES.items():
-        failure = check_rule(task, rule, tokenizer=tokenizer)
-        if failure is not None:
-            failed.append(rule)
-        out.print(f"FAIL {failure}" if failure else f"ok   {rule}: {description}", markup=False, highlight=False, soft_wrap=True)
+    lines, failed = rule_lines(task, load_tokenizer(args.tokenizer))  # prompts checked as rendered (default: Qwen3's template)
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise McqaError(f"task '{task.name}' breaks {len(failed)} of {len(RULES)} conformance rules ({', '.join(failed)}); "
                         "the FAIL lines above say what is wrong")
@@ -173,7 +169,7 @@ def cmd_score(args) -> None:
     if args.data:
         examples, source = load_file(task, args.data), {"data": str(args.data)}
     else:
-        protocol = resolve_protocol(task, args.protocol or _run_protocol(args.adapter))
+        protocol = resolve_protocol(task, args.protocol or _run_protocol(args.adapter, task.name))
         examples, source = load_split(task, args.split, protocol), {"split": args.split, "protocol": protocol}
     if args.limit is not None and args.predictions is not None:
         raise McqaError("--limit samples the examples a model is run on; with --predictions, score a part with --subset instead")
@@ -227,12 +223,14 @@ def _latest_run(task_name: str) -> Path:
     return run
 
 
-def _run_protocol(adapter: Path | None) -> str | None:
+def _run_protocol(adapter: Path | None, task: str) -> str | None:
     """A trained run is scored on its own protocol's split unless --protocol says otherwise
-    (a cv fold's test split is not the default protocol's)."""
+    (a cv fold's test split is not the default protocol's). A run of another task is left to
+    load_run to refuse, with its own message."""
     from mcqa.runs import read_summary
 
-    return read_summary(adapter).protocol if adapter is not None else None
+    summary = read_summary(adapter) if adapter is not None else None
+    return summary.protocol if summary is not None and summary.task == task else None
 
 
 def _run_model(task, args, examples, protocol, journal: Path | None = None):
@@ -271,7 +269,7 @@ def cmd_predict(args) -> None:
         raise McqaError("give exactly one of --split S or --data FILE.jsonl (new examples, labeled or not)")
     stem = unique_name(f"{task.name}-{args.readout or 'default'}")
     where = _out_file(args.out or Path("runs") / "predict" / f"{stem}.jsonl")
-    examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol or _run_protocol(args.adapter))
+    examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol or _run_protocol(args.adapter, task.name))
     examples, sample = _limit(examples, args.limit)
     outputs, info = _run_model(task, args, examples, args.protocol, journal=where)
     if sample:
@@ -324,27 +322,16 @@ def cmd_train(args) -> None:
 
 
 def cmd_runs(args) -> None:
-    from rich.table import Table
-
     from mcqa.console import out
-    from mcqa.run_index import find_runs
+    from mcqa.run_index import find_runs, problem_lines, runs_table
 
     found = find_runs(args.folder)
     if not found:
         out.print(f"no run folders under {args.folder}/ (`mcqa train` writes them under runs/train/)", markup=False, highlight=False)
         return
-    table = Table(title=f"finished runs under {args.folder}/ (newest first)")
-    for col in ("run folder", "task / protocol", "model / mode", "test scores"):
-        table.add_column(col, overflow="fold")
-    for r in found:
-        if r.summary is not None:
-            scores = "\n".join(f"{k} {v:.3f}" for k, v in r.test.items()) or "-"
-            table.add_row(str(r.folder), f"{r.summary.task}\n{r.summary.protocol}", f"{r.summary.model}\n{r.summary.mode}", scores)
-    out.print(table)
-    for r in found:  # each damaged or unfinished folder in one line, never a traceback
-        if r.problem is not None:
-            kind, _, why = r.problem.partition(": ")
-            out.print(f"{kind} {r.folder}: {' '.join(why.split())}", markup=False, highlight=False, soft_wrap=True)
+    out.print(runs_table(found, args.folder))
+    for line in problem_lines(found):  # each damaged or unfinished folder in one line, never a traceback
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def cmd_models(args) -> None:

@@ -1,12 +1,14 @@
 """Baseline predictions cached on disk, so `mcqa compare` reuses what `mcqa baseline` (or an
 earlier compare) already produced: the key is a digest of the baseline, the task, the protocol,
-the data (train, validation and the predicted examples: ids, inputs, gold) and mcqa's version.
+the data (train, validation and the predicted examples: ids, inputs, gold), mcqa's version and
+the source of the file that defines the baseline.
 A cache file is untrusted input like any file in runs/: one that does not read back whole is
 ignored, with a line, and the baseline is fitted again."""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,16 @@ from mcqa.task import Example, Task
 DEFAULT_CACHE = Path("runs") / "cache" / "baselines"
 
 
-def cache_key(baseline: str, task: Task, protocol: str, data: dict[str, list[Example]]) -> str:
-    h = hashlib.sha256(json.dumps([__version__, baseline, task.name, protocol], ensure_ascii=False).encode())
+def code_digest(fn: Any) -> str:
+    """A digest of the file that defines a baseline's fit: an edited baseline is fitted again."""
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(fn) or "").read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return ""
+
+
+def cache_key(baseline: str, task: Task, protocol: str, data: dict[str, list[Example]], code: str = "") -> str:
+    h = hashlib.sha256(json.dumps([__version__, code, baseline, task.name, protocol], ensure_ascii=False).encode())
     for role in sorted(data):
         for e in data[role]:
             h.update(json.dumps([role, e.id, e.input, e.target], sort_keys=True, ensure_ascii=False, default=str).encode())

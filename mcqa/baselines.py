@@ -38,7 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 from threadpoolctl import threadpool_limits
 
-from mcqa.baseline_cache import cache_key, load_cached, store
+from mcqa.baseline_cache import cache_key, code_digest, load_cached, store
 from mcqa.console import console
 from mcqa.embeddings import MINILM_PIP, embed, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
 from mcqa.errors import McqaError
@@ -128,14 +128,18 @@ def mask_choices(task: Task, examples: list[Example], probs: dict[str, np.ndarra
 
 
 def predictions(task: Task, examples: list[Example], probs: dict[str, np.ndarray], fill: dict[str, Any]) -> dict[str, dict]:
-    """Probabilities -> the scorer's predictions: the argmax label of each field, serialized by
-    the one target serializer, with the full distribution under "probs"."""
+    """Probabilities -> the scorer's predictions: the argmax label of each field (for dependent
+    fields, the allowed combination with the highest product of probabilities), serialized by
+    the one target serializer, with the full (per-field) distribution under "probs"."""
     spaces = label_fields(task)
     out = {}
     for i, e in enumerate(examples):
         value = dict(fill)
         for f, P in probs.items():
             value[f] = spaces[f].values[int(np.argmax(P[i]))]
+        if task.allowed and all(f in probs for f in task.allowed[0]):  # dependent fields: the likeliest allowed combination
+            value |= max(task.allowed, key=lambda a: sum(math.log(max(float(probs[f][i][spaces[f].values.index(v)]), 1e-300))
+                                                          for f, v in a.items()))
         out[e.id] = {
             "id": e.id,
             "output": serialize_target(task.output, {f: value[f] for f in task.fields}),
@@ -333,7 +337,8 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
 
     train, validation = split("train"), split("validation")
     target = Data(list(examples), None) if examples is not None else split(eval_split)
-    key = cache_key(name, task, protocol, {"train": train.examples, "validation": validation.examples, "eval": target.examples})
+    key = cache_key(name, task, protocol, {"train": train.examples, "validation": validation.examples, "eval": target.examples},
+                    code_digest(baseline.fit))
     hit = load_cached(cache, key, task, [e.id for e in target.examples])
     if hit is not None:
         console.print(f"{name} on {task.name}/{protocol}: reusing its predictions from {hit['cached']} (same baseline, task, "

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from mcqa.prompting import LETTERS, render_prompt, serialize_target
 from mcqa.schema import schema_problem
 from mcqa.scoring import compute_metrics, make_records, parser_for
-from mcqa.task import SPLITS, Example, Task
+from mcqa.task import SPLITS, Example, Task, consistent
 
 SHOWN = 3  # problems quoted per failed rule; the rest are counted
 
@@ -66,6 +66,8 @@ def _gold_parses_back(c: Context) -> list[str]:
         if e.target is None:
             out.append(f"{e.id} is unlabeled (a shipped split needs gold)")
             continue
+        if not consistent(c.task, e.target):
+            out.append(f"{e.id}: gold {e.target} is not one of the task's allowed combinations")
         text = serialize_target(c.task.output, e.target)
         parsed = parser.parse(text)
         if parsed.status != "ok" or parsed.value != e.target or parsed.notes:
@@ -205,7 +207,8 @@ def _schema_up_to_date(c: Context) -> list[str]:
 
 
 RULES: dict[str, tuple[str, Callable[[Context], list[str]]]] = {
-    "gold_parses_back": ("the gold of every shipped example serialises and parses back to itself, with no notes", _gold_parses_back),
+    "gold_parses_back": ("the gold of every shipped example serialises and parses back to itself, with no notes, "
+                         "and is an allowed combination", _gold_parses_back),
     "gold_scores_perfect": ("gold scored against itself is perfect on every protocol's test split", _gold_scores_perfect),
     "prompt_ignores_gold": ("messages() gives the same prompt with the gold removed or changed", _prompt_ignores_gold),
     "prompt_hides_gold": ("the rendered prompt never contains the gold serialisation, unless every prompt shows it as the "
@@ -232,6 +235,16 @@ def check(task: Task, tokenizer=None, rules: list[str] | None = None, load=None)
     """Every rule (or those named) on one task; the failed ones, in RULES order."""
     c = Context(task, tokenizer, load)
     return [f for r in (rules or RULES) if (f := check_rule(task, r, context=c)) is not None]
+
+
+def rule_lines(task: Task, tokenizer=None) -> tuple[list[str], list[str]]:
+    """One line per rule ("ok   rule: what it checks" or "FAIL rule: what is wrong"), and the failed rules."""
+    c, lines, failed = Context(task, tokenizer), [], []
+    for rule, (description, _) in RULES.items():
+        failure = check_rule(task, rule, context=c)
+        failed += [rule] if failure else []
+        lines.append(f"FAIL {failure}" if failure else f"ok   {rule}: {description}")
+    return lines, failed
 
 
 def assert_conforms(task: Task, tokenizer=None) -> None:

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.table import Table
+
 from mcqa.errors import McqaError
 from mcqa.io import read_json
 from mcqa.runs import CONFIG_FILE, RUN_MARKER, RunSummary, read_summary
@@ -69,3 +71,25 @@ def latest_run(task: str, root: str | Path = DEFAULT_ROOT) -> Path | None:
         if r.summary is not None and r.summary.task == task:
             return r.folder
     return None
+
+
+def runs_table(found: list[FoundRun], root: str | Path) -> Table:
+    """The finished runs, newest first: folder, task and protocol, model and mode, test scores."""
+    table = Table(title=f"finished runs under {root}/ (newest first)")
+    for col in ("run folder", "task / protocol", "model / mode", "test scores"):
+        table.add_column(col, overflow="fold")
+    for r in found:
+        if r.summary is not None:
+            scores = "\n".join(f"{k} {v:.3f}" for k, v in r.test.items()) or "-"
+            table.add_row(str(r.folder), f"{r.summary.task}\n{r.summary.protocol}", f"{r.summary.model}\n{r.summary.mode}", scores)
+    return table
+
+
+def problem_lines(found: list[FoundRun]) -> list[str]:
+    """Each damaged or unfinished folder as one line: "damaged FOLDER: why"."""
+    lines = []
+    for r in found:
+        if r.problem is not None:
+            kind, _, why = r.problem.partition(": ")
+            lines.append(f"{kind} {r.folder}: {' '.join(why.split())}")
+    return lines

@@ -243,7 +243,7 @@ def test_compare_reuses_the_predictions_mcqa_baseline_made(first):
     assert "tfidf on synth/default: fit" in c.err  # not asked before: fitted
 
 
-def test_baseline_cache_is_keyed_by_the_data_and_a_damaged_entry_is_refitted(tmp_path):
+def test_baseline_cache_is_keyed_by_the_data_and_a_damaged_entry_is_refitted(tmp_path, monkeypatch):
     import mcqa.baselines as B
 
     task = get_task("synth")
@@ -257,6 +257,8 @@ def test_baseline_cache_is_keyed_by_the_data_and_a_damaged_entry_is_refitted(tmp
     refit = B.run_baseline("majority", task, cache=tmp_path)
     assert "cached" not in refit and refit["predictions"] == first["predictions"]
     assert B.run_baseline("majority", task, cache=tmp_path)["cached"] == str(entry)  # rewritten whole
+    monkeypatch.setattr(B, "code_digest", lambda fn: "the baseline's file was edited")
+    assert "cached" not in B.run_baseline("majority", task, cache=tmp_path)
 
 
 def test_a_cached_temperature_is_used_only_when_every_value_checks_out(tmp_path):
