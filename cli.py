@@ -3,10 +3,12 @@
     mcqa tasks
     mcqa show   --task T --split S -n 3
     mcqa schema --task T | --write
+    mcqa check  --task T
     mcqa score  --task T --split S --predictions FILE.jsonl
     mcqa score  --task T --split S --model M [--adapter RUN] --readout R
     mcqa predict --task T --data FILE.jsonl --adapter RUN
     mcqa train  --task T [--model M] [--mode head] [--config run.yaml] [key=value ...]
+    mcqa runs   [FOLDER]
     mcqa models [list | install ALIAS | verify ALIAS]
 """
 
@@ -69,15 +71,16 @@ class _Parser(argparse.ArgumentParser):
 def cmd_tasks(args) -> None:
     from rich.table import Table
 
-    from mcqa.console import out
+    from mcqa.console import console, out
     from mcqa.examples import load_split
-    from mcqa.registry import all_tasks
+    from mcqa.registry import discover_tasks
     from mcqa.task import SPLITS
 
     table = Table(title="mcqa tasks")
     for col in ("task", "fields and label spaces", "protocols", f"splits ({'/'.join(SPLITS)})", "description"):
         table.add_column(col, no_wrap=col == "task")  # the name a user must type is never cut
-    for task in all_tasks():
+    tasks, broken = discover_tasks()
+    for task in tasks:
         fields = []
         for f, space in task.label_spaces.items():
             if space is None:
@@ -85,9 +88,17 @@ def cmd_tasks(args) -> None:
             else:
                 kind = " (ordinal)" if space.ordinal else ""
                 fields.append(f"{f}: {', '.join(map(str, space.values))}{kind}")
-        sizes = "/".join(str(len(load_split(task, s))) for s in SPLITS)
+        try:
+            sizes = "/".join(str(len(load_split(task, s))) for s in SPLITS)
+        except Exception as e:  # a plugin's own loading code: one broken task must not hide the others
+            reason = str(e).strip().splitlines()[:1]
+            broken[task.name] = f"{task.source}: loading its splits failed ({type(e).__name__}{': ' + reason[0] if reason else ''})"
+            continue
         table.add_row(task.name, "\n".join(fields), ", ".join(task.protocols), f"{sizes} ({task.default_protocol})", task.description)
     out.print(table)
+    for name, problem in broken.items():  # listed, not fatal: a command that names the task still refuses it
+        problem = " ".join(problem.split())  # one line, whatever the plugin's exception said
+        console.print(f"warning: task '{name}' is not listed: {problem}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def cmd_show(args) -> None:
@@ -108,19 +119,32 @@ def cmd_show(args) -> None:
 
 def cmd_schema(args) -> None:
     from mcqa.console import console
-    from mcqa.io import write_json
-    from mcqa.registry import BUILTIN_TASKS_DIR, all_tasks, get_task
-    from mcqa.schema import schema_file
+    from mcqa.registry import all_tasks, get_task
+    from mcqa.schema import write_schema
 
     if args.write:
-        for task in all_tasks():
-            if Path(task.source).resolve().parent == BUILTIN_TASKS_DIR:
-                write_json(schema_file(task), task.output.model_json_schema())
-                console.print(f"wrote {schema_file(task)}")
+        for task in all_tasks():  # one line per task: what was written, or why nothing was
+            console.print(write_schema(task).message, markup=False, highlight=False, soft_wrap=True)
         return
     if not args.task:
         raise McqaError("name a task with --task T, or pass --write to regenerate every schema file")
     print(json.dumps(get_task(args.task).output.model_json_schema(), indent=2, ensure_ascii=False))
+
+
+def cmd_check(args) -> None:
+    from mcqa.conformance import RULES, rule_lines
+    from mcqa.console import out
+    from mcqa.model import load_tokenizer
+    from mcqa.registry import get_task
+
+    task = get_task(args.task)
+    lines, failed = rule_lines(task, load_tokenizer(args.tokenizer))  # prompts checked as rendered (default: Qwen3's template)
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise McqaError(f"task '{task.name}' breaks {len(failed)} of {len(RULES)} conformance rules ({', '.join(failed)}); "
+                        "the FAIL lines above say what is wrong")
+    out.print(f"task '{task.name}' passes all {len(RULES)} conformance rules", markup=False, highlight=False)
 
 
 def cmd_score(args) -> None:
@@ -132,17 +156,26 @@ def cmd_score(args) -> None:
     from mcqa.scoring import match_ids, read_predictions, score
 
     task = get_task(args.task)
-    if (args.split is None) == (args.data is None):
-        raise McqaError("give exactly one of --split S (a shipped split) or --data FILE.jsonl (your labeled examples)")
+    if args.split is not None and args.data is not None:
+        raise McqaError("give only one of --split S (a shipped split) or --data FILE.jsonl (your labeled examples)")
+    if args.data is None and args.split is None:
+        args.split = "test"  # the usage line's `mcqa score --task T` scores the test split
+    if args.predictions is not None and (args.model is not None or args.adapter is not None or args.endpoint is not None):
+        raise McqaError("give either --predictions FILE.jsonl (outputs from anywhere), --model M / --adapter RUN (mcqa runs the "
+                        "model) or --endpoint URL --served-model NAME (a server runs it)")
+    if args.predictions is None and args.model is None and args.adapter is None and args.endpoint is None:
+        args.adapter = _latest_run(task.name)
     where = check_out_folder(args.out or Path("runs") / "score" / unique_name(f"{task.name}-{args.split or 'data'}"))
     if args.data:
         examples, source = load_file(task, args.data), {"data": str(args.data)}
     else:
-        protocol = resolve_protocol(task, args.protocol)
+        protocol = resolve_protocol(task, args.protocol or _run_protocol(args.adapter, task.name))
         examples, source = load_split(task, args.split, protocol), {"split": args.split, "protocol": protocol}
-    if (args.predictions is None) == (args.model is None and args.adapter is None and args.endpoint is None):
-        raise McqaError("give either --predictions FILE.jsonl (outputs from anywhere), --model M / --adapter RUN (mcqa runs the "
-                        "model) or --endpoint URL --served-model NAME (a server runs it)")
+    if args.limit is not None and args.predictions is not None:
+        raise McqaError("--limit samples the examples a model is run on; with --predictions, score a part with --subset instead")
+    examples, sample = _limit(examples, args.limit)
+    if sample:
+        source["sample"] = sample
     info: dict = {}
     if args.predictions is not None:
         preds = read_predictions(args.predictions, task)
@@ -160,8 +193,48 @@ def cmd_score(args) -> None:
     console.print(f"run folder: [bold]{scored.folder}[/]")
 
 
+LIMIT_SEED = 0
+
+
+def _limit(examples: list, limit: int | None) -> tuple[list, str | None]:
+    """--limit N: a seeded sample of N examples (a quick look), said in one line and in the outputs."""
+    from mcqa.console import console
+    from mcqa.examples import sample_examples
+
+    sampled = sample_examples(examples, limit, LIMIT_SEED)
+    if len(sampled) == len(examples):
+        return examples, None
+    sample = f"a seeded sample of {len(sampled)} of {len(examples)} examples (--limit {limit}, seed {LIMIT_SEED})"
+    console.print(f"running on {sample}", markup=False, highlight=False)
+    return sampled, sample
+
+
+def _latest_run(task_name: str) -> Path:
+    """With nothing to score named: the newest finished run of the task under runs/, said in one line."""
+    from mcqa.console import console
+    from mcqa.run_index import DEFAULT_ROOT, latest_run
+
+    run = latest_run(task_name, DEFAULT_ROOT)
+    if run is None:
+        raise McqaError(f"nothing to score: no finished `mcqa train` run of task '{task_name}' under {DEFAULT_ROOT}/; "
+                        "pass --predictions FILE.jsonl (outputs from anywhere), --model M (zero-shot) or --adapter RUN")
+    console.print(f"scoring the most recent finished run of '{task_name}': {run} (pass --adapter RUN for another)",
+                  markup=False, highlight=False, soft_wrap=True)
+    return run
+
+
+def _run_protocol(adapter: Path | None, task: str) -> str | None:
+    """A trained run is scored on its own protocol's split unless --protocol says otherwise
+    (a cv fold's test split is not the default protocol's). A run of another task is left to
+    load_run to refuse, with its own message."""
+    from mcqa.runs import read_summary
+
+    summary = read_summary(adapter) if adapter is not None else None
+    return summary.protocol if summary is not None and summary.task == task else None
+
+
 def _run_model(task, args, examples, protocol, journal: Path | None = None):
-    from mcqa.predicting import Loaded, default_readout, load_predictor, predict
+    from mcqa.predicting import CALIBRATION_EXAMPLES, Loaded, default_readout, load_predictor, predict
     from mcqa.readouts import get_readout
     from mcqa.readouts.base import check_options, parse_options
 
@@ -181,7 +254,8 @@ def _run_model(task, args, examples, protocol, journal: Path | None = None):
         check_options(get_readout(args.readout), options)
     loaded = load_predictor(task, args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     return predict(task, loaded, examples, args.readout or default_readout(loaded), protocol, calibrate=not args.no_calibrate,
-                   options=options)
+                   options=options, calibration_examples=CALIBRATION_EXAMPLES if args.calibration_examples is None
+                   else args.calibration_examples or None)
 
 
 def cmd_predict(args) -> None:
@@ -195,8 +269,11 @@ def cmd_predict(args) -> None:
         raise McqaError("give exactly one of --split S or --data FILE.jsonl (new examples, labeled or not)")
     stem = unique_name(f"{task.name}-{args.readout or 'default'}")
     where = _out_file(args.out or Path("runs") / "predict" / f"{stem}.jsonl")
-    examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol)
+    examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol or _run_protocol(args.adapter, task.name))
+    examples, sample = _limit(examples, args.limit)
     outputs, info = _run_model(task, args, examples, args.protocol, journal=where)
+    if sample:
+        info["sample"] = sample
     write_jsonl(where, outputs)
     write_json(where.with_suffix(".json"), info)
     console.print(f"{len(outputs)} predictions ({info['examples_per_second']} examples/s): [bold]{where}[/]")
@@ -244,6 +321,19 @@ def cmd_train(args) -> None:
     console.print(f"run folder: [bold]{run_dir}[/] (adapter in {run_dir / 'adapter'}, test report in {run_dir / 'test' / 'report.md'})")
 
 
+def cmd_runs(args) -> None:
+    from mcqa.console import out
+    from mcqa.run_index import find_runs, problem_lines, runs_table
+
+    found = find_runs(args.folder)
+    if not found:
+        out.print(f"no run folders under {args.folder}/ (`mcqa train` writes them under runs/train/)", markup=False, highlight=False)
+        return
+    out.print(runs_table(found, args.folder))
+    for line in problem_lines(found):  # each damaged or unfinished folder in one line, never a traceback
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def cmd_models(args) -> None:
     from rich.table import Table
 
@@ -268,6 +358,7 @@ def cmd_models(args) -> None:
 
 
 def cmd_baseline(args) -> None:
+    from mcqa.baseline_cache import DEFAULT_CACHE
     from mcqa.baselines import run_baseline
     from mcqa.console import console
     from mcqa.examples import load_file
@@ -277,7 +368,7 @@ def cmd_baseline(args) -> None:
     task = get_task(args.task)
     examples = load_file(task, args.data) if args.data else None
     where = _out_file(args.out) if args.out else None
-    r = run_baseline(args.baseline, task, args.protocol, args.split, examples=examples)
+    r = run_baseline(args.baseline, task, args.protocol, args.split, examples=examples, cache=DEFAULT_CACHE)
     where = where or _out_file(Path("runs") / "baselines" / f"{task.name}-{args.baseline}-{r['protocol']}-{'data' if args.data else args.split}.jsonl")
     write_jsonl(where, r["predictions"].values())
     write_json(where.with_suffix(".json"), {k: v for k, v in r.items() if k != "predictions"})
@@ -285,6 +376,7 @@ def cmd_baseline(args) -> None:
 
 
 def cmd_compare(args) -> None:
+    from mcqa.baseline_cache import DEFAULT_CACHE
     from mcqa.compare import compare
     from mcqa.console import console, out
     from mcqa.io import check_out_folder, unique_name
@@ -295,7 +387,7 @@ def cmd_compare(args) -> None:
     folder = check_out_folder(args.out or Path("runs") / "compare" / unique_name(task.name))
     readouts = tuple(args.zero_shot_readouts) if args.zero_shot_readouts else None
     compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot, zero_shot_readouts=readouts,
-            trust_remote_code=args.trust_remote_code)
+            trust_remote_code=args.trust_remote_code, baseline_cache=DEFAULT_CACHE)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
@@ -318,6 +410,11 @@ def _model_args(s) -> None:
     s.add_argument("--endpoint", metavar="URL", help="read out an OpenAI-compatible server instead (vLLM, SGLang, ...), "
                    "e.g. http://127.0.0.1:8000/v1; the API key comes from $OPENAI_API_KEY (see --readout-opt api_key_env=...)")
     s.add_argument("--served-model", metavar="NAME", help="with --endpoint: the model (or LoRA module) name the server serves")
+    s.add_argument("--calibration-examples", type=_count(0), metavar="N",
+                   help="rank, options: fit the temperature on a seeded sample of N validation examples (0: all; default 200); "
+                   "a trained run keeps the fit in its folder")
+    s.add_argument("--limit", type=_count(1), metavar="N", help="run the model on a seeded sample of N examples (a quick look; "
+                   "the output says so)")
     _trust_arg(s)
 
 
@@ -345,12 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--write", action="store_true")
     s.set_defaults(fn=cmd_schema)
 
+    s = sub.add_parser("check", help="run the conformance rules on a task (yours or a plugin's); exit 2 if any fails")
+    s.add_argument("--task", required=True)
+    s.add_argument("--tokenizer", help="hub id or folder whose chat template renders the prompts (default: Qwen3)")
+    s.set_defaults(fn=cmd_check)
+
     s = sub.add_parser("score", help="score a model's raw outputs (JSONL of {id, output})")
     s.add_argument("--task", required=True)
-    s.add_argument("--split", help="train, validation or test")
+    s.add_argument("--split", help="train, validation or test (default: test, unless --data is given)")
     s.add_argument("--protocol", help="split protocol (default: the task's first)")
     s.add_argument("--data", type=Path, help="your own labeled examples, in the task's input format (JSONL)")
-    s.add_argument("--predictions", type=Path, help="raw outputs to score (or run a model with --model/--adapter)")
+    s.add_argument("--predictions", type=Path, help="raw outputs to score (or run a model with --model/--adapter; "
+                   "with none of the three, the most recent finished run of the task under runs/)")
     _model_args(s)
     s.add_argument("--out", type=Path, help="run folder (default: runs/score/<task>-<split>-<time>)")
     s.add_argument("--subset", action="store_true", help="score only the examples that have a prediction")
@@ -407,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="the served model name (default: <task>-<run folder name>)")
     s.set_defaults(fn=cmd_export)
 
+    s = sub.add_parser("runs", help="list finished training runs with their task, model, mode and test scores")
+    s.add_argument("folder", nargs="?", type=Path, default=Path("runs"), help="where to look (default: runs/)")
+    s.set_defaults(fn=cmd_runs)
+
     s = sub.add_parser("models", help="list, install or verify the offline model aliases")
     s.add_argument("action", nargs="?", default="list", choices=["list", "install", "verify"])
     s.add_argument("alias", nargs="?")
@@ -419,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     global _FULL_HELP
     _FULL_HELP = any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    from mcqa.console import quiet_foreign_deprecations
+
+    quiet_foreign_deprecations()
     try:
         args.fn(args)
     except McqaError as e:

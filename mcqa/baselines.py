@@ -27,6 +27,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 from threadpoolctl import threadpool_limits
 
+from mcqa.baseline_cache import cache_key, code_digest, load_cached, store
 from mcqa.console import console
 from mcqa.embeddings import MINILM_PIP, embed, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
 from mcqa.errors import McqaError
@@ -126,14 +128,18 @@ def mask_choices(task: Task, examples: list[Example], probs: dict[str, np.ndarra
 
 
 def predictions(task: Task, examples: list[Example], probs: dict[str, np.ndarray], fill: dict[str, Any]) -> dict[str, dict]:
-    """Probabilities -> the scorer's predictions: the argmax label of each field, serialized by
-    the one target serializer, with the full distribution under "probs"."""
+    """Probabilities -> the scorer's predictions: the argmax label of each field (for dependent
+    fields, the allowed combination with the highest product of probabilities), serialized by
+    the one target serializer, with the full (per-field) distribution under "probs"."""
     spaces = label_fields(task)
     out = {}
     for i, e in enumerate(examples):
         value = dict(fill)
         for f, P in probs.items():
             value[f] = spaces[f].values[int(np.argmax(P[i]))]
+        if task.allowed and all(f in probs for f in task.allowed[0]):  # dependent fields: the likeliest allowed combination
+            value |= max(task.allowed, key=lambda a: sum(math.log(max(float(probs[f][i][spaces[f].values.index(v)]), 1e-300))
+                                                          for f, v in a.items()))
         out[e.id] = {
             "id": e.id,
             "output": serialize_target(task.output, {f: value[f] for f in task.fields}),
@@ -316,9 +322,10 @@ def get_baseline(name: str) -> Baseline:
 
 
 def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split: str = "test",
-                 examples: list[Example] | None = None) -> dict[str, Any]:
+                 examples: list[Example] | None = None, cache: Path | None = None) -> dict[str, Any]:
     """Fit baseline `name` on the task's train split (C chosen on validation) and predict
-    `examples`, or the `eval_split` examples when none are given."""
+    `examples`, or the `eval_split` examples when none are given. The same baseline, task,
+    protocol and data asked again reuse the predictions cached under `cache` (None: no cache)."""
     baseline = get_baseline(name)
     why = baseline.not_applicable(task)
     if why:
@@ -330,6 +337,13 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
 
     train, validation = split("train"), split("validation")
     target = Data(list(examples), None) if examples is not None else split(eval_split)
+    key = cache_key(name, task, protocol, {"train": train.examples, "validation": validation.examples, "eval": target.examples},
+                    code_digest(baseline.fit))
+    hit = load_cached(cache, key, task, [e.id for e in target.examples])
+    if hit is not None:
+        console.print(f"{name} on {task.name}/{protocol}: reusing its predictions from {hit['cached']} (same baseline, task, "
+                      "protocol and data)", markup=False, highlight=False, soft_wrap=True)
+        return {**hit, "eval_split": eval_split if examples is None else None}
     fitted, fit_s = timed(lambda: baseline.fit(task, train, validation))
 
     def predict() -> dict[str, np.ndarray]:
@@ -344,7 +358,7 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
             fields[f] = {"status": "skipped", "reason": "free field (no label space): no baseline; "
                          "filled with the train's most frequent value so the output parses"}
     console.print(f"{name} on {task.name}/{protocol}: fit {fit_s:.1f}s, predict {predict_s:.1f}s for {len(target.examples)} examples")
-    return {
+    result = {
         "baseline": name, "task": task.name, "protocol": protocol,
         "eval_split": eval_split if examples is None else None,
         "n_train": len(train.examples), "n_validation": len(validation.examples), "n_eval": len(target.examples),
@@ -354,3 +368,5 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
         "examples_per_second": len(target.examples) / predict_s if predict_s > 0 else float("inf"),
         "predictions": predictions(task, target.examples, probs, free_field_fill(task, train)),
     }
+    store(cache, key, result)
+    return result

@@ -97,14 +97,14 @@ def _pooled_row(task: Task, name: str, kind: str, records: list[Record], run: di
     return row_from_metrics(name, kind, scored.metrics, scored.folder, {k: _mean([f[k] for f in per_fold]) for k in per_fold[0]})
 
 
-def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path) -> list[dict[str, Any]]:
+def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path, cache: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     for name in names:
         records, per_fold = [], []
         try:
             for protocol in folds:
                 test = load_split(task, "test", protocol)
-                result = run_baseline(name, task, protocol, examples=test)
+                result = run_baseline(name, task, protocol, examples=test, cache=cache)
                 records += make_records(task, test, result["predictions"])
                 per_fold.append({"examples_per_second": result["examples_per_second"],
                                  "train_seconds": result["fit_seconds"], "trained_parameters": result["n_params"]})
@@ -223,13 +223,14 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
 
 def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path,
             zero_shot: str | None = None, zero_shot_readouts: tuple[str, ...] | None = None,
-            trust_remote_code: bool = False) -> dict[str, Any]:
+            trust_remote_code: bool = False, baseline_cache: Path | None = None) -> dict[str, Any]:
+    """`baseline_cache`: a folder of cached baseline predictions (mcqa.baseline_cache) to reuse and fill."""
     folds = protocol_folds(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
     for n in names:
         BASELINES.resolve(n)  # an unknown name fails here, with "did you mean"
     rows = run_rows([Path(r) for r in runs], task, folds, out)  # check runs first: fail before slow work
-    rows = baseline_rows(task, folds, names, out) + rows
+    rows = baseline_rows(task, folds, names, out, baseline_cache) + rows
     if zero_shot:
         rows += zero_shot_rows(task, folds, zero_shot, list(zero_shot_readouts or default_zero_shot_readouts(task)), out,
                                trust_remote_code)

@@ -55,6 +55,8 @@ class TrainConfig(BaseModel):
                               "option orders (the gold letter follows the gold option)")
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample (quick runs)")
     max_eval_examples: int | None = Field(None, ge=1, description="validate on a seeded sample of N validation examples (quick runs)")
+    max_test_examples: int | None = Field(None, ge=1, description="test on a seeded sample of N test examples (quick runs; "
+                                          "run.json and the test report say so)")
     group_by_length: bool = Field(True, description="batch examples of similar length together (less padding)")
     share_prefix: bool = Field(True, description="encode the prompt prefix all examples share once per batch")
     eval_batch_size: int = Field(16, ge=1)

@@ -3,6 +3,7 @@ format (the same from_record and validation as the shipped data)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -54,3 +55,11 @@ def load_file(task: Task, path: str | Path) -> list[Example]:
     if not examples:
         raise DataError(f"{path}: no records; expected one JSON object per line")
     return examples
+
+
+def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A seeded sample of n examples in id order (all of them when n is None or not smaller);
+    a sample, not the first n: split files may be ordered by class."""
+    if n is None or n >= len(examples):
+        return examples
+    return sorted(random.Random(seed).sample(examples, n), key=lambda e: e.id)

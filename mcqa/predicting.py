@@ -6,6 +6,9 @@ report."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +16,12 @@ from typing import Any
 
 import torch
 
+from mcqa import __version__
 from mcqa.calibration import apply_temperature, fit_temperature, with_option_rule
-from mcqa.console import console
+from mcqa.console import console, quiet_foreign_log_deprecations
 from mcqa.errors import McqaError
-from mcqa.examples import load_split, resolve_protocol
+from mcqa.examples import load_split, resolve_protocol, sample_examples
+from mcqa.io import read_json, write_json
 from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.modes import get_mode
 from mcqa.readouts import get_readout, run_readout
@@ -24,6 +29,12 @@ from mcqa.readouts.base import check_options
 from mcqa.records import PREDICTION_KEYS, Prediction
 from mcqa.runs import load_run
 from mcqa.task import Example, Task
+
+
+# A temperature is one number: a few hundred examples fit it as well as thousands.
+CALIBRATION_EXAMPLES = 200
+CALIBRATION_SEED = 0
+CALIBRATION_DIR = "calibration"  # in a trained run's folder: one fit per readout, options and sample
 
 
 @dataclass
@@ -38,6 +49,7 @@ class Loaded:
 def load_predictor(task: Task, model: str | None, adapter: Path | None, trust_remote_code: bool = False) -> Loaded:
     """A trained run (`adapter`: a `mcqa train` run folder) or a base model by name, alias or folder.
     `trust_remote_code` is the user's own flag; a run folder cannot turn it on."""
+    quiet_foreign_log_deprecations()  # transformers' log handler exists once it is imported
     if adapter is not None:
         m, tok, _, config = load_run(adapter, task=task.name, model=model, trust_remote_code=trust_remote_code)
         return Loaded(m, tok, config.mode, {"model": config.model, "adapter": str(adapter), "mode": config.mode}, config.protocol)
@@ -54,21 +66,78 @@ def default_readout(loaded: Loaded) -> str:
 
 
 @torch.no_grad()
+def calibration_split(task: Task, protocol: str, n: int | None) -> tuple[list[Example], str]:
+    """The validation examples a temperature is fitted on: a seeded sample of n (None: all), and how to say so."""
+    full = load_split(task, "validation", protocol)
+    val = sample_examples(full, n, CALIBRATION_SEED)
+    said = f"a seeded sample of {len(val)} of {len(full)} validation examples (seed {CALIBRATION_SEED})" if len(val) < len(full) \
+        else f"all {len(full)} validation examples"
+    return val, said
+
+
+def _calibration(task: Task, loaded: Loaded, readout: str, options: dict[str, Any], protocol: str | None,
+                 n: int | None) -> dict[str, Any]:
+    """The readout's temperature, fitted on (a sample of) validation; a trained run keeps the fit
+    in its folder (calibration/<digest>.json), so scoring it again skips the validation pass."""
+    protocol = resolve_protocol(task, protocol or loaded.protocol)
+    val, said = calibration_split(task, protocol, n)
+    run_dir = Path(loaded.source["adapter"]) if loaded.source.get("adapter") else None
+    key = hashlib.sha256(json.dumps([__version__, task.name, protocol, readout, options, [e.id for e in val]],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:24]
+    cached = _read_fit(run_dir / CALIBRATION_DIR / f"{key}.json", key) if run_dir else None
+    if cached is not None:
+        console.print(f"{readout} temperature {cached['temperature']:.3f}, fitted before on {said}: "
+                      f"{run_dir / CALIBRATION_DIR / f'{key}.json'}", markup=False, highlight=False, soft_wrap=True)
+        return cached
+    console.print(f"fitting the {readout} temperature on {said}", markup=False, highlight=False, soft_wrap=True)
+    fit = fit_temperature(task, val, run_readout(readout, loaded.model, loaded.tokenizer, task, val, **options))
+    result = {"temperature": fit.temperature, "validation_nll": [fit.nll_before, fit.nll_after],
+              "validation_ece_before": fit.ece_before, "validation_ece_after": fit.ece_after, "n": fit.n,
+              "fitted_on": said, "key": key}
+    console.print(f"temperature {fit.temperature:.3f}: validation NLL {fit.nll_before:.3f} -> {fit.nll_after:.3f}")
+    if run_dir is not None:
+        try:
+            write_json(run_dir / CALIBRATION_DIR / f"{key}.json", result)
+        except McqaError as e:  # a read-only run folder: the fit is simply not kept
+            console.print(f"temperature not cached: {e}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    return result
+
+
+def _read_fit(path: Path, key: str) -> dict[str, Any] | None:
+    """A cached fit from a run folder (untrusted): used only when every value checks out."""
+    if not path.is_file():
+        return None
+    try:
+        fit = read_json(path)
+    except McqaError:
+        fit = None
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    ok = (isinstance(fit, dict) and fit.get("key") == key and isinstance(fit.get("fitted_on"), str)
+          and number(fit.get("temperature")) and fit["temperature"] > 0
+          and number(fit.get("n"))
+          and all(isinstance(fit.get(k), dict) and all(map(number, fit[k].values())) for k in ("validation_ece_before", "validation_ece_after"))
+          and isinstance(fit.get("validation_nll"), list) and len(fit["validation_nll"]) == 2 and all(map(number, fit["validation_nll"])))
+    if not ok:
+        console.print(f"ignoring {path}: not a temperature fit mcqa wrote; fitting again", style="yellow", markup=False,
+                      highlight=False, soft_wrap=True)
+        return None
+    return fit
+
+
 def predict(task: Task, loaded: Loaded, examples: list[Example], readout: str, protocol: str | None,
-            calibrate: bool = True, options: dict[str, Any] | None = None) -> tuple[list[Prediction], dict[str, Any]]:
+            calibrate: bool = True, options: dict[str, Any] | None = None,
+            calibration_examples: int | None = CALIBRATION_EXAMPLES) -> tuple[list[Prediction], dict[str, Any]]:
     """Predictions in the scorer's format, and a summary (readout, speed, calibration).
-    `options`: the readout's own options (its --help lists them)."""
+    `options`: the readout's own options (its --help lists them). A calibrated readout's
+    temperature is fitted on a seeded sample of `calibration_examples` validation examples (None: all)."""
     options = options or {}
     info: dict[str, Any] = {"readout": readout, **loaded.source, **({"readout_options": options} if options else {})}
     check_options(get_readout(readout), options)  # a wrong option fails before any work
     if get_readout(readout).calibrated and calibrate:
-        protocol = resolve_protocol(task, protocol or loaded.protocol)
-        val = load_split(task, "validation", protocol)
-        console.print(f"fitting the {readout} temperature on {len(val)} validation examples")
-        fit = fit_temperature(task, val, run_readout(readout, loaded.model, loaded.tokenizer, task, val, **options))
-        info["calibration"] = {"temperature": fit.temperature, "validation_nll": [fit.nll_before, fit.nll_after],
-                               "validation_ece_before": fit.ece_before, "validation_ece_after": fit.ece_after, "n": fit.n}
-        console.print(f"temperature {fit.temperature:.3f}: validation NLL {fit.nll_before:.3f} -> {fit.nll_after:.3f}")
+        info["calibration"] = _calibration(task, loaded, readout, options, protocol, calibration_examples)
     started = time.perf_counter()
     outputs = run_readout(readout, loaded.model, loaded.tokenizer, task, examples, **options)
     if "calibration" in info:
@@ -95,8 +164,8 @@ def predict_option_rules(task: Task, loaded: Loaded, examples: list[Example], pr
     outputs, info = predict(task, loaded, examples, "options", protocol, calibrate=False, options=opts)
     val = None
     if calibrate:
-        val_examples = load_split(task, "validation", resolve_protocol(task, protocol or loaded.protocol))
-        console.print(f"fitting a temperature per rule on {len(val_examples)} validation examples")
+        val_examples, said = calibration_split(task, resolve_protocol(task, protocol or loaded.protocol), CALIBRATION_EXAMPLES)
+        console.print(f"fitting a temperature per rule on {said}")
         val = (val_examples, run_readout("options", loaded.model, loaded.tokenizer, task, val_examples, **opts))
     result = {}
     for rule in rules:
@@ -105,6 +174,7 @@ def predict_option_rules(task: Task, loaded: Loaded, examples: list[Example], pr
             fit = fit_temperature(task, val[0], with_option_rule(task, val[1], rule))
             ranked = apply_temperature(task, ranked, fit.temperature)
             rule_info["calibration"] = {"temperature": fit.temperature, "validation_nll": [fit.nll_before, fit.nll_after],
-                                        "validation_ece_before": fit.ece_before, "validation_ece_after": fit.ece_after, "n": fit.n}
+                                        "validation_ece_before": fit.ece_before, "validation_ece_after": fit.ece_after, "n": fit.n,
+                                        "fitted_on": said}
         result[rule] = (ranked, rule_info)
     return result

@@ -47,6 +47,12 @@ def _sources() -> Registry[Path | EntryPoint]:
     return found
 
 
+def is_builtin(task: Task) -> bool:
+    """A task defined by a file in this project's own tasks/ folder (its schema is committed
+    under schemas/); a plugin or a task on $MCQA_TASKS_PATH is not."""
+    return bool(task.source) and not task.source.startswith("entry point") and Path(task.source).resolve().parent == BUILTIN_TASKS_DIR
+
+
 def task_names() -> list[str]:
     return sorted(_sources())
 
@@ -70,7 +76,20 @@ def get_task(name: str) -> Task:
 
 
 def all_tasks() -> list[Task]:
+    """Every task; the first one that fails to import or breaks the contract raises."""
     return [get_task(n) for n in task_names()]
+
+
+def discover_tasks() -> tuple[list[Task], dict[str, str]]:
+    """Every task that loads, and for each one that does not, the one-line reason: a listing
+    shows the others (one broken plugin must not hide every task)."""
+    tasks, broken = [], {}
+    for name in task_names():
+        try:
+            tasks.append(get_task(name))
+        except TaskContractError as e:
+            broken[name] = str(e)
+    return tasks, broken
 
 
 def _load_module(name: str, path: Path):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from mcqa.io import atomic_write_bytes, atomic_write_text, write_json, write_jsonl
 from mcqa.parsing import STATUSES
@@ -43,19 +44,26 @@ def confusion_png(field: str, cm: dict) -> bytes:
     gold, pred, matrix = cm["gold"], cm["pred"], cm["matrix"]
     size = max(4.0, 0.45 * len(pred) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    im = ax.imshow(matrix, cmap="Blues")
+    # Coloured by each gold row's share: with many classes of unequal support, raw counts make
+    # the big classes the only visible ones; the numbers printed stay counts.
+    shares = row_normalised(matrix)
+    im = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(pred)), pred, rotation=60, ha="right")
     ax.set_yticks(range(len(gold)), gold)
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
     ax.set_title(f"confusion: {field}")
-    top = max((max(row) for row in matrix), default=0)
     for i, row in enumerate(matrix):
         for j, v in enumerate(row):
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > top / 2 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.04)
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if shares[i][j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.04, label="share of the gold row")
     return figure_png(fig)
+
+
+def row_normalised(matrix: list[list[int]]) -> list[list[float]]:
+    """Each row divided by its sum (a row with no examples stays 0)."""
+    return [[v / sum(row) if sum(row) else 0.0 for v in row] for row in matrix]
 
 
 def figure_png(fig) -> bytes:
@@ -111,10 +119,10 @@ def markdown(m: dict[str, Any]) -> str:
             lines += [f"| {g} | " + " | ".join(map(str, row)) + " |" for g, row in zip(cm["gold"], cm["matrix"])]
     if m.get("groups"):
         fields = list(m["fields"])
-        lines += ["", "## By group", "", "| group | n | joint | 95% CI | " + " | ".join(fields) + " | parse failures |"]
+        lines += ["", "## By group (accuracy, 95% CI)", "", "| group | n | joint | 95% CI | " + " | ".join(fields) + " | parse failures |"]
         lines.append("|---" * (len(fields) + 5) + "|")
         for g, s in m["groups"].items():
-            accs = " | ".join(_pct(s["accuracy"][f]) for f in fields)
+            accs = " | ".join(_group_acc(s, f) for f in fields)
             lines.append(f"| {g} | {s['n']} | {_pct(s['joint_accuracy'])} | {_ci(s['joint_ci'])} | {accs} | {s['parse_failures']} |")
     if "positions" in m:
         pos = m["positions"]
@@ -131,8 +139,26 @@ def markdown(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def tables(m: dict[str, Any]) -> list[Table]:
-    """The terminal view: headline numbers, parse status, and per-field class scores."""
+def _group_acc(s: dict, f: str) -> str:
+    ci = s.get("accuracy_ci", {}).get(f)  # metrics.json from before per-field intervals has none
+    return f"{_pct(s['accuracy'][f])} {_ci(ci)}" if ci else _pct(s["accuracy"][f])
+
+
+# Rows of a per-class or group table shown in the terminal; report.md and metrics.json keep all.
+TERMINAL_ROWS = 20
+
+
+def _capped(rows: list, what: str) -> tuple[list, str | None]:
+    """The first TERMINAL_ROWS rows, and a caption saying what was left out and where it is."""
+    if len(rows) <= TERMINAL_ROWS:
+        return rows, None
+    return rows[:TERMINAL_ROWS], (f"{len(rows) - TERMINAL_ROWS} more {what} not shown (of {len(rows)}); "
+                                  "report.md and metrics.json in the run folder have them all")
+
+
+def tables(m: dict[str, Any]) -> list[Table | Text]:
+    """The terminal view: headline numbers, parse status, per-field class scores (the largest
+    classes first, at most TERMINAL_ROWS) and the groups, each field with its interval."""
     head = Table(title=f"{m['task']}: {m['n']} examples (parse failures count as wrong)")
     for col in ("metric", "value", "95% CI"):
         head.add_column(col, justify="right" if col != "metric" else "left")
@@ -156,10 +182,23 @@ def tables(m: dict[str, Any]) -> list[Table]:
     for f, fm in m["fields"].items():
         if "per_class" not in fm:
             continue
-        t = Table(title=f"{f}: per class")
+        classes = list(fm["per_class"].items())
+        if len(classes) > TERMINAL_ROWS:  # too many to show: the largest classes first
+            classes.sort(key=lambda kv: -kv[1]["support"])
+        shown, caption = _capped(classes, "classes")
+        t = Table(title=f"{f}: per class" + (" (largest first)" if caption else ""))
         for col in ("class", "precision", "recall", "F1", "support"):
             t.add_column(col, justify="left" if col == "class" else "right")
-        for c, s in fm["per_class"].items():
+        for c, s in shown:
             t.add_row(c, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
-        out.append(t)
+        out += [t, Text(f"{f}: {caption}")] if caption else [t]
+    if m.get("groups"):
+        shown, caption = _capped(list(m["groups"].items()), "groups")
+        t = Table(title="by group: accuracy [95% CI]")
+        for col in ("group", "n", "joint", *m["fields"], "parse failures"):
+            t.add_column(col, justify="left" if col == "group" else "right")
+        for g, s in shown:
+            t.add_row(g, str(s["n"]), f"{_pct(s['joint_accuracy'])} {_ci(s['joint_ci'])}",
+                      *(_group_acc(s, f) for f in m["fields"]), str(s["parse_failures"]))
+        out += [t, Text(f"groups: {caption}")] if caption else [t]
     return out

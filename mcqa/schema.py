@@ -1,30 +1,82 @@
 """A task's JSON Schema, generated from its Pydantic output model: the contract that the
-scorer validates against and that constrained decoding (xgrammar) and serving follow. A
-built-in task's schema is committed under schemas/ and must match its model."""
+scorer validates against and that constrained decoding (xgrammar) and serving follow.
+
+Where a schema file lives: a built-in task's (tasks/ in this project) is committed under
+schemas/ and must match its model. A task from anywhere else (an installed plugin, a folder on
+$MCQA_TASKS_PATH) needs no file: its schema is generated from its model. If it ships one
+anyway, as <task>.schema.json beside the module that defines its output model, that file must
+match too. mcqa never writes into an installed package, its own or a plugin's."""
 
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from mcqa.errors import McqaError
+from mcqa.io import write_json
+from mcqa.registry import is_builtin
 from mcqa.task import Task
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
-def schema_file(task: Task) -> Path:
-    return SCHEMAS_DIR / f"{task.name}.schema.json"
+def schema_file(task: Task) -> Path | None:
+    """The schema file that must match the task's model: schemas/<task>.schema.json for a
+    built-in task, the file a plugin ships beside its output model if it does, else None."""
+    if is_builtin(task):
+        return SCHEMAS_DIR / f"{task.name}.schema.json"
+    module_file = getattr(sys.modules.get(task.output.__module__), "__file__", None)
+    shipped = Path(module_file).parent / f"{task.name}.schema.json" if module_file else None
+    return shipped if shipped is not None and shipped.is_file() else None
+
+
+def schema_problem(task: Task) -> str | None:
+    """Why the task's schema file disagrees with its model (one line that says what to do), or None."""
+    path = schema_file(task)
+    if path is None:
+        return None
+    if not path.is_file():
+        return f"{path} is missing; run `mcqa schema --write`"
+    try:
+        on_disk = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        on_disk = e
+    if on_disk == task.output.model_json_schema():
+        return None
+    if is_builtin(task):
+        return f"{path} is out of date with the '{task.name}' output model; run `mcqa schema --write`"
+    return (f"{path}, shipped by the plugin, is out of date with the '{task.name}' output model; regenerate it in the "
+            f"plugin's source with `mcqa schema --task {task.name} > {path.name}`, or delete it (the model is the contract)")
 
 
 def task_schema(task: Task) -> dict:
-    """The task's JSON Schema: the committed file when there is one (it must match the model),
-    else generated from the Pydantic model (a task from an installed package)."""
+    """The task's JSON Schema, generated from its model; a schema file that disagrees is refused."""
+    problem = schema_problem(task)
+    if problem:
+        raise McqaError(problem)
+    return task.output.model_json_schema()
+
+
+@dataclass(frozen=True)
+class SchemaWrite:
+    task: str
+    action: str  # "wrote", "up to date", "generated" (a plugin: nothing written), "stale plugin file"
+    message: str
+
+
+def write_schema(task: Task) -> SchemaWrite:
+    """Bring a built-in task's schemas/ file up to date; for any other task write nothing and say why."""
     generated = task.output.model_json_schema()
-    path = schema_file(task)
-    if path.is_file():
-        on_disk = json.loads(path.read_text(encoding="utf-8"))
-        if on_disk != generated:
-            raise McqaError(f"{path} is out of date with the '{task.name}' output model; run `mcqa schema --write`")
-        return on_disk
-    return generated
+    if is_builtin(task):
+        path = SCHEMAS_DIR / f"{task.name}.schema.json"
+        if schema_problem(task) is None:
+            return SchemaWrite(task.name, "up to date", f"{task.name}: {path} is up to date")
+        write_json(path, generated)
+        return SchemaWrite(task.name, "wrote", f"{task.name}: wrote {path}")
+    problem = schema_problem(task)
+    if problem:
+        return SchemaWrite(task.name, "stale plugin file", f"{task.name}: nothing written; {problem}")
+    where = f"checked {schema_file(task)}" if schema_file(task) else "generated from its Pydantic model"
+    return SchemaWrite(task.name, "generated", f"{task.name}: not a built-in task ({task.source}); its schema is {where}, nothing written")

@@ -139,14 +139,14 @@ def score_records(task: Task, records: list[Record], run: dict[str, Any], folder
     return Scored(records, metrics, write_run(folder, records, metrics) if folder is not None else None)
 
 
-def make_records(task: Task, examples: list[Example], preds: dict[str, Prediction]) -> list[Record]:
+def make_records(task: Task, examples: list[Example], preds: dict[str, Prediction], progress: bool = True) -> list[Record]:
     unlabeled = [e.id for e in examples if e.target is None]
     if unlabeled:
         raise DataError(f"{len(unlabeled)} examples have no gold label (first: '{unlabeled[0]}'); scoring needs labeled examples")
     parser = parser_for(task)
     fields = task.fields
     records = []
-    for e in track(examples, "parsing outputs", total=len(examples)):
+    for e in track(examples, "parsing outputs", total=len(examples)) if progress else examples:
         p = preds[e.id]
         truncated = p.get("truncated") is True or p.get("finish_reason") == "length"
         parsed = parser.parse(p["output"], truncated=truncated)
@@ -226,11 +226,13 @@ def group_breakdown(task: Task, records: list[Record], resamples: int) -> dict[s
         members = [r for r in records if g in r["groups"]]
         joint = np.array([r["joint"] for r in members], dtype=float)
         idx = bootstrap_indices_for(len(members), resamples)
+        correct = {f: np.array([r["correct"][f] for r in members], dtype=float) for f in task.fields}
         out[g] = {
             "n": len(members),
             "joint_accuracy": float(joint.mean()),
             "joint_ci": M.percentile_ci(joint[idx].mean(axis=1)),
-            "accuracy": {f: float(np.mean([r["correct"][f] for r in members])) for f in task.fields},
+            "accuracy": {f: float(c.mean()) for f, c in correct.items()},
+            "accuracy_ci": {f: M.percentile_ci(c[idx].mean(axis=1)) for f, c in correct.items()},
             "parse_failures": sum(r["status"] != "ok" for r in members),
         }
     return out

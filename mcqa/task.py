@@ -76,6 +76,10 @@ class Task:
     # index of the option now at position i), its gold letter following the gold option;
     # for permutation training and the permutation-averaged letter readout
     reorder: Callable[[Example, list[int]], Example] | None = None
+    # Dependent fields: the combinations a target may take, each a dict over the same label
+    # fields (combinations_from_mapping builds them from {parent value: [child values]});
+    # constrained and rank produce only these, baselines predict one of them. None: any.
+    allowed: tuple[dict[str, Any], ...] | None = field(default=None, compare=False)
     source: str = field(default="", compare=False)  # set by the registry: the file that defined it
 
     @property
@@ -163,7 +167,47 @@ def check_task(task: Any, name: str, source: str) -> Task:
             raise fail(f"{attr} must be callable")
         if value is not None and task.choice_field is None:
             raise fail(f"{attr} is for multiple choice: set choice_field to the field that holds the option letter")
+    if task.allowed is not None:
+        problem = _allowed_problem(task)
+        if problem:
+            raise fail(problem)
     return replace(task, source=source)
+
+
+def combinations_from_mapping(parent: str, child: str, mapping: dict[Any, list[Any]]) -> tuple[dict[str, Any], ...]:
+    """{"Work": [2, 3], "Personal": [1]} -> the allowed (parent, child) pairs, for Task.allowed."""
+    return tuple({parent: p, child: c} for p, children in mapping.items() for c in children)
+
+
+def consistent(task: Task, values: dict[str, Any]) -> bool:
+    """Whether (a partial) target agrees with some allowed combination on the fields it sets."""
+    if not task.allowed:
+        return True
+    keys = [k for k in task.allowed[0] if k in values]
+    return any(all(a[k] == values[k] for k in keys) for a in task.allowed)
+
+
+def completion(task: Task, values: dict[str, Any]) -> dict[str, Any]:
+    """The first allowed combination that agrees with (a partial) target ({} when none is declared)."""
+    keys = [k for k in (task.allowed[0] if task.allowed else {}) if k in values]
+    return next((dict(a) for a in task.allowed or () if all(a[k] == values[k] for k in keys)), {})
+
+
+def _allowed_problem(task: Task) -> str | None:
+    allowed = task.allowed
+    if not isinstance(allowed, tuple) or not allowed or not all(isinstance(a, dict) for a in allowed):
+        return "allowed must be a non-empty tuple of dicts, one per valid combination (see combinations_from_mapping)"
+    keys = set(allowed[0])
+    spaces = label_spaces(task.output)
+    for a in allowed:
+        if set(a) != keys:
+            return f"every allowed combination must name the same fields ({', '.join(sorted(keys))}), got {sorted(a)}"
+        for k, v in a.items():
+            if spaces.get(k) is None:
+                return f"allowed names '{k}', which is not a field with a label space"
+            if v not in spaces[k].values:
+                return f"allowed gives {k}={v!r}, outside its label space ({', '.join(map(str, spaces[k].values))})"
+    return None
 
 
 def reorder_options(example: Example, order: list[int], choice_field: str, key: str = "options") -> Example:

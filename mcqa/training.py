@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -30,10 +29,10 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from mcqa.config import TrainConfig, dump_config
-from mcqa.console import console
+from mcqa.console import console, quiet_foreign_log_deprecations
 from mcqa.encoding import prefix_cache, shared_prefix
 from mcqa.errors import McqaError
-from mcqa.examples import load_split, resolve_protocol
+from mcqa.examples import load_split, resolve_protocol, sample_examples
 from mcqa.io import atomic_write_text, write_json
 from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.modes import Mode, get_mode
@@ -45,6 +44,7 @@ from mcqa.schema import task_schema
 from mcqa.scoring import score
 from mcqa.splits import other_orders
 from mcqa.task import Example, Task
+from mcqa.train_view import header, optimizer_steps, show, validation_table
 
 VAL_RESAMPLES = 200
 
@@ -75,6 +75,7 @@ class McqaTrainer(Trainer):
     def __init__(self, *args, mcqa_eval: dict[str, Any] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.mcqa_eval = mcqa_eval or {}
+        self.history: list[dict[str, float]] = []  # each epoch's validation scores, for the table
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "prefix_ids" not in inputs or self.mcqa_eval["mode"].model_takes_prefix:
@@ -97,7 +98,9 @@ class McqaTrainer(Trainer):
         if self.is_world_process_zero():
             with open(e["log"], "a", encoding="utf-8") as f:
                 f.write(json.dumps({"epoch": self.state.epoch, "step": self.state.global_step, **metrics}) + "\n")
-            console.print("validation: " + ", ".join(f"{k[len(metric_key_prefix) + 1:]} {v:.3f}" for k, v in metrics.items() if k != "epoch"))
+            self.history.append(metrics)
+            config = e["config"]
+            show(validation_table(self.history, f"{metric_key_prefix}_", config.best_metric, config.best_metric != "parse_failure_rate"))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
@@ -154,12 +157,6 @@ def permuted_copies(task: Task, examples: list[Example], k: int, seed: int) -> l
             for e in examples for j, order in enumerate(other_orders(seed, e.id, len(task.options(e)), k))]
 
 
-def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
-    if n is None or n >= len(examples):
-        return examples
-    return sorted(random.Random(seed).sample(examples, n), key=lambda e: e.id)
-
-
 @dataclass
 class Setup:
     """What the set-up stage settled, for the stages after it."""
@@ -194,9 +191,9 @@ def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_co
         atomic_write_text(run_dir / "config.yaml", dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})))
         write_json(run_dir / "schema.json", task_schema(task))
         tokenizer.save_pretrained(run_dir / "tokenizer")  # includes the chat template used
-    train_ex = _sample(load_split(task, "train", protocol), config.max_train_examples, config.seed)
+    train_ex = sample_examples(load_split(task, "train", protocol), config.max_train_examples, config.seed)
     # A seeded sample, not the first N: split files may be ordered by class.
-    val_ex = _sample(load_split(task, "validation", protocol), config.max_eval_examples, config.seed)
+    val_ex = sample_examples(load_split(task, "validation", protocol), config.max_eval_examples, config.seed)
     train_ex = train_ex + permuted_copies(task, train_ex, config.permutations, config.seed)
     rows = mode.encode(tokenizer, task, train_ex)
     kept = [r for r in rows if r["length"] <= config.max_length]
@@ -278,12 +275,17 @@ def save(s: Setup, trainer: McqaTrainer) -> None:
 def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
     """Score the saved model on the test split into RUN/test/; the summary becomes run.json."""
     train_seconds = time.time() - s.started
-    test_ex = load_split(s.task, "test", s.protocol)
+    all_test = load_split(s.task, "test", s.protocol)
+    test_ex = sample_examples(all_test, s.config.max_test_examples, s.config.seed)
+    if len(test_ex) < len(all_test):
+        console.print(f"testing on a seeded sample of {len(test_ex)} of {len(all_test)} test examples "
+                      f"(max_test_examples={s.config.max_test_examples}, seed {s.config.seed})", soft_wrap=True)
     predict_started = time.time()
     outputs = read_out(trainer.model, s.tokenizer, s.task, s.mode, test_ex, s.config)
     predict_seconds = time.time() - predict_started
     config = s.config
-    run = {"task": s.task.name, "split": "test", "protocol": s.protocol, "model": config.model, "mode": config.mode, "run": str(s.run_dir)}
+    run = {"task": s.task.name, "split": "test", "protocol": s.protocol, "model": config.model, "mode": config.mode, "run": str(s.run_dir),
+           **({"sample": f"a seeded sample of {len(test_ex)} of {len(all_test)} examples"} if len(test_ex) < len(all_test) else {})}
     metrics = score(s.task, test_ex, outputs, run, folder=s.run_dir / "test").metrics
     return {
         "task": s.task.name, "protocol": s.protocol, "model": config.model, "mode": config.mode,
@@ -291,15 +293,28 @@ def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
         "best_value": trainer.state.best_metric, "epochs_run": trainer.state.epoch,
         "train_examples": len(s.rows), "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "train_seconds": round(train_seconds, 1),
-        "test_examples": len(test_ex), "test_examples_per_second": round(len(test_ex) / predict_seconds, 2),
+        "test_examples": len(test_ex), "test_split_examples": len(all_test), "test_examples_per_second": round(len(test_ex) / predict_seconds, 2),
         "test": flat_metrics(s.task, metrics, prefix=""),
     }
+
+
+def show_header(s: Setup) -> None:
+    """What is about to happen, before the model loads: the first thing a user sees."""
+    c, world = s.config, int(os.environ.get("WORLD_SIZE", "1"))
+    n_test = len(load_split(s.task, "test", s.protocol))
+    test = f"{min(n_test, c.max_test_examples)} of {n_test}" if c.max_test_examples and c.max_test_examples < n_test else str(n_test)
+    sizes = {"train": str(len(s.rows)), "validation": str(len(s.val)), "test": test}
+    steps = optimizer_steps(len(s.rows), c.micro_batch_size, c.batch_size, c.epochs, world)
+    show(header(s.task.name, s.protocol, c.model, c.mode, sizes, steps, c.batch_size, c.micro_batch_size, c.epochs, s.run_dir, s.resume))
 
 
 def train(config: TrainConfig | None, resume: str | Path | None = None, trust_remote_code: bool = False) -> Path:
     """Train, keep the best epoch, score it on the test split; return the run folder.
     `trust_remote_code` is the user's own flag: a run folder's config cannot turn it on."""
+    quiet_foreign_log_deprecations()  # transformers is imported by now, its log handler in place
     s = setup(config, resume, trust_remote_code)
+    if is_main():
+        show_header(s)
     trainer = fit(s)
     if not is_main():
         return s.run_dir

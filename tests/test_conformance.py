@@ -1,6 +1,8 @@
-"""The task contract, checked over every discovered task: the gold parses back, gold scored
-against itself is perfect, the prompt never depends on (or shows) the answer, the committed
-JSON Schema is current, and the splits are deterministic, disjoint and leak-free."""
+"""The task contract, checked over every discovered task with the rules mcqa.conformance ships
+(the gold parses back, gold scored against itself is perfect, the prompt never depends on or
+shows the answer, options agree, the splits are deterministic, disjoint and leak-free, the
+schema is current); plus what only a test can check: the splits are the same under another
+hash seed, and each built-in task's own promises."""
 
 from __future__ import annotations
 
@@ -10,17 +12,15 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
 import pytest
-from helpers import leak_text, load, load_all, split_digest
+from helpers import leak_text, load, split_digest
 
-from mcqa.prompting import LETTERS, render_prompt, serialize_target
+from mcqa.conformance import RULES, check_rule
+from mcqa.prompting import LETTERS, render_prompt
 from mcqa.registry import all_tasks, get_task
-from mcqa.schema import schema_file
-from mcqa.scoring import compute_metrics, make_records, parser_for
 from mcqa.task import SPLITS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,115 +36,22 @@ def default_examples(name: str):
     return [e for s in SPLITS for e in load(name, s, task.default_protocol)]
 
 
-def other_target(task, target: dict) -> dict:
-    """A valid target that differs from `target` in every field that has a label space."""
-    out = dict(target)
-    for f, space in task.label_spaces.items():
-        if space is not None:
-            values = list(space.values)
-            out[f] = values[(values.index(target[f]) + 1) % len(values)]
-        elif isinstance(target[f], str):
-            out[f] = target[f] + " (other)"
-        elif isinstance(target[f], int):
-            out[f] = target[f] + 1
-    return out
-
-
 def test_builtin_tasks_are_discovered():
     assert {"mmlu_pro", "mmlu_pro_answer", "notification", "recipe_mpr"} <= set(NAMES)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_gold_round_trips_through_the_parser(name):
-    task = get_task(name)
-    parser = parser_for(task)
-    examples = default_examples(name)
-    assert examples
-    for e in examples:
-        assert e.target is not None, f"{e.id} is unlabeled"
-        text = serialize_target(task.output, e.target)
-        parsed = parser.parse(text)
-        assert parsed.status == "ok", (e.id, text, parsed)
-        assert parsed.value == e.target, (e.id, text, parsed.value)
-        assert parsed.notes == (), (e.id, parsed.notes)
-
-
-@pytest.mark.parametrize(("name", "protocol"), TASK_PROTOCOLS)
-def test_scoring_gold_against_itself_is_perfect(name, protocol):
-    task = get_task(name)
-    examples = list(load(name, "test", protocol))
-    preds = {e.id: {"id": e.id, "output": serialize_target(task.output, e.target)} for e in examples}
-    m = compute_metrics(task, make_records(task, examples, preds), resamples=50)
-
-    assert m["n"] == len(examples)
-    assert m["parse"]["failure_rate"] == 0
-    assert m["parse"]["counts"]["ok"] == len(examples)
-    assert m["joint"]["accuracy"] == 1.0
-    assert m["joint"]["ci"] == [1.0, 1.0]
-    for f in task.fields:
-        fm = m["fields"][f]
-        assert fm["accuracy"] == 1.0, f
-        assert fm["ci"]["accuracy"] == [1.0, 1.0], f
-        for k in ("macro_f1", "micro_f1", "weighted_f1"):
-            if k in fm:
-                assert fm[k] == pytest.approx(1.0), (f, k, fm[k])
-        if "qwk" in fm:
-            assert fm["qwk"] == pytest.approx(1.0)
-            assert fm["mae"] == 0.0
-            assert fm["within1"] == 1.0
-        if "confusion" in fm:
-            matrix = fm["confusion"]["matrix"]
-            off_diagonal = sum(v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j)
-            assert off_diagonal == 0
-    for g, s in m["groups"].items():
-        assert s["joint_accuracy"] == 1.0 and s["parse_failures"] == 0, g
-    if task.choice_field:
-        assert m["positions"]["predicted"] == m["positions"]["gold"]
-        assert m["positions"]["failed"] == 0
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_prompt_never_depends_on_the_gold(name):
-    task = get_task(name)
-    for e in default_examples(name):
-        shown = task.messages(e)
-        assert shown, e.id
-        assert task.messages(replace(e, target=None)) == shown, e.id
-        assert task.messages(replace(e, target=other_target(task, e.target))) == shown, e.id
+@pytest.mark.parametrize(("name", "rule"), [(n, r) for n in NAMES for r in RULES])
+def test_task_follows_the_contract(name, rule, qwen_tokenizer):
+    """The rules mcqa.conformance ships (`mcqa check --task T` runs the same ones)."""
+    failure = check_rule(get_task(name), rule, tokenizer=qwen_tokenizer, load=lambda s, p: load(name, s, p))
+    assert failure is None, str(failure)
 
 
 @pytest.mark.parametrize("name", NON_MC)
-def test_rendered_prompt_never_contains_the_answer(name, qwen_tokenizer):
+def test_qwen3_prompts_run_with_thinking_off(name, qwen_tokenizer):
     task = get_task(name)
-    for e in default_examples(name):
-        prompt = render_prompt(qwen_tokenizer, task.messages(e))
-        assert prompt.endswith("<think>\n\n</think>\n\n"), "Qwen3 must run with thinking off"
-        for answer in (serialize_target(task.output, e.target), json.dumps(e.target, ensure_ascii=False)):
-            assert answer not in prompt, (e.id, answer)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_schema_file_is_up_to_date(name):
-    task = get_task(name)
-    path = schema_file(task)
-    assert path.is_file(), f"{path} missing; run `mcqa schema --write`"
-    assert json.loads(path.read_text(encoding="utf-8")) == task.output.model_json_schema()
-
-
-@pytest.mark.parametrize(("name", "protocol"), TASK_PROTOCOLS)
-def test_splits_are_deterministic_disjoint_and_leak_free(name, protocol):
-    task = get_task(name)
-    splits = load_all(name, protocol)
-    ids = {s: [e.id for e in ex] for s, ex in splits.items()}
-    for s in SPLITS:
-        assert ids[s], f"split {s} is empty"
-        assert len(set(ids[s])) == len(ids[s]), f"repeated ids in {s}"
-        assert [e.id for e in task.load(s, protocol)] == ids[s], f"{s} changes between loads"
-    texts = {s: Counter(leak_text(e) for e in ex) for s, ex in splits.items()}
-    for a, b in combinations(SPLITS, 2):
-        assert not set(ids[a]) & set(ids[b]), f"ids shared by {a} and {b}"
-        shared = set(texts[a]) & set(texts[b])
-        assert not shared, f"{len(shared)} texts in both {a} and {b}, e.g. {next(iter(shared))[:80]!r}"
+    for e in default_examples(name)[:50]:
+        assert render_prompt(qwen_tokenizer, task.messages(e)).endswith("<think>\n\n</think>\n\n"), e.id
 
 
 _DIGEST_SCRIPT = """

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import CliRuns, assert_user_error, cli_env
+
+REPO = Path(__file__).resolve().parent.parent
 
 PYPROJECT = """\
 [build-system]
@@ -115,11 +119,35 @@ def plugin(tmp_path_factory):
     runs.start("tasks", ["tasks"], env)
     runs.start("score", ["score", "--task", "sentiment", "--split", "test", "--predictions", preds,
                          "--out", root / "out", "--resamples", "50"], env)
-    runs.start("loose", ["tasks"], cli_env(MCQA_TASKS_PATH=str(bad["loose"])))
+    runs.start("loose", ["show", "--task", "loose"], cli_env(MCQA_TASKS_PATH=str(bad["loose"])))
+    # every broken module at once, beside the installed plugin: `tasks` lists the rest
+    broken_path = os.pathsep.join(str(d) for d in bad.values())
+    runs.start("tasks_with_broken", ["tasks"], cli_env(PYTHONPATH=path, COLUMNS="250", MCQA_TASKS_PATH=broken_path))
     runs.start("notask", ["score", "--task", "notask", "--split", "test", "--predictions", preds],
                cli_env(MCQA_TASKS_PATH=str(bad["notask"])))
     runs.start("broken", ["show", "--task", "broken"], cli_env(MCQA_TASKS_PATH=str(bad["broken"])))
     runs.bad = bad
+
+    # Schemas and conformance for tasks outside the project tree: the plugin passes `check`
+    # without a file written anywhere; a task folder shipping a stale schema file, and a task
+    # whose prompt reads the gold and whose splits overlap, fail by name.
+    repo = root / "repo"  # a copy of the project, so `schema --write` cannot touch the real one
+    for part in ("mcqa", "tasks", "schemas"):
+        shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "cli.py", repo / "cli.py")
+    (root / "stale").mkdir()
+    (root / "stale" / "stale.py").write_text(DEMO_TASK.replace('name="sentiment"', 'name="stale"'))
+    (root / "stale" / "stale.schema.json").write_text("{}")
+    (root / "leaky").mkdir()
+    (root / "leaky" / "leaky.py").write_text(
+        DEMO_TASK.replace('name="sentiment"', 'name="leaky"').replace('"test": ["r5", "r6"]', '"test": ["r5", "r1"]')
+        .replace('"content": e.input["text"]}', '"content": e.input["text"] + str(e.target)}'))
+    folders = cli_env(PYTHONPATH=path, MCQA_TASKS_PATH=os.pathsep.join([str(root / "stale"), str(root / "leaky")]))
+    runs.start("schema_write", ["schema", "--write"], folders, cli=repo / "cli.py")
+    runs.start("check_plugin", ["check", "--task", "sentiment"], env)
+    runs.start("check_stale", ["check", "--task", "stale"], folders)
+    runs.start("check_leaky", ["check", "--task", "leaky"], folders)
+    runs.repo, runs.site = repo, site
     yield runs
     runs.close()
 
@@ -143,6 +171,19 @@ def test_installed_plugin_task_is_scored(plugin):
     assert (out / "confusion_sentiment.png").is_file()
 
 
+def test_tasks_lists_the_others_and_warns_of_each_broken_task_in_one_line(plugin):
+    r = plugin["tasks_with_broken"]
+    assert r.rc == 0, r.err
+    assert "Traceback" not in r.err
+    assert "sentiment" in r.out and "notification" in r.out and "recipe_mpr" in r.out
+    warnings = r.err.strip().splitlines()
+    assert len(warnings) == 3, r.err
+    for name, fragment in (("broken", "mcqa_no_such_module_xyz"), ("loose", 'extra="forbid"'), ("notask", "TASK")):
+        (line,) = [w for w in warnings if f"task '{name}'" in w]
+        assert line.startswith("warning:") and str(plugin.bad[name]) in line and fragment in line, line
+        assert f"│ {name} " not in r.out  # not in the table
+
+
 def test_plugin_is_not_visible_without_its_path():
     # The entry point comes from the installed package, not from anything left in mcqa.
     from mcqa.registry import task_names
@@ -162,3 +203,38 @@ def test_task_module_breaking_the_contract_is_refused(plugin, name, fragments):
     line = assert_user_error(plugin[name], *fragments)
     assert str(plugin.bad[name]) in line, "the message must name the module's file"
 
+
+
+def test_schema_write_says_what_it_did_for_each_task_and_writes_nothing_for_a_plugin(plugin):
+    r = plugin["schema_write"]
+    assert r.rc == 0, r.err
+    lines = r.err.strip().splitlines()
+    for name in ("notification", "recipe_mpr", "mmlu_pro", "mmlu_pro_answer"):
+        assert any(x.startswith(f"{name}: ") and "up to date" in x for x in lines), r.err
+    (sentiment,) = [x for x in lines if x.startswith("sentiment: ")]
+    assert "not a built-in task" in sentiment and "nothing written" in sentiment
+    (stale,) = [x for x in lines if x.startswith("stale: ")]
+    assert "nothing written" in stale and "stale.schema.json" in stale and "out of date" in stale
+    assert (plugin.cwd / "stale" / "stale.schema.json").read_text() == "{}"  # a plugin's file is never rewritten
+    written = {p.name for p in (plugin.repo / "schemas").iterdir()}
+    assert written == {p.name for p in (REPO / "schemas").iterdir()}  # nothing new in mcqa's own schemas/
+    assert not list(plugin.site.rglob("*.schema.json"))
+
+
+def test_check_passes_a_correct_plugin_without_a_schema_file(plugin):
+    r = plugin["check_plugin"]
+    assert r.rc == 0, r.err
+    assert "passes all 7 conformance rules" in r.out
+    assert "FAIL" not in r.out
+
+
+def test_check_names_each_failed_rule_in_one_line_and_exits_2(plugin):
+    line = assert_user_error(plugin["check_leaky"], "'leaky'", "prompt_ignores_gold", "splits_sound")
+    out = plugin["check_leaky"].out
+    fails = [x for x in out.splitlines() if x.startswith("FAIL")]
+    assert len(fails) == 2, out
+    assert any("prompt_ignores_gold: r" in x and "example.target" in x for x in fails), out
+    assert any("splits_sound:" in x and "ids in both train and test" in x for x in fails), out
+    assert "2 of 7" in line
+    stale = assert_user_error(plugin["check_stale"], "schema_up_to_date")
+    assert "FAIL schema_up_to_date:" in plugin["check_stale"].out and "stale.schema.json" in plugin["check_stale"].out, stale

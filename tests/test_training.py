@@ -182,7 +182,7 @@ def test_max_eval_examples_samples_validation_across_classes_not_its_first_rows(
     """mmlu_pro's validation file is ordered by subject: its first 150 rows hold 7 of the 14."""
     from mcqa.examples import load_split
     from mcqa.registry import get_task
-    from mcqa.training import _sample
+    from mcqa.examples import sample_examples as _sample
 
     val = load_split(get_task("mmlu_pro"), "validation", "seed")
     sample = _sample(val, 150, 0)
@@ -352,10 +352,11 @@ def _same_adapter(a: Path, b: Path) -> bool:
 
 def _rescore_validation(run: Path) -> float:
     from mcqa.examples import load_split
+    from mcqa.examples import sample_examples as _sample
     from mcqa.modes import get_mode
     from mcqa.runs import load_run
     from mcqa.scoring import score
-    from mcqa.training import _sample, flat_metrics, read_out
+    from mcqa.training import flat_metrics, read_out
 
     model, tok, task, config = load_run(run)
     val = _sample(load_split(task, "validation", config.protocol), config.max_eval_examples, config.seed)

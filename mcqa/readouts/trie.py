@@ -10,7 +10,8 @@ Fields are taken together (one group: every combination of their labels) when th
 their label spaces is at most `joint_limit`, else one group per field, in schema order: a
 group's candidates have the earlier groups' chosen values and hold the later fields at their
 first value, which never matters because only the tokens up to where the group's value is told
-apart are read.
+apart are read. A task that declares its allowed combinations (Task.allowed) gets only those
+as candidates, so constrained and rank never produce an inconsistent target.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from mcqa.encoding import end_of_turn
 from mcqa.errors import McqaError
 from mcqa.prompting import serialize_target
-from mcqa.task import Task
+from mcqa.task import Task, completion, consistent
 
 JOINT_LIMIT = 64
 
@@ -55,7 +56,10 @@ class LabelCandidates:
             out = []
             for combo in itertools.product(*(self.spaces[f].values for f in group)):
                 chosen = dict(zip(group, combo))
-                values = {f: self.spaces[f].values[0] for f in self.task.fields} | fixed | chosen
+                if not consistent(self.task, fixed | chosen):  # a combination the task does not allow
+                    continue
+                # later fields are held at a value that keeps the target allowed
+                values = {f: self.spaces[f].values[0] for f in self.task.fields} | completion(self.task, fixed | chosen) | fixed | chosen
                 text = serialize_target(self.task.output, values) + self.eot
                 out.append(Candidate(chosen, tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])))
             self._memo[key] = out
