@@ -400,7 +400,7 @@ def test_temperature_fit_keeps_t_1_when_nothing_is_better():
 def test_registry_names_and_errors(tiny):
     model, tok = tiny
     task = get_task("notification")
-    assert set(READOUTS) == {"generate", "constrained", "rank", "head", "options", "choice", "permuted"}
+    assert set(READOUTS) == {"generate", "constrained", "rank", "head", "options", "choice", "permuted", "endpoint"}
     with pytest.raises(McqaError, match="did you mean 'rank'"):
         run_readout("rnak", model, tok, task, [])
     with pytest.raises(McqaError, match="did you mean 'batch_size'.*prefix_cache"):
