@@ -76,6 +76,12 @@ def check_choice_task(task: Task) -> None:
                         "(Task(options=..., choice_field=...)); use --mode generate or head")
 
 
+def cloze_prompt_ids(tokenizer, task: Task, e: Example) -> list[int]:
+    """The prompt an option's text follows: the task's cloze prompt, else its own."""
+    messages = task.cloze(e) if task.cloze is not None else task.messages(e)
+    return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+
 def encode_choice(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:
     """One row per example: the prompt's ids, then each option's text and the end of turn;
     choice_label is the gold option's index (None when unlabeled)."""
@@ -83,8 +89,7 @@ def encode_choice(tokenizer, task: Task, examples: list[Example]) -> list[dict[s
     eot, letters = end_of_turn(tokenizer), list(task.label_spaces[task.choice_field].values)
     rows = []
     for e in examples:
-        messages = task.cloze(e) if task.cloze is not None else task.messages(e)
-        prompt = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        prompt = cloze_prompt_ids(tokenizer, task, e)
         options = [tokenizer(t + eot, add_special_tokens=False)["input_ids"] for t in task.options(e)]
         label = letters.index(e.target[task.choice_field]) if e.target is not None else None
         ids = prompt + [t for o in options for t in o]

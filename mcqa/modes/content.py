@@ -12,9 +12,8 @@ from typing import Any
 
 from mcqa.encoding import IGNORE, end_of_turn
 from mcqa.modes.base import Mode, register_mode
-from mcqa.modes.choice import check_choice_task
+from mcqa.modes.choice import check_choice_task, cloze_prompt_ids
 from mcqa.modes.generate import target_loss
-from mcqa.prompting import render_prompt
 from mcqa.task import Example, Task
 
 
@@ -25,8 +24,7 @@ def encode_content(tokenizer, task: Task, examples: list[Example]) -> list[dict[
     eot, letters = end_of_turn(tokenizer), list(task.label_spaces[task.choice_field].values)
     rows = []
     for e in examples:
-        messages = task.cloze(e) if task.cloze is not None else task.messages(e)
-        p = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        p = cloze_prompt_ids(tokenizer, task, e)
         gold = task.options(e)[letters.index(e.target[task.choice_field])]
         t = tokenizer(gold + eot, add_special_tokens=False)["input_ids"]
         rows.append({"id": e.id, "input_ids": p + t, "labels": [IGNORE] * len(p) + t, "length": len(p) + len(t)})
