@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import CLI, assert_user_error, run_cli, synth_env
+from helpers import CLI, CliRuns, assert_user_error, run_cli, synth_env
 
 from mcqa.errors import McqaError
 from mcqa.prompting import serialize_target
@@ -198,12 +198,14 @@ def test_length_finish_is_truncated_and_busy_answers_are_retried(server):
 
 def test_a_server_that_keeps_failing_is_one_line(server, tmp_path):
     server.always_fail, server.fail_status = True, 500
-    r = run_cli(["predict", "--task", "synth", "--split", "test", "--endpoint", server.url, "--served-model", "m",
-                 "--readout-opt", "max_retries=0", "--out", tmp_path / "p.jsonl"], tmp_path, synth_env())
-    assert_user_error(r, "500", "--served-model")
-    r = run_cli(["predict", "--task", "synth", "--split", "test", "--endpoint", server.url, "--out", tmp_path / "p.jsonl"],
-                tmp_path, synth_env())
-    assert_user_error(r, "--served-model")
+    cli = CliRuns(tmp_path, workers=2)
+    cli.start("failing", ["predict", "--task", "synth", "--split", "test", "--endpoint", server.url, "--served-model", "m",
+                          "--readout-opt", "max_retries=0", "--out", tmp_path / "p.jsonl"], synth_env())
+    cli.start("no_model", ["predict", "--task", "synth", "--split", "test", "--endpoint", server.url, "--out", tmp_path / "q.jsonl"],
+              synth_env())
+    assert_user_error(cli["failing"], "500", "--served-model")
+    assert_user_error(cli["no_model"], "--served-model")
+    cli.close()
 
 
 def test_a_journal_from_elsewhere_is_refused(tmp_path):
@@ -297,13 +299,17 @@ def test_export_refuses_what_it_cannot_serve(generate_run, tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     (full / "x").write_text("")
-    assert_user_error(run_cli(["export", generate_run, "--to", "vllm", full], tmp_path, synth_env()), "not empty")
     head = tmp_path / "head"
     head.mkdir()
     (head / "run.json").write_text(json.dumps({"task": "synth", "protocol": "default", "model": "tiny-qwen3", "mode": "head"}))
-    assert_user_error(run_cli(["export", head, "--to", "vllm", tmp_path / "b"], tmp_path, synth_env()), "head")
-    assert_user_error(run_cli(["export", tmp_path / "nothing", "--to", "vllm", tmp_path / "b2"], tmp_path, synth_env()),
-                      "not a training run")
+    cli = CliRuns(tmp_path, workers=3)
+    cli.start("full", ["export", generate_run, "--to", "vllm", full], synth_env())
+    cli.start("head", ["export", head, "--to", "vllm", tmp_path / "b"], synth_env())
+    cli.start("nothing", ["export", tmp_path / "nothing", "--to", "vllm", tmp_path / "b2"], synth_env())
+    assert_user_error(cli["full"], "not empty")
+    assert_user_error(cli["head"], "head")
+    assert_user_error(cli["nothing"], "not a training run")
+    cli.close()
     assert not (tmp_path / "b").exists() and not (tmp_path / "b2").exists()
 
 
