@@ -13,7 +13,7 @@ from typing import Any
 from mcqa.encoding import IGNORE, end_of_turn
 from mcqa.modes.base import Mode, register_mode
 from mcqa.modes.choice import check_choice_task, cloze_prompt_ids
-from mcqa.modes.generate import target_loss
+from mcqa.modes.generate import GENERATE
 from mcqa.task import Example, Task
 
 
@@ -36,11 +36,12 @@ CONTENT = register_mode(Mode(
     description="multiple choice, generative: LoRA on the causal LM with the gold option's text as the target; "
                 "read out by option-text likelihood",
     encode=encode_content,
-    columns=("labels",),
-    build=lambda causal_lm, tokenizer, task: causal_lm,
-    peft_kwargs=lambda task: {"task_type": "CAUSAL_LM"},
-    loss=target_loss,
-    model_takes_prefix=False,
+    # the model, PEFT settings and loss of generate mode: only the rows and the readouts differ
+    columns=GENERATE.columns,
+    build=GENERATE.build,
+    peft_kwargs=GENERATE.peft_kwargs,
+    loss=GENERATE.loss,
+    model_takes_prefix=GENERATE.model_takes_prefix,
     eval_readout="options",
     default_readout="options",
     check=check_choice_task,

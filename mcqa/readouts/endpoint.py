@@ -39,6 +39,7 @@ from typing import Any
 
 from pydantic import Field
 
+from mcqa.calibration import group_probs
 from mcqa.console import track
 from mcqa.errors import McqaError
 from mcqa.prompting import serialize_target
@@ -171,21 +172,6 @@ def score_groups(task: Task, text: str, steps: list[tuple[str, dict[str, float]]
     return groups
 
 
-def probs_at(groups: list[RankGroup], temperature: float) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for g in groups:
-        ll = [x / temperature for x in g["loglik"]]
-        top = max(ll)
-        w = [math.exp(x - top) for x in ll]
-        z = sum(w)
-        for k, f in enumerate(g["fields"]):
-            dist: dict[str, float] = {}
-            for values, wc in zip(g["values"], w):
-                dist[str(values[k])] = dist.get(str(values[k]), 0.0) + wc / z
-            out[f] = dist
-    return out
-
-
 def read_reply(task: Task, eid: str, reply: dict[str, Any], temperature: float = 1.0, joint_limit: int = JOINT_LIMIT) -> Prediction:
     """One /chat/completions reply (a JSON object) -> a Prediction. A reply of the wrong shape
     is the server's error, named with the example."""
@@ -202,7 +188,7 @@ def read_reply(task: Task, eid: str, reply: dict[str, Any], temperature: float =
     groups = score_groups(task, text, steps, joint_limit)
     out: Prediction = {"id": eid, "output": text, "truncated": finish == "length"}
     if groups:
-        out.update(probs=probs_at(groups, temperature), scores=groups, temperature=temperature)
+        out.update(probs=group_probs(groups, temperature), scores=groups, temperature=temperature)
     return out
 
 
