@@ -227,9 +227,11 @@ def _run_protocol(adapter: Path | None, task: str) -> str | None:
     """A trained run is scored on its own protocol's split unless --protocol says otherwise
     (a cv fold's test split is not the default protocol's). A run of another task is left to
     load_run to refuse, with its own message."""
-    from mcqa.runs import read_summary
+    if adapter is None:
+        return None
+    from mcqa.runs import read_summary  # torch and peft: seconds, only when a run is named
 
-    summary = read_summary(adapter) if adapter is not None else None
+    summary = read_summary(adapter)
     return summary.protocol if summary is not None and summary.task == task else None
 
 

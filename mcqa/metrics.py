@@ -12,14 +12,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    cohen_kappa_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
-
 from mcqa.task import LabelSpace
 
 FAILURE = "<parse failure>"
@@ -35,6 +27,9 @@ def encode(values: Sequence[Any], space: LabelSpace) -> np.ndarray:
 
 def field_metrics(gold: Sequence[Any], pred: Sequence[Any], space: LabelSpace | None) -> dict[str, Any]:
     """Accuracy, F1s, per-class scores, confusion matrix and (ordinal) distance metrics of one field."""
+    # sklearn takes seconds to import; a command that refuses its input first should not pay them.
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     if space is None:  # a free field: exact match is all that can be said
         return {"accuracy": float(np.mean([g == p and p is not None for g, p in zip(gold, pred)]))}
     g, p = encode(gold, space), encode(pred, space)
@@ -64,6 +59,8 @@ def field_metrics(gold: Sequence[Any], pred: Sequence[Any], space: LabelSpace | 
 def ordinal_metrics(g: np.ndarray, p: np.ndarray, k: int) -> dict[str, float]:
     """MAE, within-1 accuracy and quadratic weighted kappa on label indices; a failure (index k)
     is scored as the label farthest from the gold."""
+    from sklearn.metrics import cohen_kappa_score
+
     farthest = np.where(g < (k - 1) / 2, k - 1, 0)
     p = np.where(p == k, farthest, p)
     err = np.abs(g - p)

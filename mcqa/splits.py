@@ -10,8 +10,6 @@ import hashlib
 import random
 from typing import Hashable, Sequence, TypeVar
 
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
-
 from mcqa.errors import McqaError
 
 T = TypeVar("T")
@@ -37,6 +35,8 @@ def _fraction_problem(name: str, f: float) -> str | None:
 
 def _split_off(indices: list[int], size: float, seed: int, strata: list | None, what: str) -> tuple[list[int], list[int]]:
     """scikit-learn's seeded (stratified) split, its refusals turned into one line saying what to change."""
+    from sklearn.model_selection import train_test_split  # seconds to import: only once a split is made
+
     try:
         return train_test_split(indices, test_size=size, random_state=seed, stratify=strata)
     except ValueError as e:
@@ -103,6 +103,8 @@ def k_fold(
 ) -> dict[str, list[str]]:
     """Fold `fold` of k: that fold is the test split; a seeded slice of the rest is validation."""
     ids = list(ids)
+    from sklearn.model_selection import KFold, StratifiedKFold
+
     splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if strata is not None else KFold(k, shuffle=True, random_state=seed)
     rest, test = list(splitter.split(ids, strata if strata is not None else None))[fold]
     rest_strata = [strata[i] for i in rest] if strata is not None else None

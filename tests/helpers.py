@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -73,10 +74,14 @@ def synth_env(**extra: str) -> dict[str, str]:
 
 def run_cli(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180, cli: Path = CLI) -> Result:
     """cli.py (or another checkout's, `cli`) run as a user runs it."""
+    t0 = time.perf_counter()
     p = subprocess.run(
         [sys.executable, str(cli), *map(str, args)], cwd=cwd, env=env or cli_env(),
         capture_output=True, text=True, timeout=timeout, check=False,
     )
+    if os.environ.get("MCQA_TEST_CLI_LOG"):  # where the suite's time goes: one line per CLI run
+        with open(os.environ["MCQA_TEST_CLI_LOG"], "a") as f:
+            f.write(json.dumps({"s": round(time.perf_counter() - t0, 2), "rc": p.returncode, "args": list(map(str, args))[:6]}) + "\n")
     return Result(p.returncode, p.stdout, p.stderr)
 
 

@@ -13,9 +13,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mcqa"
 # Lazy imports allowed anywhere: optional or heavy dependencies a command may never need.
 LAZY_OK = {"xgrammar", "matplotlib", "scipy", "bitsandbytes", "transformers.modeling_gguf_pytorch_utils", "openai"}
-# ... and in one module each: the baselines (and the embeddings they use) stay torch-free until an
-# embedding baseline runs.
-LAZY_OK_IN = {"mcqa.embeddings": {"torch", "transformers"}}
+# ... and in named modules: heavy libraries a command that lists, shows or refuses never needs
+# (torch and transformers cost ~5 s to import, scikit-learn ~2.5 s, on a 2-core machine; a typo
+# was answered in 12 s). The baselines (and the embeddings they use) stay torch-free until an
+# embedding baseline runs; the model aliases list, install-check and refuse without torch; a
+# split or a metric imports scikit-learn when it is computed.
+LAZY_OK_IN = {
+    "mcqa.embeddings": {"torch", "transformers"},
+    "mcqa.model.aliases": {"torch", "transformers"},
+    "mcqa.model.sources": {"torch", "transformers"},
+    "mcqa.model.loading": {"torch", "transformers"},
+    "mcqa.splits": {"sklearn"},
+    "mcqa.metrics": {"sklearn"},
+}
 SCORING_SIDE = ["mcqa.parsing", "mcqa.records", "mcqa.metrics", "mcqa.calibration", "mcqa.report", "mcqa.scoring", "mcqa.schema"]
 
 
@@ -130,6 +140,22 @@ def test_the_check_catches_a_cycle_and_a_hidden_import(tmp_path):
     assert any("mcqa.b:4: function-level import of mcqa.c" in p for p in problems)
     assert any("mcqa.b:5: function-level import of requests" in p for p in problems)
     assert not any("xgrammar" in p for p in problems)
+
+
+def test_a_command_that_refuses_or_lists_imports_no_torch_and_no_sklearn():
+    """What the CLI touches before any model or split is needed (the package, its errors, the task
+    registry with every built-in task, the model aliases) loads none of the heavy libraries: a
+    wrong name is answered at once, not after seconds of imports."""
+    code = ("import sys, mcqa, mcqa.errors, mcqa.model, mcqa.registry, mcqa.scoring, mcqa.schema;"
+            "[mcqa.registry.get_task(t) for t in ('notification', 'recipe_mpr', 'mmlu_pro', 'mmlu_pro_answer')];"
+            "mcqa.model.list_models(); mcqa.model.get_alias('tiny-qwen3');"
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]", f"a refusal would first import {out.strip()}"
+    # ... and the lazy names still resolve to what they name.
+    code = "import mcqa, mcqa.model as m; from mcqa.model import *; print(m.verify.__module__, mcqa.k_fold.__module__, m.DEFAULT_MODEL)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.split() == ["mcqa.model.verify", "mcqa.splits", "Qwen/Qwen3-0.6B"]
 
 
 def test_the_scoring_side_never_imports_torch():

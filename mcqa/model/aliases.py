@@ -19,17 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-import transformers
-
 from mcqa import __version__
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.io import write_json
-from mcqa.model.sources import Piece, build_from_gguf, build_tiny_qwen3, sha256_file
+from mcqa.model.sources import Piece, build_from_gguf, build_tiny_qwen3, sha256_file  # torch-free until a build runs
 from mcqa.names import Registry
 
 MANIFEST = "mcqa-manifest.json"
+DEFAULT_MODEL = "Qwen/Qwen3-0.6B"  # what `--model` means when it is not given
 
 
 @dataclass(frozen=True)
@@ -127,6 +125,9 @@ def install(alias: str, force: bool = False) -> Path:
 
 
 def _manifest(spec: Alias, folder: Path, source: dict[str, Any], seconds: float) -> dict[str, Any]:
+    import torch
+    import transformers
+
     weights = sorted(p.name for p in folder.glob("*.safetensors"))
     return {"alias": spec.name, "description": spec.description, "source": source,
             "files": {name: sha256_file(folder / name, f"hashing {name}") for name in weights},

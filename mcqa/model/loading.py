@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
 from huggingface_hub import constants, get_session
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mcqa.errors import McqaError
-from mcqa.model.aliases import ALIASES, alias_dir, install, is_installed, offline_choices
+from mcqa.model.aliases import ALIASES, DEFAULT_MODEL, alias_dir, install, is_installed, offline_choices  # noqa: F401  (DEFAULT_MODEL: its old home)
 from mcqa.model.sources import qwen3_tokenizer_dir
 
-DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_model(name: str | Path | None = None) -> Path | str:
@@ -46,16 +45,22 @@ def load_tokenizer(name: str | Path | None = None, trust_remote_code: bool = Fal
     pad policy: a tokenizer without a pad token pads with its EOS."""
     if name is None and qwen3_tokenizer_dir() is not None:
         name = qwen3_tokenizer_dir()
+    from transformers import AutoTokenizer  # transformers and torch load with the first model, not with mcqa.model
+
     tokenizer = _load(AutoTokenizer.from_pretrained, name, "tokenizer", trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
                    **kwargs):
-    """The causal LM for a hub id, folder or alias, in eval mode. kwargs go to from_pretrained
-    (quantization_config, attn_implementation, device_map)."""
+    """The causal LM for a hub id, folder or alias, in eval mode (float32 unless `dtype`). kwargs
+    go to from_pretrained (quantization_config, attn_implementation, device_map)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.float32 if dtype is None else dtype
     return _load(AutoModelForCausalLM.from_pretrained, name, "model", dtype=dtype,
                  trust_remote_code=trust_remote_code, **kwargs)
 

