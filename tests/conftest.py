@@ -13,6 +13,11 @@ from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # README's `-n 2`: one worker per core, each with one intra-op thread, and so are the CLI runs
+    # it starts; two workers with two OpenMP threads each on two cores spin against each other.
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Parsing is microseconds per call; the budget is what keeps the property tests short.
 settings.register_profile("mcqa", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

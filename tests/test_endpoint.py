@@ -271,7 +271,7 @@ def generate_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
     run = d / "run"
     r = run_cli(["train", "--task", "synth", "--model", "tiny-qwen3", "epochs=1", "max_train_examples=16", "max_eval_examples=8",
-                 "micro_batch_size=8", "eval_max_new_tokens=8", f"output_dir={run}"], d, synth_env(OMP_NUM_THREADS="1"))
+                 "max_test_examples=8", "micro_batch_size=8", "eval_max_new_tokens=8", f"output_dir={run}"], d, synth_env(OMP_NUM_THREADS="1"))
     assert r.rc == 0, r.err[-2000:]
     return run
 
