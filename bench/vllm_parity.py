@@ -55,6 +55,27 @@ def serve(bundle: Path, python: str, port: int) -> subprocess.Popen:
             time.sleep(2)
 
 
+def kill_and_resume(task: str, url: str, served: str, folder: Path, cut_after: int) -> dict:
+    """`mcqa predict --endpoint` as a user runs it: once whole, once killed with SIGKILL after
+    `cut_after` answers and run again; the two predictions files must be byte-identical."""
+    cli = [sys.executable, str(ROOT / "cli.py"), "predict", "--task", task, "--split", "test", "--endpoint", url,
+           "--served-model", served, "--readout-opt", "max_in_flight=8"]
+    whole, cut = folder / "whole.jsonl", folder / "cut.jsonl"
+    for f in (whole, cut, whole.with_suffix(".json"), cut.with_suffix(".json")):
+        f.unlink(missing_ok=True)
+    subprocess.run([*cli, "--out", str(whole)], check=True, capture_output=True)
+    proc = subprocess.Popen([*cli, "--out", str(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (cut.is_file() and cut.read_text().count("\n") >= cut_after) and proc.poll() is None:
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    proc.kill()
+    proc.wait()
+    kept = cut.read_text().count("\n") if cut.is_file() else 0
+    again = subprocess.run([*cli, "--out", str(cut)], check=True, capture_output=True, text=True)
+    return {"killed_after_lines": kept, "killed_mid_run": killed, "resumed": "resumed" in again.stderr,
+            "identical_file": cut.read_bytes() == whole.read_bytes()}
+
+
 def labels(task, output: str) -> dict | None:
     try:
         return task.output.model_validate_json(output).model_dump(mode="json")
@@ -87,6 +108,8 @@ def main() -> None:
                                                                 served_model=served, max_in_flight=k))
             rows.append({"readout": name, "seconds": round(s, 2), "examples_per_second": round(len(examples) / s, 3)})
             print(rows[-1], flush=True)
+        resume = kill_and_resume(task.name, f"http://127.0.0.1:{args.port}/v1", served, bundle, cut_after=min(60, len(examples) // 2))
+        print("kill -9 and resume:", resume, flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=120)
@@ -101,12 +124,14 @@ def main() -> None:
     gap = max((abs(a["probs"][f].get(v, 0.0) - p) for a, b in zip(served_out, outputs["rank"]) if "probs" in a
                for f, dist in b["probs"].items() for v, p in dist.items()), default=None)
     report = {"run": str(args.run), "task": task.name, "examples": len(examples), "identical_labels": sum(agree) / len(agree),
-              "largest_probability_gap_vs_rank": gap, "rows": rows, "disagreements": disagreements,
+              "largest_probability_gap_vs_rank": gap, "kill_and_resume": resume, "rows": rows, "disagreements": disagreements,
               "command": "python bench/vllm_parity.py " + " ".join(sys.argv[1:])}
     write_json(f"{args.out}.json", report)
     lines = ["# vLLM parity", "", f"`{report['command']}`", "",
              f"{task.name} test, {len(examples)} examples; identical labels (endpoint, 8 in flight, against mcqa constrained): "
              f"**{100 * report['identical_labels']:.1f}%**; largest label-probability gap against rank: {gap}.", "",
+             f"`mcqa predict --endpoint` killed (SIGKILL) after {resume['killed_after_lines']} answers and run again: "
+             f"resumed {resume['resumed']}, predictions file byte-identical to an uninterrupted run: {resume['identical_file']}.", "",
              "| readout | seconds | examples / s |", "|---|---|---|"]
     lines += [f"| {r['readout']} | {r['seconds']} | {r['examples_per_second']} |" for r in rows]
     lines += ["", "Disagreements:", ""] + [f"- {d['id']}: vLLM `{d['vllm']}`, mcqa `{d['mcqa_constrained']}`" for d in disagreements]
