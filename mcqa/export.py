@@ -101,13 +101,16 @@ def _fill(run_dir: Path, summary, config, task, out: Path, merge: bool, name: st
         _copy_plain(tok_src, out / "model", tok_names)
         base = None
     else:
-        load_run(run_dir, task=task.name)  # every file of the run checked: it loads, as a server would load it
+        model, _, _, _ = load_run(run_dir, task=task.name)  # every file of the run checked: it loads, as a server would load it
         copied = _copy_plain(run_dir / "adapter", out / "adapter", list(ADAPTER_FILES))
         if copied != list(ADAPTER_FILES):
             raise McqaError(f"{run_dir / 'adapter'}: needs {' and '.join(ADAPTER_FILES)} (safetensors; vLLM loads no pickles); "
                             "retrain or re-copy the run")
         base = resolve_model(config.model)
     _copy_plain(tok_src, out / "tokenizer", tok_names)
+    # vLLM reads a --tokenizer folder's config.json for the model type (else two ERROR lines and
+    # retries at start-up); the model's own config, nothing more.
+    model.config.to_json_file(out / "tokenizer" / "config.json")
     labels = {f: (list(s.values) if s is not None else None) for f, s in task.label_spaces.items()}
     write_json(out / "schema.json", task_schema(task))
     write_json(out / "labels.json", labels)

@@ -226,6 +226,7 @@ def test_a_killed_run_resumes_and_ends_with_the_same_file(server, tmp_path):
            "--readout-opt", "max_in_flight=2"]
     whole = run_cli([*cmd, "--out", tmp_path / "whole.jsonl"], tmp_path, synth_env())
     assert whole.rc == 0, whole.err
+    assert "resumed" not in whole.err  # a fresh run resumes nothing (its first, lone request is no resume)
     first = len(server.requests)
     cut = tmp_path / "cut.jsonl"
     proc = subprocess.Popen([sys.executable, str(CLI), *map(str, [*cmd, "--out", cut])], cwd=tmp_path, env=synth_env(),
@@ -282,6 +283,7 @@ def test_export_writes_a_bundle_vllm_serves_as_is(generate_run, tmp_path):
     assert r.rc == 0, r.err
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == (generate_run / "adapter" / "adapter_model.safetensors").read_bytes()
     assert (out / "tokenizer" / "tokenizer_config.json").is_file()
+    assert json.loads((out / "tokenizer" / "config.json").read_text())["model_type"] == "qwen3"  # vLLM reads it
     assert json.loads((out / "labels.json").read_text()) == {"label": ["north", "south", "east", "west"]}
     assert json.loads((out / "schema.json").read_text()) == task_schema(synth())
     serve = (out / "serve.sh").read_text()

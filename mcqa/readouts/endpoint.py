@@ -288,6 +288,7 @@ def endpoint(model, tokenizer, task: Task, examples: list[Example], **opts) -> l
     journal = Journal(Path(o.journal) if o.journal else None)
     done = read_journal(journal.path, {e.id for e in examples}, o.served_model) if journal.path else {}
     todo = [e for e in examples if e.id not in done]
+    resumed = len(done)  # answers an earlier, interrupted run left in the journal
     api = client(o.url, o.api_key_env, o.max_retries, o.timeout)
     if todo:  # one request first, alone: a wrong URL, model or key fails before any progress bar
         p = ask(api, task, todo[0], o)
@@ -297,7 +298,7 @@ def endpoint(model, tokenizer, task: Task, examples: list[Example], **opts) -> l
     with ThreadPoolExecutor(max_workers=o.max_in_flight) as pool:
         futures = [pool.submit(ask, api, task, e, o) for e in todo]
         try:
-            for fut in _progress(as_completed(futures), f"asking {o.served_model} at {o.url}", len(todo), len(done)):
+            for fut in _progress(as_completed(futures), f"asking {o.served_model} at {o.url}", len(todo), resumed):
                 p = fut.result()
                 journal.append(p)
                 done[p["id"]] = p
