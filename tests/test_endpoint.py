@@ -323,13 +323,43 @@ def test_export_refuses_what_it_cannot_serve(generate_run, tmp_path):
 VLLM_PYTHON = Path(os.environ.get("MCQA_VLLM_PYTHON", "/nonexistent"))
 
 
+def vllm_sized_run(d: Path) -> Path:
+    """tiny-qwen3 reshaped to head_dim 64 (vLLM's CPU attention refuses tiny-qwen3's 16:
+    "Unsupported CPU attention configuration: head_dim=16"), trained until it is sure: an untrained
+    model's near-uniform next tokens let the server's grammar take any tokenization of a label
+    (tried: 34 of 80 labels agreed), which is no parity question."""
+    import torch
+    from transformers import AutoConfig, Qwen3ForCausalLM
+
+    from mcqa.model import alias_dir, load_tokenizer
+
+    config = AutoConfig.from_pretrained(alias_dir("tiny-qwen3"))
+    config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim = 128, 256, 2, 1, 64
+    torch.manual_seed(0)
+    Qwen3ForCausalLM(config).save_pretrained(d / "base")
+    load_tokenizer("tiny-qwen3").save_pretrained(d / "base")
+    run = d / "run"
+    r = run_cli(["train", "--task", "synth", "--model", d / "base", "epochs=8", "max_train_examples=120", "max_eval_examples=40",
+                 "max_test_examples=8", "micro_batch_size=4", "batch_size=4", "learning_rate=5e-3", "patience=null",
+                 f"output_dir={run}"], d, synth_env(), timeout=900)
+    assert r.rc == 0, r.err[-2000:]
+    return run
+
+
 @pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason="no vLLM serving environment: set MCQA_VLLM_PYTHON (scripts/vllm-serve.sh makes one)")
-def test_a_real_vllm_server_reads_out_like_mcqa(generate_run, tmp_path):
+def test_a_real_vllm_server_reads_out_like_mcqa(tmp_path):
+    generate_run = vllm_sized_run(tmp_path)
     bundle = tmp_path / "bundle"
     assert run_cli(["export", generate_run, "--to", "vllm", bundle, "--name", "synth-lora"], tmp_path, synth_env()).rc == 0
     port = 18000 + os.getpid() % 1000
     env = {**os.environ, "PYTHON": str(VLLM_PYTHON), "PORT": str(port), "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen([str(bundle / "serve.sh")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "server.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([str(bundle / "serve.sh")], env=env, stdout=f, stderr=subprocess.STDOUT)
+
+    def server_said() -> str:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+
     try:
         url = f"http://127.0.0.1:{port}/v1"
         deadline = time.time() + 300
@@ -340,12 +370,12 @@ def test_a_real_vllm_server_reads_out_like_mcqa(generate_run, tmp_path):
                 urllib.request.urlopen(f"{url}/models", timeout=2)
                 break
             except OSError:
-                assert proc.poll() is None and time.time() < deadline, "vLLM did not start"
+                assert proc.poll() is None and time.time() < deadline, f"vLLM did not start:\n{server_said()}"
                 time.sleep(2)
         preds = tmp_path / "served.jsonl"
         r = run_cli(["predict", "--task", "synth", "--split", "test", "--endpoint", url, "--served-model", "synth-lora",
                      "--out", preds], tmp_path, synth_env(), timeout=600)
-        assert r.rc == 0, r.err
+        assert r.rc == 0, f"{r.err}\nthe server said:\n{server_said()}"
         mine = tmp_path / "mine.jsonl"
         r = run_cli(["predict", "--task", "synth", "--split", "test", "--adapter", generate_run, "--readout", "constrained",
                      "--out", mine], tmp_path, synth_env(), timeout=600)
