@@ -232,7 +232,7 @@ def _run_protocol(adapter: Path | None, task: str) -> str | None:
     from mcqa.runs import read_summary  # torch and peft: seconds, only when a run is named
 
     summary = read_summary(adapter)
-    return summary.protocol if summary is not None and summary.task == task else None
+    return summary.protocol if summary.task == task else None
 
 
 def _run_model(task, args, examples, protocol, journal: Path | None = None):
