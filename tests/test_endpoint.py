@@ -218,6 +218,10 @@ def test_a_journal_from_elsewhere_is_refused(tmp_path):
         read_journal(f, {"s001"}, "m")
     f.write_text('{"id": "s001", "output": "{}", "endpoint": {"model": "m"}}\n{"id": "s0')  # cut off by a kill
     assert list(read_journal(f, {"s001"}, "m")) == ["s001"]
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(f)  # a valid journal, but not the user's own file
+    with pytest.raises(McqaError, match="symbolic link"):
+        read_journal(link, {"s001"}, "m")
 
 
 def test_a_killed_run_resumes_and_ends_with_the_same_file(server, tmp_path):

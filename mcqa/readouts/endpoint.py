@@ -198,6 +198,8 @@ def read_reply(task: Task, eid: str, reply: dict[str, Any], temperature: float =
 def read_journal(path: Path, ids: set[str], served_model: str) -> dict[str, Prediction]:
     """Predictions an interrupted run already appended. A last line cut off by a kill is
     dropped; any other bad line is an error naming the file and line."""
+    if path.is_symlink():  # appended to with O_NOFOLLOW, so never read through a link either
+        raise McqaError(f"{path}: --out is a symbolic link; an endpoint run appends to its own file only, give another --out")
     if not path.is_file():
         return {}
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
