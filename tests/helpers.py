@@ -1,16 +1,30 @@
 """Shared test helpers: cached split loading (the mmlu 'full' protocol has ~11.6k examples, so
-each split is loaded once per session) and running cli.py in subprocesses, several at a time
-(each process pays ~1.5 s of imports; running them together keeps the suite fast)."""
+each split is loaded once per session) and running cli.py as a user runs it.
+
+A CLI run happens inside the test process by default: `cli.main(argv)` with the run's
+environment, working folder, stdout, stderr, warnings and terminal width swapped in and put
+back afterwards. A fresh process pays 3 s (scikit-learn) to 12 s (torch, transformers, PEFT)
+of imports before it does anything, and the suite makes about ninety runs. A run goes to a
+real subprocess when it must: `fresh=True` (what a test checks is a new process: imports,
+start-up output), another checkout's cli.py, or an environment that changes what Python
+imports (PYTHONPATH)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
+import io
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
+import traceback
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -72,17 +86,105 @@ def synth_env(**extra: str) -> dict[str, str]:
     return cli_env(MCQA_TASKS_PATH=str(SYNTH), PYTHONUNBUFFERED="1", **extra)
 
 
-def run_cli(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180, cli: Path = CLI) -> Result:
-    """cli.py (or another checkout's, `cli`) run as a user runs it."""
+def run_cli(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180, cli: Path = CLI,
+            fresh: bool = False) -> Result:
+    """cli.py (or another checkout's, `cli`) run as a user runs it: in this process unless the
+    run needs a new one (module docstring); `timeout` bounds a subprocess only."""
+    env = env or cli_env()
     t0 = time.perf_counter()
-    p = subprocess.run(
-        [sys.executable, str(cli), *map(str, args)], cwd=cwd, env=env or cli_env(),
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
+    if needs_process(env, cli, fresh):
+        p = subprocess.run(
+            [sys.executable, str(cli), *map(str, args)], cwd=cwd, env=env,
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        result, where = Result(p.returncode, p.stdout, p.stderr), "process"
+    else:
+        result, where = _in_process(list(map(str, args)), cwd, env), "in-process"
     if os.environ.get("MCQA_TEST_CLI_LOG"):  # where the suite's time goes: one line per CLI run
         with open(os.environ["MCQA_TEST_CLI_LOG"], "a") as f:
-            f.write(json.dumps({"s": round(time.perf_counter() - t0, 2), "rc": p.returncode, "args": list(map(str, args))[:6]}) + "\n")
-    return Result(p.returncode, p.stdout, p.stderr)
+            f.write(json.dumps({"s": round(time.perf_counter() - t0, 2), "rc": result.rc, "how": where,
+                                "args": list(map(str, args))[:6]}) + "\n")
+    return result
+
+
+def needs_process(env: dict[str, str] | None, cli: Path = CLI, fresh: bool = False) -> bool:
+    """A run that cannot happen in this process (module docstring)."""
+    return fresh or Path(cli) != CLI or (env or {}).get("PYTHONPATH", "") != os.environ.get("PYTHONPATH", "")
+
+
+# Python's own warning filters at start-up (pytest's are in force inside a test), so a warning
+# reaches the run's stderr exactly when it would in `python cli.py`.
+_STARTUP_FILTERS = (("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, ""),
+                    ("ignore", PendingDeprecationWarning, ""), ("ignore", ImportWarning, ""), ("ignore", ResourceWarning, ""))
+_ONE_AT_A_TIME = threading.Lock()  # a run owns the process's environment, folder and streams
+
+
+@cache
+def _cli_module():
+    spec = importlib.util.spec_from_file_location("mcqa_test_cli", CLI)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _show_on_stderr(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _in_process(args: list[str], cwd: Path, env: dict[str, str]) -> Result:
+    import mcqa.console as terminal
+    from mcqa.registry import get_task
+
+    main = _cli_module().main
+    out, err = io.StringIO(), io.StringIO()
+    consoles = (terminal.console, terminal.out)
+    columns = env.get("COLUMNS", "")
+    # A pipe: rich's width is COLUMNS when set, else 80 (a subprocess of a test has no terminal).
+    width = int(columns) if columns.isdigit() else 80
+    with _ONE_AT_A_TIME:
+        saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+        saved_sizes = [(c._width, c._height) for c in consoles]
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch else None
+        handlers = [h for h in logging.getLogger("transformers").handlers if isinstance(h, logging.StreamHandler)]
+        streams = [h.stream for h in handlers]
+        try:
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(cwd)
+            sys.argv = [str(CLI), *args]
+            get_task.cache_clear()  # MCQA_TASKS_PATH may differ from the last run's
+            for c in consoles:
+                c.size = (width, 25)
+            with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                warnings.resetwarnings()
+                for action, category, module in reversed(_STARTUP_FILTERS):
+                    warnings.filterwarnings(action, category=category, module=module)
+                warnings.showwarning = _show_on_stderr
+                for h in handlers:
+                    h.setStream(err)
+                try:
+                    rc = main(args)
+                except SystemExit as e:  # argparse: --help, a usage error
+                    rc = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                    if not isinstance(e.code, (int, type(None))):
+                        print(e.code, file=sys.stderr)
+                except Exception:  # what `python cli.py` would print before exiting with 1
+                    traceback.print_exc()
+                    rc = 1
+        finally:
+            for h, stream in zip(handlers, streams):
+                h.setStream(stream)
+            for c, (w, h) in zip(consoles, saved_sizes):
+                c._width, c._height = w, h
+            if threads is not None:
+                torch.set_num_threads(threads)
+            sys.argv = saved_argv
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            get_task.cache_clear()
+    return Result(rc, out.getvalue(), err.getvalue())
 
 
 class CliRuns:
@@ -93,11 +195,15 @@ class CliRuns:
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self.futures: dict[str, Future] = {}
 
-    def start(self, name: str, args: list, env: dict[str, str] | None = None, cli: Path = CLI) -> None:
-        self.futures[name] = self.pool.submit(run_cli, args, self.cwd, env, cli=cli)
+    def start(self, name: str, args: list, env: dict[str, str] | None = None, cli: Path = CLI, fresh: bool = False) -> None:
+        """A run that needs its own process (run_cli) starts on the pool; one in this process
+        runs now, on the calling thread (it owns the process while it runs)."""
+        self.futures[name] = self.pool.submit(run_cli, args, self.cwd, env, cli=cli, fresh=True) \
+            if needs_process(env, cli, fresh) else _done(run_cli, args, self.cwd, env)
 
     def chain(self, steps: list[tuple[str, list]], env: dict[str, str] | None = None) -> None:
-        """Runs that depend on each other (install, then verify), one after another on one worker."""
+        """Runs that depend on each other (install, then verify), one after another: on one
+        worker of the pool when they need their own processes, else here and now."""
         futures = {name: Future() for name, _ in steps}
         self.futures.update(futures)
 
@@ -111,13 +217,25 @@ class CliRuns:
                             f.set_exception(e)
                     return
 
-        self.pool.submit(run_all)
+        if needs_process(env):
+            self.pool.submit(run_all)
+        else:
+            run_all()
 
     def __getitem__(self, name: str) -> Result:
         return self.futures[name].result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _done(fn, *args) -> Future:
+    f: Future = Future()
+    try:
+        f.set_result(fn(*args))
+    except Exception as e:
+        f.set_exception(e)
+    return f
 
 
 def assert_user_error(r: Result, *fragments: str) -> str:

@@ -1,6 +1,7 @@
-"""cli.py as a user runs it, in subprocesses: listing, schema, show, scoring (gold, partly
-wrong, a subset, a user's own data file), and every user error: exit code 2, one line on
-stderr starting with "error:", no traceback. All runs start together in a module fixture."""
+"""cli.py as a user runs it: listing, schema, show, scoring (gold, partly wrong, a subset, a
+user's own data file), and every user error: exit code 2, one line on stderr starting with
+"error:", no traceback. All runs start in a module fixture, in this process (helpers.run_cli);
+the last tests check that such a run prints and exits exactly as `python cli.py` does."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from helpers import REPO, CliRuns, assert_user_error, cli_env, load, synth_env
+from helpers import REPO, CliRuns, assert_user_error, cli_env, load, run_cli, synth_env
 
 from mcqa.model import qwen3_tokenizer_dir
 from mcqa.prompting import render_prompt, serialize_target
@@ -331,6 +332,26 @@ def test_score_a_users_own_data_file(cli):
 )
 def test_user_errors_exit_2_with_one_line(cli, name, fragments):
     assert_user_error(cli[name], *fragments)
+
+
+SAME_IN_A_PROCESS = {
+    "listing": ["tasks"],
+    "schema": ["schema", "--task", "notification"],
+    "unknown_task": ["score", "--task", "notifcation"],
+    "usage_error": ["score", "--task", "notification", "--frobnicate"],
+    "missing_file": ["score", "--task", "notification", "--predictions", "nope.jsonl"],
+    "help": ["tasks", "--help"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAME_IN_A_PROCESS))
+def test_a_run_in_the_test_process_prints_and_exits_as_a_new_process_does(name, tmp_path):
+    """The suite's CLI runs happen in its own process; this pins that nothing (a warning, a
+    terminal width, an exit code, a usage message) differs from `python cli.py`."""
+    args = SAME_IN_A_PROCESS[name]
+    inside = run_cli(args, tmp_path)
+    fresh = run_cli(args, tmp_path, fresh=True)
+    assert (inside.rc, inside.out, inside.err) == (fresh.rc, fresh.out, fresh.err)
 
 
 def test_data_record_with_a_label_outside_the_label_set_names_its_line(cli):
