@@ -309,10 +309,13 @@ def cmd_train(args) -> None:
                 overrides[key] = getattr(args, key)
         if args.trust_remote_code:
             overrides["trust_remote_code"] = True
-        config = load_config(args.config, overrides)
         from mcqa.registry import get_task
 
-        get_task(config.task)  # a wrong name fails here, before any model is loaded
+        if args.task:
+            get_task(args.task)  # a wrong name fails here, with its did-you-mean, before any model is loaded
+        config = load_config(args.config, overrides)
+        get_task(config.task)
+        _say_task_defaults(config.task, args.config, overrides)
     from mcqa.training import train
 
     run_dir = train(config, resume=args.resume, trust_remote_code=args.trust_remote_code)
@@ -321,6 +324,26 @@ def cmd_train(args) -> None:
         for t in tables(json.loads(metrics_file.read_text(encoding="utf-8"))):
             out.print(t)
     console.print(f"run folder: [bold]{run_dir}[/] (adapter in {run_dir / 'adapter'}, test report in {run_dir / 'test' / 'report.md'})")
+
+
+def _say_task_defaults(task_name: str, config_file, overrides: dict) -> None:
+    """One line naming the settings that came from the task's train_defaults (what the user
+    did not set in a config file or on the command line)."""
+    import yaml
+
+    from mcqa.config import flat_settings
+    from mcqa.console import console
+    from mcqa.registry import get_task
+
+    mine = dict(overrides)
+    if config_file:
+        mine = {**(yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}), **mine}
+    given = flat_settings(mine)
+    used = {k: v for k, v in flat_settings(get_task(task_name).train_defaults).items()
+            if k not in given and not any(k.startswith(g + ".") for g in given)}
+    if used:
+        console.print(f"task '{task_name}' defaults: " + " ".join(f"{k}={v}" for k, v in used.items())
+                      + " (a config file or key=value overrides win)", markup=False, highlight=False, soft_wrap=True)
 
 
 def cmd_runs(args) -> None:

@@ -15,6 +15,7 @@ from mcqa.errors import McqaError, did_you_mean
 from mcqa.io import read_text
 from mcqa.model import DEFAULT_MODEL
 from mcqa.modes import MODES
+from mcqa.registry import get_task, task_names
 
 # transformers' own scheduler names, checked here rather than by TrainingArguments after the model has loaded.
 SCHEDULERS = tuple(s.value for s in SchedulerType)
@@ -25,16 +26,21 @@ class LoraSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     r: int = Field(16, ge=1, description="LoRA rank")
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r)")
-    dropout: float = Field(0.05, ge=0, lt=1)
+    # 0, as in LLaMA-Factory and Unsloth: on a CPU, PEFT's dropout masks were 29% of a forward
+    # pass (smollm2-135m, head mode); set 0.05 or 0.1 for long runs that overfit.
+    dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         min_length=1, description="module names that get LoRA adapters",
     )
+    layers: int | None = Field(None, ge=1, description="LoRA on the last N decoder layers only: the backward pass stops "
+                               "there (faster on a CPU); none: every layer")
 
 
 class TrainConfig(BaseModel):
-    """Defaults follow the published recipes: LoRA r=16, alpha=32, dropout 0.05 on every
-    projection, lr 3e-4, cosine schedule, 10% warmup, effective batch 16."""
+    """Defaults follow the published recipes: LoRA r=16, alpha=32, no dropout, on every
+    projection, lr 3e-4, cosine schedule, 10% warmup, effective batch 16. A task may set its
+    own (Task.train_defaults); a config file and key=value overrides win over both."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -49,7 +55,12 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(16, ge=1, description="effective batch: micro batch x accumulation x processes")
     micro_batch_size: int = Field(8, ge=1, description="examples per forward pass on one process")
+    max_batch_tokens: int | None = Field(2048, ge=16, description="padded tokens per forward pass (rows x width, the shared "
+                                         "prefix counted in each row): a longer micro batch runs as row chunks with the "
+                                         "same gradient; bounds memory (bench/train_memory.md); none: no bound")
     epochs: float = Field(3, gt=0, le=10_000)
+    max_steps: int | None = Field(None, ge=1, description="stop after N optimizer steps (a smoke run or a memory probe: the "
+                                  "first batch holds the longest example); validation and test still run")
     max_length: int = Field(1024, ge=16, description="longer examples are dropped from training, with a count")
     permutations: int = Field(0, ge=0, description="multiple choice: also train on each example with this many other "
                               "option orders (the gold letter follows the gold option)")
@@ -144,7 +155,8 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
-    """YAML file (optional) + overrides -> TrainConfig; all problems in one message."""
+    """The task's train_defaults, then the YAML file (optional), then overrides -> TrainConfig,
+    later ones winning; all problems in one message."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -159,6 +171,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not isinstance(data, dict):
             raise McqaError(f"{path}: a config file must be a mapping of key: value")
     data = _merge(data, overrides or {})
+    data = _merge(task_defaults(data.get("task")), data)
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as e:
@@ -166,6 +179,29 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         where = f"{path}: " if path else ""
         n = len(e.errors())
         raise McqaError(f"{where}invalid config ({n} problem{'s' if n > 1 else ''}): {problems}") from None
+
+
+def task_defaults(name: Any) -> dict:
+    """A task's train_defaults, checked on their own so that a bad one names the task. An
+    unknown task name is left for the caller to refuse (with its did-you-mean)."""
+    if not isinstance(name, str) or name not in task_names():
+        return {}
+    task = get_task(name)
+    defaults = dict(task.train_defaults)
+    try:
+        TrainConfig.model_validate({**defaults, "task": name})
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise McqaError(f"{task.source or name}: task '{name}' has invalid train_defaults ({problems})") from None
+    return defaults
+
+
+def flat_settings(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"lora": {"r": 8}, "epochs": 2} -> {"lora.r": 8, "epochs": 2}, as key=value overrides name them."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat_settings(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def dump_config(config: TrainConfig) -> str:

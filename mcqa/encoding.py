@@ -100,6 +100,33 @@ class LeftPadCollator:
         return batch
 
 
+def row_chunks(batch: dict[str, Any], max_tokens: int | None) -> list[dict[str, Any]]:
+    """A collated micro batch as chunks of rows, each at most `max_tokens` padded tokens (rows x
+    attention width: a shared prefix counts in every row, as its expanded KV cache does), of
+    near-equal size, at least one row each. Tensors with a row per example are cut; the rest
+    (prefix_ids, logits_to_keep) go to every chunk."""
+    rows = batch["input_ids"].shape[0]
+    width = batch.get("attention_mask", batch["input_ids"]).shape[1]
+    per = max(1, max_tokens // width) if max_tokens else rows
+    if per >= rows:
+        return [batch]
+    n = -(-rows // per)
+    size = -(-rows // n)
+    return [{k: v[i:i + size] if k != "prefix_ids" and isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows else v
+             for k, v in batch.items()} for i in range(0, rows, size)]
+
+
+def chunk_share(loss_items: str, chunk: dict[str, Any], batch: dict[str, Any], num_items_in_batch=None) -> float:
+    """The weight of a chunk's loss so that the chunks' weighted losses sum to the batch's: its
+    share of the rows, or of the target tokens; 1 when the loss already divides by the whole
+    accumulated batch's target count (num_items_in_batch)."""
+    if loss_items == "rows":
+        return chunk["input_ids"].shape[0] / batch["input_ids"].shape[0]
+    if num_items_in_batch is not None:
+        return 1.0
+    return float((chunk["labels"] != IGNORE).sum() / (batch["labels"] != IGNORE).sum())
+
+
 def common_prefix_len(seqs: list[list[int]]) -> int:
     """Length of the longest common token prefix, leaving every sequence at least one token of
     its own (the last prompt token must be fed to read the first answer token)."""

@@ -80,6 +80,10 @@ class Task:
     # fields (combinations_from_mapping builds them from {parent value: [child values]});
     # constrained and rank produce only these, baselines predict one of them. None: any.
     allowed: tuple[dict[str, Any], ...] | None = field(default=None, compare=False)
+    # Training settings this task trains best with, as `mcqa train` key=value settings (for
+    # example {"mode": "head", "epochs": 2}); a config file and key=value overrides win over
+    # them, and `mcqa train` says which it used.
+    train_defaults: dict[str, Any] = field(default_factory=dict, compare=False)
     source: str = field(default="", compare=False)  # set by the registry: the file that defined it
 
     @property
@@ -167,6 +171,10 @@ def check_task(task: Any, name: str, source: str) -> Task:
             raise fail(f"{attr} must be callable")
         if value is not None and task.choice_field is None:
             raise fail(f"{attr} is for multiple choice: set choice_field to the field that holds the option letter")
+    if not isinstance(task.train_defaults, dict) or not all(isinstance(k, str) for k in task.train_defaults):
+        raise fail("train_defaults must be a dict of training settings, for example {'mode': 'head', 'epochs': 2}")
+    if {"task", "output_dir"} & set(task.train_defaults):
+        raise fail("train_defaults cannot set 'task' or 'output_dir'")
     if task.allowed is not None:
         problem = _allowed_problem(task)
         if problem:

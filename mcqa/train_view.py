@@ -1,6 +1,7 @@
 """What `mcqa train` shows while it runs: a header that says what is about to happen (task,
-protocol, model, mode, examples per split, steps, effective batch, run folder) and, after each
-epoch, the validation scores so far as a small table."""
+protocol, model, mode, examples per split, steps, effective batch, run folder), a progress line
+at each logging step (step, epoch, loss, learning rate, time so far and left), after each
+epoch the validation scores so far as a small table, and a last line for the whole fit."""
 
 from __future__ import annotations
 
@@ -51,3 +52,30 @@ def validation_table(history: list[dict[str, float]], prefix: str, best: str, hi
 
 def show(renderable) -> None:
     console.print(renderable)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def step_line(step: int, total: int, epoch: float, logs: dict[str, float], elapsed: float, done_before: int = 0) -> str:
+    """'step 10/90 (epoch 0.22): loss 2.412, lr 2.9e-04, 1m40s, about 13m20s left'. Steps done
+    before a resume (`done_before`) do not count towards the time per step."""
+    parts = [f"loss {logs['loss']:.3f}"] if isinstance(logs.get("loss"), (int, float)) else []
+    if isinstance(logs.get("learning_rate"), (int, float)):
+        parts.append(f"lr {logs['learning_rate']:.1e}")
+    parts.append(_duration(elapsed))
+    ran = step - done_before
+    if 0 < ran and step < total:
+        parts.append(f"about {_duration(elapsed / ran * (total - step))} left")
+    return f"step {step}/{total} (epoch {epoch:.2f}): " + ", ".join(parts)
+
+
+def fit_line(steps: int, seconds: float, mean_loss: float | None) -> str:
+    loss = f", mean training loss {mean_loss:.3f}" if mean_loss is not None else ""
+    return f"trained {steps} optimizer steps in {_duration(seconds)}{loss}"
+
+
+def say(line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)

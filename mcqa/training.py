@@ -27,10 +27,11 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback
 
 from mcqa.config import TrainConfig, dump_config
 from mcqa.console import console, quiet_foreign_log_deprecations
-from mcqa.encoding import prefix_cache, shared_prefix
+from mcqa.encoding import chunk_share, prefix_cache, row_chunks, shared_prefix
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol, sample_examples
 from mcqa.io import atomic_write_text, write_json
@@ -44,7 +45,7 @@ from mcqa.schema import task_schema
 from mcqa.scoring import score
 from mcqa.splits import other_orders
 from mcqa.task import Example, Task
-from mcqa.train_view import header, optimizer_steps, show, validation_table
+from mcqa.train_view import fit_line, header, optimizer_steps, say, show, step_line, validation_table
 
 VAL_RESAMPLES = 200
 
@@ -77,14 +78,37 @@ class McqaTrainer(Trainer):
         self.mcqa_eval = mcqa_eval or {}
         self.history: list[dict[str, float]] = []  # each epoch's validation scores, for the table
 
+    share = 1.0  # the weight of the running chunk's loss (training_step)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """A micro batch over max_batch_tokens runs as row chunks, each forward and backward on
+        its own, their losses weighted so that the gradient is the whole batch's."""
+        mode = self.mcqa_eval["mode"]
+        chunks = row_chunks(inputs, self.mcqa_eval["config"].max_batch_tokens) if mode.loss_items else [inputs]
+        if len(chunks) == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        total = None
+        try:
+            for chunk in chunks:
+                self.share = chunk_share(mode.loss_items, chunk, inputs, num_items_in_batch)
+                loss = super().training_step(model, chunk, num_items_in_batch)
+                total = loss if total is None else total + loss
+        finally:
+            self.share = 1.0
+        return total
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "prefix_ids" not in inputs or self.mcqa_eval["mode"].model_takes_prefix:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        prefix = inputs.pop("prefix_ids")
-        labels = inputs.pop("labels")
-        cache = prefix_cache(model, prefix, inputs["input_ids"].shape[0])
-        outputs = model(**inputs, past_key_values=cache, use_cache=True)
-        loss = self.mcqa_eval["mode"].loss(outputs, labels, num_items_in_batch)
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        else:
+            inputs = dict(inputs)
+            prefix = inputs.pop("prefix_ids")
+            labels = inputs.pop("labels")
+            cache = prefix_cache(model, prefix, inputs["input_ids"].shape[0])
+            outputs = model(**inputs, past_key_values=cache, use_cache=True)
+            loss = self.mcqa_eval["mode"].loss(outputs, labels, num_items_in_batch)
+        if self.share != 1.0:
+            loss = loss * self.share
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -103,6 +127,26 @@ class McqaTrainer(Trainer):
             show(validation_table(self.history, f"{metric_key_prefix}_", config.best_metric, config.best_metric != "parse_failure_rate"))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+
+class TrainProgress(TrainerCallback):
+    """mcqa's own progress lines (train_view.step_line) in place of Trainer's tqdm bar and its
+    printed dicts of strings; validation has its table (McqaTrainer.evaluate)."""
+
+    def __init__(self):
+        self.started = time.time()
+        self.done_before = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.done_before = time.time(), state.global_step  # a resumed run starts past 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if "loss" in logs:
+            say(step_line(state.global_step, state.max_steps, state.epoch or 0.0, logs, time.time() - self.started, self.done_before))
+        elif "train_runtime" in logs:
+            say(fit_line(state.global_step, logs["train_runtime"], logs.get("train_loss")))
 
 
 class JsonlLog(TrainerCallback):
@@ -131,8 +175,18 @@ def build_model(config: TrainConfig, task: Task, tokenizer):
         base.enable_input_require_grads()
     mode = get_mode(config.mode)
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules, **mode.peft_kwargs(task))
+                      target_modules=config.lora.target_modules, **last_layers(base, config.lora.layers), **mode.peft_kwargs(task))
     return get_peft_model(mode.build(base, tokenizer, task), lora)
+
+
+def last_layers(base, n: int | None) -> dict[str, Any]:
+    """LoraConfig arguments that put LoRA on the last n decoder layers (PEFT's layers_to_transform)."""
+    if n is None:
+        return {}
+    total = base.config.get_text_config().num_hidden_layers
+    if n > total:
+        raise McqaError(f"lora.layers={n}, but the model has {total} decoder layers; use at most {total}")
+    return {"layers_to_transform": list(range(total - n, total)), "layers_pattern": "layers"}
 
 
 def qlora_config(config: TrainConfig):
@@ -223,6 +277,7 @@ def fit(s: Setup) -> McqaTrainer:
         warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=config.weight_decay,
         num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,
@@ -241,6 +296,7 @@ def fit(s: Setup) -> McqaTrainer:
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         save_only_model=False,
+        disable_tqdm=True,  # TrainProgress prints the progress instead
     )
     callbacks = [JsonlLog(s.run_dir / "train_log.jsonl")]
     if config.patience:
@@ -256,6 +312,8 @@ def fit(s: Setup) -> McqaTrainer:
         mcqa_eval={"task": s.task, "tokenizer": s.tokenizer, "mode": s.mode, "examples": s.val, "config": config,
                    "log": s.run_dir / "val_metrics.jsonl"},
     )
+    trainer.remove_callback(PrinterCallback)  # its raw dicts of strings; TrainProgress says it readably
+    trainer.add_callback(TrainProgress())
     ckpt = complete_checkpoint(s.run_dir / "checkpoints") if s.resume else None
     if s.resume:
         console.print(f"resuming from {ckpt}" if ckpt else "no complete checkpoint yet: starting from the beginning")
@@ -304,7 +362,7 @@ def show_header(s: Setup) -> None:
     n_test = len(load_split(s.task, "test", s.protocol))
     test = f"{min(n_test, c.max_test_examples)} of {n_test}" if c.max_test_examples and c.max_test_examples < n_test else str(n_test)
     sizes = {"train": str(len(s.rows)), "validation": str(len(s.val)), "test": test}
-    steps = optimizer_steps(len(s.rows), c.micro_batch_size, c.batch_size, c.epochs, world)
+    steps = c.max_steps or optimizer_steps(len(s.rows), c.micro_batch_size, c.batch_size, c.epochs, world)
     show(header(s.task.name, s.protocol, c.model, c.mode, sizes, steps, c.batch_size, c.micro_batch_size, c.epochs, s.run_dir, s.resume))
 
 

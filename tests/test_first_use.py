@@ -64,7 +64,7 @@ def first(tmp_path_factory):
     chain.chain([
         ("train", ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "generate", "epochs=2", "max_train_examples=32",
                    "max_eval_examples=8", "max_test_examples=10", "micro_batch_size=16", "batch_size=16",
-                   "output_dir=runs/train/smoke"]),
+                   "logging_steps=2", "output_dir=runs/train/smoke"]),
         ("runs", ["runs"]),
         ("score_latest", ["score", "--task", "synth", "--out", "scored", "--resamples", "20"]),
         *[(f"rank_{i}", ["score", "--task", "synth", "--adapter", "runs/train/smoke", "--readout", "rank", "--limit", "5",
@@ -168,6 +168,15 @@ def test_train_starts_with_a_header_shows_validation_tables_and_ends_with_the_te
     assert len([line for line in epoch2.splitlines() if line.startswith("│")]) >= 2  # epochs 1 and 2 as rows
     assert "deprecated" not in (r.err + r.out).lower()  # past_key_values, is_gradient_checkpointing: not shown
     assert "per class" in r.out and "joint exact match" in r.out  # the test table at the end
+    # Progress in mcqa's words: a line per logging step and one for the fit, not Trainer's tqdm
+    # bar, its dicts of strings ({'loss': '2.41', ...}) or transformers' "Loading weights" bar.
+    lines = err.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [line.split(":")[0] for line in steps] == ["step 2/4 (epoch 1.00)", "step 4/4 (epoch 2.00)"], steps
+    assert "loss " in steps[0] and "lr " in steps[0] and "left" in steps[0] and "left" not in steps[1]
+    assert any(line.startswith("trained 4 optimizer steps in ") for line in lines)
+    for noise in ("{'loss'", "'train_runtime'", "it/s]", "s/it]", "Loading weights"):
+        assert noise not in r.err + r.out, noise
 
 
 def test_max_test_examples_tests_on_a_seeded_sample_and_says_so(first):

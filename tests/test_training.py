@@ -51,10 +51,55 @@ def test_config_rejects_unknown_keys_and_lists_every_error(tmp_path):
 
 def test_command_line_overrides_beat_the_yaml_file(tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("task: notification\nepochs: 5\nlora:\n  r: 4\n  alpha: 8\n")
+    cfg.write_text("task: synth\nepochs: 5\nlora:\n  r: 4\n  alpha: 8\n")  # synth declares no train_defaults
     c = load_config(cfg, parse_overrides(["epochs=2", "lora.r=8"]))
     assert (c.epochs, c.lora.r, c.lora.alpha) == (2, 8, 8)
-    assert (c.learning_rate, c.lora.dropout, c.batch_size) == (3e-4, 0.05, 16)  # published defaults
+    assert (c.learning_rate, c.lora.dropout, c.batch_size) == (3e-4, 0.0, 16)  # published defaults
+
+
+@pytest.fixture
+def task_with_defaults(monkeypatch):
+    """synth, declaring train_defaults; load_config finds it through the registry."""
+    import dataclasses
+
+    import mcqa.config as C
+    from mcqa.registry import get_task
+
+    def use(defaults: dict):
+        task = dataclasses.replace(get_task("synth"), train_defaults=defaults)
+        monkeypatch.setattr(C, "get_task", lambda name: task if name == "synth" else get_task(name))
+        return task
+    return use
+
+
+def test_a_tasks_train_defaults_sit_under_the_file_and_the_overrides(task_with_defaults, tmp_path):
+    task_with_defaults({"mode": "head", "epochs": 2, "learning_rate": 1e-3, "lora": {"dropout": 0.1, "r": 4}})
+    c = load_config(None, {"task": "synth"})
+    assert (c.mode, c.epochs, c.learning_rate, c.lora.dropout, c.lora.r, c.lora.alpha) == ("head", 2, 1e-3, 0.1, 4, 32)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("task: synth\nepochs: 5\nlora:\n  r: 8\n")
+    c = load_config(cfg, parse_overrides(["learning_rate=2e-4"]))
+    assert (c.mode, c.epochs, c.learning_rate, c.lora.dropout, c.lora.r) == ("head", 5, 2e-4, 0.1, 8)
+
+
+def test_invalid_train_defaults_are_one_error_that_names_the_task(task_with_defaults):
+    task_with_defaults({"mode": "heads", "epochs": -1})
+    with pytest.raises(McqaError) as e:
+        load_config(None, {"task": "synth", "epochs": 2})  # an override does not hide a broken default
+    msg = str(e.value)
+    assert "task 'synth' has invalid train_defaults" in msg and "mode" in msg and "epochs" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("defaults", [["mode", "head"], {"task": "other"}, {"output_dir": "/tmp/x"}])
+def test_the_task_contract_refuses_train_defaults_that_are_not_settings(defaults):
+    import dataclasses
+
+    from mcqa.errors import TaskContractError
+    from mcqa.registry import get_task
+    from mcqa.task import check_task
+
+    with pytest.raises(TaskContractError, match="train_defaults"):
+        check_task(dataclasses.replace(get_task("synth"), train_defaults=defaults), "synth", "synth.py")
 
 
 def test_batch_must_divide_into_micro_batches():
@@ -133,6 +178,67 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
         return target_loss(model(**batch, past_key_values=cache), labels)
 
     _assert_shared_prefix_changes_nothing(model, weight, rows, prefix, tok.pad_token_id, loss)
+
+
+@pytest.mark.parametrize("mode_name, count_items", [("head", False), ("generate", False), ("generate", True)])
+def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_and_gradient(mode_name, count_items, tmp_path):
+    """max_batch_tokens: six rows cut into three chunks of two, each its own forward and backward
+    (McqaTrainer.training_step), give the loss and gradient of the six at once; with the target
+    count of the whole batch given (num_items_in_batch) or not."""
+    from transformers import TrainingArguments
+
+    import mcqa.training as T
+    from mcqa.encoding import IGNORE, row_chunks, shared_prefix
+    from mcqa.examples import load_split
+    from mcqa.model import load_tokenizer
+    from mcqa.modes import get_mode
+    from mcqa.registry import get_task
+
+    task, tok, mode = get_task("notification"), load_tokenizer(TINY), get_mode(mode_name)
+    rows = mode.encode(tok, task, load_split(task, "train")[:6])
+    features = [{k: r[k] for k in ("input_ids", *mode.columns, "length")} for r in rows]
+    collate = mode.collator(tok.pad_token_id, prefix=shared_prefix(rows))
+    config = load_config(None, {"task": "notification", "model": TINY, "mode": mode_name})
+    model = T.build_model(config, task, tok)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], remove_unused_columns=False,
+                             label_names=["labels"], disable_tqdm=True)
+    width = collate(features)["attention_mask"].shape[1]
+
+    def step(max_tokens):
+        trainer = T.McqaTrainer(model=model, args=args, data_collator=collate, compute_loss_func=mode.loss,
+                                mcqa_eval={"mode": mode, "config": config.model_copy(update={"max_batch_tokens": max_tokens})})
+        trainer.current_gradient_accumulation_steps = 1
+        batch = collate(features)
+        n = int((batch["labels"] != IGNORE).sum()) if count_items else None
+        model.zero_grad()
+        loss = trainer.training_step(model, batch, n).item()
+        return loss, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    assert [c["input_ids"].shape[0] for c in row_chunks(collate(features), 2 * width + 1)] == [2, 2, 2]
+    whole_loss, whole = step(None)
+    split_loss, split = step(2 * width)
+    assert split_loss == pytest.approx(whole_loss, rel=1e-5)
+    assert whole and whole.keys() == split.keys()
+    assert any(g.abs().sum() > 0 for g in whole.values())
+    for k in whole:
+        torch.testing.assert_close(split[k], whole[k], rtol=1e-3, atol=1e-7)
+
+
+def test_lora_layers_puts_adapters_on_the_last_layers_only():
+    """lora.layers=N: LoRA weights only in the last N decoder layers (tiny-qwen3 has 2), so the
+    backward pass stops there; more layers than the model has is one clear error."""
+    from mcqa.registry import get_task
+    from mcqa.model import load_tokenizer
+    from mcqa.training import build_model
+
+    task, tok = get_task("synth"), load_tokenizer(TINY)
+    def lora_layers(overrides):
+        model = build_model(load_config(None, {"task": "synth", "model": TINY, **overrides}), task, tok)
+        return {int(n.split("layers.")[1].split(".")[0]) for n, p in model.named_parameters() if "lora_" in n and p.requires_grad}
+    assert lora_layers({}) == {0, 1}
+    assert lora_layers({"lora": {"layers": 1}}) == {1}
+    with pytest.raises(McqaError, match="lora.layers=3, but the model has 2 decoder layers"):
+        lora_layers({"lora": {"layers": 3}})
 
 
 def _assert_shared_prefix_changes_nothing(module, weight, rows, prefix, pad, loss) -> None:

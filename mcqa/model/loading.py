@@ -60,9 +60,19 @@ def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype | None = N
     import torch
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
     dtype = torch.float32 if dtype is None else dtype
-    return _load(AutoModelForCausalLM.from_pretrained, name, "model", dtype=dtype,
-                 trust_remote_code=trust_remote_code, **kwargs)
+    # transformers' "Loading weights" bar (under a second here) would put carriage-return
+    # noise ahead of what mcqa prints; hub downloads keep their own bars (huggingface_hub's).
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return _load(AutoModelForCausalLM.from_pretrained, name, "model", dtype=dtype,
+                     trust_remote_code=trust_remote_code, **kwargs)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def _load(loader: Callable, name: str | Path | None, what: str, **kw):

@@ -35,6 +35,10 @@ class Mode:
     check: Callable[[Task], None] = lambda task: None  # raise McqaError when the mode cannot serve the task
     # (pad token id, prefix=shared prompt prefix or None) -> the batch collator of training rows
     collator: Callable[..., Any] = LeftPadCollator
+    # What the loss averages over, so a micro batch over the token budget (max_batch_tokens)
+    # can run as row chunks with the same gradient: "rows", "target_tokens" (labels that are
+    # not -100), or None when a batch's rows cannot be separated (it is then never split).
+    loss_items: str | None = None
 
 
 MODES: Registry[Mode] = Registry("training mode")

@@ -45,4 +45,5 @@ CONTENT = register_mode(Mode(
     eval_readout="options",
     default_readout="options",
     check=check_choice_task,
+    loss_items="target_tokens",
 ))

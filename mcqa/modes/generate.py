@@ -51,4 +51,5 @@ GENERATE = register_mode(Mode(
     model_takes_prefix=False,
     eval_readout="generate",  # free generation, so validation counts parse failures
     default_readout="constrained",
+    loss_items="target_tokens",
 ))

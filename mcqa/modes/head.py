@@ -109,4 +109,5 @@ HEAD = register_mode(Mode(
     eval_readout="head",
     default_readout="head",
     check=lambda task: head_sizes(task) and None,
+    loss_items="rows",
 ))
