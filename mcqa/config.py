@@ -55,9 +55,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(16, ge=1, description="effective batch: micro batch x accumulation x processes")
     micro_batch_size: int = Field(8, ge=1, description="examples per forward pass on one process")
-    max_batch_tokens: int | None = Field(2048, ge=16, description="padded tokens per forward pass (rows x width, the shared "
-                                         "prefix counted in each row): a longer micro batch runs as row chunks with the "
-                                         "same gradient; bounds memory (bench/train_memory.md); none: no bound")
+    max_batch_tokens: int | None = Field(1024, ge=16, description="tokens per forward pass (rows x padded width, plus the "
+                                         "shared prefix once): a bigger micro batch runs as row chunks with the same "
+                                         "gradient; bounds memory (bench/train_memory.md); null: no bound")
     epochs: float = Field(3, gt=0, le=10_000)
     max_steps: int | None = Field(None, ge=1, description="stop after N optimizer steps (a smoke run or a memory probe: the "
                                   "first batch holds the longest example); validation and test still run")

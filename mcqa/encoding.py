@@ -100,14 +100,21 @@ class LeftPadCollator:
         return batch
 
 
+def batch_tokens(batch: dict[str, Any]) -> int:
+    """The tokens one forward pass of a collated batch computes: rows x padded width, plus the
+    shared prefix once (it is encoded once; only its small KV cache is copied to every row)."""
+    rows, width = batch["input_ids"].shape
+    prefix = batch.get("prefix_ids")
+    return rows * width + (prefix.shape[1] if prefix is not None else 0)
+
+
 def row_chunks(batch: dict[str, Any], max_tokens: int | None) -> list[dict[str, Any]]:
-    """A collated micro batch as chunks of rows, each at most `max_tokens` padded tokens (rows x
-    attention width: a shared prefix counts in every row, as its expanded KV cache does), of
-    near-equal size, at least one row each. Tensors with a row per example are cut; the rest
-    (prefix_ids, logits_to_keep) go to every chunk."""
-    rows = batch["input_ids"].shape[0]
-    width = batch.get("attention_mask", batch["input_ids"]).shape[1]
-    per = max(1, max_tokens // width) if max_tokens else rows
+    """A collated micro batch as chunks of rows, each computing at most `max_tokens` tokens
+    (batch_tokens), of near-equal size, at least one row each. Tensors with a row per example
+    are cut; the rest (prefix_ids, logits_to_keep) go to every chunk."""
+    rows, width = batch["input_ids"].shape
+    prefix = batch_tokens(batch) - rows * width
+    per = max(1, (max_tokens - prefix) // width) if max_tokens else rows
     if per >= rows:
         return [batch]
     n = -(-rows // per)

@@ -188,7 +188,7 @@ def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_a
     from transformers import TrainingArguments
 
     import mcqa.training as T
-    from mcqa.encoding import IGNORE, row_chunks, shared_prefix
+    from mcqa.encoding import IGNORE, batch_tokens, row_chunks, shared_prefix
     from mcqa.examples import load_split
     from mcqa.model import load_tokenizer
     from mcqa.modes import get_mode
@@ -202,7 +202,9 @@ def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_a
     model = T.build_model(config, task, tok)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], remove_unused_columns=False,
                              label_names=["labels"], disable_tqdm=True)
-    width = collate(features)["attention_mask"].shape[1]
+    batch = collate(features)
+    width, prefix = batch["input_ids"].shape[1], batch["prefix_ids"].shape[1]
+    assert batch_tokens(batch) == 6 * width + prefix
 
     def step(max_tokens):
         trainer = T.McqaTrainer(model=model, args=args, data_collator=collate, compute_loss_func=mode.loss,
@@ -214,9 +216,11 @@ def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_a
         loss = trainer.training_step(model, batch, n).item()
         return loss, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
-    assert [c["input_ids"].shape[0] for c in row_chunks(collate(features), 2 * width + 1)] == [2, 2, 2]
+    assert [c["input_ids"].shape[0] for c in row_chunks(batch, 2 * width + prefix)] == [2, 2, 2]
+    assert [c["input_ids"].shape[0] for c in row_chunks(batch, 4 * width + prefix)] == [3, 3]  # near-equal halves
+    assert row_chunks(batch, 6 * width + prefix) == [batch]
     whole_loss, whole = step(None)
-    split_loss, split = step(2 * width)
+    split_loss, split = step(2 * width + prefix)
     assert split_loss == pytest.approx(whole_loss, rel=1e-5)
     assert whole and whole.keys() == split.keys()
     assert any(g.abs().sum() > 0 for g in whole.values())
