@@ -299,7 +299,7 @@ def cmd_train(args) -> None:
     if args.resume:
         if args.task or args.config or args.overrides or args.model or args.mode or args.protocol:
             raise McqaError("--resume takes no other settings: the run continues with its saved config.yaml")
-        config = None
+        config, note = None, None
     else:
         if not args.task and not args.config:
             raise McqaError("name a task with --task T (or give --config run.yaml that sets task)")
@@ -315,10 +315,10 @@ def cmd_train(args) -> None:
             get_task(args.task)  # a wrong name fails here, with its did-you-mean, before any model is loaded
         config = load_config(args.config, overrides)
         get_task(config.task)
-        _say_task_defaults(config.task, args.config, overrides)
+        note = _task_defaults_note(config.task, args.config, overrides)
     from mcqa.training import train
 
-    run_dir = train(config, resume=args.resume, trust_remote_code=args.trust_remote_code)
+    run_dir = train(config, resume=args.resume, trust_remote_code=args.trust_remote_code, note=note)
     metrics_file = run_dir / "test" / "metrics.json"
     if metrics_file.is_file():
         for t in tables(json.loads(metrics_file.read_text(encoding="utf-8"))):
@@ -326,13 +326,12 @@ def cmd_train(args) -> None:
     console.print(f"run folder: [bold]{run_dir}[/] (adapter in {run_dir / 'adapter'}, test report in {run_dir / 'test' / 'report.md'})")
 
 
-def _say_task_defaults(task_name: str, config_file, overrides: dict) -> None:
+def _task_defaults_note(task_name: str, config_file, overrides: dict) -> str | None:
     """One line naming the settings that came from the task's train_defaults (what the user
-    did not set in a config file or on the command line)."""
+    did not set in a config file or on the command line); said once the run is set up."""
     import yaml
 
     from mcqa.config import flat_settings
-    from mcqa.console import console
     from mcqa.registry import get_task
 
     mine = dict(overrides)
@@ -341,9 +340,9 @@ def _say_task_defaults(task_name: str, config_file, overrides: dict) -> None:
     given = flat_settings(mine)
     used = {k: v for k, v in flat_settings(get_task(task_name).train_defaults).items()
             if k not in given and not any(k.startswith(g + ".") for g in given)}
-    if used:
-        console.print(f"task '{task_name}' defaults: " + " ".join(f"{k}={v}" for k, v in used.items())
-                      + " (a config file or key=value overrides win)", markup=False, highlight=False, soft_wrap=True)
+    if not used:
+        return None
+    return f"task '{task_name}' defaults: " + " ".join(f"{k}={v}" for k, v in used.items()) + " (a config file or key=value overrides win)"
 
 
 def cmd_runs(args) -> None:

@@ -4,6 +4,7 @@ error is reported at once. The resolved config is saved beside every run."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,6 +121,10 @@ def settings_problems(config: TrainConfig, task: Any, weight_names: set[str] | N
         # PEFT matches a target against a module's full name or its last parts; LoRA needs a weight matrix.
         layers = {n.rsplit(".", 1)[0] for n in weight_names if n.endswith(".weight")}
         have = sorted({m.rsplit(".", 1)[-1] for m in layers} | {"lm_head"})
+        blocks = {m.group(1) for n in weight_names if (m := re.search(r"\.layers\.(\d+)\.", n))}
+        if config.lora.layers is not None and blocks and config.lora.layers > len(blocks):
+            problems.append(f"lora.layers: {config.lora.layers}, but the model '{config.model}' has {len(blocks)} decoder layers; "
+                            f"use at most {len(blocks)}")
         for t in config.lora.target_modules:
             if t != "lm_head" and not any(m == t or m.endswith(f".{t}") for m in layers):
                 problems.append(f"lora.target_modules: the model '{config.model}' has no module '{t}'{did_you_mean(t, have)} "

@@ -366,12 +366,16 @@ def show_header(s: Setup) -> None:
     show(header(s.task.name, s.protocol, c.model, c.mode, sizes, steps, c.batch_size, c.micro_batch_size, c.epochs, s.run_dir, s.resume))
 
 
-def train(config: TrainConfig | None, resume: str | Path | None = None, trust_remote_code: bool = False) -> Path:
+def train(config: TrainConfig | None, resume: str | Path | None = None, trust_remote_code: bool = False,
+          note: str | None = None) -> Path:
     """Train, keep the best epoch, score it on the test split; return the run folder.
-    `trust_remote_code` is the user's own flag: a run folder's config cannot turn it on."""
+    `trust_remote_code` is the user's own flag: a run folder's config cannot turn it on.
+    `note` (the settings taken from the task's defaults) is said once the run is set up."""
     quiet_foreign_log_deprecations()  # transformers is imported by now, its log handler in place
     s = setup(config, resume, trust_remote_code)
     if is_main():
+        if note:
+            say(note)
         show_header(s)
     trainer = fit(s)
     if not is_main():

@@ -457,3 +457,18 @@ def test_schema_write_regenerates_missing_and_stale_schema_files(cli):
         assert json.loads((written / f"{name}.schema.json").read_text()) == json.loads(schema_file(get_task(name)).read_text()), name
         assert f"{name}.schema.json" in r.out + r.err
 
+
+
+def test_train_names_the_settings_it_took_from_the_task_and_not_the_users(tmp_path):
+    """notification declares train_defaults (mode, learning_rate, epochs); `mcqa train` names
+    the ones the user left to it, and none the user set in a file or on the command line."""
+    from helpers import _cli_module
+
+    note = _cli_module()._task_defaults_note
+    assert note("notification", None, {}) == ("task 'notification' defaults: mode=head learning_rate=0.001 epochs=2 "
+                                             "(a config file or key=value overrides win)")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("task: notification\nmode: generate\n")
+    assert note("notification", cfg, {"epochs": 3}) == "task 'notification' defaults: learning_rate=0.001 (a config file or key=value overrides win)"
+    assert note("notification", None, {"mode": "head", "learning_rate": 1e-4, "epochs": 1}) is None
+    assert note("recipe_mpr", None, {}) is None  # no train_defaults

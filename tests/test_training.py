@@ -228,7 +228,7 @@ def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_a
         torch.testing.assert_close(split[k], whole[k], rtol=1e-3, atol=1e-7)
 
 
-def test_lora_layers_puts_adapters_on_the_last_layers_only():
+def test_lora_layers_puts_adapters_on_the_last_layers_only(tmp_path):
     """lora.layers=N: LoRA weights only in the last N decoder layers (tiny-qwen3 has 2), so the
     backward pass stops there; more layers than the model has is one clear error."""
     from mcqa.registry import get_task
@@ -243,6 +243,10 @@ def test_lora_layers_puts_adapters_on_the_last_layers_only():
     assert lora_layers({"lora": {"layers": 1}}) == {1}
     with pytest.raises(McqaError, match="lora.layers=3, but the model has 2 decoder layers"):
         lora_layers({"lora": {"layers": 3}})
+    # `mcqa train` refuses it before it makes the run folder
+    r = run_cli(["train", "--task", "synth", "--model", TINY, "lora.layers=3", f"output_dir={tmp_path / 'run'}"], tmp_path, synth_env())
+    assert_user_error(r, "lora.layers: 3, but the model 'tiny-qwen3' has 2 decoder layers")
+    assert not (tmp_path / "run").exists()
 
 
 def _assert_shared_prefix_changes_nothing(module, weight, rows, prefix, pad, loss) -> None:
