@@ -329,17 +329,9 @@ def cmd_train(args) -> None:
 def _task_defaults_note(task_name: str, config_file, overrides: dict) -> str | None:
     """One line naming the settings that came from the task's train_defaults (what the user
     did not set in a config file or on the command line); said once the run is set up."""
-    import yaml
+    from mcqa.config import defaults_used
 
-    from mcqa.config import flat_settings
-    from mcqa.registry import get_task
-
-    mine = dict(overrides)
-    if config_file:
-        mine = {**(yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}), **mine}
-    given = flat_settings(mine)
-    used = {k: v for k, v in flat_settings(get_task(task_name).train_defaults).items()
-            if k not in given and not any(k.startswith(g + ".") for g in given)}
+    used = defaults_used(task_name, config_file, overrides)
     if not used:
         return None
     return f"task '{task_name}' defaults: " + " ".join(f"{k}={v}" for k, v in used.items()) + " (a config file or key=value overrides win)"

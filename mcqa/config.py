@@ -12,11 +12,11 @@ import yaml
 from transformers import SchedulerType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mcqa.errors import McqaError, did_you_mean
+from mcqa.errors import McqaError, UnknownTaskError, did_you_mean
 from mcqa.io import read_text
 from mcqa.model import DEFAULT_MODEL
 from mcqa.modes import MODES
-from mcqa.registry import get_task, task_names
+from mcqa.registry import get_task
 
 # transformers' own scheduler names, checked here rather than by TrainingArguments after the model has loaded.
 SCHEDULERS = tuple(s.value for s in SchedulerType)
@@ -162,20 +162,7 @@ def _merge(base: dict, top: dict) -> dict:
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
     """The task's train_defaults, then the YAML file (optional), then overrides -> TrainConfig,
     later ones winning; all problems in one message."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise McqaError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(read_text(path)) or {}
-        except yaml.YAMLError as e:
-            raise McqaError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        except RecursionError:
-            raise McqaError(f"{path}: YAML nested too deeply to read") from None
-        if not isinstance(data, dict):
-            raise McqaError(f"{path}: a config file must be a mapping of key: value")
-    data = _merge(data, overrides or {})
+    data = _merge(read_config_file(path) if path is not None else {}, overrides or {})
     data = _merge(task_defaults(data.get("task")), data)
     try:
         return TrainConfig.model_validate(data)
@@ -186,12 +173,39 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         raise McqaError(f"{where}invalid config ({n} problem{'s' if n > 1 else ''}): {problems}") from None
 
 
+def read_config_file(path: str | Path) -> dict:
+    """A YAML config file as a dict, or one clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise McqaError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as e:
+        raise McqaError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise McqaError(f"{path}: YAML nested too deeply to read") from None
+    if not isinstance(data, dict):
+        raise McqaError(f"{path}: a config file must be a mapping of key: value")
+    return data
+
+
+def defaults_used(task_name: str, path: str | Path | None, overrides: dict) -> dict[str, Any]:
+    """The task's train_defaults (flat, as key=value names them) that the config file and the
+    overrides leave in force."""
+    mine = flat_settings(_merge(read_config_file(path) if path is not None else {}, overrides))
+    return {k: v for k, v in flat_settings(task_defaults(task_name)).items()
+            if k not in mine and not any(k.startswith(g + ".") for g in mine)}
+
+
 def task_defaults(name: Any) -> dict:
     """A task's train_defaults, checked on their own so that a bad one names the task. An
     unknown task name is left for the caller to refuse (with its did-you-mean)."""
-    if not isinstance(name, str) or name not in task_names():
+    if not isinstance(name, str):
         return {}
-    task = get_task(name)
+    try:
+        task = get_task(name)
+    except UnknownTaskError:
+        return {}
     defaults = dict(task.train_defaults)
     try:
         TrainConfig.model_validate({**defaults, "task": name})
