@@ -20,13 +20,13 @@ def optimizer_steps(train_rows: int, micro_batch: int, batch: int, epochs: float
 
 
 def header(task: str, protocol: str, model: str, mode: str, sizes: dict[str, str], steps: int, batch: int,
-           micro_batch: int, epochs: float, run_dir: Path, resume: bool) -> Table:
+           micro_batch: int, epochs: float, run_dir: Path, resume: bool, max_steps: int | None = None) -> Table:
     t = Table(title="mcqa train" + (" (resumed)" if resume else ""), show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value")
     for what, value in (("task", f"{task} (protocol {protocol})"), ("model", model), ("mode", mode),
                         ("examples", ", ".join(f"{k} {v}" for k, v in sizes.items())),
-                        ("steps", f"{steps} optimizer steps over {epochs:g} epochs"),
+                        ("steps", f"{steps} optimizer steps" + (f" (max_steps={max_steps})" if max_steps else f" over {epochs:g} epochs")),
                         ("effective batch", f"{batch} (micro batch {micro_batch})"), ("run folder", str(run_dir))):
         t.add_row(what, value)
     return t
@@ -39,13 +39,13 @@ def validation_table(history: list[dict[str, float]], prefix: str, best: str, hi
     values = [h.get(key) for h in history]
     pick = max if higher_is_better else min
     top = pick((v for v in values if v is not None), default=None)
-    t = Table(title=f"validation after epoch {history[-1].get('epoch', 0):g}")
+    t = Table(title=f"validation after epoch {round(history[-1].get('epoch', 0), 2):g}")
     t.add_column("epoch", justify="right")
     for n in names:
         t.add_column(n[len(prefix):], justify="right")
     for h, v in zip(history, values):
         mark = " *" if v is not None and v == top else ""
-        t.add_row(f"{h.get('epoch', 0):g}{mark}", *(f"{h[n]:.3f}" for n in names))
+        t.add_row(f"{round(h.get('epoch', 0), 2):g}{mark}", *(f"{h[n]:.3f}" for n in names))
     t.caption = f"* best so far by {key[len(prefix):]}"
     return t
 

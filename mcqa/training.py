@@ -363,7 +363,7 @@ def show_header(s: Setup) -> None:
     test = f"{min(n_test, c.max_test_examples)} of {n_test}" if c.max_test_examples and c.max_test_examples < n_test else str(n_test)
     sizes = {"train": str(len(s.rows)), "validation": str(len(s.val)), "test": test}
     steps = c.max_steps or optimizer_steps(len(s.rows), c.micro_batch_size, c.batch_size, c.epochs, world)
-    show(header(s.task.name, s.protocol, c.model, c.mode, sizes, steps, c.batch_size, c.micro_batch_size, c.epochs, s.run_dir, s.resume))
+    show(header(s.task.name, s.protocol, c.model, c.mode, sizes, steps, c.batch_size, c.micro_batch_size, c.epochs, s.run_dir, s.resume, c.max_steps))
 
 
 def train(config: TrainConfig | None, resume: str | Path | None = None, trust_remote_code: bool = False,
