@@ -394,6 +394,7 @@ def cmd_baseline(args) -> None:
 def cmd_compare(args) -> None:
     from mcqa.baseline_cache import DEFAULT_CACHE
     from mcqa.compare import compare
+    from mcqa.zero_shot_cache import DEFAULT_CACHE as ZERO_SHOT_CACHE
     from mcqa.console import console, out
     from mcqa.io import check_out_folder, unique_name
     from mcqa.registry import get_task
@@ -403,7 +404,7 @@ def cmd_compare(args) -> None:
     folder = check_out_folder(args.out or Path("runs") / "compare" / unique_name(task.name))
     readouts = tuple(args.zero_shot_readouts) if args.zero_shot_readouts else None
     compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot, zero_shot_readouts=readouts,
-            trust_remote_code=args.trust_remote_code, baseline_cache=DEFAULT_CACHE)
+            trust_remote_code=args.trust_remote_code, baseline_cache=DEFAULT_CACHE, zero_shot_cache=ZERO_SHOT_CACHE)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
@@ -511,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "such as cv5 to pool the test predictions of its folds (cv5-0 .. cv5-4)")
     s.add_argument("--runs", nargs="*", type=Path, default=[], help="finished `mcqa train` run folders (one per fold for a family)")
     s.add_argument("--baselines", help="comma-separated (default: all); an empty string for none")
-    s.add_argument("--zero-shot", metavar="MODEL", help="also the base model with no adapter (constrained and rank readouts)")
+    s.add_argument("--zero-shot", nargs="+", metavar="MODEL",
+                   help="also these base models with no adapter (constrained and rank readouts); their predictions "
+                        "are cached in runs/cache/zero_shot, so a second compare reuses them")
     s.add_argument("--zero-shot-readouts", nargs="+", metavar="R", help="readouts of --zero-shot, each NAME or "
                    "NAME:key=value,... such as options:rule=pmi (default: constrained, rank, and for multiple choice every options rule)")
     s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")

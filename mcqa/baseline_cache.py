@@ -39,8 +39,10 @@ def cache_key(baseline: str, task: Task, protocol: str, data: dict[str, list[Exa
     return h.hexdigest()[:32]
 
 
-def load_cached(cache: Path | None, key: str, task: Task, ids: list[str]) -> dict[str, Any] | None:
-    """The cached result for `key` when its file reads back whole and predicts exactly `ids`, else None."""
+def load_cached(cache: Path | None, key: str, task: Task, ids: list[str], what: str = "baseline",
+                redo: str = "fitting again") -> dict[str, Any] | None:
+    """The cached result for `key` when its file reads back whole and predicts exactly `ids`, else None.
+    `what` and `redo` say, when a file is ignored, whose cache it was and what happens instead."""
     if cache is None:
         return None
     path = cache / f"{key}.json"
@@ -49,7 +51,7 @@ def load_cached(cache: Path | None, key: str, task: Task, ids: list[str]) -> dic
     try:
         saved = read_json(path)
         if not isinstance(saved, dict) or saved.get("key") != key or not isinstance(saved.get("result"), dict):
-            raise McqaError("not a baseline cache entry")
+            raise McqaError(f"not a {what} cache entry")
         result = saved["result"]
         preds = result.get("predictions")
         if not isinstance(preds, dict) or sorted(preds) != sorted(ids):
@@ -59,7 +61,7 @@ def load_cached(cache: Path | None, key: str, task: Task, ids: list[str]) -> dic
                 raise McqaError(f"prediction '{i}' is malformed")
         result["predictions"] = {i: check_prediction(p, f"{path}: '{i}'", task) for i, p in preds.items()}
     except McqaError as e:
-        console.print(f"ignoring the baseline cache file {path} ({e}); fitting again", style="yellow",
+        console.print(f"ignoring the {what} cache file {path} ({e}); {redo}", style="yellow",
                       markup=False, highlight=False, soft_wrap=True)
         return None
     return {**result, "cached": str(path)}

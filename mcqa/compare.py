@@ -10,6 +10,7 @@ in exactly one test fold), so its intervals cover the whole dataset rather than 
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -17,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from mcqa.baseline_cache import load_cached, store
 from mcqa.baselines import BASELINES, BaselineNotApplicable, run_baseline
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes, atomic_write_text, inside, read_json, read_jsonl, safe_name, write_json
-from mcqa.predicting import load_predictor, predict, predict_option_rules
+from mcqa.predicting import CALIBRATION_EXAMPLES, Loaded, calibration_split, load_predictor, predict, predict_option_rules
 from mcqa.readouts.base import parse_options
 from mcqa.readouts.options import RULES
 from mcqa.records import Record
@@ -30,6 +32,7 @@ from mcqa.report import figure_png
 from mcqa.runs import RunSummary, read_summary
 from mcqa.scoring import check_prediction, make_records, match_ids, score_records
 from mcqa.task import Task
+from mcqa.zero_shot_cache import code_digest, model_identity, zero_shot_key
 
 
 def _pct(x: float | None) -> str:
@@ -117,33 +120,59 @@ def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path, cac
 
 
 def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str], out: Path,
-                   trust_remote_code: bool = False) -> list[dict[str, Any]]:
+                   trust_remote_code: bool = False, cache: Path | None = None) -> list[dict[str, Any]]:
     """The base LLM with no adapter, read out through the scorer like everything else (rank fits
-    its temperature on each fold's own validation split)."""
+    its temperature on each fold's own validation split). `cache`: a folder of zero-shot
+    predictions (mcqa.zero_shot_cache) to reuse and fill; the model is loaded only if some
+    fold and readout is not there."""
     specs = {spec: parse_readout_spec(spec) for spec in readouts}  # a bad spec fails before the model loads
-    loaded = load_predictor(task, model, None, trust_remote_code=trust_remote_code)
-    # Every options rule of one fold comes from one options run (see predict_option_rules).
-    rules = [opts["rule"] for name, opts in specs.values() if name == "options" and set(opts) == {"rule"}]
-    by_rule: dict[str, dict[str, tuple]] = {}
-    if rules:
-        for protocol in folds:
-            for rule, got in predict_option_rules(task, loaded, load_split(task, "test", protocol), protocol, rules).items():
-                by_rule.setdefault(rule, {})[protocol] = got
+    identity = model_identity(model) if cache is not None else None
+    code = code_digest(task) if identity else ""
+    loaded: Loaded | None = None
+    got: dict[tuple[str, str], tuple[list[dict[str, Any]], float]] = {}  # (spec, fold) -> predictions, examples/s
+    for protocol in folds:
+        test = load_split(task, "test", protocol)
+        keys = {}
+        if identity:
+            calibration = calibration_split(task, protocol, CALIBRATION_EXAMPLES)[0]
+            for spec in specs:
+                keys[spec] = zero_shot_key(identity, spec, task, protocol, test, calibration, code)
+                hit = load_cached(cache, keys[spec], task, [e.id for e in test], what="zero-shot", redo="reading the model out again")
+                if hit is not None and _speed(hit.get("examples_per_second")):
+                    got[spec, protocol] = ([hit["predictions"][e.id] for e in test], hit["examples_per_second"])
+                    console.print(f"{Path(model).name} zero-shot {spec} on {protocol}: reusing {hit['cached']}",
+                                  markup=False, highlight=False, soft_wrap=True)
+        missing = [spec for spec in specs if (spec, protocol) not in got]
+        if not missing:
+            continue
+        loaded = loaded or load_predictor(task, model, None, trust_remote_code=trust_remote_code)
+        # Every options rule of one fold comes from one options run (see predict_option_rules).
+        by_rule = {opts["rule"]: spec for spec in missing for name, opts in [specs[spec]] if name == "options" and set(opts) == {"rule"}}
+        fresh = {by_rule[rule]: got_rule for rule, got_rule in
+                 predict_option_rules(task, loaded, test, protocol, list(by_rule)).items()} if by_rule else {}
+        for spec in missing:
+            readout, options = specs[spec]
+            outputs, info = fresh[spec] if spec in fresh else predict(task, loaded, test, readout, protocol, options=options)
+            got[spec, protocol] = (outputs, info["examples_per_second"])
+            if spec in keys:
+                store(cache, keys[spec], {"predictions": {o["id"]: o for o in outputs}, "examples_per_second": info["examples_per_second"]})
     rows = []
-    for spec, (readout, options) in specs.items():
+    for spec in specs:
         records, per_fold = [], []
         for protocol in folds:
             test = load_split(task, "test", protocol)
-            if readout == "options" and set(options) == {"rule"}:
-                outputs, info = by_rule[options["rule"]][protocol]
-            else:
-                outputs, info = predict(task, loaded, test, readout, protocol, options=options)
+            outputs, speed = got[spec, protocol]
             records += make_records(task, test, {o["id"]: o for o in outputs})
-            per_fold.append({"examples_per_second": info["examples_per_second"], "train_seconds": 0.0, "trained_parameters": 0})
+            per_fold.append({"examples_per_second": speed, "train_seconds": 0.0, "trained_parameters": 0})
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "model": model, "readout": spec}
         name = f"{Path(model).name} zero-shot {spec}"
         rows.append(_pooled_row(task, name, "zero-shot", records, run, _sub(out, "zero_shot", f"{Path(model).name}-{spec}"), per_fold))
     return rows
+
+
+def _speed(v: Any) -> bool:
+    """A cached examples-per-second figure that can be shown (a cache file is untrusted)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def parse_readout_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -222,18 +251,21 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
 
 
 def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path,
-            zero_shot: str | None = None, zero_shot_readouts: tuple[str, ...] | None = None,
-            trust_remote_code: bool = False, baseline_cache: Path | None = None) -> dict[str, Any]:
-    """`baseline_cache`: a folder of cached baseline predictions (mcqa.baseline_cache) to reuse and fill."""
+            zero_shot: str | list[str] | None = None, zero_shot_readouts: tuple[str, ...] | None = None,
+            trust_remote_code: bool = False, baseline_cache: Path | None = None,
+            zero_shot_cache: Path | None = None) -> dict[str, Any]:
+    """`zero_shot`: one base model or several, each read out with every zero-shot readout.
+    `baseline_cache`, `zero_shot_cache`: folders of cached baseline predictions (mcqa.baseline_cache)
+    and zero-shot predictions (mcqa.zero_shot_cache) to reuse and fill."""
     folds = protocol_folds(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
     for n in names:
         BASELINES.resolve(n)  # an unknown name fails here, with "did you mean"
     rows = run_rows([Path(r) for r in runs], task, folds, out)  # check runs first: fail before slow work
     rows = baseline_rows(task, folds, names, out, baseline_cache) + rows
-    if zero_shot:
-        rows += zero_shot_rows(task, folds, zero_shot, list(zero_shot_readouts or default_zero_shot_readouts(task)), out,
-                               trust_remote_code)
+    for model in [zero_shot] if isinstance(zero_shot, str) else zero_shot or []:
+        rows += zero_shot_rows(task, folds, model, list(zero_shot_readouts or default_zero_shot_readouts(task)), out,
+                               trust_remote_code, zero_shot_cache)
     shown = folds[0] if len(folds) == 1 else protocol
     result = {"task": task.name, "protocol": shown, "folds": folds, "split": "test", "fields": task.fields, "rows": rows,
               "created": time.strftime("%Y-%m-%d %H:%M:%S")}

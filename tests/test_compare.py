@@ -4,9 +4,12 @@ table, and every number in it traced back to a scorer metrics.json."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from mcqa.model import resolve_model
+
 from helpers import CliRuns, assert_user_error, cli_env, run_cli, synth_env
 
 
@@ -87,3 +90,35 @@ def test_compare_pools_the_folds_of_a_cross_validated_task(tmp_path):
     per_fold = [json.loads((run / "run.json").read_text())["train_seconds"] for run in runs]
     assert trained["train_seconds"] == pytest.approx(sum(per_fold) / 3)
     assert "pooled" in (out / "compare.md").read_text()
+
+
+def test_a_second_compare_reuses_the_zero_shot_predictions_of_every_model(tmp_path):
+    """Two base models in one table (--zero-shot A B); a second compare reads neither out again
+    (no temperature fitted, a reuse line per readout), gives the same rows, and a damaged cache
+    file is ignored with a line and read out again."""
+    copy = tmp_path / "tiny-copy"
+    shutil.copytree(resolve_model("tiny-qwen3"), copy)
+    cmp = ["compare", "--task", "synth", "--baselines", "", "--zero-shot", "tiny-qwen3", copy]
+    first = run_cli(cmp + ["--out", tmp_path / "a"], tmp_path, synth_env())
+    assert first.rc == 0, first.err[-2000:]
+    rows = json.loads((tmp_path / "a" / "compare.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["tiny-qwen3 zero-shot constrained", "tiny-qwen3 zero-shot rank",
+                                         "tiny-copy zero-shot constrained", "tiny-copy zero-shot rank"]
+    assert (first.out + first.err).count("fitting the rank temperature") == 2
+
+    second = run_cli(cmp + ["--out", tmp_path / "b"], tmp_path, synth_env())
+    assert second.rc == 0, second.err[-2000:]
+    said = second.out + second.err
+    assert said.count("reusing ") == 4 and "fitting" not in said
+    again = json.loads((tmp_path / "b" / "compare.json").read_text())["rows"]
+    keep = ("name", "n", "joint", "joint_ci", "fields", "parse_failure_rate")
+    assert [{k: r[k] for k in keep} for r in again] == [{k: r[k] for k in keep} for r in rows]
+
+    entries = sorted((tmp_path / "runs" / "cache" / "zero_shot").glob("*.json"))
+    assert len(entries) == 4
+    entries[0].write_text('{"key": "x"}')
+    third = run_cli(cmp + ["--out", tmp_path / "c"], tmp_path, synth_env())
+    assert third.rc == 0, third.err[-2000:]
+    said = third.out + third.err
+    assert "ignoring the zero-shot cache file" in said and said.count("reusing ") == 3
+    assert [r["joint"] for r in json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]] == [r["joint"] for r in rows]
