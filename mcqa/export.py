@@ -67,6 +67,9 @@ def export(run_dir: str | Path, out: str | Path, engine: str = "vllm", merge: bo
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)  # finished, and run.json agrees with config.yaml
     config = read_config(run_dir)
+    if config.mode in ("content", "listwise"):
+        raise McqaError(f"{run_dir}: a {config.mode}-mode run is read out by option-text likelihood (the options readout), "
+                        "which mcqa does not read through a server; export a generate-mode run (mcqa train mode=generate)")
     if config.mode != "generate":
         raise McqaError(f"{run_dir}: a {config.mode}-mode run scores with its own head, which a serving engine has no "
                         "counterpart for; export a generate-mode run (mcqa train mode=generate)")

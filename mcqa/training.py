@@ -98,7 +98,9 @@ class McqaTrainer(Trainer):
         return total
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "prefix_ids" not in inputs or self.mcqa_eval["mode"].model_takes_prefix:
+        if self.mcqa_eval["mode"].compute is not None:
+            loss, outputs = self.mcqa_eval["mode"].compute(model, inputs)
+        elif "prefix_ids" not in inputs or self.mcqa_eval["mode"].model_takes_prefix:
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         else:
             inputs = dict(inputs)

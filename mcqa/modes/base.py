@@ -25,7 +25,7 @@ class Mode:
     build: Callable[[Any, Any, Task], Any]
     # task -> LoraConfig arguments beyond r/alpha/dropout/targets (task_type, modules_to_save)
     peft_kwargs: Callable[[Task], dict[str, Any]]
-    # Trainer's compute_loss_func; None when the model returns its own loss
+    # Trainer's compute_loss_func; None when the model returns its own loss (or `compute` gives it)
     loss: Callable[..., Any] | None
     # the model encodes a batch's shared prefix itself (it takes prefix_ids), so the trainer
     # hands the batch over as is
@@ -39,6 +39,10 @@ class Mode:
     # can run as row chunks with the same gradient: "rows", "target_tokens" (labels that are
     # not -100), or None when a batch's rows cannot be separated (it is then never split).
     loss_items: str | None = None
+    # (model, batch) -> (loss, outputs): the mode runs the forward itself, for a loss the model's
+    # outputs and `labels` alone cannot give (a per-batch mean; Trainer divides it by the
+    # accumulation steps). None: Trainer's own forward and `loss`.
+    compute: Callable[[Any, dict[str, Any]], tuple[Any, Any]] | None = None
 
 
 MODES: Registry[Mode] = Registry("training mode")

@@ -76,10 +76,13 @@ def check_choice_task(task: Task) -> None:
                         "(Task(options=..., choice_field=...)); use --mode generate or head")
 
 
+def cloze_messages(task: Task, e: Example) -> list[dict[str, str]]:
+    """The conversation an option's text answers: the task's cloze prompt, else its own."""
+    return task.cloze(e) if task.cloze is not None else task.messages(e)
+
+
 def cloze_prompt_ids(tokenizer, task: Task, e: Example) -> list[int]:
-    """The prompt an option's text follows: the task's cloze prompt, else its own."""
-    messages = task.cloze(e) if task.cloze is not None else task.messages(e)
-    return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    return tokenizer(render_prompt(tokenizer, cloze_messages(task, e)), add_special_tokens=False)["input_ids"]
 
 
 def encode_choice(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:
