@@ -40,3 +40,10 @@ def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     return tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
     )
+
+
+def neutral_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The same conversation with the question emptied: the last user turn says nothing. An
+    option's likelihood here is what PMI subtracts (the options readout, the listwise mode)."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    return [{**m, "content": ""} if i == last else m for i, m in enumerate(messages)]

@@ -20,9 +20,9 @@ from mcqa.modes import get_mode
 from mcqa.modes.choice import ChoiceCollator, build_choice_model, encode_choice
 from mcqa.modes.generate import target_loss
 from mcqa.modes.listwise import ListwiseCollator, listwise_loss
-from mcqa.prompting import render_prompt, serialize_target
+from mcqa.prompting import neutral_messages, render_prompt, serialize_target
 from mcqa.readouts import run_readout
-from mcqa.readouts.options import neutral_messages, option_texts, question_messages
+from mcqa.readouts.options import option_texts, question_messages
 from mcqa.registry import all_tasks, get_task
 from mcqa.scoring import score
 from mcqa.splits import other_orders

@@ -20,18 +20,10 @@ import torch
 
 from mcqa.errors import McqaError
 from mcqa.modes.base import Mode, register_mode
-from mcqa.modes.choice import ChoiceCollator, check_choice_task, encode_choice
+from mcqa.modes.choice import ChoiceCollator, check_choice_task, cloze_messages, encode_choice
 from mcqa.modes.generate import GENERATE
-from mcqa.modes.choice import cloze_messages
-from mcqa.prompting import render_prompt
+from mcqa.prompting import neutral_messages, render_prompt
 from mcqa.task import Example, Task
-
-
-def neutral_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The same conversation with the question emptied, as the options readout's PMI has it
-    (mcqa.readouts.options.neutral_messages; a test holds the two to the same scores)."""
-    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    return [{**m, "content": ""} if i == last else m for i, m in enumerate(messages)]
 
 
 def encode_listwise(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from typing import Literal
 from mcqa.calibration import rank_record
 from mcqa.encoding import end_of_turn
 from mcqa.errors import McqaError
-from mcqa.prompting import render_prompt
+from mcqa.prompting import neutral_messages, render_prompt
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import prefix_batches
 from mcqa.readouts.decoding import CausalLM, Tree
@@ -60,12 +60,6 @@ def option_texts(task: Task, e: Example) -> list[str]:
 
 def question_messages(task: Task, e: Example, prompt: str) -> list[dict[str, str]]:
     return task.cloze(e) if prompt == "cloze" and task.cloze is not None else task.messages(e)
-
-
-def neutral_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The same conversation with the question emptied: the last user turn says nothing."""
-    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    return [{**m, "content": ""} if i == last else m for i, m in enumerate(messages)]
 
 
 def option_logliks(model, tokenizer, task: Task, examples: list[Example], prompts: list[list[int]],
