@@ -72,8 +72,8 @@ def build_choice_model(causal_lm, tokenizer, task: Task) -> ChoiceModel:
 
 def check_choice_task(task: Task) -> None:
     if task.options is None or task.choice_field is None:
-        raise McqaError(f"task '{task.name}' declares no options; choice mode needs a multiple-choice task "
-                        "(Task(options=..., choice_field=...)); use --mode generate or head")
+        raise McqaError(f"task '{task.name}' declares no options; the choice, content and listwise modes need a "
+                        "multiple-choice task (Task(options=..., choice_field=...)); use --mode generate or head")
 
 
 def cloze_messages(task: Task, e: Example) -> list[dict[str, str]]:
