@@ -130,8 +130,8 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
     code = code_digest(task) if identity else ""
     loaded: Loaded | None = None
     got: dict[tuple[str, str], tuple[list[dict[str, Any]], float]] = {}  # (spec, fold) -> predictions, examples/s
-    for protocol in folds:
-        test = load_split(task, "test", protocol)
+    tests = {protocol: load_split(task, "test", protocol) for protocol in folds}
+    for protocol, test in tests.items():
         keys = {}
         if identity:
             calibration = calibration_split(task, protocol, CALIBRATION_EXAMPLES)[0]
@@ -159,8 +159,7 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
     rows = []
     for spec in specs:
         records, per_fold = [], []
-        for protocol in folds:
-            test = load_split(task, "test", protocol)
+        for protocol, test in tests.items():
             outputs, speed = got[spec, protocol]
             records += make_records(task, test, {o["id"]: o for o in outputs})
             per_fold.append({"examples_per_second": speed, "train_seconds": 0.0, "trained_parameters": 0})

@@ -43,10 +43,7 @@ class ChoiceModel(nn.Module):
         """input_ids (B, W); attention_mask (B, W, W) booleans, the tree mask; option_ends
         (B, K) the index of each option's last token, -1 where an example has fewer options."""
         # No **kwargs on purpose: Trainer then averages the loss over accumulation steps itself.
-        mask = attention_mask[:, None]
-        if not self.bool_mask:
-            dtype = next(self.parameters()).dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+        mask = attention_mask[:, None] if self.bool_mask else additive_mask(attention_mask[:, None], next(self.parameters()).dtype)
         hidden = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
         ends = option_ends.clamp(min=0)
         pooled = hidden.gather(1, ends[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, K, H)
@@ -55,6 +52,11 @@ class ChoiceModel(nn.Module):
         if labels is not None:
             out["loss"] = nn.functional.cross_entropy(scores, labels)
         return out
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A "may attend" boolean mask as eager attention takes it: 0 where allowed, the dtype's minimum elsewhere."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
 def build_choice_model(causal_lm, tokenizer, task: Task) -> ChoiceModel:

@@ -20,7 +20,7 @@ import torch
 
 from mcqa.errors import McqaError
 from mcqa.modes.base import Mode, register_mode
-from mcqa.modes.choice import ChoiceCollator, check_choice_task, cloze_messages, encode_choice
+from mcqa.modes.choice import ChoiceCollator, additive_mask, check_choice_task, cloze_messages, encode_choice
 from mcqa.modes.generate import GENERATE
 from mcqa.prompting import neutral_messages, render_prompt
 from mcqa.task import Example, Task
@@ -49,10 +49,11 @@ class ListwiseCollator:
         options = [f["input_ids"][f["prompt_length"]:] for f in features]
         neutral = [{**f, "input_ids": f["neutral_ids"] + o, "prompt_length": len(f["neutral_ids"])}
                    for f, o in zip(features, options)]
-        batch = ChoiceCollator(self.pad_token_id)(list(features) + neutral)
+        both = list(features) + neutral
+        batch = ChoiceCollator(self.pad_token_id)(both)
         k = batch.pop("option_ends").shape[1]
         rows, pos, tok, slot = [], [], [], []
-        for i, f in enumerate(list(features) + neutral):
+        for i, f in enumerate(both):
             p, start = f["prompt_length"], f["prompt_length"]
             for j, m in enumerate(f["option_lengths"]):
                 # The prompt's last position predicts every option's first token (each branch sees only the prompt).
@@ -88,8 +89,7 @@ def listwise_loss(model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     mask = inputs["attention_mask"]
     config = getattr(getattr(model, "module", model), "config", None)
     if getattr(config, "_attn_implementation", "sdpa") == "eager":  # eager adds a float mask; sdpa takes booleans
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+        mask = additive_mask(mask, next(model.parameters()).dtype)
     logits = model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=inputs["position_ids"]).logits
     scores = option_pmi(logits, inputs["targets"], int(inputs["n_options"]))
     return torch.nn.functional.cross_entropy(scores, inputs["choice_labels"]), {"logits": scores}
