@@ -25,7 +25,7 @@ from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes, atomic_write_text, inside, read_json, read_jsonl, safe_name, write_json
 from mcqa.predicting import CALIBRATION_EXAMPLES, Loaded, calibration_split, load_predictor, predict, predict_option_rules
-from mcqa.readouts.base import parse_options
+from mcqa.readouts.base import check_options, get_readout, parse_options
 from mcqa.readouts.options import RULES
 from mcqa.records import Record
 from mcqa.report import figure_png
@@ -126,6 +126,8 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
     predictions (mcqa.zero_shot_cache) to reuse and fill; the model is loaded only if some
     fold and readout is not there."""
     specs = {spec: parse_readout_spec(spec) for spec in readouts}  # a bad spec fails before the model loads
+    for name, options in specs.values():
+        check_options(get_readout(name), options)  # and so does a bad option value (rule=bogus)
     identity = model_identity(model) if cache is not None else None
     code = code_digest(task) if identity else ""
     loaded: Loaded | None = None

@@ -122,3 +122,10 @@ def test_a_second_compare_reuses_the_zero_shot_predictions_of_every_model(tmp_pa
     said = third.out + third.err
     assert "ignoring the zero-shot cache file" in said and said.count("reusing ") == 3
     assert [r["joint"] for r in json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]] == [r["joint"] for r in rows]
+
+
+def test_a_bad_zero_shot_readout_option_fails_before_the_model_is_read(tmp_path):
+    done = run_cli(["compare", "--task", "recipe_mpr", "--baselines", "", "--zero-shot", "tiny-qwen3",
+                    "--zero-shot-readouts", "options:rule=bogus", "--out", tmp_path / "c"], tmp_path, cli_env())
+    assert_user_error(done, "rule", "'pmi'")
+    assert "scoring options" not in done.err and not (tmp_path / "c").exists()
