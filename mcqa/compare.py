@@ -29,7 +29,7 @@ from mcqa.readouts.base import check_options, get_readout, parse_options
 from mcqa.readouts.options import RULES
 from mcqa.records import Record
 from mcqa.report import figure_png
-from mcqa.runs import RunSummary, read_summary
+from mcqa.runs import CONFIG_FILE, RunSummary, read_config, read_summary
 from mcqa.scoring import check_prediction, make_records, match_ids, score_records
 from mcqa.task import Task
 from mcqa.zero_shot_cache import code_digest, model_identity, zero_shot_key
@@ -220,34 +220,70 @@ def _run_extra(summary: RunSummary) -> dict[str, Any]:
             "trained_parameters": summary.trainable_parameters}
 
 
+# Settings that change how fast a run goes or how much memory it takes, not what it learns:
+# runs that differ only in these (and in their fold and folder) pool into one row.
+_INCIDENTAL = {"task", "protocol", "model", "mode", "output_dir", "logging_steps", "eval_batch_size",
+               "micro_batch_size", "max_batch_tokens", "share_prefix"}
+
+
+def _recipe(run_dir: Path) -> dict[str, Any]:
+    """A run's training settings from its config.yaml (validated), flattened (lora.r, ...),
+    without the incidental ones; {} for a run folder without a config."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        return {}
+    flat: dict[str, Any] = {}
+    for key, value in read_config(run_dir).model_dump(mode="json").items():
+        if key in _INCIDENTAL:
+            continue
+        for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+            flat[key if sub is None else f"{key}.{sub}"] = ",".join(map(str, v)) if isinstance(v, list) else v
+    return flat
+
+
+def _recipe_names(keys: list[tuple[str, str, tuple]]) -> dict[tuple[str, str, tuple], str]:
+    """Each (model, mode, recipe) named by the settings in which it differs from the other
+    recipes of its model and mode, and by its permutations when it trains on reordered options."""
+    names = {}
+    for key in keys:
+        model, mode, recipe = key[0], key[1], dict(key[2])
+        siblings = [dict(k[2]) for k in keys if k[:2] == key[:2]]
+        differ = sorted({s for r in siblings for s in r if len({repr(x.get(s)) for x in siblings}) > 1})
+        if recipe.get("permutations") and "permutations" not in differ:
+            differ.append("permutations")
+        names[key] = " ".join([model, mode] + [f"{s}={recipe.get(s, '-')}" for s in differ])
+    return names
+
+
 def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> list[dict[str, Any]]:
     """Finished `mcqa train` runs. On one protocol each run is a row, read from its own test report;
-    on a fold family the runs of one model and mode are pooled, one run per fold."""
+    on a fold family the runs of one model, mode and training recipe are pooled, one run per fold
+    (a row's name shows the settings that tell it from the other rows of its model and mode)."""
     summaries = [_read_run(r, task, folds) for r in run_dirs]
     if len(folds) == 1:
         return [row_from_metrics(f"{Path(s.model).name} {s.mode} ({r.name})", "trained",
                                  read_json(r / "test" / "metrics.json"), r / "test", _run_extra(s))
                 for r, s in zip(run_dirs, summaries)]
-    groups: dict[tuple[str, str], dict[str, tuple[Path, RunSummary]]] = {}
-    for r, s in zip(run_dirs, summaries):
-        key = (Path(s.model).name, s.mode)
-        by_fold = groups.setdefault(key, {})
+    keys = [(Path(s.model).name, s.mode, tuple(sorted(_recipe(r).items()))) for r, s in zip(run_dirs, summaries)]
+    groups: dict[tuple[str, str, tuple], dict[str, tuple[Path, RunSummary]]] = {k: {} for k in keys}
+    names = _recipe_names(list(groups))
+    for r, s, key in zip(run_dirs, summaries, keys):
+        by_fold = groups[key]
         if s.protocol in by_fold:
-            raise McqaError(f"{r}: a second {key[0]} {key[1]} run on fold {s.protocol} (the first is {by_fold[s.protocol][0]}); "
+            raise McqaError(f"{r}: a second {names[key]} run on fold {s.protocol} (the first is {by_fold[s.protocol][0]}); "
                             "pass one run per fold")
         by_fold[s.protocol] = (r, s)
     rows = []
-    for (model, mode), by_fold in groups.items():
+    for key, by_fold in groups.items():
         missing = [p for p in folds if p not in by_fold]
         if missing:
-            raise McqaError(f"{model} {mode}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
-                            f"train one per fold (mcqa train --protocol {missing[0]} ...) and pass them all to --runs")
+            raise McqaError(f"{names[key]}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+                            f"train one per fold (mcqa train --protocol {missing[0]} ...) with the same settings and pass them all to --runs")
         fold_runs = [by_fold[p] for p in folds]
         records = [rec for r, s in fold_runs for rec in _rescored(task, r, s.protocol)]
         per_fold = [_run_extra(s) for _, s in fold_runs]
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(r) for r, _ in fold_runs]}
-        rows.append(_pooled_row(task, f"{model} {mode} ({len(folds)} folds)", "trained", records, run,
-                                _sub(out, "runs", f"{model}-{mode}"), per_fold))
+        rows.append(_pooled_row(task, f"{names[key]} ({len(folds)} folds)", "trained", records, run,
+                                _sub(out, "runs", names[key].replace(" ", "-")), per_fold))
     return rows
 
 

@@ -91,6 +91,25 @@ def test_compare_pools_the_folds_of_a_cross_validated_task(tmp_path):
     assert trained["train_seconds"] == pytest.approx(sum(per_fold) / 3)
     assert "pooled" in (out / "compare.md").read_text()
 
+    # Runs of another recipe (the same model and mode, another setting) are another row, named
+    # by the setting that tells them apart; a run's fold is never pooled into another recipe's row.
+    variant = [tmp_path / f"variant{k}" for k in range(3)]
+    for run, var in zip(runs, variant):
+        shutil.copytree(run, var)
+        config = (var / "config.yaml").read_text()
+        assert "\nepochs: 1.0\n" in config
+        (var / "config.yaml").write_text(config.replace("\nepochs: 1.0\n", "\nepochs: 2.0\n"))
+    both = run_cli(cmp + ["--runs", *runs, *variant, "--out", tmp_path / "both"], tmp_path, synth_env())
+    assert both.rc == 0, both.err[-2000:]
+    rows = json.loads((tmp_path / "both" / "compare.json").read_text())["rows"]
+    assert [r["name"] for r in rows if r["kind"] == "trained"] == ["tiny-qwen3 head epochs=1.0 (3 folds)",
+                                                                    "tiny-qwen3 head epochs=2.0 (3 folds)"]
+    assert rows[2]["fields"]["label"]["accuracy"] == trained["fields"]["label"]["accuracy"]
+    assert_user_error(run_cli(cmp + ["--runs", *runs[:2], variant[2], "--out", tmp_path / "bad"], tmp_path, synth_env()),
+                      "tiny-qwen3 head epochs=1.0: no run on fold cv3-2")
+    assert_user_error(run_cli(cmp + ["--runs", *runs, variant[0], variant[0], "--out", tmp_path / "bad"], tmp_path, synth_env()),
+                      "a second tiny-qwen3 head epochs=2.0 run on fold cv3-0")
+
 
 def test_a_second_compare_reuses_the_zero_shot_predictions_of_every_model(tmp_path):
     """Two base models in one table (--zero-shot A B); a second compare reads neither out again

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -254,6 +255,18 @@ def test_listwise_mode_trains_the_softmax_over_the_pmi_the_options_readout_reads
             p.copy_(s)
     assert float(after) < float(loss)
     assert get_mode("listwise").default_readout == get_mode("listwise").eval_readout == "options"
+
+
+@pytest.mark.parametrize("rescale", [{"final_logit_softcapping": 30.0}, {"logit_scale": 0.0625}])
+def test_listwise_mode_refuses_a_model_that_rescales_its_logits_after_the_lm_head(rescale):
+    """The listwise loss applies the LM head itself at the option tokens; a model that softcaps
+    or scales its logits after the head (Gemma 2, Cohere) would train on other scores, so it is
+    refused in one line naming the modes that work."""
+    config = SimpleNamespace(model_type="gemma2", _attn_implementation="eager", **rescale)
+    with pytest.raises(McqaError, match="rescales its logits after it; use --mode content or choice"):
+        get_mode("listwise").build(SimpleNamespace(config=config), None, get_task("recipe_mpr"))
+    plain = SimpleNamespace(config=SimpleNamespace(model_type="qwen3", _attn_implementation="eager", logit_scale=None))
+    assert get_mode("listwise").build(plain, None, get_task("recipe_mpr")) is plain
 
 
 def test_a_listwise_run_trains_saves_and_reads_out_by_options(tmp_path):
