@@ -10,6 +10,7 @@ in exactly one test fold), so its intervals cover the whole dataset rather than 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
@@ -220,38 +221,63 @@ def _run_extra(summary: RunSummary) -> dict[str, Any]:
             "trained_parameters": summary.trainable_parameters}
 
 
-# Settings that change how fast a run goes or how much memory it takes, not what it learns:
-# runs that differ only in these (and in their fold and folder) pool into one row.
-_INCIDENTAL = {"task", "protocol", "model", "mode", "output_dir", "logging_steps", "eval_batch_size",
-               "micro_batch_size", "max_batch_tokens", "share_prefix"}
+# Settings that change how fast a run goes or how much memory it takes (or what it may run),
+# not what it learns: runs that differ only in these (and in fold and folder) pool into one row.
+_INCIDENTAL = {"task", "protocol", "mode", "output_dir", "logging_steps", "eval_batch_size", "micro_batch_size",
+               "max_batch_tokens", "share_prefix", "gradient_checkpointing", "trust_remote_code"}
 
 
-def _recipe(run_dir: Path) -> dict[str, Any]:
-    """A run's training settings from its config.yaml (validated), flattened (lora.r, ...),
-    without the incidental ones; {} for a run folder without a config."""
+def _recipe(run_dir: Path) -> dict[str, Any] | None:
+    """A run's training settings from its config.yaml (validated), flattened (lora.r, ...), lists
+    as sorted tuples, without the incidental ones; None for a run folder without a config."""
     if not (run_dir / CONFIG_FILE).is_file():
-        return {}
+        return None
     flat: dict[str, Any] = {}
     for key, value in read_config(run_dir).model_dump(mode="json").items():
         if key in _INCIDENTAL:
             continue
         for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
-            flat[key if sub is None else f"{key}.{sub}"] = ",".join(map(str, v)) if isinstance(v, list) else v
+            flat[key if sub is None else f"{key}.{sub}"] = tuple(sorted(map(str, v))) if isinstance(v, list) else v
     return flat
 
 
-def _recipe_names(keys: list[tuple[str, str, tuple]]) -> dict[tuple[str, str, tuple], str]:
+def _shown(value: Any) -> str:
+    """A setting as it is written on the command line (epochs=2, lora.layers=null)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float):
+        return f"{value:g}"
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+RecipeKey = tuple[str, str, tuple | None]  # (model as named, mode, sorted recipe items or None)
+
+
+def _recipe_names(keys: list[RecipeKey]) -> dict[RecipeKey, str]:
     """Each (model, mode, recipe) named by the settings in which it differs from the other
-    recipes of its model and mode, and by its permutations when it trains on reordered options."""
+    recipes of its model and mode, and by its permutations when it trains on reordered options;
+    a run without a config is "(settings unknown)"."""
     names = {}
     for key in keys:
-        model, mode, recipe = key[0], key[1], dict(key[2])
-        siblings = [dict(k[2]) for k in keys if k[:2] == key[:2]]
+        model, mode, items = key
+        base = [Path(model).name, mode]
+        if items is None:
+            names[key] = " ".join(base + ["(settings unknown)"])
+            continue
+        recipe = {"model": model, **dict(items)}  # org1/x and org2/x are both shown as x, unless told apart
+        siblings = [{"model": k[0], **dict(k[2])} for k in keys if k[2] is not None and Path(k[0]).name == base[0] and k[1] == mode]
         differ = sorted({s for r in siblings for s in r if len({repr(x.get(s)) for x in siblings}) > 1})
         if recipe.get("permutations") and "permutations" not in differ:
             differ.append("permutations")
-        names[key] = " ".join([model, mode] + [f"{s}={recipe.get(s, '-')}" for s in differ])
+        names[key] = " ".join(base + [f"{s}={_shown(recipe.get(s, '-'))}" for s in differ])
     return names
+
+
+def _row_folder(out: Path, name: str, key: RecipeKey) -> Path:
+    """A pooled row's scorer folder: its name, cut short, and a digest of its recipe, so two
+    recipes whose names agree in the first characters never share a folder."""
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
+    return _sub(out, "runs", f"{safe_name(name.replace(' ', '-'))[:80]}-{digest}")
 
 
 def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> list[dict[str, Any]]:
@@ -263,8 +289,9 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
         return [row_from_metrics(f"{Path(s.model).name} {s.mode} ({r.name})", "trained",
                                  read_json(r / "test" / "metrics.json"), r / "test", _run_extra(s))
                 for r, s in zip(run_dirs, summaries)]
-    keys = [(Path(s.model).name, s.mode, tuple(sorted(_recipe(r).items()))) for r, s in zip(run_dirs, summaries)]
-    groups: dict[tuple[str, str, tuple], dict[str, tuple[Path, RunSummary]]] = {k: {} for k in keys}
+    recipes = [_recipe(r) for r in run_dirs]
+    keys: list[RecipeKey] = [(s.model, s.mode, None if c is None else tuple(sorted(c.items()))) for s, c in zip(summaries, recipes)]
+    groups: dict[RecipeKey, dict[str, tuple[Path, RunSummary]]] = {k: {} for k in keys}
     names = _recipe_names(list(groups))
     for r, s, key in zip(run_dirs, summaries, keys):
         by_fold = groups[key]
@@ -283,7 +310,7 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
         per_fold = [_run_extra(s) for _, s in fold_runs]
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(r) for r, _ in fold_runs]}
         rows.append(_pooled_row(task, f"{names[key]} ({len(folds)} folds)", "trained", records, run,
-                                _sub(out, "runs", names[key].replace(" ", "-")), per_fold))
+                                _row_folder(out, names[key], key), per_fold))
     return rows
 
 
@@ -331,8 +358,14 @@ def markdown(result: dict[str, Any]) -> str:
                   _rate(r["examples_per_second"]),
                   "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
                   "-" if r["trained_parameters"] is None else f"{r['trained_parameters']:,.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(map(_cell, cells)) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """A table cell from a name that may come from a run folder: no '|' or line break that would
+    add cells or rows to the table."""
+    return re.sub(r"[\x00-\x1f\x7f]", " ", str(text)).replace("|", "\\|")
 
 
 def bar_chart(result: dict[str, Any]) -> bytes:
@@ -353,7 +386,7 @@ def bar_chart(result: dict[str, Any]) -> bytes:
             vals.append(100 * v)
             errs[0].append(100 * (v - ci[0]))
             errs[1].append(100 * (ci[1] - v))
-        ax.bar(x + i * width - 0.4 + width / 2, vals, width, yerr=errs, capsize=3, label=r["name"])
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, yerr=errs, capsize=3, label=r["name"].replace("$", r"\$"))  # a '$' would start mathtext
     ax.set_xticks(x, [f if k != "joint" else "joint" for f, k in metrics])
     ax.set_ylabel("accuracy on test, % (95% CI)")
     ax.set_ylim(0, 100)

@@ -102,13 +102,28 @@ def test_compare_pools_the_folds_of_a_cross_validated_task(tmp_path):
     both = run_cli(cmp + ["--runs", *runs, *variant, "--out", tmp_path / "both"], tmp_path, synth_env())
     assert both.rc == 0, both.err[-2000:]
     rows = json.loads((tmp_path / "both" / "compare.json").read_text())["rows"]
-    assert [r["name"] for r in rows if r["kind"] == "trained"] == ["tiny-qwen3 head epochs=1.0 (3 folds)",
-                                                                    "tiny-qwen3 head epochs=2.0 (3 folds)"]
-    assert rows[2]["fields"]["label"]["accuracy"] == trained["fields"]["label"]["accuracy"]
+    assert [r["name"] for r in rows if r["kind"] == "trained"] == ["tiny-qwen3 head epochs=1 (3 folds)",
+                                                                    "tiny-qwen3 head epochs=2 (3 folds)"]
+    assert rows[2]["folder"] != rows[3]["folder"]
+    for row, folders in zip(rows[2:], (runs, variant)):  # each row pools its own recipe's runs
+        assert json.loads((Path(row["folder"]) / "metrics.json").read_text())["run"]["runs"] == [str(f) for f in folders]
     assert_user_error(run_cli(cmp + ["--runs", *runs[:2], variant[2], "--out", tmp_path / "bad"], tmp_path, synth_env()),
-                      "tiny-qwen3 head epochs=1.0: no run on fold cv3-2")
+                      "tiny-qwen3 head epochs=1: no run on fold cv3-2")
     assert_user_error(run_cli(cmp + ["--runs", *runs, variant[0], variant[0], "--out", tmp_path / "bad"], tmp_path, synth_env()),
-                      "a second tiny-qwen3 head epochs=2.0 run on fold cv3-0")
+                      "a second tiny-qwen3 head epochs=2 run on fold cv3-0")
+
+    # A received run's setting that names its row can neither add cells or rows to the table nor
+    # break the chart (a '$' starts matplotlib's mathtext).
+    for run, var in zip(runs, variant):
+        config = (run / "config.yaml").read_text()
+        assert "\nbest_metric: joint\n" in config
+        (var / "config.yaml").write_text(config.replace("\nbest_metric: joint\n", '\nbest_metric: "joint $\\\\nosuch$ |\\n| forged"\n'))
+    hostile = run_cli(cmp + ["--runs", *runs, *variant, "--out", tmp_path / "hostile"], tmp_path, synth_env())
+    assert hostile.rc == 0, hostile.err[-2000:]
+    table = (tmp_path / "hostile" / "compare.md").read_text()
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + 4  # the header and four rows
+    assert "\\| forged" in table  # escaped, on the row's own line
+    assert (tmp_path / "hostile" / "compare.png").stat().st_size > 1000
 
 
 def test_a_second_compare_reuses_the_zero_shot_predictions_of_every_model(tmp_path):

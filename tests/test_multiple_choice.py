@@ -4,14 +4,16 @@ against a plain forward per option, the choice mode's tree-shaped rows against o
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import CohereConfig, CohereForCausalLM
 
 from mcqa.config import load_config
 from mcqa.encoding import end_of_turn
@@ -241,6 +243,10 @@ def test_listwise_mode_trains_the_softmax_over_the_pmi_the_options_readout_reads
         assert int(batch["choice_labels"][i]) == gold
         expected -= float(torch.log_softmax(torch.tensor(pmi), 0)[gold])
     assert float(loss) == pytest.approx(expected / len(examples), abs=TOL)
+    # Through PEFT's wrapper (as Trainer calls it) the loss is the same: LoRA starts as a no-op.
+    wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        assert float(listwise_loss(wrapped, batch)[0]) == pytest.approx(float(loss), abs=TOL)
 
     params = list(model.parameters())
     saved = [p.detach().clone() for p in params]
@@ -257,16 +263,24 @@ def test_listwise_mode_trains_the_softmax_over_the_pmi_the_options_readout_reads
     assert get_mode("listwise").default_readout == get_mode("listwise").eval_readout == "options"
 
 
-@pytest.mark.parametrize("rescale", [{"final_logit_softcapping": 30.0}, {"logit_scale": 0.0625}])
-def test_listwise_mode_refuses_a_model_that_rescales_its_logits_after_the_lm_head(rescale):
-    """The listwise loss applies the LM head itself at the option tokens; a model that softcaps
-    or scales its logits after the head (Gemma 2, Cohere) would train on other scores, so it is
-    refused in one line naming the modes that work."""
-    config = SimpleNamespace(model_type="gemma2", _attn_implementation="eager", **rescale)
-    with pytest.raises(McqaError, match="rescales its logits after it; use --mode content or choice"):
-        get_mode("listwise").build(SimpleNamespace(config=config), None, get_task("recipe_mpr"))
-    plain = SimpleNamespace(config=SimpleNamespace(model_type="qwen3", _attn_implementation="eager", logit_scale=None))
-    assert get_mode("listwise").build(plain, None, get_task("recipe_mpr")) is plain
+def test_a_model_that_scales_its_logits_after_the_head_is_refused_by_the_readouts_that_skip_it(tiny):
+    """The prefix-cached readouts (options, rank, constrained) read lm_head(decoder(...)); Cohere
+    multiplies its logits by logit_scale after the head (Granite divides, Gemma softcaps), which
+    would read every option at another temperature. A four-token probe through the model's own
+    forward finds it, so the readout and the listwise mode (read out by options) refuse in one line."""
+    _, tok = tiny
+    task = get_task("recipe_mpr")
+    examples = load_split(task, "train", "split")[:2]
+    config = CohereConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          num_key_value_heads=1, logit_scale=0.25, pad_token_id=tok.pad_token_id, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    cohere = CohereForCausalLM(config).eval()
+    with pytest.raises(McqaError, match="changes its logits after its LM head"):
+        run_readout("options", cohere, tok, task, examples, rule="pmi")
+    with pytest.raises(McqaError, match="changes its logits after its LM head"):
+        get_mode("listwise").build(cohere, tok, task)
+    cohere.logit_scale = 1.0  # the same model with the scale a no-op reads out
+    assert len(run_readout("options", cohere, tok, task, examples, rule="pmi")) == 2
 
 
 def test_a_listwise_run_trains_saves_and_reads_out_by_options(tmp_path):

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mcqa.encoding import prompt_ids
 from mcqa.errors import McqaError
 from mcqa.encoding import common_prefix_len
-from mcqa.readouts.decoding import CausalLM, SharedPrefix, Streams, Tree
+from mcqa.readouts.decoding import PROBE_TOKENS, CausalLM, SharedPrefix, Streams, Tree
 from mcqa.prompting import serialize_target
 from mcqa.calibration import apply_temperature, fit_temperature, group_probs
 from mcqa.readouts import READOUTS, run_readout
@@ -243,7 +243,8 @@ def test_rank_reads_vocabulary_logits_only_where_it_scores(tiny):
         run_readout("rank", model, tok, task, random_examples(task, tok, 5, seed=2))
     finally:
         hook.remove()
-    assert sum(rows) == 4 * 5  # over however many batches the prompts were planned into
+    assert rows[:2] == [PROBE_TOKENS, PROBE_TOKENS]  # first the check that the head's logits are the model's
+    assert sum(rows[2:]) == 4 * 5  # over however many batches the prompts were planned into
 
 
 def test_rank_field_by_field_fixes_earlier_fields_to_their_argmax(tiny):

@@ -23,6 +23,7 @@ from mcqa.modes.base import Mode, register_mode
 from mcqa.modes.choice import ChoiceCollator, additive_mask, check_choice_task, cloze_messages, encode_choice
 from mcqa.modes.generate import GENERATE
 from mcqa.prompting import neutral_messages, render_prompt
+from mcqa.readouts.decoding import CausalLM
 from mcqa.task import Example, Task
 
 
@@ -83,27 +84,31 @@ def option_pmi(logits: torch.Tensor, targets: torch.Tensor, n_rows: int, n_optio
     return (sums[:b] - sums[b:]).masked_fill(~seen[:b], float("-inf"))
 
 
-def causal_lm_of(model):
-    """The causal LM inside a Trainer's model (DDP's .module, PEFT's base model with its LoRA layers)."""
+def output_head(model):
+    """The LM head inside a Trainer's model (DDP's .module, PEFT's base model)."""
     model = getattr(model, "module", model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return model.get_output_embeddings()
 
 
 def listwise_loss(model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Cross-entropy of the softmax over each example's option PMIs; the per-batch mean (Trainer
-    divides it by the accumulation steps). The LM head runs only where an option token is
-    predicted, not at every position of every row (prompts and padding too) as the model's own
-    forward would: on recipe_mpr with smollm2-135m, 7% less peak memory and 3% less time a step
-    (bench/RESULTS.md, session 10)."""
-    lm = causal_lm_of(model)
+    divides it by the accumulation steps). The model runs its own forward (through DDP, FSDP and
+    PEFT, and whatever it does to logits after its head, such as Gemma's softcapping), but its LM
+    head sees only the positions that predict an option token, not every position of every row
+    (prompts and padding too): on recipe_mpr with smollm2-135m, 7% less peak memory (bench/RESULTS.md,
+    session 10). A model that reshapes its logits as (rows, positions) after the head fails loudly."""
     mask = inputs["attention_mask"]
-    if getattr(lm.config, "_attn_implementation", "sdpa") == "eager":  # eager adds a float mask; sdpa takes booleans
-        mask = additive_mask(mask, next(lm.parameters()).dtype)
-    hidden = lm.get_decoder()(input_ids=inputs["input_ids"], attention_mask=mask,
-                              position_ids=inputs["position_ids"]).last_hidden_state
+    config = getattr(getattr(model, "module", model), "config", None)
+    if getattr(config, "_attn_implementation", "sdpa") == "eager":  # eager adds a float mask; sdpa takes booleans
+        mask = additive_mask(mask, next(model.parameters()).dtype)
     rows, pos, _, _ = inputs["targets"]
-    logits = lm.get_output_embeddings()(hidden[rows, pos])
-    scores = option_pmi(logits, inputs["targets"], hidden.shape[0], int(inputs["n_options"]))
+    hook = output_head(model).register_forward_pre_hook(lambda _head, args: (args[0][rows, pos], *args[1:]))
+    try:
+        logits = model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=inputs["position_ids"]).logits
+    finally:
+        hook.remove()
+    scores = option_pmi(logits, inputs["targets"], inputs["input_ids"].shape[0], int(inputs["n_options"]))
     return torch.nn.functional.cross_entropy(scores, inputs["choice_labels"]), {"logits": scores}
 
 
@@ -112,11 +117,7 @@ def build_listwise(causal_lm, tokenizer, task: Task):
     impl = getattr(causal_lm.config, "_attn_implementation", "eager")
     if impl not in ("sdpa", "eager"):
         raise McqaError(f"listwise mode builds its own attention masks, which needs attention 'sdpa' or 'eager' (the model uses '{impl}')")
-    text = causal_lm.config.get_text_config() if hasattr(causal_lm.config, "get_text_config") else causal_lm.config
-    if getattr(text, "final_logit_softcapping", None) or getattr(text, "logit_scale", None) not in (None, 1, 1.0):
-        # the loss applies the LM head itself (at option tokens only), so a model that rescales its logits would train on other scores
-        raise McqaError(f"listwise mode reads logits from the LM head alone, and model type '{text.model_type}' rescales "
-                        "its logits after it; use --mode content or choice")
+    CausalLM(causal_lm)  # the options readout that validates and reads the run must be able to read this model
     return causal_lm
 
 

@@ -29,6 +29,9 @@ from transformers import DynamicCache
 from mcqa.errors import McqaError
 
 
+PROBE_TOKENS = 4  # the forward that checks a model's logits come straight from its head (check_head_is_last)
+
+
 class CausalLM:
     """The decoder and LM head of a causal LM (a PEFT model included: its LoRA layers live inside
     the base model's modules, so calling them directly keeps the adapter active)."""
@@ -49,6 +52,7 @@ class CausalLM:
         self.bool_mask = impl == "sdpa"  # sdpa takes "may attend" booleans; eager adds a float mask
         param = next(self.decoder.parameters())
         self.device, self.dtype = param.device, param.dtype
+        check_head_is_last(base, self.decoder, self.lm_head, self.device)
         self.vocab_size = self.lm_head.weight.shape[0]
 
         # How many (query, key) attention pairs cost as much as one token through the weights:
@@ -62,6 +66,21 @@ class CausalLM:
 
     def logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self.lm_head(hidden).float(), dim=-1)
+
+
+@torch.inference_mode()
+def check_head_is_last(base, decoder, lm_head, device) -> None:
+    """These readouts read log-probabilities as lm_head(decoder(...)). A model that changes its
+    logits after the head (Cohere's logit_scale, Granite's logits_scaling, a softcap) would be
+    read at another temperature, which reorders sums of log-probabilities; one forward of four
+    tokens through the model's own forward tells, whatever the transform is called."""
+    ids = torch.arange(PROBE_TOKENS, device=device)[None]
+    full = base(input_ids=ids).logits.float()
+    own = lm_head(decoder(input_ids=ids).last_hidden_state).float()
+    if full.shape != own.shape or not torch.allclose(full, own, rtol=1e-3, atol=1e-3):
+        raise McqaError(f"model type '{base.config.model_type}' changes its logits after its LM head (a scale or a "
+                        "softcap), which the prefix-cached readouts (rank, options, constrained) and the listwise "
+                        "mode do not reproduce; use the 'generate' readout and --mode generate, head or choice")
 
 
 def plan_chunks(lengths: list[int], prefix: int, max_streams: int, pairs_per_token: float, overhead: float = 16.0) -> list[tuple[int, int]]:
