@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from helpers import CLI, CliRuns, assert_user_error, run_cli, synth_env
 
 from mcqa.config import load_config, parse_overrides
@@ -612,13 +613,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_loss_matches_one_process(tmp_path):
+@pytest.mark.parametrize("task,mode", [("synth", "generate"), ("recipe_mpr", "listwise")])
+def test_two_process_ddp_loss_matches_one_process(tmp_path, task, mode):
     """torchrun with 2 CPU processes (micro batch 8 each) logs the same losses as 1 process
-    with micro batch 8 and 2 accumulation steps: the same 16 examples per optimizer step."""
+    with micro batch 8 and 2 accumulation steps: the same 16 examples per optimizer step. The
+    listwise mode runs its own loss (Mode.compute): its gradients must still go through DDP."""
     common = [f"{k}={v}" for k, v in {"micro_batch_size": 8, "batch_size": 16, "learning_rate": 3e-3, "epochs": 1,
                                        "max_train_examples": 48, "max_eval_examples": 8, "max_test_examples": 8, "group_by_length": False,
                                        "lora.dropout": 0.0, "logging_steps": 1, "patience": "null"}.items()]
-    args = ["train", "--task", "synth", "--model", TINY, *common]
+    protocol = ["--protocol", "split"] if task == "recipe_mpr" else []
+    args = ["train", "--task", task, "--model", TINY, "--mode", mode, *protocol, *common]
     # The one-process run goes on beside the two (torchrun gives each of those one thread too).
     first = CliRuns(tmp_path, workers=1)
     first.start("one", [*args, f"output_dir={tmp_path / 'one'}"], synth_env(OMP_NUM_THREADS="1"))
@@ -638,3 +642,8 @@ def test_two_process_ddp_loss_matches_one_process(tmp_path):
     # follow Adam updates, which amplify the last-bit differences of a gloo all-reduce.
     assert l1[0] == pytest.approx(l2[0], rel=1e-5)
     assert l1 == pytest.approx(l2, rel=1e-2)
+    # The adapters agree too: without the all-reduce each process would step on its own half
+    # batch, and Adam's first steps (about lr x the gradient's sign) would part them everywhere.
+    a1, a2 = (load_file(tmp_path / r / "adapter" / "adapter_model.safetensors") for r in ("one", "two"))
+    apart = sum(int(((a1[k] - a2[k]).abs() > 1e-3).sum()) for k in a1) / sum(a1[k].numel() for k in a1)
+    assert apart < 0.01
