@@ -30,7 +30,7 @@ from mcqa.readouts.base import check_options, get_readout, parse_options
 from mcqa.readouts.options import RULES
 from mcqa.records import Record
 from mcqa.report import figure_png
-from mcqa.runs import CONFIG_FILE, RunSummary, read_config, read_summary
+from mcqa.runs import RunSummary, read_summary
 from mcqa.scoring import check_prediction, make_records, match_ids, score_records
 from mcqa.task import Task
 from mcqa.zero_shot_cache import code_digest, model_identity, zero_shot_key
@@ -227,13 +227,13 @@ _INCIDENTAL = {"task", "protocol", "mode", "output_dir", "logging_steps", "eval_
                "max_batch_tokens", "share_prefix", "gradient_checkpointing", "trust_remote_code"}
 
 
-def _recipe(run_dir: Path) -> dict[str, Any] | None:
+def _recipe(summary: RunSummary) -> dict[str, Any] | None:
     """A run's training settings from its config.yaml (validated), flattened (lora.r, ...), lists
     as sorted tuples, without the incidental ones; None for a run folder without a config."""
-    if not (run_dir / CONFIG_FILE).is_file():
+    if summary.config is None:
         return None
     flat: dict[str, Any] = {}
-    for key, value in read_config(run_dir).model_dump(mode="json").items():
+    for key, value in summary.config.model_dump(mode="json").items():
         if key in _INCIDENTAL:
             continue
         for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
@@ -289,7 +289,7 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
         return [row_from_metrics(f"{Path(s.model).name} {s.mode} ({r.name})", "trained",
                                  read_json(r / "test" / "metrics.json"), r / "test", _run_extra(s))
                 for r, s in zip(run_dirs, summaries)]
-    recipes = [_recipe(r) for r in run_dirs]
+    recipes = [_recipe(s) for s in summaries]
     keys: list[RecipeKey] = [(s.model, s.mode, None if c is None else tuple(sorted(c.items()))) for s, c in zip(summaries, recipes)]
     groups: dict[RecipeKey, dict[str, tuple[Path, RunSummary]]] = {k: {} for k in keys}
     names = _recipe_names(list(groups))

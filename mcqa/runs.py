@@ -96,6 +96,7 @@ class RunSummary:
     train_seconds: float | None
     trainable_parameters: float | None
     test_examples_per_second: float | None
+    config: TrainConfig | None = None  # config.yaml, validated; None for a run folder without one
 
 
 def read_summary(run_dir: str | Path) -> RunSummary:
@@ -115,13 +116,13 @@ def read_summary(run_dir: str | Path) -> RunSummary:
         raise McqaError(f"{path}: mode {s.get('mode')!r} is not one of {', '.join(MODES)}")
     if not isinstance(s.get("model"), str) or not s["model"].strip() or not s["model"].isprintable():
         raise McqaError(f"{path}: 'model' must be a model name, got {s.get('model')!r}")
-    if (run_dir / CONFIG_FILE).is_file():
-        config = read_config(run_dir)
+    config = read_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else None
+    if config is not None:
         for key in ("task", "mode", "model"):
             if s[key] != getattr(config, key):
                 raise McqaError(f"{path}: {key} '{s[key]}' disagrees with {CONFIG_FILE} ('{getattr(config, key)}'); the run folder was edited")
     return RunSummary(run_dir, task.name, s["protocol"], s["model"], s["mode"], _number(path, s, "train_seconds"),
-                      _number(path, s, "trainable_parameters"), _number(path, s, "test_examples_per_second"))
+                      _number(path, s, "trainable_parameters"), _number(path, s, "test_examples_per_second"), config)
 
 
 def _unfinished(run_dir: Path) -> str:

@@ -23,7 +23,7 @@ from mcqa.modes.base import Mode, register_mode
 from mcqa.modes.choice import ChoiceCollator, additive_mask, check_choice_task, cloze_messages, encode_choice
 from mcqa.modes.generate import GENERATE
 from mcqa.prompting import neutral_messages, render_prompt
-from mcqa.readouts.decoding import CausalLM
+from mcqa.readouts.decoding import check_head_is_last
 from mcqa.task import Example, Task
 
 
@@ -117,7 +117,7 @@ def build_listwise(causal_lm, tokenizer, task: Task):
     impl = getattr(causal_lm.config, "_attn_implementation", "eager")
     if impl not in ("sdpa", "eager"):
         raise McqaError(f"listwise mode builds its own attention masks, which needs attention 'sdpa' or 'eager' (the model uses '{impl}')")
-    CausalLM(causal_lm)  # the options readout that validates and reads the run must be able to read this model
+    check_head_is_last(causal_lm)  # the options readout that validates and reads the run must be able to read this model
     return causal_lm
 
 

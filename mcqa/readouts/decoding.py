@@ -52,7 +52,7 @@ class CausalLM:
         self.bool_mask = impl == "sdpa"  # sdpa takes "may attend" booleans; eager adds a float mask
         param = next(self.decoder.parameters())
         self.device, self.dtype = param.device, param.dtype
-        check_head_is_last(base, self.decoder, self.lm_head, self.device)
+        check_head_is_last(base)
         self.vocab_size = self.lm_head.weight.shape[0]
 
         # How many (query, key) attention pairs cost as much as one token through the weights:
@@ -69,14 +69,19 @@ class CausalLM:
 
 
 @torch.inference_mode()
-def check_head_is_last(base, decoder, lm_head, device) -> None:
+def check_head_is_last(base) -> None:
     """These readouts read log-probabilities as lm_head(decoder(...)). A model that changes its
     logits after the head (Cohere's logit_scale, Granite's logits_scaling, a softcap) would be
     read at another temperature, which reorders sums of log-probabilities; one forward of four
     tokens through the model's own forward tells, whatever the transform is called."""
-    ids = torch.arange(PROBE_TOKENS, device=device)[None]
-    full = base(input_ids=ids).logits.float()
-    own = lm_head(decoder(input_ids=ids).last_hidden_state).float()
+    ids = torch.arange(PROBE_TOKENS, device=base.get_output_embeddings().weight.device)[None]
+    training = base.training
+    base.eval()  # dropout would part the two paths
+    try:
+        full = base(input_ids=ids).logits.float()
+        own = base.get_output_embeddings()(base.get_decoder()(input_ids=ids).last_hidden_state).float()
+    finally:
+        base.train(training)
     if full.shape != own.shape or not torch.allclose(full, own, rtol=1e-3, atol=1e-3):
         raise McqaError(f"model type '{base.config.model_type}' changes its logits after its LM head (a scale or a "
                         "softcap), which the prefix-cached readouts (rank, options, constrained) and the listwise "
