@@ -30,9 +30,10 @@ class LoraSettings(BaseModel):
     # 0, as in LLaMA-Factory and Unsloth: on a CPU, PEFT's dropout masks were 29% of a forward
     # pass (smollm2-135m, head mode); set 0.05 or 0.1 for long runs that overfit.
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        min_length=1, description="module names that get LoRA adapters",
+    target_modules: list[str] | None = Field(
+        None, min_length=1, description="module names that get LoRA adapters; none: every linear projection in the "
+        "decoder layers, whatever the family calls them (Qwen3: q/k/v/o and gate/up/down; Qwen3.5 adds its "
+        "linear-attention projections)",
     )
     layers: int | None = Field(None, ge=1, description="LoRA on the last N decoder layers only: the backward pass stops "
                                "there (faster on a CPU); none: every layer")
@@ -125,7 +126,7 @@ def settings_problems(config: TrainConfig, task: Any, weight_names: set[str] | N
         if config.lora.layers is not None and blocks and config.lora.layers > len(blocks):
             problems.append(f"lora.layers: {config.lora.layers}, but the model '{config.model}' has {len(blocks)} decoder layers; "
                             f"use at most {len(blocks)}")
-        for t in config.lora.target_modules:
+        for t in config.lora.target_modules or ():
             if t != "lm_head" and not any(m == t or m.endswith(f".{t}") for m in layers):
                 problems.append(f"lora.target_modules: the model '{config.model}' has no module '{t}'{did_you_mean(t, have)} "
                                 f"(its modules: {', '.join(have)})")

@@ -85,8 +85,12 @@ def quiet_foreign_deprecations() -> None:
 
 
 class _NoDeprecations(logging.Filter):
+    """Drops deprecations, and the note that a layer runs its reference PyTorch kernel (Qwen3.5's
+    linear attention, LFM2's convolutions without their CUDA kernels: correct, and all a CPU has)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "deprecat" not in record.getMessage().lower()
+        text = record.getMessage().lower()
+        return "deprecat" not in text and "reference pytorch implementation" not in text
 
 
 def quiet_foreign_log_deprecations() -> None:

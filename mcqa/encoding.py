@@ -1,6 +1,7 @@
-"""Prompts -> token ids, the end of the assistant turn, the left-padding collator, and the
-shared-prefix helpers that training and the readouts both use. What each training mode adds
-(its targets and loss) lives in mcqa/modes/.
+"""Prompts -> token ids, the end of the assistant turn, the left-padding collator, the
+shared-prefix and row-chunk helpers, and head-mode rows, which training and the readouts both
+use. What each training mode adds (its targets and loss) lives in mcqa/modes/; what a model
+family allows (sharing a prefix's cache) in mcqa/model/lm.py.
 
 Batches are left-padded so every row ends at the same position: the target tokens
 are then the last few positions of every row, and the model is asked for logits there only
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import DynamicCache
 
+from mcqa.errors import McqaError
 from mcqa.prompting import render_prompt
 from mcqa.task import Example, Task
 
@@ -157,12 +158,22 @@ def shared_prefix(rows: list[dict[str, Any]]) -> list[int]:
     return rows[0]["input_ids"][:n]
 
 
-def prefix_cache(model, prefix_ids: torch.Tensor, batch_size: int):
-    """Encode the shared prefix once (with gradients: LoRA acts on it too) and give every row of
-    the batch a view of its keys and values; the forward over the rows concatenates onto them."""
-    return expand_cache(model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1).past_key_values, batch_size)
+def head_sizes(task: Task) -> dict[str, int]:
+    """The number of labels of each field, for classification heads (head mode)."""
+    spaces = task.label_spaces
+    free = [f for f, s in spaces.items() if s is None]
+    if free:
+        raise McqaError(f"task '{task.name}' has free fields ({', '.join(free)}); head mode needs a label space for every field, use --mode generate")
+    return {f: len(s.values) for f, s in spaces.items()}
 
 
-def expand_cache(cache, batch_size: int):
-    """A batch-of-one KV cache seen by `batch_size` rows (views; a forward concatenates onto them)."""
-    return DynamicCache([(x.keys.expand(batch_size, -1, -1, -1), x.values.expand(batch_size, -1, -1, -1)) for x in cache.layers])
+def encode_head(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:
+    """Head-mode rows: input_ids = prompt; field_labels = the index of each field's gold value in
+    its label space (None when unlabeled)."""
+    spaces = task.label_spaces
+    rows = []
+    for e in examples:
+        p = prompt_ids(tokenizer, task, e)
+        labels = [spaces[f].values.index(e.target[f]) for f in task.fields] if e.target else None
+        rows.append({"id": e.id, "input_ids": p, "field_labels": labels, "length": len(p)})
+    return rows

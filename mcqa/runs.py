@@ -32,7 +32,7 @@ from mcqa.config import TrainConfig, load_config, settings_problems
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.io import read_json, unique_name
-from mcqa.model import load_causal_lm, resolve_model
+from mcqa.model import check_causal_lm, load_causal_lm, load_model_config, resolve_model
 from mcqa.modes import MODES, get_mode
 from mcqa.registry import get_task
 from mcqa.task import Task
@@ -341,6 +341,9 @@ def check_settings(config: TrainConfig) -> None:
     now and reported at once: the schedule, the metric that picks the best epoch, the LoRA
     target modules (against the model's weight names, read from its files without loading it)."""
     task = get_task(config.task)
+    model_config = load_model_config(config.model, trust_remote_code=config.trust_remote_code)
+    if model_config is not None:  # an encoder or a vision-only model: one line, before anything is made
+        check_causal_lm(model_config)
     problems = settings_problems(config, task, weight_names(config.model))
     if problems:
         n = len(problems)

@@ -20,11 +20,13 @@ def optimizer_steps(train_rows: int, micro_batch: int, batch: int, epochs: float
 
 
 def header(task: str, protocol: str, model: str, mode: str, sizes: dict[str, str], steps: int, batch: int,
-           micro_batch: int, epochs: float, run_dir: Path, resume: bool, max_steps: int | None = None) -> Table:
+           micro_batch: int, epochs: float, run_dir: Path, resume: bool, max_steps: int | None = None,
+           layers: str = "", sharing: str = "") -> Table:
     t = Table(title="mcqa train" + (" (resumed)" if resume else ""), show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value")
-    for what, value in (("task", f"{task} (protocol {protocol})"), ("model", model), ("mode", mode),
+    for what, value in (("task", f"{task} (protocol {protocol})"), ("model", model + (f" ({layers})" if layers else "")), ("mode", mode),
+                        *((("shared", sharing),) if sharing else ()),
                         ("examples", ", ".join(f"{k} {v}" for k, v in sizes.items())),
                         ("steps", f"{steps} optimizer steps" + (f" (max_steps={max_steps})" if max_steps else f" over {epochs:g} epochs")),
                         ("effective batch", f"{batch} (micro batch {micro_batch})"), ("run folder", str(run_dir))):

@@ -31,11 +31,12 @@ from transformers.trainer_callback import PrinterCallback
 
 from mcqa.config import TrainConfig, dump_config
 from mcqa.console import console, quiet_foreign_log_deprecations
-from mcqa.encoding import chunk_share, prefix_cache, row_chunks, shared_prefix
+from mcqa.encoding import chunk_share, row_chunks, shared_prefix
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol, sample_examples
 from mcqa.io import atomic_write_text, write_json
-from mcqa.model import load_causal_lm, load_tokenizer
+from mcqa.model import load_causal_lm, load_model_config, load_tokenizer
+from mcqa.model.lm import Capabilities, cache_kwargs, capabilities, lora_targets, prefix_cache
 from mcqa.modes import Mode, get_mode
 from mcqa.readouts import get_readout, run_readout
 from mcqa.records import Prediction
@@ -69,6 +70,34 @@ def read_out(model, tokenizer, task: Task, mode: Mode, examples: list[Example], 
                        **{k: v for k, v in opts.items() if k in known and v is not None})
 
 
+def batch_loss(model, mode: Mode, inputs: dict[str, Any], num_items_in_batch=None) -> tuple[Any, Any]:
+    """A collated batch's loss and outputs as training computes them: the mode's own forward,
+    the model's own loss, or the mode's loss over a forward that starts from the batch's shared
+    prefix, encoded once (McqaTrainer hands the middle case to Trainer, which adds its
+    label-smoothing and accumulation bookkeeping)."""
+    if mode.compute is not None:
+        return mode.compute(model, inputs)
+    inputs = dict(inputs)
+    if "prefix_ids" not in inputs or mode.model_takes_prefix:
+        labels = inputs.pop("labels") if mode.loss is not None else None
+        outputs = model(**inputs)
+        return (mode.loss(outputs, labels, num_items_in_batch) if mode.loss is not None else outputs["loss"]), outputs
+    prefix = inputs.pop("prefix_ids")
+    labels = inputs.pop("labels")
+    cache = prefix_cache(model, prefix, inputs["input_ids"].shape[0])
+    outputs = model(**inputs, **cache_kwargs(model, cache))
+    return mode.loss(outputs, labels, num_items_in_batch), outputs
+
+
+def collator_for(mode: Mode, caps: Capabilities, rows: list[dict[str, Any]], pad_token_id: int, share_prefix: bool = True):
+    """The mode's collator for these rows, sharing what the model's layers allow exactly: the
+    prompt prefix every row starts with, or each question among its options (tree rows)."""
+    if mode.shares == "options":
+        return mode.collator(pad_token_id, prefix=None, trees=caps.trees)
+    shared = share_prefix and caps.prefix_shared(max(r["length"] for r in rows))[0]
+    return mode.collator(pad_token_id, prefix=shared_prefix(rows) if shared else None)
+
+
 class McqaTrainer(Trainer):
     """Trainer whose evaluation is the mcqa scorer on the validation split, and which encodes a
     batch's shared prompt prefix once (its KV cache is reused by every row)."""
@@ -98,17 +127,11 @@ class McqaTrainer(Trainer):
         return total
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.mcqa_eval["mode"].compute is not None:
-            loss, outputs = self.mcqa_eval["mode"].compute(model, inputs)
-        elif "prefix_ids" not in inputs or self.mcqa_eval["mode"].model_takes_prefix:
+        mode = self.mcqa_eval["mode"]
+        if mode.compute is None and ("prefix_ids" not in inputs or mode.model_takes_prefix):
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         else:
-            inputs = dict(inputs)
-            prefix = inputs.pop("prefix_ids")
-            labels = inputs.pop("labels")
-            cache = prefix_cache(model, prefix, inputs["input_ids"].shape[0])
-            outputs = model(**inputs, past_key_values=cache, use_cache=True)
-            loss = self.mcqa_eval["mode"].loss(outputs, labels, num_items_in_batch)
+            loss, outputs = batch_loss(model, mode, inputs, num_items_in_batch)
         if self.share != 1.0:
             loss = loss * self.share
         return (loss, outputs) if return_outputs else loss
@@ -177,8 +200,17 @@ def build_model(config: TrainConfig, task: Task, tokenizer):
         base.enable_input_require_grads()
     mode = get_mode(config.mode)
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules, **last_layers(base, config.lora.layers), **mode.peft_kwargs(task))
+                      target_modules=config.lora.target_modules or lora_targets(base), **last_layers(base, config.lora.layers),
+                      **mode.peft_kwargs(task))
     return get_peft_model(mode.build(base, tokenizer, task), lora)
+
+
+def adapter_line(model) -> str:
+    """Which modules got LoRA adapters and how many parameters train (what the header promised)."""
+    names = sorted({n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A" in n})
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"LoRA adapters on {', '.join(names)}: {trainable:,} trainable parameters of {total:,}"
 
 
 def last_layers(base, n: int | None) -> dict[str, Any]:
@@ -227,6 +259,23 @@ class Setup:
     val: list[Example]
     resume: bool
     started: float
+    caps: Capabilities | None  # what the model's layers allow (mcqa.model.lm), from its config; None until it loads
+
+    def sharing(self) -> tuple[bool, str]:
+        """Whether a batch's rows share their prompt prefix (or a question its options), and a
+        line saying so for the header."""
+        if self.caps is None:
+            return False, "decided once the model is downloaded"
+        if self.mode.shares == "options":
+            if self.caps.trees:
+                return True, "each question encoded once for its options (tree-masked rows)"
+            return False, f"no tree rows: one row per option, the model has {'/'.join(self.caps.stateful)} layers"
+        if not self.config.share_prefix:
+            return False, "prefix shared: no (share_prefix=false)"
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return False, "prefix shared: no (several processes)"
+        ok, why = self.caps.prefix_shared(max(r["length"] for r in self.rows))
+        return ok, "prefix shared: yes" if ok else f"prefix shared: no, {why}"
 
 
 def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_code: bool = False) -> Setup:
@@ -242,6 +291,8 @@ def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_co
     protocol = resolve_protocol(task, config.protocol)
     started = time.time()
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)  # fails before any folder is made
+    model_config = load_model_config(config.model, trust_remote_code=config.trust_remote_code)
+    caps = capabilities(model_config) if model_config is not None else None  # None: a hub id not downloaded yet
     if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})))
@@ -257,7 +308,7 @@ def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_co
         console.print(f"[yellow]dropped {len(rows) - len(kept)} of {len(rows)} training examples longer than max_length={config.max_length}[/]")
     if not kept:
         raise McqaError(f"every training example is longer than max_length={config.max_length}; raise it")
-    return Setup(config, run_dir, task, mode, protocol, tokenizer, kept, val_ex, resume is not None, started)
+    return Setup(config, run_dir, task, mode, protocol, tokenizer, kept, val_ex, resume is not None, started, caps)
 
 
 def fit(s: Setup) -> McqaTrainer:
@@ -267,9 +318,14 @@ def fit(s: Setup) -> McqaTrainer:
         raise McqaError(f"batch_size {config.batch_size} is not divisible by micro_batch_size {config.micro_batch_size} x {world} processes")
     train_ds = Dataset.from_list([{k: r[k] for k in ("input_ids", *s.mode.columns, "length")} for r in s.rows])
     model = build_model(config, s.task, s.tokenizer)
-    # The prompt prefix every example shares is encoded once per batch. Not under DDP, where a
-    # second forward call per step would confuse the gradient reducer.
-    prefix = shared_prefix(s.rows) if config.share_prefix and world == 1 else None
+    if s.caps is None:
+        s.caps = capabilities(model)
+    if is_main():
+        say(adapter_line(model))
+    # The prompt prefix every example shares is encoded once per batch where the model's layers
+    # allow it exactly. Not under DDP, where a second forward call per step would confuse the
+    # gradient reducer.
+    collator = collator_for(s.mode, s.caps, s.rows, s.tokenizer.pad_token_id, share_prefix=config.share_prefix and world == 1)
     args = TrainingArguments(
         output_dir=str(s.run_dir / "checkpoints"),
         per_device_train_batch_size=config.micro_batch_size,
@@ -308,7 +364,7 @@ def fit(s: Setup) -> McqaTrainer:
         args=args,
         train_dataset=train_ds,
         eval_dataset=train_ds.select(range(1)),  # Trainer insists on one; evaluation runs the scorer instead
-        data_collator=s.mode.collator(s.tokenizer.pad_token_id, prefix=prefix),
+        data_collator=collator,
         compute_loss_func=s.mode.loss,
         callbacks=callbacks,
         mcqa_eval={"task": s.task, "tokenizer": s.tokenizer, "mode": s.mode, "examples": s.val, "config": config,
@@ -365,7 +421,8 @@ def show_header(s: Setup) -> None:
     test = f"{min(n_test, c.max_test_examples)} of {n_test}" if c.max_test_examples and c.max_test_examples < n_test else str(n_test)
     sizes = {"train": str(len(s.rows)), "validation": str(len(s.val)), "test": test}
     steps = c.max_steps or optimizer_steps(len(s.rows), c.micro_batch_size, c.batch_size, c.epochs, world)
-    show(header(s.task.name, s.protocol, c.model, c.mode, sizes, steps, c.batch_size, c.micro_batch_size, c.epochs, s.run_dir, s.resume, c.max_steps))
+    show(header(s.task.name, s.protocol, c.model, c.mode, sizes, steps, c.batch_size, c.micro_batch_size, c.epochs, s.run_dir,
+                s.resume, c.max_steps, layers=s.caps.describe() if s.caps else "", sharing=s.sharing()[1]))
 
 
 def train(config: TrainConfig | None, resume: str | Path | None = None, trust_remote_code: bool = False,

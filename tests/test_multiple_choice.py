@@ -20,7 +20,8 @@ from mcqa.encoding import end_of_turn
 from mcqa.errors import McqaError
 from mcqa.examples import load_split
 from mcqa.modes import get_mode
-from mcqa.modes.choice import ChoiceCollator, build_choice_model, encode_choice
+from mcqa.choice_rows import ChoiceCollator, encode_choice
+from mcqa.modes.choice import build_choice_model
 from mcqa.modes.generate import target_loss
 from mcqa.modes.listwise import ListwiseCollator, listwise_loss
 from mcqa.prompting import neutral_messages, render_prompt, serialize_target

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from mcqa.encoding import prompt_ids
 from mcqa.errors import McqaError
 from mcqa.encoding import common_prefix_len
-from mcqa.readouts.decoding import PROBE_TOKENS, CausalLM, SharedPrefix, Streams, Tree
+from mcqa.model.lm import PROBE_TOKENS, CausalLM
+from mcqa.readouts.decoding import SharedPrefix, Streams, Tree
 from mcqa.prompting import serialize_target
 from mcqa.calibration import apply_temperature, fit_temperature, group_probs
 from mcqa.readouts import READOUTS, run_readout

@@ -160,7 +160,8 @@ def test_kept_logits_loss_equals_full_sequence_loss(tiny):
 def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
     """Encoding the shared system prompt once per batch (its KV cache expanded to every row)
     changes nothing but the cost: same loss, same gradients, prefix included."""
-    from mcqa.encoding import end_of_turn, prefix_cache, shared_prefix
+    from mcqa.encoding import end_of_turn, shared_prefix
+    from mcqa.model.lm import cache_kwargs, prefix_cache
     from mcqa.modes.generate import encode_generative, target_loss
     from mcqa.examples import load_split
     from mcqa.registry import get_task
@@ -176,7 +177,7 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
         labels = batch.pop("labels")
         ids = batch.pop("prefix_ids", None)
         cache = prefix_cache(model, ids, len(rows)) if ids is not None else None
-        return target_loss(model(**batch, past_key_values=cache), labels)
+        return target_loss(model(**batch, **(cache_kwargs(model, cache) if cache is not None else {})), labels)
 
     _assert_shared_prefix_changes_nothing(model, weight, rows, prefix, tok.pad_token_id, loss)
 
@@ -274,7 +275,8 @@ def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities
     prefix_ids): same loss and gradients in training, same head probabilities when reading out."""
     from mcqa.encoding import shared_prefix
     from mcqa.examples import load_split
-    from mcqa.modes.head import build_head_model, encode_head
+    from mcqa.encoding import encode_head
+    from mcqa.modes.head import build_head_model
     from mcqa.readouts.head import head_outputs
     from mcqa.registry import get_task
 

@@ -53,6 +53,37 @@ def load_tokenizer(name: str | Path | None = None, trust_remote_code: bool = Fal
     return tokenizer
 
 
+def load_model_config(name: str | Path | None = None, trust_remote_code: bool = False):
+    """The model's config, without its weights, for a folder or alias (errors as one line), or a
+    hub id in the local cache; None for a hub id that is not (its loader says why later)."""
+    from transformers import AutoConfig
+
+    try:
+        return _load(AutoConfig.from_pretrained, name, "model config", trust_remote_code=trust_remote_code)
+    except McqaError:
+        if isinstance(resolve_model(name), Path):
+            raise
+        return None
+
+
+def check_causal_lm(config) -> None:
+    """A model mcqa can train and read out: a decoder with a causal LM head. An encoder, an
+    encoder-decoder or a vision-only model is refused here, in one line, before any run starts."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as causal
+
+    kind = getattr(config, "model_type", None) or "unknown"
+    archs = list(getattr(config, "architectures", None) or ())
+    heads = set(causal.values())
+    auto_map = getattr(config, "auto_map", None) or {}
+    ok = (kind in causal or "AutoModelForCausalLM" in auto_map) and not getattr(config, "is_encoder_decoder", False)
+    if ok and archs and not any(a in heads or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) and "AutoModelForCausalLM" not in auto_map:
+        ok = False
+    if not ok:
+        what = f"model type '{kind}'" + (f" ({', '.join(archs)})" if archs else "")
+        raise McqaError(f"{what} is not a decoder with a causal LM head, which every mcqa mode and readout needs; "
+                        "use a causal LM such as Qwen3, Qwen3.5, Gemma 3, Llama/SmolLM2, Qwen2.5 or LFM2")
+
+
 def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
                    **kwargs):
     """The causal LM for a hub id, folder or alias, in eval mode (float32 unless `dtype`). kwargs
@@ -63,6 +94,9 @@ def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype | None = N
     from transformers.utils import logging as hf_logging
 
     dtype = torch.float32 if dtype is None else dtype
+    config = load_model_config(name, trust_remote_code=trust_remote_code)
+    if config is not None:
+        check_causal_lm(config)
     # transformers' "Loading weights" bar (under a second here) would put carriage-return
     # noise ahead of what mcqa prints; hub downloads keep their own bars (huggingface_hub's).
     shown = hf_logging.is_progress_bar_enabled()

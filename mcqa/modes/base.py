@@ -43,6 +43,11 @@ class Mode:
     # outputs and `labels` alone cannot give (a per-batch mean; Trainer divides it by the
     # accumulation steps). None: Trainer's own forward and `loss`.
     compute: Callable[[Any, dict[str, Any]], tuple[Any, Any]] | None = None
+    # What a batch's rows share: "prefix", the prompt prefix every example starts with (encoded
+    # once when the model allows it exactly; the collator takes `prefix`), or "options", each
+    # question shared by its options (the collator takes `trees`: one tree-masked row per
+    # example, or a row per option; mcqa.choice_rows).
+    shares: str = "prefix"
 
 
 MODES: Registry[Mode] = Registry("training mode")

@@ -14,16 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from mcqa.encoding import expand_cache, prompt_ids
-from mcqa.errors import McqaError
+from mcqa.encoding import encode_head, head_sizes
+from mcqa.model.lm import cache_kwargs, hidden_size, prefix_cache
 from mcqa.modes.base import Mode, register_mode
-from mcqa.task import Example, Task
+from mcqa.task import Task
 
 HEADS_MODULE = "heads"
 
 
 class HeadModel(nn.Module):
     offers = "heads"  # what readouts can read from it (mcqa.readouts.base.offers): no LM head
+    base_model_prefix = "backbone"  # where transformers' weight conversions find the decoder
 
     def __init__(self, backbone: nn.Module, hidden_size: int, fields: dict[str, int], config=None):
         super().__init__()
@@ -39,23 +40,15 @@ class HeadModel(nn.Module):
         # No **kwargs on purpose: Trainer then averages the loss over accumulation steps itself.
         cache = None
         if prefix_ids is not None:
-            cache = expand_cache(self.backbone(input_ids=prefix_ids, use_cache=True).past_key_values, input_ids.shape[0])
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               past_key_values=cache, use_cache=cache is not None).last_hidden_state
+            cache = prefix_cache(self.backbone, prefix_ids, input_ids.shape[0], lm_head=False)
+        extra = cache_kwargs(self.backbone, cache) if cache is not None else {}
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **extra).last_hidden_state
         last = hidden[:, -1]  # rows are left-padded: the last position is the last prompt token
         logits = [self.heads[f](last).float() for f in self.fields]
         out = {"logits": tuple(logits)}
         if labels is not None:
             out["loss"] = sum(nn.functional.cross_entropy(lg, labels[:, i]) for i, lg in enumerate(logits))
         return out
-
-
-def head_sizes(task: Task) -> dict[str, int]:
-    spaces = task.label_spaces
-    free = [f for f, s in spaces.items() if s is None]
-    if free:
-        raise McqaError(f"task '{task.name}' has free fields ({', '.join(free)}); head mode needs a label space for every field, use --mode generate")
-    return {f: len(s.values) for f, s in spaces.items()}
 
 
 def first_token_rows(causal_lm, tokenizer, task: Task) -> dict[str, torch.Tensor]:
@@ -76,24 +69,12 @@ def build_head_model(causal_lm, tokenizer, task: Task) -> HeadModel:
     """Wrap a causal LM's decoder with fresh heads initialised from its LM-head rows."""
     sizes = head_sizes(task)
     rows = first_token_rows(causal_lm, tokenizer, task)
-    hidden = causal_lm.config.get_text_config().hidden_size if hasattr(causal_lm.config, "get_text_config") else causal_lm.config.hidden_size
-    model = HeadModel(causal_lm.get_decoder(), hidden, sizes, config=causal_lm.config)
+    model = HeadModel(causal_lm.get_decoder(), hidden_size(causal_lm), sizes, config=causal_lm.config)
     with torch.no_grad():
         for f, head in model.heads.items():
             head.weight.copy_(rows[f].to(head.weight.dtype))
             head.bias.zero_()
     return model.to(causal_lm.dtype)
-
-
-def encode_head(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:
-    """input_ids = prompt; field_labels = the index of each field's gold value in its label space."""
-    spaces = task.label_spaces
-    rows = []
-    for e in examples:
-        p = prompt_ids(tokenizer, task, e)
-        labels = [spaces[f].values.index(e.target[f]) for f in task.fields] if e.target else None
-        rows.append({"id": e.id, "input_ids": p, "field_labels": labels, "length": len(p)})
-    return rows
 
 
 HEAD = register_mode(Mode(

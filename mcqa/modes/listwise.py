@@ -18,17 +18,16 @@ from typing import Any
 
 import torch
 
-from mcqa.errors import McqaError
+from mcqa.choice_rows import ChoiceCollator, check_choice_task, cloze_messages, encode_choice
+from mcqa.model.lm import base_model, capabilities, check_head_is_last, layer_masks
 from mcqa.modes.base import Mode, register_mode
-from mcqa.modes.choice import ChoiceCollator, additive_mask, check_choice_task, cloze_messages, encode_choice
 from mcqa.modes.generate import GENERATE
 from mcqa.prompting import neutral_messages, render_prompt
-from mcqa.readouts.decoding import check_head_is_last
 from mcqa.task import Example, Task
 
 
 def encode_listwise(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:
-    """A choice row (cloze prompt + every option, mcqa.modes.choice.encode_choice) plus the
+    """A choice row (cloze prompt + every option, mcqa.choice_rows.encode_choice) plus the
     neutral prompt's ids; the options are tokenized once, as the options readout does."""
     rows = encode_choice(tokenizer, task, examples)
     for row, e in zip(rows, examples):
@@ -40,40 +39,40 @@ def encode_listwise(tokenizer, task: Task, examples: list[Example]) -> list[dict
 
 @dataclass
 class ListwiseCollator:
-    """2B rows for B examples: the question rows, then the neutral rows (the same options after
-    the neutral prompt); `targets` says which logit predicts which option token."""
+    """The choice rows of B examples' questions, then of their neutral prompts (the same options
+    after the neutral prompt), as trees or unrolled (mcqa.choice_rows); `targets` says which
+    logit predicts which option token of which (prompt, option) slot."""
 
     pad_token_id: int
     prefix: list[int] | None = None  # unused: a row shares its prompt among its options already
+    trees: bool = True
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         options = [f["input_ids"][f["prompt_length"]:] for f in features]
         neutral = [{**f, "input_ids": f["neutral_ids"] + o, "prompt_length": len(f["neutral_ids"])}
                    for f, o in zip(features, options)]
         both = list(features) + neutral
-        batch = ChoiceCollator(self.pad_token_id)(both)
+        batch, spans = ChoiceCollator(self.pad_token_id, trees=self.trees).build(both)
         k = batch.pop("option_ends").shape[1]
         rows, pos, tok, slot = [], [], [], []
-        for i, f in enumerate(both):
-            p, start = f["prompt_length"], f["prompt_length"]
-            for j, m in enumerate(f["option_lengths"]):
-                # The prompt's last position predicts every option's first token (each branch sees only the prompt).
-                rows += [i] * m
-                pos += [p - 1] + list(range(start, start + m - 1))
-                tok += f["input_ids"][start:start + m]
-                slot += [i * k + j] * m
-                start += m
+        for i, (f, out) in enumerate(zip(both, spans)):
+            for j, s in enumerate(out):
+                # The prompt's last position predicts the option's first token (a branch sees only the prompt).
+                rows += [s.row] * s.length
+                pos += [s.prompt_end] + list(range(s.start, s.start + s.length - 1))
+                tok += batch["input_ids"][s.row, s.start:s.start + s.length].tolist()
+                slot += [i * k + j] * s.length
         batch["targets"] = torch.tensor([rows, pos, tok, slot], dtype=torch.long)
         batch["n_options"] = torch.tensor(k)
-        batch["attention_mask"] = batch["attention_mask"][:, None]  # (2B, 1, W, W): one mask for every head
+        batch["n_examples"] = torch.tensor(len(both))
         if "labels" in batch:  # renamed: Trainer counts "labels" as shifted next-token targets
             batch["choice_labels"] = batch.pop("labels")[:len(features)]
         return batch
 
 
 def option_pmi(logits: torch.Tensor, targets: torch.Tensor, n_rows: int, n_options: int) -> torch.Tensor:
-    """(B, K) PMI per option from the logits at the `targets` positions (one row per option
-    token, in `targets` order) of 2B rows: summed option log-likelihood after the question
+    """(B, K) PMI per option from the logits at the `targets` positions (one per option token,
+    in `targets` order) of 2B examples' rows: summed option log-likelihood after the question
     minus after the neutral prompt; -inf where an example has fewer options."""
     _, _, tok, slot = targets
     lp = torch.log_softmax(logits.float(), dim=-1).gather(1, tok[:, None]).squeeze(1)
@@ -84,39 +83,31 @@ def option_pmi(logits: torch.Tensor, targets: torch.Tensor, n_rows: int, n_optio
     return (sums[:b] - sums[b:]).masked_fill(~seen[:b], float("-inf"))
 
 
-def output_head(model):
-    """The LM head inside a Trainer's model (DDP's .module, PEFT's base model)."""
-    model = getattr(model, "module", model)
-    model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return model.get_output_embeddings()
-
-
 def listwise_loss(model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Cross-entropy of the softmax over each example's option PMIs; the per-batch mean (Trainer
     divides it by the accumulation steps). The model runs its own forward (through DDP, FSDP and
-    PEFT, and whatever it does to logits after its head, such as Gemma's softcapping), but its LM
-    head sees only the positions that predict an option token, not every position of every row
-    (prompts and padding too): on recipe_mpr with smollm2-135m, 7% less peak memory (bench/RESULTS.md,
-    session 10). A model that reshapes its logits as (rows, positions) after the head fails loudly."""
-    mask = inputs["attention_mask"]
-    config = getattr(getattr(model, "module", model), "config", None)
-    if getattr(config, "_attn_implementation", "sdpa") == "eager":  # eager adds a float mask; sdpa takes booleans
-        mask = additive_mask(mask, next(model.parameters()).dtype)
+    PEFT, and whatever it does to logits after its head), but its LM head sees only the
+    positions that predict an option token, not every position of every row (prompts and
+    padding too): on recipe_mpr with smollm2-135m, 7% less peak memory (bench/RESULTS.md). A
+    model that reshapes its logits as (rows, positions) after the head fails loudly."""
+    base = base_model(model)
+    kwargs = {}
+    if "attention_mask" in inputs:  # tree rows; unrolled rows need no mask (mcqa.choice_rows)
+        pos = inputs["position_ids"]
+        kwargs = {"attention_mask": layer_masks(capabilities(base), inputs["attention_mask"], pos, pos, next(model.parameters()).dtype),
+                  "position_ids": pos}
     rows, pos, _, _ = inputs["targets"]
-    hook = output_head(model).register_forward_pre_hook(lambda _head, args: (args[0][rows, pos], *args[1:]))
+    hook = base.get_output_embeddings().register_forward_pre_hook(lambda _head, args: (args[0][rows, pos], *args[1:]))
     try:
-        logits = model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=inputs["position_ids"]).logits
+        logits = model(input_ids=inputs["input_ids"], **kwargs).logits
     finally:
         hook.remove()
-    scores = option_pmi(logits, inputs["targets"], inputs["input_ids"].shape[0], int(inputs["n_options"]))
+    scores = option_pmi(logits, inputs["targets"], int(inputs["n_examples"]), int(inputs["n_options"]))
     return torch.nn.functional.cross_entropy(scores, inputs["choice_labels"]), {"logits": scores}
 
 
 def build_listwise(causal_lm, tokenizer, task: Task):
     check_choice_task(task)
-    impl = getattr(causal_lm.config, "_attn_implementation", "eager")
-    if impl not in ("sdpa", "eager"):
-        raise McqaError(f"listwise mode builds its own attention masks, which needs attention 'sdpa' or 'eager' (the model uses '{impl}')")
     check_head_is_last(causal_lm)  # the options readout that validates and reads the run must be able to read this model
     return causal_lm
 
@@ -136,4 +127,5 @@ LISTWISE = register_mode(Mode(
     default_readout="options",
     check=check_choice_task,
     collator=ListwiseCollator,
+    shares="options",
 ))

@@ -12,7 +12,8 @@ import torch
 
 from mcqa.console import track
 from mcqa.encoding import common_prefix_len, prompt_ids
-from mcqa.readouts.decoding import CausalLM, SharedPrefix, Streams, plan_chunks
+from mcqa.model.lm import CausalLM
+from mcqa.readouts.decoding import SharedPrefix, open_streams, plan_chunks
 from mcqa.task import Example, Task
 
 
@@ -47,7 +48,7 @@ def prefix_batches(lm: CausalLM, tokenizer, task: Task, examples: list[Example],
         chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     for chunk in track(chunks, f"{what} ({len(examples)} examples, {n} prefix tokens shared)", total=len(chunks)):
         width = row_tokens if row_tokens is not None else first_feed[chunk[0]]
-        yield chunk, Streams(lm, prefix, len(chunk), width), [prompts[i][n:] for i in chunk]
+        yield chunk, open_streams(lm, prefix, len(chunk), width), [prompts[i][n:] for i in chunk]
 
 
 @dataclass

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from mcqa.console import track
-from mcqa.modes.choice import ChoiceCollator, encode_choice
+from mcqa.choice_rows import ChoiceCollator, encode_choice
+from mcqa.model.lm import capabilities
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import length_batches
@@ -26,7 +27,8 @@ def choice(model, tokenizer, task: Task, examples: list[Example], *, batch_size:
     model.eval()
     field, letters = task.choice_field, task.label_spaces[task.choice_field].values
     rows = encode_choice(tokenizer, task, [Example(e.id, e.input, None, e.groups) for e in examples])
-    collate = ChoiceCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    collate = ChoiceCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                             trees=capabilities(model).trees)
     device = next(model.parameters()).device
     out: dict[str, Prediction] = {}
     batches = list(length_batches(rows, batch_size))

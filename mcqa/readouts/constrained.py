@@ -14,7 +14,8 @@ from mcqa.errors import McqaError
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, FREE_MAX_NEW_TOKENS, Options, register_readout
 from mcqa.readouts.batching import Row, prefix_batches
-from mcqa.readouts.decoding import CausalLM, Tree
+from mcqa.model.lm import CausalLM
+from mcqa.readouts.decoding import Tree
 from mcqa.readouts.trie import JOINT_LIMIT, LabelCandidates
 from mcqa.records import Prediction
 from mcqa.schema import task_schema

@@ -26,66 +26,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from mcqa.errors import McqaError
-
-
-PROBE_TOKENS = 4  # the forward that checks a model's logits come straight from its head (check_head_is_last)
-
-
-class CausalLM:
-    """The decoder and LM head of a causal LM (a PEFT model included: its LoRA layers live inside
-    the base model's modules, so calling them directly keeps the adapter active)."""
-
-    def __init__(self, model):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-        impl = getattr(base.config, "_attn_implementation", "eager")
-        if impl not in ("sdpa", "eager"):
-            raise McqaError(f"the prefix-cached readouts build their own attention masks, which needs attention "
-                            f"'sdpa' or 'eager' (the model uses '{impl}'); load it with attn_implementation='sdpa'")
-        if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or ())):
-            raise McqaError("the prefix-cached readouts support full-attention decoders only (this model has "
-                            "sliding-window or linear layers); use the 'generate' readout")
-        model.eval()
-        self.decoder = base.get_decoder()
-        self.lm_head = base.get_output_embeddings()
-        self.bool_mask = impl == "sdpa"  # sdpa takes "may attend" booleans; eager adds a float mask
-        param = next(self.decoder.parameters())
-        self.device, self.dtype = param.device, param.dtype
-        check_head_is_last(base)
-        self.vocab_size = self.lm_head.weight.shape[0]
-
-        # How many (query, key) attention pairs cost as much as one token through the weights:
-        # a token costs ~2 FLOPs per decoder weight, a pair ~4 per query dimension and layer.
-        heads = getattr(config, "num_attention_heads", 1)
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        layers = getattr(config, "num_hidden_layers", 1)
-        embed = base.get_input_embeddings()
-        weights = sum(p.numel() for p in self.decoder.parameters()) - (embed.weight.numel() if embed is not None else 0)
-        self.pairs_per_token = max(1.0, 2 * weights / (4 * heads * head_dim * layers))
-
-    def logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(self.lm_head(hidden).float(), dim=-1)
-
-
-@torch.inference_mode()
-def check_head_is_last(base) -> None:
-    """These readouts read log-probabilities as lm_head(decoder(...)). A model that changes its
-    logits after the head (Cohere's logit_scale, Granite's logits_scaling, a softcap) would be
-    read at another temperature, which reorders sums of log-probabilities; one forward of four
-    tokens through the model's own forward tells, whatever the transform is called."""
-    ids = torch.arange(PROBE_TOKENS, device=base.get_output_embeddings().weight.device)[None]
-    training = base.training
-    base.eval()  # dropout would part the two paths
-    try:
-        full = base(input_ids=ids).logits.float()
-        own = base.get_output_embeddings()(base.get_decoder()(input_ids=ids).last_hidden_state).float()
-    finally:
-        base.train(training)
-    if full.shape != own.shape or not torch.allclose(full, own, rtol=1e-3, atol=1e-3):
-        raise McqaError(f"model type '{base.config.model_type}' changes its logits after its LM head (a scale or a "
-                        "softcap), which the prefix-cached readouts (rank, options, constrained) and the listwise "
-                        "mode do not reproduce; use the 'generate' readout and --mode generate, head or choice")
+from mcqa.model.lm import CausalLM, copy_rows
 
 
 def plan_chunks(lengths: list[int], prefix: int, max_streams: int, pairs_per_token: float, overhead: float = 16.0) -> list[tuple[int, int]]:
@@ -132,8 +73,8 @@ class SharedPrefix:
     def encode(cls, lm: CausalLM, ids: list[int]) -> SharedPrefix:
         if not ids:
             return cls([], None)
-        cache = DynamicCache()
-        lm.decoder(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
+        cache = lm.new_cache()
+        lm.decoder(input_ids=torch.tensor([ids], device=lm.device), **{lm.cache_kw: cache}, use_cache=True)
         return cls(list(ids), cache)
 
 
@@ -168,12 +109,15 @@ class Streams:
     def __init__(self, lm: CausalLM, prefix: SharedPrefix, n: int, capacity: int = 512):
         self.lm, self.prefix, self.n, self.capacity = lm, prefix, n, capacity
         p = len(prefix.ids)
+        if not lm.caps.trees:
+            raise ValueError("Streams feeds token trees under one mask; a model with stateful layers needs StateStreams")
         self.visible = torch.ones(n, p, dtype=torch.bool)  # per stream: the columns of its row it sees
         self.next_pos = [p] * n
         self.row: list[int] | None = None  # each stream's cache row, set by the first feed
         self.n_rows = 0
         self._k0 = p
         self.cache: DynamicCache | None = None
+        self.col_pos = np.zeros((0, p), dtype=np.int64)  # per cache row: each column's position (sliding windows)
         self._last: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # stream -> (offset, ancestors, positions)
         self._done: set[int] = set()
 
@@ -191,6 +135,7 @@ class Streams:
             loads[r] += lengths[s]
             self.row[s] = r
         k = self.n_rows = len(loads)
+        self.col_pos = np.tile(np.arange(len(self.prefix.ids), dtype=np.int64), (k, 1))
         if self.prefix.cache is not None:
             layers = [(x.keys.expand(k, -1, -1, -1), x.values.expand(k, -1, -1, -1)) for x in self.prefix.cache.layers]
             self.cache = DynamicCache(layers)  # concatenation makes the per-row copies
@@ -206,6 +151,7 @@ class Streams:
         rows = sorted({self.row[s] for s in range(self.n) if s not in self._done})
         if rows and len(rows) < self.n_rows:
             self.cache.batch_select_indices(torch.tensor(rows, device=self.lm.device))
+            self.col_pos = self.col_pos[rows]
             remap = {r: i for i, r in enumerate(rows)}
             self.row = [remap.get(r, -1) for r in self.row]
             self.n_rows = len(rows)
@@ -241,13 +187,13 @@ class Streams:
                 self._last[s] = (off, anc, at)
             for j in range(fill[r], q):  # padding sees itself only (no empty softmax rows)
                 allow[r, j, k0 + j] = True
-        mask = torch.from_numpy(allow)[:, None]
-        if not self.lm.bool_mask:
-            mask = torch.zeros(mask.shape, dtype=self.lm.dtype).masked_fill_(~mask, torch.finfo(self.lm.dtype).min)
         dev = self.lm.device
+        k_pos = np.concatenate([self.col_pos, pos], axis=1)
+        mask = self.lm.attention_mask(torch.from_numpy(allow).to(dev), torch.from_numpy(pos).to(dev), torch.from_numpy(k_pos).to(dev))
+        self.col_pos = k_pos
         hidden = self.lm.decoder(
-            input_ids=torch.from_numpy(ids).to(dev), attention_mask=mask.to(dev), position_ids=torch.from_numpy(pos).to(dev),
-            past_key_values=self.cache, use_cache=True,
+            input_ids=torch.from_numpy(ids).to(dev), attention_mask=mask, position_ids=torch.from_numpy(pos).to(dev),
+            **{self.lm.cache_kw: self.cache}, use_cache=True,
         ).last_hidden_state
         order = [(s, t) for s, t in trees.items()]
         rows = [self.row[s] for s, t in order for _ in t.read]
@@ -274,6 +220,110 @@ class Streams:
         else:
             self.visible[stream, self._k0 + off:self._k0 + off + len(anc)] = torch.from_numpy(anc[index])
             self.next_pos[stream] = int(at[index]) + 1
+
+
+class StateStreams:
+    """Streams for a model with layers that carry a state (linear attention, convolutions): the
+    same feeds, commits and reads as Streams, computed without a tree mask. Each stream keeps
+    the model's own cache after its committed tokens; a fed tree is unrolled into one row per
+    leaf (its path from the stream's end), every row starting from a copy of that cache and
+    right-padded, which no earlier position of a causal model can see. Streams that start from
+    the same cache (the shared prefix, at their first feed) go in one forward."""
+
+    PAD = 0  # any token: it sits after a row's last real one
+
+    def __init__(self, lm: CausalLM, prefix: SharedPrefix, n: int, capacity: int | None = None):
+        self.lm, self.prefix, self.n = lm, prefix, n
+        self.ends: list = [prefix.cache] * n  # each stream's cache after its committed tokens (None: nothing yet)
+        self._last: dict[int, tuple[Tree, object, list[list[int]], object]] = {}  # stream -> (tree, start, paths, cache)
+        self.n_rows = 0
+
+    @torch.inference_mode()
+    def finish(self, streams) -> None:
+        for s in streams:
+            self.ends[s] = None
+            self._last.pop(s, None)
+
+    @torch.inference_mode()
+    def feed(self, trees: dict[int, Tree]) -> dict[int, torch.Tensor]:
+        groups: dict[int, list[int]] = {}
+        for s, t in trees.items():
+            # A chain whose end becomes the stream's end is fed alone, so its cache is that end.
+            key = id(self.ends[s]) if t.commit is None else -1 - s
+            groups.setdefault(key, []).append(s)
+        out = {}
+        for members in groups.values():
+            out |= self._forward({s: trees[s] for s in members})
+        for s, t in trees.items():
+            self.commit(s, t.commit)
+        return out
+
+    def _forward(self, trees: dict[int, Tree]) -> dict[int, torch.Tensor]:
+        start = self.ends[next(iter(trees))]
+        paths = {s: [_path(t.parents, leaf) for leaf in _leaves(t.parents)] for s, t in trees.items()}
+        rows = [(s, p) for s, ps in paths.items() for p in ps]
+        width = max(len(p) for _, p in rows)
+        ids = torch.full((len(rows), width), self.PAD, dtype=torch.long)
+        for r, (s, p) in enumerate(rows):
+            ids[r, :len(p)] = torch.tensor([trees[s].tokens[j] for j in p])
+        owned = start is not None and start is not self.prefix.cache  # a stream's own end, no other stream's
+        if len(rows) == 1 and owned and next(iter(trees.values())).commit is not None:
+            cache, start = start, _CONSUMED  # the chain's end becomes the stream's end: feed onto it in place
+        else:
+            cache = copy_rows(start, len(rows)) if start is not None else self.lm.new_cache()
+        hidden = self.lm.decoder(input_ids=ids.to(self.lm.device), **{self.lm.cache_kw: cache}, use_cache=True).last_hidden_state
+        self.n_rows = max(self.n_rows, len(rows))
+        out, first = {}, 0
+        for s, t in trees.items():
+            where: dict[int, tuple[int, int]] = {}
+            for r, p in enumerate(paths[s]):
+                for c, j in enumerate(p):
+                    where.setdefault(j, (first + r, c))
+            at = [where[j] for j in t.read]
+            out[s] = (self.lm.logprobs(hidden[[a for a, _ in at], [b for _, b in at]]).cpu() if at
+                      else torch.empty(0, self.lm.vocab_size))
+            self._last[s] = (t, start, paths[s], cache if len(rows) == 1 else None)
+            first += len(paths[s])
+        return out
+
+    @torch.inference_mode()
+    def commit(self, stream: int, index: int | None) -> None:
+        """As Streams.commit: the path to token `index` of the last feed becomes the stream's end."""
+        t, start, paths, cache = self._last[stream]
+        path = _path(t.parents, index) if index is not None else None
+        if cache is not None and paths == [path]:  # the feed was this path alone: its cache is the new end
+            self.ends[stream] = cache
+            return
+        if start is _CONSUMED:
+            raise ValueError("this feed extended the stream's end in place; it can only commit to its own end")
+        if index is None:
+            self.ends[stream] = start
+            return
+        end = copy_rows(start, 1) if start is not None else self.lm.new_cache()
+        self.lm.decoder(input_ids=torch.tensor([path and [t.tokens[j] for j in path]], device=self.lm.device), **{self.lm.cache_kw: end}, use_cache=True)
+        self.ends[stream] = end
+
+
+_CONSUMED = object()  # StateStreams: a feed's start that the feed extended in place
+
+
+def open_streams(lm: CausalLM, prefix: SharedPrefix, n: int, capacity: int = 512):
+    """Streams (one tree-masked forward) where every layer attends, else StateStreams."""
+    return Streams(lm, prefix, n, capacity) if lm.caps.trees else StateStreams(lm, prefix, n)
+
+
+def _leaves(parents: list[int]) -> list[int]:
+    inner = {p for p in parents if p >= 0}
+    return [j for j in range(len(parents)) if j not in inner]
+
+
+def _path(parents: list[int], j: int) -> list[int]:
+    """The fed tokens from the stream's end to token j, in order."""
+    out = []
+    while j >= 0:
+        out.append(j)
+        j = parents[j]
+    return out[::-1]
 
 
 def _ancestors(parents: list[int], base: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from mcqa.console import track
-from mcqa.encoding import LeftPadCollator, shared_prefix
-from mcqa.modes.head import encode_head
+from mcqa.encoding import LeftPadCollator, encode_head, shared_prefix
+from mcqa.model.lm import capabilities
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import length_batches
@@ -32,8 +32,10 @@ def head_outputs(model, tokenizer, task: Task, examples: list[Example], batch_si
     spaces = task.label_spaces
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows = [{**r, "field_labels": None} for r in encode_head(tokenizer, task, [_unlabeled(e) for e in examples])]
-    # The prompt prefix every example shares (system prompt, instructions) is encoded once per batch.
-    collate = LeftPadCollator(pad, prefix=shared_prefix(rows) if share_prefix and rows else None)
+    # The prompt prefix every example shares (system prompt, instructions) is encoded once per
+    # batch, where the model's layers allow it exactly.
+    share_prefix = share_prefix and bool(rows) and capabilities(model).prefix_shared(max(r["length"] for r in rows))[0]
+    collate = LeftPadCollator(pad, prefix=shared_prefix(rows) if share_prefix else None)
     device = next(model.parameters()).device
     out: dict[str, dict] = {}
     batches = list(length_batches(rows, batch_size))

@@ -30,7 +30,8 @@ from mcqa.errors import McqaError
 from mcqa.prompting import neutral_messages, render_prompt
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import prefix_batches
-from mcqa.readouts.decoding import CausalLM, Tree
+from mcqa.model.lm import CausalLM
+from mcqa.readouts.decoding import Tree
 from mcqa.readouts.trie import Trie
 from mcqa.records import Prediction
 from mcqa.task import Example, Task

@@ -24,7 +24,8 @@ from mcqa.calibration import rank_record
 from mcqa.errors import McqaError
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import Row, prefix_batches
-from mcqa.readouts.decoding import CausalLM, Streams, Tree
+from mcqa.model.lm import CausalLM
+from mcqa.readouts.decoding import Streams, Tree
 from mcqa.readouts.trie import JOINT_LIMIT, LabelCandidates, Trie
 from mcqa.records import Prediction
 from mcqa.task import Example, Task
