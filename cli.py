@@ -173,6 +173,10 @@ def cmd_score(args) -> None:
         examples, source = load_split(task, args.split, protocol), {"split": args.split, "protocol": protocol}
     if args.limit is not None and args.predictions is not None:
         raise McqaError("--limit samples the examples a model is run on; with --predictions, score a part with --subset instead")
+    if args.model is not None:  # a model that is no causal LM: one line before anything is sampled or loaded
+        from mcqa.model import check_model
+
+        check_model(args.model, args.trust_remote_code)
     examples, sample = _limit(examples, args.limit)
     if sample:
         source["sample"] = sample
@@ -272,6 +276,10 @@ def cmd_predict(args) -> None:
     stem = unique_name(f"{task.name}-{args.readout or 'default'}")
     where = _out_file(args.out or Path("runs") / "predict" / f"{stem}.jsonl")
     examples = load_file(task, args.data) if args.data else load_split(task, args.split, args.protocol or _run_protocol(args.adapter, task.name))
+    if args.model is not None:  # a model that is no causal LM: one line before anything is sampled or loaded
+        from mcqa.model import check_model
+
+        check_model(args.model, args.trust_remote_code)
     examples, sample = _limit(examples, args.limit)
     outputs, info = _run_model(task, args, examples, args.protocol, journal=where)
     if sample:

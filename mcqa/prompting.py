@@ -2,8 +2,10 @@
 functions, so what a model learns is what the scorer expects.
 
 Qwen3 runs with thinking off: its chat template, given enable_thinking=False, ends the prompt
-with an empty <think></think> block so the assistant turn starts straight at the answer.
-Templates that do not know the flag ignore it.
+with an empty <think></think> block so the assistant turn starts straight at the answer
+(Qwen3.5's and SmolLM3's templates read the same flag). Templates that do not know the flag
+ignore it. A template with no system role (Gemma 2 raises "System role not supported") gets the
+system text folded into the first user turn, as Gemma 3's own template does.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from jinja2.exceptions import TemplateError
 from pydantic import BaseModel
 
 
@@ -37,9 +40,25 @@ def serialize_target(output: type[BaseModel], target: dict[str, Any]) -> str:
 
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     """Chat messages -> the prompt text, ending where the assistant's answer begins."""
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-    )
+    try:
+        return _apply(tokenizer, messages)
+    except TemplateError as e:
+        if not (messages and messages[0]["role"] == "system" and "system" in str(e).lower()):
+            raise
+        return _apply(tokenizer, fold_system(messages))
+
+
+def _apply(tokenizer, messages: list[dict[str, str]]) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+
+
+def fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The system text as the start of the first user turn, for a template without a system role."""
+    system, rest = messages[0]["content"], messages[1:]
+    first = next((i for i, m in enumerate(rest) if m["role"] == "user"), None)
+    if first is None:
+        return [{"role": "user", "content": system}] + rest
+    return [*rest[:first], {**rest[first], "content": f"{system}\n\n{rest[first]['content']}"}, *rest[first + 1:]]
 
 
 def neutral_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:

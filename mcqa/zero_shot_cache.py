@@ -17,9 +17,7 @@ import hashlib
 import inspect
 import json
 from pathlib import Path
-from typing import Any
 
-from mcqa import __version__
 from mcqa.baseline_cache import cache_key
 from mcqa.model.loading import resolve_model
 from mcqa.task import Example, Task

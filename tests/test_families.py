@@ -16,10 +16,9 @@ import pytest
 import torch
 from families import FAMILIES, WINDOW, family_model, save_family
 from helpers import load, run_cli
-from peft import LoraConfig, get_peft_model
 
 from mcqa.choice_rows import cloze_messages
-from mcqa.encoding import IGNORE, end_of_turn, prompt_ids, stop_token_ids
+from mcqa.encoding import end_of_turn, prompt_ids, stop_token_ids
 from mcqa.model.lm import CausalLM, capabilities, lora_targets
 from mcqa.modes import get_mode
 from mcqa.prompting import neutral_messages, render_prompt
@@ -27,7 +26,6 @@ from mcqa.readouts import batching, run_readout
 from mcqa.readouts.decoding import SharedPrefix, Tree, open_streams
 from mcqa.registry import get_task
 from mcqa.task import Example
-from mcqa.training import batch_loss, collator_for, permuted_copies
 
 TOL = 1e-4  # float32 log-probs: a batched, cached forward differs from a plain one by ~1e-6
 
@@ -42,7 +40,7 @@ def family(request):
 def plain_logprobs(model, ids: list[int]) -> torch.Tensor:
     """The next-token log-probs after `ids`, from one ordinary forward of the whole model."""
     with torch.no_grad():
-        return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+        return torch.log_softmax(model(input_ids=torch.tensor([ids]), logits_to_keep=1).logits[0, -1].float(), dim=-1)
 
 
 def random_notifications(tok, n: int, seed: int) -> list[Example]:
@@ -143,7 +141,7 @@ def close(a, b) -> bool:
 def test_rank_and_constrained_equal_plain_forwards(family, oracle):
     _, model, tok = family
     task = get_task("notification")
-    examples = random_notifications(tok, 4, seed=1)
+    examples = random_notifications(tok, 3, seed=1)
     for opts in ({"score": "prefix"}, {"score": "prefix", "joint_limit": 1}, {"score": "full"}):
         got = run_readout("rank", model, tok, task, examples, batch_size=3, **opts)
         want = oracle("rank", model, tok, task, examples, batch_size=3, **opts)
@@ -156,7 +154,7 @@ def test_rank_and_constrained_equal_plain_forwards(family, oracle):
 def test_options_under_every_rule_and_permuted_equal_plain_forwards(family, oracle):
     _, model, tok = family
     task = get_task("recipe_mpr")
-    examples = list(load("recipe_mpr", "test", "split")[:3])
+    examples = list(load("recipe_mpr", "test", "split")[:2])
     got = run_readout("options", model, tok, task, examples, batch_size=2)
     want = oracle("options", model, tok, task, examples, batch_size=2)
     for g, w in zip(got, want):
@@ -233,88 +231,6 @@ def test_head_and_choice_readouts_equal_plain_forwards(family):
         assert close(list(o["probs"]["answer"].values()), torch.softmax(torch.tensor(scores), -1).tolist())
 
 
-# ------------------------------------------------------------ training modes against the brute force
-
-MODES = [("generate", "notification"), ("head", "notification"), ("content", "recipe_mpr"), ("choice", "recipe_mpr"),
-         ("listwise", "recipe_mpr"), ("permutations", "recipe_mpr")]
-
-
-def plain_loss(peft, mode: str, tok, task, rows, examples) -> torch.Tensor:
-    """The loss of one ordinary forward per example (per option for the multiple-choice modes),
-    averaged as the mode's batch loss averages."""
-    inner = peft.get_base_model()
-    if mode in ("generate", "content"):
-        nll, n = 0.0, 0
-        for r in rows:
-            logits = peft(input_ids=torch.tensor([r["input_ids"]])).logits[0, :-1].float()
-            gold = torch.tensor(r["labels"][1:])
-            nll = nll + torch.nn.functional.cross_entropy(logits, gold, ignore_index=IGNORE, reduction="sum")
-            n += int((gold != IGNORE).sum())
-        return nll / n
-    if mode in ("head", "permutations"):
-        return sum(peft(input_ids=torch.tensor([r["input_ids"]]), labels=torch.tensor([r["field_labels"]]))["loss"] for r in rows) / len(rows)
-    losses = []
-    for r, e in zip(rows, examples):
-        p = r["prompt_length"]
-        starts = np.cumsum([p] + r["option_lengths"][:-1])
-        options = [r["input_ids"][s:s + m] for s, m in zip(starts, r["option_lengths"])]
-        if mode == "choice":
-            scores = torch.stack([inner.choice_head(inner.backbone(input_ids=torch.tensor([r["input_ids"][:p] + o])).last_hidden_state[0, -1])[0]
-                                  for o in options])
-        else:
-            neutral = tok(render_prompt(tok, neutral_messages(cloze_messages(task, e))), add_special_tokens=False)["input_ids"]
-
-            def loglik(prompt, o):
-                lp = torch.log_softmax(peft(input_ids=torch.tensor([prompt + o])).logits[0].float(), -1)
-                return sum(lp[len(prompt) + k - 1, t] for k, t in enumerate(o))
-            scores = torch.stack([loglik(r["input_ids"][:p], o) - loglik(neutral, o) for o in options])
-        losses.append(torch.nn.functional.cross_entropy(scores.float()[None], torch.tensor([r["choice_label"]])))
-    return sum(losses) / len(losses)
-
-
-@pytest.mark.parametrize("mode_name,task_name", MODES, ids=[m for m, _ in MODES])
-def test_every_mode_trains_on_a_batch_exactly_as_on_plain_rows(family, mode_name, task_name):
-    name, model, tok = family
-    task = get_task(task_name)
-    mode = get_mode("head" if mode_name == "permutations" else mode_name)
-    if task_name == "notification":
-        examples = [e for e in load("notification", "train", "split")[:3]]
-    else:
-        examples = list(load("recipe_mpr", "train", "split")[:2])
-        if mode_name == "permutations":
-            mode = get_mode("head")
-            task = get_task("recipe_mpr")
-            examples = examples[:1] + permuted_copies(task, examples[:1], 2, 0)
-    rows = mode.encode(tok, task, examples)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        base = copy.deepcopy(model)
-        peft = get_peft_model(mode.build(base, tok, task), LoraConfig(r=4, lora_alpha=8, target_modules=lora_targets(base),
-                                                                      **mode.peft_kwargs(task)))
-        for n, p in peft.named_parameters():
-            if p.requires_grad and ("lora_B" in n or "head" in n):
-                torch.nn.init.normal_(p, std=0.05)
-    peft.train()
-    caps = capabilities(base)
-    collate = collator_for(mode, caps, rows, tok.pad_token_id)
-    batch = collate([{k: r[k] for k in ("input_ids", *mode.columns, "length")} for r in rows])
-    if mode.shares == "prefix":  # the path the model allows: a shared prefix only where it is exact
-        assert ("prefix_ids" in batch) == caps.prefix_shared(max(r["length"] for r in rows))[0]
-    else:
-        assert ("attention_mask" in batch) == caps.trees
-    loss = batch_loss(peft, mode, batch)[0]
-    loss.backward()
-    got = {n: p.grad.clone() for n, p in peft.named_parameters() if p.requires_grad}
-    peft.zero_grad()
-    want_loss = plain_loss(peft, mode_name, tok, task, rows, examples)
-    want_loss.backward()
-    assert float(loss) == pytest.approx(float(want_loss), abs=1e-5)
-    for n, p in peft.named_parameters():
-        if p.requires_grad:
-            scale = float(p.grad.abs().max()) + 1e-8
-            assert float((got[n] - p.grad).abs().max()) <= 1e-3 * scale + 1e-7, n
-
-
 # ------------------------------------------------------------ the commands, on a hybrid and a sliding-window model
 
 
@@ -327,12 +243,13 @@ def test_train_and_score_run_on_hybrid_and_sliding_window_models(tmp_path, name,
                 "max_eval_examples=4", "max_test_examples=4", "batch_size=4", "micro_batch_size=4", f"output_dir={tmp_path / 'run'}"],
                 cwd=tmp_path)
     assert r.rc == 0, r.out + r.err
-    assert "Traceback" not in r.out + r.err and "falling back" not in r.out + r.err
+    said = r.out + r.err
+    assert "Traceback" not in said and "falling back" not in said
     if name == "qwen3_5":
-        assert "linear attention" in r.out and "in_proj_qkv" in r.out  # the header's layer mix; LoRA on its projections
-        assert ("one row per option" if mode == "listwise" else "prefix shared: no") in r.out
+        assert "linear attention" in said and "in_proj_qkv" in said  # the header's layer mix; LoRA on its projections
+        assert ("one row per option" if mode == "listwise" else "prefix shared: no") in said
     else:
-        assert "sliding attention" in r.out
+        assert "sliding attention" in said
     assert json.loads((tmp_path / "run" / "run.json").read_text())["test_examples"] == 4
     readout = "options" if task == "recipe_mpr" else "rank"
     r = run_cli(["score", "--task", task, *protocol, "--split", "test", "--model", str(folder), "--readout", readout, "--limit", "3",
@@ -353,3 +270,21 @@ def test_a_model_that_is_no_causal_lm_is_one_line_before_any_run_folder(tmp_path
         lines = [x for x in (r.out + r.err).splitlines() if x.strip()]
         assert len(lines) == 1 and "model type 'bert' (BertForMaskedLM) is not a decoder with a causal LM head" in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+def test_a_template_without_a_system_role_gets_the_system_text_in_the_first_user_turn(qwen_tokenizer):
+    """Gemma 2's template raises on a system message; the system text then opens the first
+    user turn, every built-in task still renders, and the conformance rules still pass."""
+    from mcqa.conformance import check
+    from mcqa.prompting import render_prompt
+
+    tok = copy.deepcopy(qwen_tokenizer)
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                         "{% endif %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+    text = render_prompt(tok, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    assert text == "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    task = get_task("notification")
+    e = load("notification", "test", "split")[0]
+    assert task.messages(e)[0]["content"] in render_prompt(tok, task.messages(e))
+    assert check(task, tok) == []

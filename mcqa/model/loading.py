@@ -84,6 +84,14 @@ def check_causal_lm(config) -> None:
                         "use a causal LM such as Qwen3, Qwen3.5, Gemma 3, Llama/SmolLM2, Qwen2.5 or LFM2")
 
 
+def check_model(name: str | Path | None, trust_remote_code: bool = False) -> None:
+    """Refuse, in one line and before any work, a model that is no causal LM (its config is read,
+    not its weights); a hub id not in the local cache is left to its loader."""
+    config = load_model_config(name, trust_remote_code=trust_remote_code)
+    if config is not None:
+        check_causal_lm(config)
+
+
 def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
                    **kwargs):
     """The causal LM for a hub id, folder or alias, in eval mode (float32 unless `dtype`). kwargs
@@ -94,9 +102,7 @@ def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype | None = N
     from transformers.utils import logging as hf_logging
 
     dtype = torch.float32 if dtype is None else dtype
-    config = load_model_config(name, trust_remote_code=trust_remote_code)
-    if config is not None:
-        check_causal_lm(config)
+    check_model(name, trust_remote_code)
     # transformers' "Loading weights" bar (under a second here) would put carriage-return
     # noise ahead of what mcqa prints; hub downloads keep their own bars (huggingface_hub's).
     shown = hf_logging.is_progress_bar_enabled()
