@@ -25,7 +25,8 @@ from mcqa.task import Example, Task
 DEFAULT_CACHE = Path("runs") / "cache" / "zero_shot"
 _PACKAGE = Path(__file__).resolve().parent
 # The code between a model's weights and its predictions: an edit to any of it reads the model out again.
-_CODE = ("readouts/*.py", "prompting.py", "encoding.py", "calibration.py", "predicting.py", "model/loading.py")
+_CODE = ("readouts/*.py", "prompting.py", "encoding.py", "choice_rows.py", "calibration.py", "predicting.py", "model/loading.py",
+         "model/lm.py")
 
 
 def model_identity(model: str) -> str | None:

@@ -9,7 +9,6 @@ other tools); Trainer's checkpointing, resume and best-model loading then handle
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
