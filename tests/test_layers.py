@@ -1,4 +1,4 @@
-"""The import layers, as STYLE.md and issue 12 state them: no import cycle among mcqa's
+"""The import layers, as STYLE.md states them: no import cycle among mcqa's
 modules, no function-level import of an mcqa module (a lazy import is only for an optional
 heavy dependency), and no torch on the scoring side."""
 
@@ -103,9 +103,24 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def with_packages(m: str, names: set[str], known: set[str]) -> set[str]:
+    """What importing `names` runs, from module m: each module and every package above it (its
+    __init__ runs first), except m's own ancestors (their __init__ is already running)."""
+    out = set()
+    for name in names:
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):
+            pkg = ".".join(parts[:k])
+            if pkg in known and pkg != m and not m.startswith(pkg + "."):
+                out.add(pkg)
+    return out
+
+
 def import_graph(trees: dict[str, ast.Module]) -> dict[str, set[str]]:
+    """Module -> the mcqa modules and packages its import runs (package __init__ files counted:
+    `from mcqa.readouts.decoding import x` runs mcqa/readouts/__init__.py, and all it imports)."""
     known = set(trees)
-    return {m: {i for i in top_level_imports(t, known) if i in known and i != m} for m, t in trees.items()}
+    return {m: with_packages(m, top_level_imports(t, known), known) for m, t in trees.items()}
 
 
 def layer_problems(package: Path = PACKAGE) -> list[str]:
@@ -140,6 +155,30 @@ def test_the_check_catches_a_cycle_and_a_hidden_import(tmp_path):
     assert any("mcqa.b:4: function-level import of mcqa.c" in p for p in problems)
     assert any("mcqa.b:5: function-level import of requests" in p for p in problems)
     assert not any("xgrammar" in p for p in problems)
+
+
+def test_the_check_counts_package_init_files(tmp_path):
+    """modes.listwise imports readouts.decoding and readouts.choice imports modes.choice: no two
+    modules import each other, but each package's __init__ imports the module that reaches into
+    the other package, so importing either package runs the other's: a cycle."""
+    pkg = tmp_path / "mcqa"
+    for sub, init, files in (("modes", "from mcqa.modes import listwise, choice\n", {"listwise": "from mcqa.readouts.decoding import f\n", "choice": ""}),
+                             ("readouts", "from mcqa.readouts import choice, decoding\n", {"choice": "from mcqa.modes.choice import g\n", "decoding": ""})):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text(init)
+        for name, text in files.items():
+            (pkg / sub / f"{name}.py").write_text(text)
+    (pkg / "__init__.py").write_text("")
+    assert any(p.startswith("import cycle:") and "mcqa.modes" in p and "mcqa.readouts" in p for p in layer_problems(pkg))
+    (pkg / "readouts" / "choice.py").write_text("")
+    assert layer_problems(pkg) == []
+
+
+def test_modes_and_readouts_never_import_each_other():
+    graph = import_graph(modules())
+    for a, b in (("mcqa.modes", "mcqa.readouts"), ("mcqa.readouts", "mcqa.modes")):
+        bad = sorted(m for m, deps in graph.items() if (m == a or m.startswith(a + ".")) and any(d == b or d.startswith(b + ".") for d in deps))
+        assert bad == [], f"{bad} import {b}"
 
 
 def test_a_command_that_refuses_or_lists_imports_no_torch_and_no_sklearn():

@@ -3,7 +3,7 @@
 A candidate is a whole serialized target (`serialize_target` + the chat template's end of turn)
 tokenized as one string, exactly as encoding.encode_generative builds a training target: the
 token boundaries are the ones a trained model saw, including where a label meets the JSON
-around it (Qwen3 writes "computer science" as `computer` + ` science` and "Promotions" as
+around it (a BPE tokenizer writes "computer science" as `computer` + ` science` and "Promotions" as
 `Prom` + `otions`, between `":"` and `"}`). No per-label tokenization is ever glued together.
 
 Fields are taken together (one group: every combination of their labels) when the product of
