@@ -365,13 +365,21 @@ def cmd_models(args) -> None:
     from mcqa.console import console, out
 
     if args.action == "list":
-        table = Table(title="model aliases that work offline")
-        for col in ("alias", "installed", "size", "path", "description"):
-            table.add_column(col)
-        for m in models.list_models():
-            size = f"{m.size_bytes / 2**20:.0f} MiB" if m.size_bytes else "-"
-            table.add_row(m.alias, "yes" if m.installed else "no", size, str(m.path), m.description)
-        out.print(table)
+        rows = models.list_models()
+        for title, hub in (("offline aliases (`mcqa models install NAME`, or on first use)", False),
+                           ("hub ids to pass as --model (need the Hugging Face hub once)", True)):
+            table = Table(title=title, title_justify="left")
+            table.add_column("alias" if not hub else "hub id", no_wrap=True)
+            table.add_column("installed", no_wrap=True)
+            table.add_column("size", no_wrap=True, justify="right")
+            table.add_column("licence")
+            table.add_column("description", ratio=1)
+            for m in (m for m in rows if m.needs_network == hub):
+                size = f"{m.size_bytes / 2**20:.0f} MiB" if m.size_bytes else "-"
+                what = m.description.split("; licence:")[0].split("; a hub id:")[0]
+                table.add_row(m.alias, "yes" if m.installed else "no", size, m.licence or "-", what)
+            out.print(table)
+        out.print(f"aliases are installed under {models.cache_root() / 'models'}")
         return
     if not args.alias:
         raise McqaError(f"`mcqa models {args.action}` needs an alias; see `mcqa models list`")

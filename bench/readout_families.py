@@ -34,7 +34,7 @@ from mcqa.registry import get_task
 
 OUT = Path(__file__).resolve().parent
 FAMILIES = ("qwen3", "qwen3_5", "gemma3", "llama", "qwen2", "lfm2")
-READOUTS = (("rank", "notification", "split"), ("constrained", "notification", "split"), ("options", "recipe_mpr", "split"))
+READOUTS = (("rank", "notification", None), ("constrained", "notification", None), ("options", "recipe_mpr", "split"))
 
 
 def build(family: str, tok):

@@ -225,17 +225,18 @@ class Streams:
 class StateStreams:
     """Streams for a model with layers that carry a state (linear attention, convolutions): the
     same feeds, commits and reads as Streams, computed without a tree mask. Each stream keeps
-    the model's own cache after its committed tokens; a fed tree is unrolled into one row per
-    leaf (its path from the stream's end), every row starting from a copy of that cache and
-    right-padded, which no earlier position of a causal model can see. Streams that start from
-    the same cache (the shared prefix, at their first feed) go in one forward."""
+    the model's own cache after its committed tokens. A fed tree is split into its trunk (the
+    tokens every branch shares, such as the prompt suffix) and its branches: the trunk is fed once
+    from a copy of the stream's cache, then every branch becomes its own row starting from a
+    copy of the state after the trunk, right-padded (no earlier position of a causal model sees
+    the padding). A row is never padded before a state is kept, so every kept state is exact."""
 
-    PAD = 0  # any token: it sits after a row's last real one
+    PAD = 0  # any token: it only ever follows a row's last real one
 
     def __init__(self, lm: CausalLM, prefix: SharedPrefix, n: int, capacity: int | None = None):
         self.lm, self.prefix, self.n = lm, prefix, n
         self.ends: list = [prefix.cache] * n  # each stream's cache after its committed tokens (None: nothing yet)
-        self._last: dict[int, tuple[Tree, object, list[list[int]], object]] = {}  # stream -> (tree, start, paths, cache)
+        self._last: dict[int, tuple[Tree, object, list[int], object]] = {}  # stream -> (tree, start, trunk, cache after it)
         self.n_rows = 0
 
     @torch.inference_mode()
@@ -246,61 +247,62 @@ class StateStreams:
 
     @torch.inference_mode()
     def feed(self, trees: dict[int, Tree]) -> dict[int, torch.Tensor]:
-        groups: dict[int, list[int]] = {}
-        for s, t in trees.items():
-            # A chain whose end becomes the stream's end is fed alone, so its cache is that end.
-            key = id(self.ends[s]) if t.commit is None else -1 - s
-            groups.setdefault(key, []).append(s)
-        out = {}
-        for members in groups.values():
-            out |= self._forward({s: trees[s] for s in members})
+        out = {s: self._feed(s, t) for s, t in trees.items()}
         for s, t in trees.items():
             self.commit(s, t.commit)
         return out
 
-    def _forward(self, trees: dict[int, Tree]) -> dict[int, torch.Tensor]:
-        start = self.ends[next(iter(trees))]
-        paths = {s: [_path(t.parents, leaf) for leaf in _leaves(t.parents)] for s, t in trees.items()}
-        rows = [(s, p) for s, ps in paths.items() for p in ps]
-        width = max(len(p) for _, p in rows)
+    def _run(self, rows: list[list[int]], cache) -> torch.Tensor:
+        width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.PAD, dtype=torch.long)
-        for r, (s, p) in enumerate(rows):
-            ids[r, :len(p)] = torch.tensor([trees[s].tokens[j] for j in p])
-        owned = start is not None and start is not self.prefix.cache  # a stream's own end, no other stream's
-        if len(rows) == 1 and owned and next(iter(trees.values())).commit is not None:
-            cache, start = start, _CONSUMED  # the chain's end becomes the stream's end: feed onto it in place
-        else:
-            cache = copy_rows(start, len(rows)) if start is not None else self.lm.new_cache()
-        hidden = self.lm.decoder(input_ids=ids.to(self.lm.device), **{self.lm.cache_kw: cache}, use_cache=True).last_hidden_state
+        for r, row in enumerate(rows):
+            ids[r, :len(row)] = torch.tensor(row)
         self.n_rows = max(self.n_rows, len(rows))
-        out, first = {}, 0
-        for s, t in trees.items():
-            where: dict[int, tuple[int, int]] = {}
-            for r, p in enumerate(paths[s]):
-                for c, j in enumerate(p):
-                    where.setdefault(j, (first + r, c))
-            at = [where[j] for j in t.read]
-            out[s] = (self.lm.logprobs(hidden[[a for a, _ in at], [b for _, b in at]]).cpu() if at
-                      else torch.empty(0, self.lm.vocab_size))
-            self._last[s] = (t, start, paths[s], cache if len(rows) == 1 else None)
-            first += len(paths[s])
-        return out
+        return self.lm.decoder(input_ids=ids.to(self.lm.device), **{self.lm.cache_kw: cache}, use_cache=True).last_hidden_state
+
+    def _copy(self, cache, rows: int):
+        return copy_rows(cache, rows) if cache is not None else self.lm.new_cache()
+
+    def _feed(self, s: int, t: Tree) -> torch.Tensor:
+        start = self.ends[s]
+        paths = [_path(t.parents, leaf) for leaf in _leaves(t.parents)]
+        trunk = paths[0][:next((k for k in range(len(paths[0])) if any(len(p) <= k or p[k] != paths[0][k] for p in paths)), len(paths[0]))]
+        where: dict[int, torch.Tensor] = {}
+        after = start
+        if trunk:
+            owned = start is not None and start is not self.prefix.cache  # the stream's own, no other stream's
+            if owned and t.commit == trunk[-1] and len(paths) == 1:
+                after, start = start, _CONSUMED  # a chain whose end becomes the stream's end: fed onto it in place
+            else:
+                after = self._copy(start, 1)
+            hidden = self._run([[t.tokens[j] for j in trunk]], after)
+            where |= {j: hidden[0, c] for c, j in enumerate(trunk)}
+        branches = [p[len(trunk):] for p in paths if len(p) > len(trunk)]
+        if branches:
+            hidden = self._run([[t.tokens[j] for j in b] for b in branches], self._copy(after, len(branches)))
+            for r, b in enumerate(branches):
+                for c, j in enumerate(b):
+                    where.setdefault(j, hidden[r, c])
+        self._last[s] = (t, start, trunk, after if trunk else None)
+        if not t.read:
+            return torch.empty(0, self.lm.vocab_size)
+        return self.lm.logprobs(torch.stack([where[j] for j in t.read])).cpu()
 
     @torch.inference_mode()
     def commit(self, stream: int, index: int | None) -> None:
         """As Streams.commit: the path to token `index` of the last feed becomes the stream's end."""
-        t, start, paths, cache = self._last[stream]
+        t, start, trunk, after = self._last[stream]
         path = _path(t.parents, index) if index is not None else None
-        if cache is not None and paths == [path]:  # the feed was this path alone: its cache is the new end
-            self.ends[stream] = cache
+        if after is not None and path == trunk:  # the state after the trunk is that end, kept unpadded
+            self.ends[stream] = after
             return
         if start is _CONSUMED:
             raise ValueError("this feed extended the stream's end in place; it can only commit to its own end")
         if index is None:
             self.ends[stream] = start
             return
-        end = copy_rows(start, 1) if start is not None else self.lm.new_cache()
-        self.lm.decoder(input_ids=torch.tensor([path and [t.tokens[j] for j in path]], device=self.lm.device), **{self.lm.cache_kw: end}, use_cache=True)
+        end = self._copy(start, 1)
+        self._run([[t.tokens[j] for j in path]], end)
         self.ends[stream] = end
 
 
