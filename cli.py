@@ -420,7 +420,8 @@ def cmd_compare(args) -> None:
     folder = check_out_folder(args.out or Path("runs") / "compare" / unique_name(task.name))
     readouts = tuple(args.zero_shot_readouts) if args.zero_shot_readouts else None
     compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot, zero_shot_readouts=readouts,
-            trust_remote_code=args.trust_remote_code, baseline_cache=DEFAULT_CACHE, zero_shot_cache=ZERO_SHOT_CACHE)
+            trust_remote_code=args.trust_remote_code, baseline_cache=DEFAULT_CACHE, zero_shot_cache=ZERO_SHOT_CACHE,
+            against=args.against)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
@@ -533,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "are cached in runs/cache/zero_shot, so a second compare reuses them")
     s.add_argument("--zero-shot-readouts", nargs="+", metavar="R", help="readouts of --zero-shot, each NAME or "
                    "NAME:key=value,... such as options:rule=pmi (default: constrained, rank, and for multiple choice every options rule)")
+    s.add_argument("--against", metavar="NAME", help="the row every other is paired with, as the table names it "
+                   "(default: the best baseline): accuracy differences with paired bootstrap intervals and McNemar's exact p")
     s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")
     _trust_arg(s)
     s.set_defaults(fn=cmd_compare)

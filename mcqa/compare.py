@@ -6,7 +6,13 @@ a scorer run folder (metrics.json) written here or by `mcqa train`.
 A cross-validated task is compared over all its folds at once: `--protocol cv5` names the family
 cv5-0 .. cv5-4, each baseline and zero-shot model is run on every fold, each trained model must
 bring one run per fold, and every row is scored on the pooled test predictions (each example is
-in exactly one test fold), so its intervals cover the whole dataset rather than one fold."""
+in exactly one test fold), so its intervals cover the whole dataset rather than one fold.
+
+Rows scored on the same examples are also compared example by example (mcqa.paired): every row
+against a reference row (the best baseline, or `against`) and the best row against the second,
+each with a paired bootstrap interval and McNemar's exact p-value. A row that cannot be paired
+(another task, other folds, other examples, such as a run tested on a sample) is refused before
+anything is written."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import hashlib
 import math
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +32,15 @@ from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes, atomic_write_text, inside, read_json, read_jsonl, safe_name, write_json
+from mcqa.paired import check_row_name, outcomes, pair_rows
 from mcqa.predicting import CALIBRATION_EXAMPLES, Loaded, calibration_split, load_predictor, predict, predict_option_rules
 from mcqa.readouts.base import check_options, get_readout, parse_options
 from mcqa.readouts.options import RULES
 from mcqa.records import Record
-from mcqa.report import figure_png
+from mcqa.report import figure_png, write_run
 from mcqa.runs import RunSummary, read_summary
-from mcqa.scoring import check_prediction, make_records, match_ids, score_records
-from mcqa.task import Task
+from mcqa.scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, check_prediction, make_records, match_ids, score_records
+from mcqa.task import Example, Task
 from mcqa.zero_shot_cache import code_digest, model_identity, zero_shot_key
 
 
@@ -53,6 +61,18 @@ def _sub(out: Path, *parts: Any) -> Path:
     """A folder below --out named from values that may come from a run folder: each part made
     a plain file name, and the result checked to be inside --out."""
     return inside(out, out.joinpath(*(safe_name(p) for p in parts)))
+
+
+@dataclass
+class Row:
+    """A table row in the making: what compare.json shows, the per-example records it was
+    scored from (what the paired tests read), and the scorer metrics still to write into its
+    folder (None for a trained run's own test folder, which is only read). Nothing is written
+    until every row is built and pairs with the others, so a refused compare leaves no folder."""
+
+    shown: dict[str, Any]
+    records: list[Record]
+    metrics: dict[str, Any] | None = None
 
 
 def row_from_metrics(name: str, kind: str, metrics: dict[str, Any], folder: Path, extra: dict[str, Any]) -> dict[str, Any]:
@@ -95,13 +115,14 @@ def _mean(xs: list[float | None]) -> float | None:
 
 
 def _pooled_row(task: Task, name: str, kind: str, records: list[Record], run: dict, folder: Path,
-                per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+                per_fold: list[dict[str, Any]]) -> Row:
     """Score pooled per-example records; speed, training time and size are means over folds."""
-    scored = score_records(task, records, run, folder)
-    return row_from_metrics(name, kind, scored.metrics, scored.folder, {k: _mean([f[k] for f in per_fold]) for k in per_fold[0]})
+    scored = score_records(task, records, run)  # written into `folder` by compare(), once every row pairs
+    extra = {k: _mean([f[k] for f in per_fold]) for k in per_fold[0]}
+    return Row(row_from_metrics(name, kind, scored.metrics, folder, extra), records, scored.metrics)
 
 
-def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path, cache: Path | None = None) -> list[dict[str, Any]]:
+def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path, cache: Path | None = None) -> list[Row]:
     rows = []
     for name in names:
         records, per_fold = [], []
@@ -121,7 +142,7 @@ def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path, cac
 
 
 def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str], out: Path,
-                   trust_remote_code: bool = False, cache: Path | None = None) -> list[dict[str, Any]]:
+                   trust_remote_code: bool = False, cache: Path | None = None) -> list[Row]:
     """The base LLM with no adapter, read out through the scorer like everything else (rank fits
     its temperature on each fold's own validation split). `cache`: a folder of zero-shot
     predictions (mcqa.zero_shot_cache) to reuse and fill; the model is loaded only if some
@@ -167,9 +188,13 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
             records += make_records(task, test, {o["id"]: o for o in outputs})
             per_fold.append({"examples_per_second": speed, "train_seconds": 0.0, "trained_parameters": 0})
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "model": model, "readout": spec}
-        name = f"{Path(model).name} zero-shot {spec}"
-        rows.append(_pooled_row(task, name, "zero-shot", records, run, _sub(out, "zero_shot", f"{Path(model).name}-{spec}"), per_fold))
+        rows.append(_pooled_row(task, zero_shot_name(model, spec), "zero-shot", records, run,
+                                _sub(out, "zero_shot", f"{Path(model).name}-{spec}"), per_fold))
     return rows
+
+
+def zero_shot_name(model: str, spec: str) -> str:
+    return f"{Path(model).name} zero-shot {spec}"
 
 
 def _speed(v: Any) -> bool:
@@ -201,9 +226,10 @@ def _read_run(run_dir: Path, task: Task, folds: list[str]) -> RunSummary:
     return summary
 
 
-def _rescored(task: Task, run_dir: Path, protocol: str) -> list[dict[str, Any]]:
-    """A run's test records scored again from their raw outputs against the task's own gold: a
-    received run's records are never trusted for gold, correctness or probabilities."""
+def _tested(task: Task, run_dir: Path, protocol: str) -> tuple[list[Example], dict[str, dict[str, Any]]]:
+    """A run's test examples and its raw outputs, to be scored again against the task's own gold
+    (make_records): a received run's records are never trusted for gold, correctness or
+    probabilities. The run must cover the whole test split: rows are paired example by example."""
     path = run_dir / "test" / "predictions.jsonl"
     preds = {}
     for lineno, rec in read_jsonl(path):
@@ -213,7 +239,12 @@ def _rescored(task: Task, run_dir: Path, protocol: str) -> list[dict[str, Any]]:
         preds[rec["id"]] = check_prediction({"id": rec["id"], "output": rec.get("raw"), "truncated": rec.get("status") == "truncated",
                                              "probs": rec.get("probs")}, where, task)
     test = load_split(task, "test", protocol)
-    return make_records(task, match_ids(test, preds, str(path)), preds)
+    tested = match_ids(test, preds, str(path), subset=True)  # an unknown id is refused here
+    if len(tested) < len(test):
+        raise McqaError(f"{run_dir}: tested on {len(tested)} of the {len(test)} test examples of {protocol} "
+                        "(max_test_examples?); compare pairs rows example by example, so train the run "
+                        "on the whole test split")
+    return tested, preds
 
 
 def _run_extra(summary: RunSummary) -> dict[str, Any]:
@@ -280,14 +311,16 @@ def _row_folder(out: Path, name: str, key: RecipeKey) -> Path:
     return _sub(out, "runs", f"{safe_name(name.replace(' ', '-'))[:80]}-{digest}")
 
 
-def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> list[dict[str, Any]]:
+def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> list[Row]:
     """Finished `mcqa train` runs. On one protocol each run is a row, read from its own test report;
     on a fold family the runs of one model, mode and training recipe are pooled, one run per fold
     (a row's name shows the settings that tell it from the other rows of its model and mode)."""
     summaries = [_read_run(r, task, folds) for r in run_dirs]
+    tested = {r: _tested(task, r, s.protocol) for r, s in zip(run_dirs, summaries)}  # all checked before any is parsed
     if len(folds) == 1:
-        return [row_from_metrics(f"{Path(s.model).name} {s.mode} ({r.name})", "trained",
-                                 read_json(r / "test" / "metrics.json"), r / "test", _run_extra(s))
+        return [Row(row_from_metrics(f"{Path(s.model).name} {s.mode} ({r.name})", "trained",
+                                     read_json(r / "test" / "metrics.json"), r / "test", _run_extra(s)),
+                    make_records(task, *tested[r]))
                 for r, s in zip(run_dirs, summaries)]
     recipes = [_recipe(s) for s in summaries]
     keys: list[RecipeKey] = [(s.model, s.mode, None if c is None else tuple(sorted(c.items()))) for s, c in zip(summaries, recipes)]
@@ -306,7 +339,7 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
             raise McqaError(f"{names[key]}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
                             f"train one per fold (mcqa train --protocol {missing[0]} ...) with the same settings and pass them all to --runs")
         fold_runs = [by_fold[p] for p in folds]
-        records = [rec for r, s in fold_runs for rec in _rescored(task, r, s.protocol)]
+        records = [rec for r, _ in fold_runs for rec in make_records(task, *tested[r])]
         per_fold = [_run_extra(s) for _, s in fold_runs]
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(r) for r, _ in fold_runs]}
         rows.append(_pooled_row(task, f"{names[key]} ({len(folds)} folds)", "trained", records, run,
@@ -317,21 +350,33 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
 def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path,
             zero_shot: str | list[str] | None = None, zero_shot_readouts: tuple[str, ...] | None = None,
             trust_remote_code: bool = False, baseline_cache: Path | None = None,
-            zero_shot_cache: Path | None = None) -> dict[str, Any]:
+            zero_shot_cache: Path | None = None, against: str | None = None) -> dict[str, Any]:
     """`zero_shot`: one base model or several, each read out with every zero-shot readout.
     `baseline_cache`, `zero_shot_cache`: folders of cached baseline predictions (mcqa.baseline_cache)
-    and zero-shot predictions (mcqa.zero_shot_cache) to reuse and fill."""
+    and zero-shot predictions (mcqa.zero_shot_cache) to reuse and fill. `against`: the name of
+    the row every other is paired with (default: the best baseline)."""
     folds = protocol_folds(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
     for n in names:
         BASELINES.resolve(n)  # an unknown name fails here, with "did you mean"
+    models = [zero_shot] if isinstance(zero_shot, str) else zero_shot or []
+    specs = list(zero_shot_readouts or default_zero_shot_readouts(task))
     rows = run_rows([Path(r) for r in runs], task, folds, out)  # check runs first: fail before slow work
+    if against is not None:  # and so does a typo; a baseline that turns out not to apply is caught when pairing
+        check_row_name(against, [r.shown["name"] for r in rows] + names + [zero_shot_name(m, s) for m in models for s in specs])
     rows = baseline_rows(task, folds, names, out, baseline_cache) + rows
-    for model in [zero_shot] if isinstance(zero_shot, str) else zero_shot or []:
-        rows += zero_shot_rows(task, folds, model, list(zero_shot_readouts or default_zero_shot_readouts(task)), out,
-                               trust_remote_code, zero_shot_cache)
+    for model in models:
+        rows += zero_shot_rows(task, folds, model, specs, out, trust_remote_code, zero_shot_cache)
+    paired = pair_rows([outcomes(r.shown["name"], r.shown["kind"], task.name, folds, r.records, task.fields) for r in rows],
+                       against, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+    for r in rows:
+        if r.metrics is not None:
+            write_run(r.shown["folder"], r.records, r.metrics)
     shown = folds[0] if len(folds) == 1 else protocol
-    result = {"task": task.name, "protocol": shown, "folds": folds, "split": "test", "fields": task.fields, "rows": rows,
+    result = {"task": task.name, "protocol": shown, "folds": folds, "split": "test", "fields": task.fields,
+              "rows": [{**r.shown, "paired": p} for r, p in zip(rows, paired["rows"])],
+              "reference": paired["reference"], "best_two": paired["best_two"],
+              "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "interval": "percentile 95%, paired"},
               "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", markdown(result))
@@ -359,7 +404,43 @@ def markdown(result: dict[str, Any]) -> str:
                   "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
                   "-" if r["trained_parameters"] is None else f"{r['trained_parameters']:,.0f}"]
         lines.append("| " + " | ".join(map(_cell, cells)) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _paired_table(result)) + "\n"
+
+
+def _pairs(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(what, row name, pair) for each line of the paired table: every row against the
+    reference, then the best two rows unless that pair is already a line (one is the reference)."""
+    ref, best = result.get("reference"), result.get("best_two")
+    out = [("vs reference", r["name"], r["paired"]) for r in result["rows"] if r.get("paired")]
+    if best and ref not in best["rows"]:
+        out.append(("best two", best["rows"][0], best))
+    return out
+
+
+def _diff(d: dict[str, Any]) -> str:
+    """'+4.2 [+1.0, +7.5], p=0.012': points of accuracy, the paired interval, McNemar's p."""
+    lo, hi = d["ci"]
+    p = "p<0.001" if d["p"] < 0.001 else f"p={d['p']:.3f}"
+    return f"{100 * d['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}], {p}"
+
+
+def _paired_table(result: dict[str, Any]) -> list[str]:
+    pairs = _pairs(result)
+    if not pairs:
+        return []
+    fields = result["fields"]
+    head = ["pair", "model", "vs"] + [f"{f} diff [95% CI], McNemar p" for f in fields] + ["joint diff [95% CI], McNemar p"]
+    n = pairs[0][2]["n"]
+    lines = ["", "## Paired differences", "",
+             f"Accuracy of each model minus that of its 'vs' row, in points, on the same {n} examples: a paired bootstrap "
+             "95% interval (the same resampled examples for both) and McNemar's exact two-sided p-value on the examples "
+             "only one of the two gets right. The reference is "
+             + (f"'{_cell(result['reference'])}'" if result.get("reference") else "none (no baseline row)") + ".", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for what, name, d in pairs:
+        cells = [what, name, d["against"]] + [_diff(d["fields"][f]) for f in fields] + [_diff(d["joint"])]
+        lines.append("| " + " | ".join(map(_cell, cells)) + " |")
+    return lines
 
 
 def _cell(text: str) -> str:
@@ -386,10 +467,24 @@ def bar_chart(result: dict[str, Any]) -> bytes:
             vals.append(100 * v)
             errs[0].append(100 * (v - ci[0]))
             errs[1].append(100 * (ci[1] - v))
-        ax.bar(x + i * width - 0.4 + width / 2, vals, width, yerr=errs, capsize=3, label=r["name"].replace("$", r"\$"))  # a '$' would start mathtext
+        at = x + i * width - 0.4 + width / 2
+        ax.bar(at, vals, width, yerr=errs, capsize=3, label=r["name"].replace("$", r"\$"))  # a '$' would start mathtext
+        for k, (f, kind) in enumerate(metrics):
+            if _excludes_zero(r.get("paired"), f, kind):
+                ax.text(at[k], vals[k] + errs[1][k] + 1, "*", ha="center", fontsize=9)
     ax.set_xticks(x, [f if k != "joint" else "joint" for f, k in metrics])
     ax.set_ylabel("accuracy on test, % (95% CI)")
     ax.set_ylim(0, 100)
     ax.set_title(f"{result['task']} / {result['protocol']}")
+    if result.get("reference"):
+        name = result["reference"].replace("$", r"\$")
+        ax.set_xlabel(f"*: the paired 95% interval of the difference from {name} excludes 0", fontsize=7)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: inside, it hides bars
     return figure_png(fig)
+
+
+def _excludes_zero(paired: dict[str, Any] | None, field: str, kind: str) -> bool:
+    if not paired:
+        return False
+    lo, hi = (paired["joint"] if kind == "joint" else paired["fields"][field])["ci"]
+    return lo > 0 or hi < 0

@@ -8,9 +8,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mcqa.compare import compare
+from mcqa.errors import McqaError
 from mcqa.model import resolve_model
+from mcqa.paired import mcnemar_exact
+from mcqa.prompting import serialize_target
+from mcqa.registry import get_task
+from mcqa.scoring import make_records
 
-from helpers import CliRuns, assert_user_error, cli_env, run_cli, synth_env
+from helpers import CliRuns, assert_user_error, cli_env, load, run_cli, synth_env
+from test_bad_inputs import fake_run
 
 
 def test_compare_runs_end_to_end_and_every_number_comes_from_the_scorer(tmp_path):
@@ -121,7 +128,8 @@ def test_compare_pools_the_folds_of_a_cross_validated_task(tmp_path):
     hostile = run_cli(cmp + ["--runs", *runs, *variant, "--out", tmp_path / "hostile"], tmp_path, synth_env())
     assert hostile.rc == 0, hostile.err[-2000:]
     table = (tmp_path / "hostile" / "compare.md").read_text()
-    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + 4  # the header and four rows
+    main_table = table.split("## Paired differences")[0]  # the table of rows; the paired one follows it
+    assert len([line for line in main_table.splitlines() if line.startswith("| ")]) == 1 + 4  # the header and four rows
     assert "\\| forged" in table  # escaped, on the row's own line
     assert (tmp_path / "hostile" / "compare.png").stat().st_size > 1000
 
@@ -163,3 +171,49 @@ def test_a_bad_zero_shot_readout_option_fails_before_the_model_is_read(tmp_path)
                     "--zero-shot-readouts", "options:rule=bogus", "--out", tmp_path / "c"], tmp_path, cli_env())
     assert_user_error(done, "rule", "'pmi'")
     assert "scoring options" not in done.err and not (tmp_path / "c").exists()
+
+
+
+def test_compare_pairs_every_row_with_the_best_baseline_on_the_same_examples(tmp_path, synth_tasks):
+    """Pooled fold runs right on four test examples in five: each row's paired difference from the
+    reference is the one the per-example records give. A fold run tested on a sample of its test
+    split, or an --against that names no row, is one line and nothing is written."""
+    task = get_task("synth")
+    wrong = {"north": "south", "south": "east", "east": "west", "west": "north"}
+    runs, fold2, given = [], [], 0
+    for k in range(3):
+        test = list(load("synth", "test", f"cv3-{k}"))
+        outputs = {e.id: {"output": serialize_target(task.output, e.target if j % 5 else {"label": wrong[e.target["label"]]})}
+                   for j, e in enumerate(test)}
+        fold2 = make_records(task, test, outputs, progress=False)
+        given += sum(r["joint"] for r in fold2)
+        runs.append(fake_run(tmp_path / f"fold{k}", config={"task": "synth", "protocol": f"cv3-{k}", "model": "m", "mode": "head"},
+                             records=fold2))
+    out = tmp_path / "cmp"
+    cmp = ["compare", "--task", "synth", "--protocol", "cv3", "--baselines", "majority,tfidf"]
+    done = run_cli(cmp + ["--runs", *runs, "--out", out], tmp_path, synth_env())
+    assert done.rc == 0, done.err[-2000:]
+    result = json.loads((out / "compare.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert result["reference"] == "tfidf" and rows["tfidf"]["paired"] is None
+    right = {name: {rec["id"]: rec["joint"] for line in (Path(r["folder"]) / "predictions.jsonl").read_text().splitlines()
+                    for rec in [json.loads(line)]} for name, r in rows.items()}
+    table = (out / "compare.md").read_text()
+    assert "| pair | model | vs | label diff [95% CI], McNemar p | joint diff [95% CI], McNemar p |" in table
+    for name in ("majority", "m head (3 folds)"):
+        d = rows[name]["paired"]["joint"]
+        b = sum(right[name][i] and not right["tfidf"][i] for i in right["tfidf"])
+        c = sum(right["tfidf"][i] and not right[name][i] for i in right["tfidf"])
+        assert (d["b"], d["c"]) == (b, c) and d["difference"] == pytest.approx(rows[name]["joint"] - rows["tfidf"]["joint"])
+        assert d["ci"][0] <= d["difference"] <= d["ci"][1] and d["p"] == pytest.approx(mcnemar_exact(b, c))
+        assert f"| vs reference | {name} | tfidf | {100 * d['difference']:+.1f} [" in table
+    assert rows["m head (3 folds)"]["joint"] == pytest.approx(given / 400)  # the four in five it was given
+
+    # Fold 2's run tested on half its test examples: the pooled row cannot be paired.
+    half = fake_run(tmp_path / "half", config={"task": "synth", "protocol": "cv3-2", "model": "m", "mode": "head"},
+                    records=fold2[: len(fold2) // 2])
+    refused = run_cli(cmp + ["--runs", *runs[:2], half, "--out", tmp_path / "bad"], tmp_path, synth_env())
+    assert_user_error(refused, f"{half}: tested on {len(fold2) // 2} of the {len(fold2)} test examples of cv3-2")
+    with pytest.raises(McqaError, match=r"^--against: no row 'tfidff'; did you mean 'tfidf'\?"):
+        compare(task, "cv3", runs, ["majority", "tfidf"], tmp_path / "bad", against="tfidff")
+    assert not (tmp_path / "bad").exists()

@@ -26,7 +26,8 @@ LAZY_OK_IN = {
     "mcqa.splits": {"sklearn"},
     "mcqa.metrics": {"sklearn"},
 }
-SCORING_SIDE = ["mcqa.parsing", "mcqa.records", "mcqa.metrics", "mcqa.calibration", "mcqa.report", "mcqa.scoring", "mcqa.schema"]
+SCORING_SIDE = ["mcqa.parsing", "mcqa.records", "mcqa.metrics", "mcqa.calibration", "mcqa.report", "mcqa.scoring", "mcqa.schema",
+                "mcqa.paired"]
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
