@@ -35,6 +35,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import FeatureUnion
 from threadpoolctl import threadpool_limits
 
@@ -50,6 +51,8 @@ from mcqa.task import Example, LabelSpace, Task
 
 C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
 DEFAULT_C = 10.0  # when there is no validation split to choose C on
+K_GRID = (1, 3, 5, 10, 20, 50)  # neighbours tried on validation by the knn baseline
+DEFAULT_K = 10  # when there is no validation split to choose k on
 MAX_ITER = 3000
 
 
@@ -246,6 +249,45 @@ def fit_embedding(task: Task, train: Data, validation: Data) -> Fitted:
     return Fitted(lambda data: inner.predict(featurize(data)), inner.n_params, inner.info)
 
 
+def fit_knn(task: Task, train: Data, validation: Data) -> Fitted:
+    """Cosine k-nearest neighbours over the same MiniLM embeddings, votes weighted by similarity;
+    k per field chosen on validation accuracy (ties go to the larger k, the smoother vote)."""
+    def featurize(data: Data) -> np.ndarray:
+        return embed([input_text(task, e) for e in data.examples], data.tag, "input")
+
+    X, X_val = featurize(train), featurize(validation) if validation.examples else None
+    models: dict[str, Any] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for f, space in label_fields(task).items():
+        y = encode(labels(task, train, f), space)
+        y_val = encode(labels(task, validation, f), space) if X_val is not None else None
+        best = None
+        for k in [k for k in K_GRID if k <= len(y)] if y_val is not None else (min(DEFAULT_K, len(y)),):
+            m = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance").fit(X, y)
+            acc = float((m.predict(X_val) == y_val).mean()) if y_val is not None else float("nan")
+            if best is None or acc >= best[0]:
+                best = (acc, k, m)
+        models[f] = best[2]
+        info[f] = {"k": best[1], "validation_accuracy": best[0]}
+
+    def predict(data: Data) -> dict[str, np.ndarray]:
+        Xd = featurize(data)
+        out = {}
+        for f, m in models.items():
+            P = np.zeros((len(data.examples), len(label_fields(task)[f].values)))
+            P[:, m.classes_] = m.predict_proba(Xd)
+            out[f] = P
+        return out
+
+    # What it keeps from train: every embedding and its label.
+    return Fitted(predict, n_params=int(X.size + len(models) * len(X)), info=info)
+
+
+def _multiple_choice(task: Task) -> str | None:
+    return ("it predicts a label from the nearest training inputs; a multiple-choice answer letter depends on the "
+            "option order, not the input") if task.choice_field else None
+
+
 # ---------------------------------------------------------------- question-option similarity
 
 def question_text(e: Example) -> str:
@@ -311,6 +353,8 @@ for _b in (
     Baseline("majority", "most frequent train value per field", fit_majority),
     Baseline("tfidf", "TF-IDF word 1-2 + char 2-5 grams, logistic regression per field", fit_tfidf),
     Baseline("embedding", "all-MiniLM-L6-v2 embeddings, logistic regression per field", fit_embedding),
+    Baseline("knn", "cosine k-nearest neighbours over all-MiniLM-L6-v2 embeddings, k chosen on validation", fit_knn,
+             _multiple_choice),
     Baseline("embedding_similarity", "cosine(question, option) of MiniLM embeddings, fitted softmax temperature",
              fit_similarity, _not_multiple_choice),
 ):

@@ -138,7 +138,7 @@ def test_tfidf_learns_a_separable_task_and_skips_the_free_field():
 
 
 CASES = [
-    pytest.param(task, name, id=f"{task.name}-{name}", marks=needs_minilm if name.startswith("embedding") else ())
+    pytest.param(task, name, id=f"{task.name}-{name}", marks=needs_minilm if name.startswith("embedding") or name == "knn" else ())
     for task in (LABELS, CHOICE) for name, b in B.BASELINES.items() if b.not_applicable(task) is None
 ]
 
@@ -191,6 +191,27 @@ def test_predictions_do_not_depend_on_test_labels():
     unlabeled = [dataclasses.replace(e, target=None) for e in load_split(LABELS, "test")]
     blind = B.run_baseline("tfidf", LABELS, examples=unlabeled)
     assert blind["predictions"] == labeled["predictions"]
+
+
+@needs_minilm
+def test_knn_votes_the_nearest_training_labels_with_k_chosen_on_validation(monkeypatch):
+    """The colour words are the only signal: the nearest training inputs share them. k is the
+    value of the grid whose validation accuracy is best, and a multiple-choice task is refused."""
+    result = B.run_baseline("knn", LABELS)
+    assert score(LABELS, result)["fields"]["color"]["accuracy"] >= 0.9
+    fitted = result["fields"]["color"]
+    assert fitted["k"] in B.K_GRID and fitted["k"] <= SIZES["train"]
+    tried = []
+    real = B.KNeighborsClassifier
+
+    def spy(n_neighbors, **kw):
+        tried.append(n_neighbors)
+        return real(n_neighbors=n_neighbors, **kw)
+    monkeypatch.setattr(B, "KNeighborsClassifier", spy)
+    B.run_baseline("knn", LABELS, cache=None)
+    assert tried == [k for k in B.K_GRID if k <= SIZES["train"]] * 2  # every k, for each of the two label fields
+    with pytest.raises(B.BaselineNotApplicable, match="option order"):
+        B.run_baseline("knn", CHOICE)
 
 
 def test_similarity_needs_a_multiple_choice_task():

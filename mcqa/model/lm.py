@@ -12,6 +12,10 @@ Two exact ways to run many rows that share a prompt, chosen from the layers:
 - some layer carries a state: a token's output depends on every token before it through that
   state, in order, so a tree cannot share one row. Each branch becomes its own row that starts
   from a copy of the state after the prefix (`copy_rows`), through the model's own cache class.
+Training shares a prefix only in the first case: a stateful row would need its copy of the
+prefix state to carry gradients back into the prefix, and rows of other lengths padded after it,
+where a gate still decays the state; plain left-padded rows (the model's own padding handling,
+which leaves a zero state at zero) are exact and cost the prefix once per row.
 A mode or readout asks `capabilities(model)`; none of them names a family or reads
 `layer_types` or cache internals."""
 

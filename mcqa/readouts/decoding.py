@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from mcqa.model.lm import CausalLM, copy_rows
+from mcqa.model.lm import CausalLM, copy_rows, expand_cache
 
 
 def plan_chunks(lengths: list[int], prefix: int, max_streams: int, pairs_per_token: float, overhead: float = 16.0) -> list[tuple[int, int]]:
@@ -136,11 +136,8 @@ class Streams:
             self.row[s] = r
         k = self.n_rows = len(loads)
         self.col_pos = np.tile(np.arange(len(self.prefix.ids), dtype=np.int64), (k, 1))
-        if self.prefix.cache is not None:
-            layers = [(x.keys.expand(k, -1, -1, -1), x.values.expand(k, -1, -1, -1)) for x in self.prefix.cache.layers]
-            self.cache = DynamicCache(layers)  # concatenation makes the per-row copies
-        else:
-            self.cache = DynamicCache()
+        # Views of the prefix's keys and values; concatenation makes the per-row copies.
+        self.cache = expand_cache(self.prefix.cache, k) if self.prefix.cache is not None else self.lm.new_cache()
 
     @torch.inference_mode()
     def finish(self, streams) -> None:
