@@ -235,7 +235,7 @@ def test_head_and_choice_readouts_equal_plain_forwards(family):
 
 
 @pytest.mark.parametrize("name,mode,task", [("qwen3_5", "head", "notification"), ("gemma3", "generate", "notification"),
-                                            ("qwen3_5", "listwise", "recipe_mpr")])
+                                            ("qwen3_5", "listwise", "recipe_mpr"), ("gemma3", "choice", "recipe_mpr")])
 def test_train_and_score_run_on_hybrid_and_sliding_window_models(tmp_path, name, mode, task):
     folder = save_family(name, tmp_path / name)
     protocol = ["--protocol", "cv5-0"] if task == "recipe_mpr" else []
@@ -251,7 +251,7 @@ def test_train_and_score_run_on_hybrid_and_sliding_window_models(tmp_path, name,
     else:
         assert "sliding attention" in said
     assert json.loads((tmp_path / "run" / "run.json").read_text())["test_examples"] == 4
-    readout = "options" if task == "recipe_mpr" else "rank"
+    readout = "options" if mode == "listwise" else "constrained" if task == "recipe_mpr" else "rank"
     r = run_cli(["score", "--task", task, *protocol, "--split", "test", "--model", str(folder), "--readout", readout, "--limit", "3",
                  "--calibration-examples", "3"], cwd=tmp_path)
     assert r.rc == 0, r.out + r.err
