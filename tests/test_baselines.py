@@ -138,7 +138,7 @@ def test_tfidf_learns_a_separable_task_and_skips_the_free_field():
 
 
 CASES = [
-    pytest.param(task, name, id=f"{task.name}-{name}", marks=needs_minilm if name.startswith("embedding") or name == "knn" else ())
+    pytest.param(task, name, id=f"{task.name}-{name}", marks=needs_minilm if name.startswith("embedding") or name in ("knn", "finetuned") else ())
     for task in (LABELS, CHOICE) for name, b in B.BASELINES.items() if b.not_applicable(task) is None
 ]
 
@@ -212,6 +212,21 @@ def test_knn_votes_the_nearest_training_labels_with_k_chosen_on_validation(monke
     assert tried == [k for k in B.K_GRID if k <= SIZES["train"]] * 2  # every k, for each of the two label fields
     with pytest.raises(B.BaselineNotApplicable, match="option order"):
         B.run_baseline("knn", CHOICE)
+
+
+@needs_minilm
+def test_finetuned_keeps_the_epoch_and_rate_with_the_best_validation_score_and_is_seeded(monkeypatch):
+    monkeypatch.setattr("mcqa.finetuned.EPOCHS", 2)
+    first = B.run_baseline("finetuned", LABELS)
+    fitted = first["fields"]["color"]
+    best = max(fitted["tried"], key=lambda t: t["validation_joint"])  # the first of the best, as the fit keeps it
+    assert (fitted["learning_rate"], fitted["epochs"]) == (best["learning_rate"], best["epochs"])
+    assert len(fitted["tried"]) == len(B.LR_GRID_FINETUNED) * 2
+    assert score(LABELS, first)["fields"]["color"]["accuracy"] >= 0.9  # the colour words carry over to test
+    again = B.run_baseline("finetuned", LABELS)
+    assert again["predictions"] == first["predictions"]  # seeded: the same fit twice
+    with pytest.raises(B.BaselineNotApplicable, match="cross-encoder"):
+        B.run_baseline("finetuned", CHOICE)
 
 
 def test_similarity_needs_a_multiple_choice_task():

@@ -20,6 +20,7 @@ LAZY_OK = {"xgrammar", "matplotlib", "scipy", "bitsandbytes", "transformers.mode
 # split or a metric imports scikit-learn when it is computed.
 LAZY_OK_IN = {
     "mcqa.embeddings": {"torch", "transformers"},
+    "mcqa.finetuned": {"torch", "transformers"},
     "mcqa.model.aliases": {"torch", "transformers"},
     "mcqa.model.sources": {"torch", "transformers"},
     "mcqa.model.loading": {"torch", "transformers"},
