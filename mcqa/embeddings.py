@@ -52,9 +52,17 @@ def encoder():
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar would break into mcqa's progress lines
+    try:
+        model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return tokenizer, model, device
 
 
