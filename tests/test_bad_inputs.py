@@ -5,9 +5,9 @@ or, for a model output, in the right parse status. Every input is generated here
 
 The commands run in-process through cli.main (imports are paid once, so the whole corpus
 takes seconds); the few cases that need a process of their own (a file-size limit) run cli.py
-in a subprocess. Each class of the bad-input issue (#14) is named in its test's docstring.
+in a subprocess. Each class of bad input is named in its test's docstring.
 
-Issue 14, class by class, and the tests that cover it (test_<class>_...):
+The classes of bad input, and the tests that cover them (test_<class>_...):
  1 remote code only from the user's flag   test_1_a_run_folder_cannot_turn_on_remote_code, test_1_resume_...
  2 run.json values validated, paths inside  test_2_values_in_run_json_..., test_2_a_hostile_model_name_...
  3 --out a device/file/existing run         test_3_score_out_..., test_3_predict_out_...

@@ -1,4 +1,4 @@
-"""Multiple choice read from option texts (issue 13), on tiny-qwen3: the options readout
+"""Multiple choice read from option texts, on tiny-qwen3: the options readout
 against a plain forward per option, the choice mode's tree-shaped rows against one forward per
 (question, option) pair, and a choice run saved and reloaded in a fresh process."""
 

@@ -1,5 +1,5 @@
 """The readouts give the outputs and probabilities they gave before the model side was staged
-into modes/ and readouts/ (issue 12): values recorded on tiny-qwen3 (random weights, seed 0,
+into modes/ and readouts/: values recorded on tiny-qwen3 (random weights, seed 0,
 real Qwen3 tokenizer) with the code as it was, and compared here to 1e-5.
 
 Regenerate only on purpose (a deliberate change of what a readout computes):
