@@ -8,7 +8,7 @@
     mcqa score  --task T --split S --model M [--adapter RUN] --readout R
     mcqa predict --task T --data FILE.jsonl --adapter RUN
     mcqa train  --task T [--model M] [--mode head] [--config run.yaml] [key=value ...]
-    mcqa runs   [FOLDER]
+    mcqa runs   [FOLDER] [--wide]
     mcqa models [list | install ALIAS | verify ALIAS]
 """
 
@@ -346,6 +346,8 @@ def _task_defaults_note(task_name: str, config_file, overrides: dict) -> str | N
 
 
 def cmd_runs(args) -> None:
+    from rich.console import Console
+
     from mcqa.console import out
     from mcqa.run_index import find_runs, problem_lines, runs_table
 
@@ -353,9 +355,15 @@ def cmd_runs(args) -> None:
     if not found:
         out.print(f"no run folders under {args.folder}/ (`mcqa train` writes them under runs/train/)", markup=False, highlight=False)
         return
-    out.print(runs_table(found, args.folder))
-    for line in problem_lines(found):  # each damaged or unfinished folder in one line, never a traceback
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    table = runs_table(found, args.folder, width=out.width, wide=args.wide)
+    natural = out.measure(table, options=out.options.update_width(10_000)).maximum
+    show = Console(width=max(out.width, natural)) if args.wide else out  # --wide: never cut
+    if table.row_count:
+        show.print(table)
+    else:
+        out.print(f"no finished runs under {args.folder}/", markup=False, highlight=False)
+    for line in problem_lines(found):  # each damaged or unfinished folder, never a traceback; narrow: wrapped at spaces
+        show.print(line, markup=False, highlight=False, soft_wrap=args.wide)
 
 
 def cmd_models(args) -> None:
@@ -550,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("runs", help="list finished training runs with their task, model, mode and test scores")
     s.add_argument("folder", nargs="?", type=Path, default=Path("runs"), help="where to look (default: runs/)")
+    s.add_argument("--wide", action="store_true", help="also each run folder and every test metric, at full width")
     s.set_defaults(fn=cmd_runs)
 
     s = sub.add_parser("models", help="list, install or verify the offline model aliases")

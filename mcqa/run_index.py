@@ -5,9 +5,12 @@ read through mcqa.runs' readers (run folders are untrusted input); nothing here 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 
 from mcqa.errors import McqaError
@@ -73,15 +76,39 @@ def latest_run(task: str, root: str | Path = DEFAULT_ROOT) -> Path | None:
     return None
 
 
-def runs_table(found: list[FoundRun], root: str | Path) -> Table:
-    """The finished runs, newest first: folder, task and protocol, model and mode, test scores."""
-    table = Table(title=f"finished runs under {root}/ (newest first)")
-    for col in ("run folder", "task / protocol", "model / mode", "test scores"):
-        table.add_column(col, overflow="fold")
-    for r in found:
-        if r.summary is not None:
-            scores = "\n".join(f"{k} {v:.3f}" for k, v in r.test.items()) or "-"
-            table.add_row(str(r.folder), f"{r.summary.task}\n{r.summary.protocol}", f"{r.summary.model}\n{r.summary.mode}", scores)
+# The one score the narrow listing shows: every field right at once, on the test split (for a
+# task with one field, that field's accuracy). `--wide` shows every test metric.
+MAIN_METRIC = "joint"
+_GAP = 2  # spaces between the narrow listing's columns
+
+
+def runs_table(found: list[FoundRun], root: str | Path, width: int = 80, wide: bool = False) -> Table:
+    """The finished runs, newest first, one line each. Narrow (the default): task, protocol,
+    model, mode, the main metric and when it finished, within `width` columns (a long model
+    name is cut with an ellipsis). Wide: the run folder too and every test metric, at full width."""
+    finished = [r for r in found if r.summary is not None]
+    when = {r.folder: time.strftime("%Y-%m-%d %H:%M", time.localtime(r.finished_at)) for r in finished}
+    metrics = [MAIN_METRIC]
+    if wide:
+        metrics += sorted({k for r in finished for k in r.test} - {MAIN_METRIC})
+    rows = [[r.summary.task, r.summary.protocol, r.summary.model, r.summary.mode,
+             *(f"{r.test[m]:.3f}" if m in r.test else "-" for m in metrics), when[r.folder]] for r in finished]
+    headers = ["task", "protocol", "model", "mode", *metrics, "finished"]
+    if wide:
+        headers, rows = ["run folder", *headers], [[str(r.folder), *row] for r, row in zip(finished, rows)]
+    hint = "" if wide else "; `mcqa runs --wide`: run folders, every test metric"
+    table = Table(title=f"finished runs under {root}/, newest first", caption=f"{MAIN_METRIC}: on the test split{hint}",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, _GAP // 2), collapse_padding=True,
+                  title_justify="left", caption_justify="left")
+    sizes = [max([cell_len(h), *(cell_len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    model = headers.index("model")
+    room = width - sum(sizes) + sizes[model] - _GAP * (len(headers) - 1) - 1
+    for i, h in enumerate(headers):
+        cut = not wide and i == model
+        table.add_column(h, no_wrap=True, overflow="ellipsis" if cut else "ignore", max_width=max(room, 8) if cut else None,
+                         justify="right" if h in metrics else "left")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -65,7 +65,7 @@ def first(tmp_path_factory):
         ("train", ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "generate", "epochs=2", "max_train_examples=32",
                    "max_eval_examples=8", "max_test_examples=10", "micro_batch_size=16", "batch_size=16",
                    "logging_steps=2", "output_dir=runs/train/smoke"]),
-        ("runs", ["runs"]),
+        ("runs", ["runs", "--wide"]),  # the run folders, every metric
         ("score_latest", ["score", "--task", "synth", "--out", "scored", "--resamples", "20"]),
         *[(f"rank_{i}", ["score", "--task", "synth", "--adapter", "runs/train/smoke", "--readout", "rank", "--limit", "5",
                          "--calibration-examples", "10", "--out", f"rank_{i}", "--resamples", "20"]) for i in (1, 2)],
