@@ -429,7 +429,7 @@ def cmd_compare(args) -> None:
     readouts = tuple(args.zero_shot_readouts) if args.zero_shot_readouts else None
     compare(task, args.protocol, args.runs, baselines, folder, zero_shot=args.zero_shot, zero_shot_readouts=readouts,
             trust_remote_code=args.trust_remote_code, baseline_cache=DEFAULT_CACHE, zero_shot_cache=ZERO_SHOT_CACHE,
-            against=args.against)
+            against=args.against, stack=args.stack)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
     console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
 
@@ -544,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "NAME:key=value,... such as options:rule=pmi (default: constrained, rank, and for multiple choice every options rule)")
     s.add_argument("--against", metavar="NAME", help="the row every other is paired with, as the table names it "
                    "(default: the best baseline): accuracy differences with paired bootstrap intervals and McNemar's exact p")
+    s.add_argument("--stack", nargs="+", metavar="NAME", help="add a row stacking these rows, as the table names them, "
+                   "or 'all' for every row with probabilities: log-linear pooling with weights fitted on each fold's "
+                   "validation split only")
     s.add_argument("--out", type=Path, help="folder (default: runs/compare/<task>-<time>)")
     _trust_arg(s)
     s.set_defaults(fn=cmd_compare)

@@ -87,6 +87,7 @@ class Baseline:
     description: str
     fit: Callable[[Task, Data, Data], Fitted]  # (task, train, validation)
     not_applicable: Callable[[Task], str | None] = lambda task: None  # why it cannot run, or None
+    encoder: bool = False  # reads MiniLM embeddings: the encoder's parameters count at inference
 
 
 # ---------------------------------------------------------------- fields, text, predictions
@@ -371,13 +372,13 @@ BASELINES: Registry[Baseline] = Registry("baseline")
 for _b in (
     Baseline("majority", "most frequent train value per field", fit_majority),
     Baseline("tfidf", "TF-IDF word 1-2 + char 2-5 grams, logistic regression per field", fit_tfidf),
-    Baseline("embedding", "all-MiniLM-L6-v2 embeddings, logistic regression per field", fit_embedding),
+    Baseline("embedding", "all-MiniLM-L6-v2 embeddings, logistic regression per field", fit_embedding, encoder=True),
     Baseline("knn", "cosine k-nearest neighbours over all-MiniLM-L6-v2 embeddings, k chosen on validation", fit_knn,
-             _multiple_choice),
+             _multiple_choice, encoder=True),
     Baseline("finetuned", "all-MiniLM-L6-v2 fine-tuned end to end, a linear head per field; learning rate and epochs "
              "chosen on validation", fit_finetuned, _label_fields_only),
     Baseline("embedding_similarity", "cosine(question, option) of MiniLM embeddings, fitted softmax temperature",
-             fit_similarity, _not_multiple_choice),
+             fit_similarity, _not_multiple_choice, encoder=True),
 ):
     BASELINES.register(_b.name, _b)
 

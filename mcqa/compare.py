@@ -32,6 +32,8 @@ from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.io import atomic_write_bytes, atomic_write_text, inside, read_json, read_jsonl, safe_name, write_json
+from mcqa.embeddings import minilm_dir
+from mcqa.model import parameter_count
 from mcqa.paired import check_row_name, outcomes, pair_rows
 from mcqa.predicting import CALIBRATION_EXAMPLES, Loaded, calibration_split, load_predictor, predict, predict_option_rules
 from mcqa.readouts.base import check_options, get_readout, parse_options
@@ -40,6 +42,7 @@ from mcqa.records import Record
 from mcqa.report import figure_png, write_run
 from mcqa.runs import RunSummary, read_summary
 from mcqa.scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, check_prediction, make_records, match_ids, score_records
+from mcqa.stack import Member, shown_weights, stack as stack_predictions
 from mcqa.task import Example, Task
 from mcqa.zero_shot_cache import code_digest, model_identity, zero_shot_key
 
@@ -73,6 +76,7 @@ class Row:
     shown: dict[str, Any]
     records: list[Record]
     metrics: dict[str, Any] | None = None
+    validation: dict[str, list[Record]] | None = None  # fold -> records on its validation split: what a stack fits on
 
 
 def row_from_metrics(name: str, kind: str, metrics: dict[str, Any], folder: Path, extra: dict[str, Any]) -> dict[str, Any]:
@@ -122,40 +126,58 @@ def _pooled_row(task: Task, name: str, kind: str, records: list[Record], run: di
     return Row(row_from_metrics(name, kind, scored.metrics, folder, extra), records, scored.metrics)
 
 
-def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path, cache: Path | None = None) -> list[Row]:
+def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path, cache: Path | None = None,
+                  validation: bool = False) -> list[Row]:
+    """`validation`: also predict each fold's validation split (from the same fit), for a stack."""
     rows = []
     for name in names:
-        records, per_fold = [], []
+        records, per_fold, val = [], [], {}
+        encoder = _parameters(minilm_dir()) if BASELINES.resolve(name).encoder else 0
         try:
             for protocol in folds:
                 test = load_split(task, "test", protocol)
-                result = run_baseline(name, task, protocol, examples=test, cache=cache)
+                held = load_split(task, "validation", protocol) if validation else []
+                result = run_baseline(name, task, protocol, examples=test + held, cache=cache)
                 records += make_records(task, test, result["predictions"])
-                per_fold.append({"examples_per_second": result["examples_per_second"],
-                                 "train_seconds": result["fit_seconds"], "trained_parameters": result["n_params"]})
+                val[protocol] = make_records(task, held, result["predictions"], progress=False)
+                per_fold.append({"examples_per_second": result["examples_per_second"], "train_seconds": result["fit_seconds"],
+                                 "trained_parameters": result["n_params"],
+                                 "parameters": None if encoder is None else result["n_params"] + encoder})
         except BaselineNotApplicable as e:
             console.print(f"[dim]skipped {name}: {e}[/]")
             continue
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "baseline": name}
         rows.append(_pooled_row(task, name, "baseline", records, run, _sub(out, "baselines", name), per_fold))
+        rows[-1].validation = val if validation else None
     return rows
 
 
+def _parameters(model: str | Path | None) -> int | None:
+    """A model's parameter count from its weight headers; None when it is not on this machine."""
+    if model is None:
+        return None
+    try:
+        return parameter_count(model)
+    except McqaError:
+        return None
+
+
 def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str], out: Path,
-                   trust_remote_code: bool = False, cache: Path | None = None) -> list[Row]:
+                   trust_remote_code: bool = False, cache: Path | None = None, validation: bool = False) -> list[Row]:
     """The base LLM with no adapter, read out through the scorer like everything else (rank fits
     its temperature on each fold's own validation split). `cache`: a folder of zero-shot
     predictions (mcqa.zero_shot_cache) to reuse and fill; the model is loaded only if some
-    fold and readout is not there."""
+    fold and readout is not there. `validation`: also read out each fold's validation split, for a stack."""
     specs = {spec: parse_readout_spec(spec) for spec in readouts}  # a bad spec fails before the model loads
     for name, options in specs.values():
         check_options(get_readout(name), options)  # and so does a bad option value (rule=bogus)
     identity = model_identity(model) if cache is not None else None
     code = code_digest(task) if identity else ""
     loaded: Loaded | None = None
-    got: dict[tuple[str, str], tuple[list[dict[str, Any]], float]] = {}  # (spec, fold) -> predictions, examples/s
-    tests = {protocol: load_split(task, "test", protocol) for protocol in folds}
-    for protocol, test in tests.items():
+    got: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]] = {}  # (spec, fold, split) -> predictions, examples/s
+    splits = ("test", "validation") if validation else ("test",)
+    data = {(protocol, split): load_split(task, split, protocol) for protocol in folds for split in splits}
+    for (protocol, split), test in data.items():
         keys = {}
         if identity:
             calibration = calibration_split(task, protocol, CALIBRATION_EXAMPLES)[0]
@@ -163,10 +185,10 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
                 keys[spec] = zero_shot_key(identity, spec, task, protocol, test, calibration, code)
                 hit = load_cached(cache, keys[spec], task, [e.id for e in test], what="zero-shot", redo="reading the model out again")
                 if hit is not None and _speed(hit.get("examples_per_second")):
-                    got[spec, protocol] = ([hit["predictions"][e.id] for e in test], hit["examples_per_second"])
-                    console.print(f"{Path(model).name} zero-shot {spec} on {protocol}: reusing {hit['cached']}",
+                    got[spec, protocol, split] = ([hit["predictions"][e.id] for e in test], hit["examples_per_second"])
+                    console.print(f"{Path(model).name} zero-shot {spec} on {protocol} {split}: reusing {hit['cached']}",
                                   markup=False, highlight=False, soft_wrap=True)
-        missing = [spec for spec in specs if (spec, protocol) not in got]
+        missing = [spec for spec in specs if (spec, protocol, split) not in got]
         if not missing:
             continue
         loaded = loaded or load_predictor(task, model, None, trust_remote_code=trust_remote_code)
@@ -177,19 +199,22 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
         for spec in missing:
             readout, options = specs[spec]
             outputs, info = fresh[spec] if spec in fresh else predict(task, loaded, test, readout, protocol, options=options)
-            got[spec, protocol] = (outputs, info["examples_per_second"])
+            got[spec, protocol, split] = (outputs, info["examples_per_second"])
             if spec in keys:
                 store(cache, keys[spec], {"predictions": {o["id"]: o for o in outputs}, "examples_per_second": info["examples_per_second"]})
-    rows = []
+    rows, parameters = [], _parameters(model)
     for spec in specs:
         records, per_fold = [], []
-        for protocol, test in tests.items():
-            outputs, speed = got[spec, protocol]
-            records += make_records(task, test, {o["id"]: o for o in outputs})
-            per_fold.append({"examples_per_second": speed, "train_seconds": 0.0, "trained_parameters": 0})
+        for protocol in folds:
+            outputs, speed = got[spec, protocol, "test"]
+            records += make_records(task, data[protocol, "test"], {o["id"]: o for o in outputs})
+            per_fold.append({"examples_per_second": speed, "train_seconds": 0.0, "trained_parameters": 0, "parameters": parameters})
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "model": model, "readout": spec}
         rows.append(_pooled_row(task, zero_shot_name(model, spec), "zero-shot", records, run,
                                 _sub(out, "zero_shot", f"{Path(model).name}-{spec}"), per_fold))
+        if validation:
+            rows[-1].validation = {p: make_records(task, data[p, "validation"], {o["id"]: o for o in got[spec, p, "validation"][0]},
+                                                   progress=False) for p in folds}
     return rows
 
 
@@ -226,11 +251,12 @@ def _read_run(run_dir: Path, task: Task, folds: list[str]) -> RunSummary:
     return summary
 
 
-def _tested(task: Task, run_dir: Path, protocol: str) -> tuple[list[Example], dict[str, dict[str, Any]]]:
-    """A run's test examples and its raw outputs, to be scored again against the task's own gold
-    (make_records): a received run's records are never trusted for gold, correctness or
-    probabilities. The run must cover the whole test split: rows are paired example by example."""
-    path = run_dir / "test" / "predictions.jsonl"
+def _tested(task: Task, run_dir: Path, protocol: str, split: str = "test") -> tuple[list[Example], dict[str, dict[str, Any]]]:
+    """A run's test (or validation) examples and its raw outputs, to be scored again against the
+    task's own gold (make_records): a received run's records are never trusted for gold,
+    correctness or probabilities. The run must cover the whole test split: rows are paired
+    example by example (a stack checks its members' validation coverage itself)."""
+    path = run_dir / split / "predictions.jsonl"
     preds = {}
     for lineno, rec in read_jsonl(path):
         where = f"{path}:{lineno}"
@@ -238,9 +264,9 @@ def _tested(task: Task, run_dir: Path, protocol: str) -> tuple[list[Example], di
             raise McqaError(f"{where}: a record needs a unique string 'id'; re-score the run")
         preds[rec["id"]] = check_prediction({"id": rec["id"], "output": rec.get("raw"), "truncated": rec.get("status") == "truncated",
                                              "probs": rec.get("probs")}, where, task)
-    test = load_split(task, "test", protocol)
+    test = load_split(task, split, protocol)
     tested = match_ids(test, preds, str(path), subset=True)  # an unknown id is refused here
-    if len(tested) < len(test):
+    if split == "test" and len(tested) < len(test):
         raise McqaError(f"{run_dir}: tested on {len(tested)} of the {len(test)} test examples of {protocol} "
                         "(max_test_examples?); compare pairs rows example by example, so train the run "
                         "on the whole test split")
@@ -248,8 +274,16 @@ def _tested(task: Task, run_dir: Path, protocol: str) -> tuple[list[Example], di
 
 
 def _run_extra(summary: RunSummary) -> dict[str, Any]:
+    base, trained = _parameters(summary.model), summary.trainable_parameters
     return {"examples_per_second": summary.test_examples_per_second, "train_seconds": summary.train_seconds,
-            "trained_parameters": summary.trainable_parameters}
+            "trained_parameters": trained, "parameters": None if base is None or trained is None else base + trained}
+
+
+def _validated(task: Task, run_dir: Path, protocol: str) -> list[Record] | None:
+    """A run's records on its validation split (written by the test pass), or None without them."""
+    if not (run_dir / "validation" / "predictions.jsonl").is_file():
+        return None
+    return make_records(task, *_tested(task, run_dir, protocol, "validation"), progress=False)
 
 
 # Settings that change how fast a run goes or how much memory it takes (or what it may run),
@@ -320,7 +354,7 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
     if len(folds) == 1:
         return [Row(row_from_metrics(f"{Path(s.model).name} {s.mode} ({r.name})", "trained",
                                      read_json(r / "test" / "metrics.json"), r / "test", _run_extra(s)),
-                    make_records(task, *tested[r]))
+                    make_records(task, *tested[r], progress=False), validation=_fold_records({s.protocol: _validated(task, r, s.protocol)}))
                 for r, s in zip(run_dirs, summaries)]
     recipes = [_recipe(s) for s in summaries]
     keys: list[RecipeKey] = [(s.model, s.mode, None if c is None else tuple(sorted(c.items()))) for s, c in zip(summaries, recipes)]
@@ -339,22 +373,28 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
             raise McqaError(f"{names[key]}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
                             f"train one per fold (mcqa train --protocol {missing[0]} ...) with the same settings and pass them all to --runs")
         fold_runs = [by_fold[p] for p in folds]
-        records = [rec for r, _ in fold_runs for rec in make_records(task, *tested[r])]
+        records = [rec for r, _ in fold_runs for rec in make_records(task, *tested[r], progress=False)]
         per_fold = [_run_extra(s) for _, s in fold_runs]
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(r) for r, _ in fold_runs]}
         rows.append(_pooled_row(task, f"{names[key]} ({len(folds)} folds)", "trained", records, run,
                                 _row_folder(out, names[key], key), per_fold))
+        rows[-1].validation = _fold_records({s.protocol: _validated(task, r, s.protocol) for r, s in fold_runs})
     return rows
+
+
+def _fold_records(by_fold: dict[str, list[Record] | None]) -> dict[str, list[Record]] | None:
+    return None if any(v is None for v in by_fold.values()) else by_fold  # type: ignore[return-value]
 
 
 def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path,
             zero_shot: str | list[str] | None = None, zero_shot_readouts: tuple[str, ...] | None = None,
             trust_remote_code: bool = False, baseline_cache: Path | None = None,
-            zero_shot_cache: Path | None = None, against: str | None = None) -> dict[str, Any]:
+            zero_shot_cache: Path | None = None, against: str | None = None, stack: list[str] | None = None) -> dict[str, Any]:
     """`zero_shot`: one base model or several, each read out with every zero-shot readout.
     `baseline_cache`, `zero_shot_cache`: folders of cached baseline predictions (mcqa.baseline_cache)
     and zero-shot predictions (mcqa.zero_shot_cache) to reuse and fill. `against`: the name of
-    the row every other is paired with (default: the best baseline)."""
+    the row every other is paired with (default: the best baseline). `stack`: the names of the
+    rows to stack into one more row (mcqa.stack), or ["all"] for every row with probabilities."""
     folds = protocol_folds(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
     for n in names:
@@ -362,11 +402,21 @@ def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[
     models = [zero_shot] if isinstance(zero_shot, str) else zero_shot or []
     specs = list(zero_shot_readouts or default_zero_shot_readouts(task))
     rows = run_rows([Path(r) for r in runs], task, folds, out)  # check runs first: fail before slow work
+    coming = [r.shown["name"] for r in rows] + names + [zero_shot_name(m, s) for m in models for s in specs]
     if against is not None:  # and so does a typo; a baseline that turns out not to apply is caught when pairing
-        check_row_name(against, [r.shown["name"] for r in rows] + names + [zero_shot_name(m, s) for m in models for s in specs])
-    rows = baseline_rows(task, folds, names, out, baseline_cache) + rows
+        check_row_name(against, coming)
+    for member in stack if stack and stack != ["all"] else []:
+        check_row_name(member, coming, "--stack")
+    if stack is not None:
+        for r in rows:  # a run without validation predictions is refused before the slow rows
+            if (stack == ["all"] or r.shown["name"] in stack) and r.validation is None:
+                raise McqaError(f"stack member '{r.shown['name']}' has no validation predictions (no validation/ in its run "
+                                "folder) to fit the stack on; train it again, or leave it out of --stack")
+    rows = baseline_rows(task, folds, names, out, baseline_cache, validation=stack is not None) + rows
     for model in models:
-        rows += zero_shot_rows(task, folds, model, specs, out, trust_remote_code, zero_shot_cache)
+        rows += zero_shot_rows(task, folds, model, specs, out, trust_remote_code, zero_shot_cache, validation=stack is not None)
+    if stack is not None:
+        rows.append(stack_row(task, folds, rows, stack, out))
     paired = pair_rows([outcomes(r.shown["name"], r.shown["kind"], task.name, folds, r.records, task.fields) for r in rows],
                        against, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
     for r in rows:
@@ -384,10 +434,34 @@ def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[
     return result
 
 
+def stack_row(task: Task, folds: list[str], rows: list[Row], names: list[str], out: Path) -> Row:
+    """The stack of the rows named (every row with probabilities for ["all"]), scored on the
+    pooled test predictions like any other row. Its train time is its members' and its speed
+    theirs run one after another."""
+    if names == ["all"]:
+        chosen = [r for r in rows if r.validation is not None and all(isinstance(x.get("probs"), dict) for x in r.records)]
+    else:
+        chosen = [next(r for r in rows if r.shown["name"] == n) for n in names]
+    members = [Member(r.shown["name"], r.shown.get("parameters"), r.validation, r.records) for r in chosen]
+    preds, info = stack_predictions(task, folds, members)
+    test = [e for p in folds for e in load_split(task, "test", p)]
+    speeds = [r.shown["examples_per_second"] for r in chosen]
+    trained = [r.shown["trained_parameters"] for r in chosen]
+    extra = {"examples_per_second": None if any(not x for x in speeds) else 1 / sum(1 / x for x in speeds),
+             "train_seconds": sum(r.shown["train_seconds"] or 0.0 for r in chosen),
+             "trained_parameters": None if None in trained else sum(trained) + len(members) * len(task.label_spaces),
+             "parameters": info["parameters"]}
+    run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "stack": info["members"]}
+    scored = score_records(task, make_records(task, test, preds), run)
+    folder = _sub(out, "stack", "-".join(safe_name(n.replace(" ", "-"))[:24] for n in info["members"])[:120])
+    shown = row_from_metrics("stack: " + " + ".join(info["members"]), "stack", scored.metrics, folder, extra)
+    return Row({**shown, "stack": info}, make_records(task, test, preds, progress=False), scored.metrics)
+
+
 def markdown(result: dict[str, Any]) -> str:
     fields = result["fields"]
     head = ["model", "kind"] + [f"{f} acc [95% CI]" for f in fields] + [f"{f} macro-F1 [95% CI]" for f in fields]
-    head += ["joint [95% CI]", "parse fail", "ex/s", "train s", "params trained"]
+    head += ["joint [95% CI]", "parse fail", "ex/s", "train s", "params trained", "params in all"]
     folds = result.get("folds") or [result["protocol"]]
     pooled = (f" Cross-validated: test predictions of the {len(folds)} folds ({', '.join(folds)}) are pooled, so each "
               "example is scored once; ex/s, train s and params are means over the folds.") if len(folds) > 1 else ""
@@ -402,9 +476,20 @@ def markdown(result: dict[str, Any]) -> str:
         cells += [_with_ci(r["joint"], r["joint_ci"]), _pct(r["parse_failure_rate"]),
                   _rate(r["examples_per_second"]),
                   "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
-                  "-" if r["trained_parameters"] is None else f"{r['trained_parameters']:,.0f}"]
+                  "-" if r["trained_parameters"] is None else f"{r['trained_parameters']:,.0f}",
+                  "-" if r.get("parameters") is None else f"{r['parameters'] / 1e6:,.1f}M"]
         lines.append("| " + " | ".join(map(_cell, cells)) + " |")
-    return "\n".join(lines + _paired_table(result)) + "\n"
+    return "\n".join(lines + _paired_table(result) + _stack_lines(result)) + "\n"
+
+
+def _stack_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for r in result["rows"]:
+        if r.get("stack"):
+            info = r["stack"]
+            lines += ["", "## Stack", "", f"'{_cell(r['name'])}': {info['pooling']}; weights {_cell(shown_weights(info))}. "
+                      "Params in all counts every member's parameters at inference and the stack's weights."]
+    return lines
 
 
 def _pairs(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -88,14 +88,14 @@ def check_pairable(row: Outcomes, ref: Outcomes) -> None:
                         "a paired test needs every row scored on the same test examples")
 
 
-def check_row_name(name: str, names: Sequence[str]) -> None:
-    """--against names exactly one row, as the table shows it."""
+def check_row_name(name: str, names: Sequence[str], flag: str = "--against") -> None:
+    """`flag` (--against, --stack) names exactly one row, as the table shows it."""
     hits = sum(n == name for n in names)
     if hits == 1:
         return
     if hits > 1:
-        raise McqaError(f"--against '{name}' names {hits} rows; give the rows distinct names (their run folders)")
-    raise McqaError(f"--against: no row '{name}'{did_you_mean(name, names)} (rows: {', '.join(repr(n) for n in names)})")
+        raise McqaError(f"{flag} '{name}' names {hits} rows; give the rows distinct names (their run folders)")
+    raise McqaError(f"{flag}: no row '{name}'{did_you_mean(name, names)} (rows: {', '.join(repr(n) for n in names)})")
 
 
 def _best(rows: Sequence[Outcomes], among: Sequence[int]) -> int | None:

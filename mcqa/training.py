@@ -403,6 +403,15 @@ def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
     run = {"task": s.task.name, "split": "test", "protocol": s.protocol, "model": config.model, "mode": config.mode, "run": str(s.run_dir),
            **({"sample": f"a seeded sample of {len(test_ex)} of {len(all_test)} examples"} if len(test_ex) < len(all_test) else {})}
     metrics = score(s.task, test_ex, outputs, run, folder=s.run_dir / "test").metrics
+    # The kept model's outputs on the whole validation split: what a stack of this run with
+    # others is fitted on (mcqa.stack), so the test split never reaches that fit.
+    val_ex = load_split(s.task, "validation", s.protocol)
+    if val_ex:
+        say(f"reading out the validation split ({len(val_ex)} examples) for stacking")
+        val_run = {**run, "split": "validation"}
+        val_run.pop("sample", None)
+        score(s.task, val_ex, read_out(trainer.model, s.tokenizer, s.task, s.mode, val_ex, s.config), val_run,
+              folder=s.run_dir / "validation")
     return {
         "task": s.task.name, "protocol": s.protocol, "model": config.model, "mode": config.mode,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": config.best_metric,

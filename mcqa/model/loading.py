@@ -8,7 +8,10 @@ import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from huggingface_hub import constants, get_session
+import json
+import math
+
+from huggingface_hub import constants, get_session, try_to_load_from_cache
 from safetensors import SafetensorError
 
 from mcqa.errors import McqaError
@@ -90,6 +93,46 @@ def check_model(name: str | Path | None, trust_remote_code: bool = False) -> Non
     config = load_model_config(name, trust_remote_code=trust_remote_code)
     if config is not None:
         check_causal_lm(config)
+
+
+def weight_shapes(name: str | Path | None) -> dict[str, list[int]] | None:
+    """Every tensor's name and shape, read from the model's safetensors headers (no weights
+    loaded); None when its files are not on this machine (the load will then say why)."""
+    where = resolve_model(name)
+    if isinstance(where, Path):
+        files = sorted(where.glob("*.safetensors"))
+    else:
+        index = try_to_load_from_cache(where, "model.safetensors.index.json")
+        shards = ["model.safetensors"]
+        if isinstance(index, str):
+            weight_map = _json(Path(index)).get("weight_map")
+            shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        files = [Path(hit) for s in shards if isinstance(hit := try_to_load_from_cache(where, s), str)]
+        if len(files) < len(shards):
+            return None
+    shapes: dict[str, list[int]] = {}
+    for f in files:
+        header = _json(f, safetensors=True)
+        shapes |= {k: v.get("shape", []) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    return shapes or None
+
+
+def parameter_count(name: str | Path | None) -> int | None:
+    """The model's parameters as stored (a tied output layer once), from its headers alone."""
+    shapes = weight_shapes(name)
+    return None if shapes is None else sum(math.prod(s) for s in shapes.values())
+
+
+def _json(f: Path, safetensors: bool = False) -> dict:
+    """A JSON file, or a safetensors file's JSON header (8 bytes of length, then the header)."""
+    try:
+        with f.open("rb") as fh:
+            data = json.loads(fh.read(int.from_bytes(fh.read(8), "little")) if safetensors else fh.read())
+    except (OSError, ValueError):
+        raise McqaError(f"{f}: not a readable {'safetensors' if safetensors else 'JSON'} file; reinstall or re-download the model") from None
+    if not isinstance(data, dict):
+        raise McqaError(f"{f}: not a safetensors index or header; reinstall or re-download the model")
+    return data
 
 
 def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
