@@ -1,5 +1,6 @@
-"""Run folders: their names, the completion marker, the lock, the checks made before a run
-starts, and reading a run back.
+"""Run folders: the completion marker, reading a run back (its config, summary, model and
+adapter), and checking weight files and checkpoints. Starting a run (the folder's name, the
+checks made before it is made, the lock) is mcqa.run_start.
 
 A run folder may come from anyone (a colleague, a download), so everything read from it is
 untrusted input and is validated here, in one place, before use: config.yaml through the typed
@@ -10,13 +11,11 @@ A run is complete only when run.json exists (written last, atomically).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
 import pickle
 import shutil
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,11 @@ from peft import PeftModel
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import safe_globals  # the numpy types Trainer's rng_state.pth holds
 
-from mcqa.config import TrainConfig, load_config, settings_problems
+from mcqa.config import TrainConfig, load_config
 from mcqa.console import console
 from mcqa.errors import McqaError
-from mcqa.io import read_json, unique_name
-from mcqa.model import check_causal_lm, load_causal_lm, load_model_config, resolve_model
+from mcqa.io import read_json
+from mcqa.model import load_causal_lm, resolve_model
 from mcqa.modes import MODES, get_mode
 from mcqa.registry import get_task
 from mcqa.task import Task
@@ -41,7 +40,7 @@ RUN_MARKER = "run.json"
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".mcqa.lock"
 # What a run writes before its first checkpoint: a folder holding only these kept no work.
-_STARTED = {CONFIG_FILE, "schema.json", "tokenizer", "train_log.jsonl", "val_metrics.jsonl", "checkpoints", ".adapter.tmp"}
+STARTED = {CONFIG_FILE, "schema.json", "tokenizer", "train_log.jsonl", "val_metrics.jsonl", "checkpoints", ".adapter.tmp"}
 _REMOTE_CODE_FLAG = "--trust-remote-code"
 
 
@@ -158,7 +157,7 @@ def load_run(run_dir: str | Path, task: str | None = None, model: str | None = N
     adapter_config = read_json(run_dir / "adapter" / "adapter_config.json")
     if not isinstance(adapter_config, dict):
         raise McqaError(f"{run_dir / 'adapter' / 'adapter_config.json'}: expected a JSON object; retrain or re-copy the run")
-    problem = _weights_problem(run_dir / "adapter")
+    problem = weights_problem(run_dir / "adapter")
     if problem:
         raise McqaError(f"{problem}; retrain or re-copy the run")
     try:
@@ -188,9 +187,10 @@ def _first_line(e: BaseException) -> str:
 _TRAINING_ARGS = "training_args.bin"
 
 
-def _weights_problem(folder: Path) -> str | None:
+def weights_problem(folder: Path, load_pickles: bool = True) -> str | None:
     """A damaged weight file in `folder` (a truncated safetensors file, a cut-off or unsafe
-    torch pickle), named; None when every file reads."""
+    torch pickle), named; None when every file reads. Without `load_pickles` (a base model,
+    whose loader reads its pickles with weights_only itself) a pickle is only checked whole."""
     for f in sorted(folder.glob("*.safetensors")):
         try:
             with f.open("rb") as fh:
@@ -204,7 +204,7 @@ def _weights_problem(folder: Path) -> str | None:
     for f in sorted([*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.bin")]):
         if f.name == _TRAINING_ARGS:
             continue
-        problem = _pickle_problem(f)
+        problem = _pickle_problem(f) if load_pickles else None if zipfile.is_zipfile(f) else f"{f}: truncated or not a torch file"
         if problem:
             return problem
     return None
@@ -230,7 +230,7 @@ def checkpoint_problem(ckpt: Path) -> str | None:
             return f"{state}: not a JSON object"
     except McqaError as e:
         return str(e)
-    return _weights_problem(ckpt)
+    return weights_problem(ckpt)
 
 
 def complete_checkpoint(ckpt_root: Path) -> str | None:
@@ -256,98 +256,6 @@ def complete_checkpoint(ckpt_root: Path) -> str | None:
             console.print(f"{problem}: set aside as {aside.name}; falling back to the checkpoint before it",
                           style="yellow", markup=False, highlight=False, soft_wrap=True)
     return None
-
-
-# ---------------------------------------------------------------- starting a run
-
-
-def new_run_dir(config: TrainConfig) -> Path:
-    if config.output_dir:
-        return Path(config.output_dir)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Processes of one torchrun launch share a parent (the launcher), not a clock second.
-        return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d')}-launch{os.getppid()}"
-    return Path("runs") / "train" / unique_name(f"{config.task}-{config.mode}")
-
-
-_LOCKS: dict[str, int] = {}
-
-
-def lock_run_dir(run_dir: Path) -> None:
-    """Hold the run folder for this process's lifetime: a second `mcqa train` into the same
-    folder is refused instead of training on top of the first."""
-    key = str(run_dir.resolve())
-    if key in _LOCKS:
-        return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise McqaError(f"{run_dir}: could not create the run folder ({e.strerror}); pick another output_dir") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise McqaError(f"{run_dir}: another `mcqa train` is writing to this folder; wait for it to end or pick another output_dir") from None
-    _LOCKS[key] = fd
-
-
-def _held(run_dir: Path) -> set[str]:
-    return {p.name for p in run_dir.iterdir() if p.name != LOCK_FILE} if run_dir.is_dir() else set()
-
-
-def open_run(config: TrainConfig | None, resume: str | Path | None, trust_remote_code: bool = False) -> tuple[Path, TrainConfig]:
-    """The run folder (locked) and the config to train with, after every check that needs no
-    model weights. A fresh run's folder must be new, empty, or left by a run that failed
-    before its first checkpoint (nothing is lost by starting it again)."""
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise McqaError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run with `mcqa train --task T`")
-        if (run_dir / RUN_MARKER).is_file():
-            raise McqaError(f"{run_dir}: this run already finished; start a new one")
-        config = read_config(run_dir)
-        check_remote_code(config, run_dir, trust_remote_code)
-        check_settings(config)
-        if is_main():
-            lock_run_dir(run_dir)
-        return run_dir, config
-    check_settings(config)  # before a folder is made: a refused config leaves nothing behind
-    run_dir = new_run_dir(config)
-    if not is_main():  # under torchrun the main process checks and creates; the others follow it
-        return run_dir, config
-    if run_dir.exists() and not run_dir.is_dir():
-        raise McqaError(f"{run_dir}: output_dir is a file, not a folder; pick another output_dir")
-    lock_run_dir(run_dir)
-    held = _held(run_dir)
-    if RUN_MARKER in held:
-        raise McqaError(f"{run_dir}: holds a finished run; pick another output_dir")
-    if _has_checkpoint(run_dir):
-        raise McqaError(f"{run_dir}: folder holds an interrupted run; resume it with --resume {run_dir} or pick another output_dir")
-    if held and not held <= _STARTED:
-        raise McqaError(f"{run_dir}: folder exists and is not empty; pick another output_dir")
-    for name in held:  # a run that failed before its first checkpoint: start it over
-        p = run_dir / name
-        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    return run_dir, config
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    return any((c / "trainer_state.json").is_file() for c in (run_dir / "checkpoints").glob("checkpoint-*"))
-
-
-def check_settings(config: TrainConfig) -> None:
-    """Every setting that transformers or PEFT would only check once work has begun, checked
-    now and reported at once: the schedule, the metric that picks the best epoch, the LoRA
-    target modules (against the model's weight names, read from its files without loading it)."""
-    task = get_task(config.task)
-    model_config = load_model_config(config.model, trust_remote_code=config.trust_remote_code)
-    if model_config is not None:  # an encoder or a vision-only model: one line, before anything is made
-        check_causal_lm(model_config)
-    problems = settings_problems(config, task, weight_names(config.model))
-    if problems:
-        n = len(problems)
-        raise McqaError(f"invalid config ({n} problem{'s' if n > 1 else ''}): {'; '.join(problems)}")
 
 
 def weight_names(model: str) -> set[str] | None:

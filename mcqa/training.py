@@ -41,7 +41,8 @@ from mcqa.modes import Mode, get_mode
 from mcqa.readouts import get_readout, run_readout
 from mcqa.records import Prediction
 from mcqa.registry import get_task
-from mcqa.runs import RUN_MARKER, complete_checkpoint, is_main, open_run, torch_dtype
+from mcqa.run_start import claim_run_dir, open_run, removed_if_refused
+from mcqa.runs import RUN_MARKER, complete_checkpoint, is_main, torch_dtype
 from mcqa.schema import task_schema
 from mcqa.scoring import score
 from mcqa.splits import other_orders
@@ -224,12 +225,7 @@ def last_layers(base, n: int | None) -> dict[str, Any]:
 
 
 def qlora_config(config: TrainConfig):
-    if not torch.cuda.is_available():
-        raise McqaError("qlora=true needs a CUDA GPU and bitsandbytes; this machine has no CUDA device, so drop qlora=true")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise McqaError("qlora=true needs bitsandbytes: pip install bitsandbytes") from None
+    """4-bit NF4 weights; run_start.qlora_problems has checked for CUDA and bitsandbytes before any folder was made."""
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
 
 
@@ -279,8 +275,9 @@ class Setup:
 
 
 def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_code: bool = False) -> Setup:
-    """The run folder (new, or the one to resume: checked and locked before any model loads),
-    its config, schema and tokenizer, and the encoded training and validation examples.
+    """The run folder (the one to resume, locked before any model loads; a new one, made once
+    the training examples are encoded, so a refusal up to then leaves nothing behind), its
+    config, schema and tokenizer, and the encoded training and validation examples.
     `trust_remote_code` is the user's own flag: a resumed run's config cannot turn it on."""
     if config is not None:  # a mode or setting the task cannot serve fails before any folder is made
         get_mode(config.mode).check(get_task(config.task))
@@ -290,24 +287,24 @@ def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_co
     task, mode = get_task(config.task), get_mode(config.mode)
     protocol = resolve_protocol(task, config.protocol)
     started = time.time()
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)  # fails before any folder is made
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     model_config = load_model_config(config.model, trust_remote_code=config.trust_remote_code)
     caps = capabilities(model_config) if model_config is not None else None  # None: a hub id not downloaded yet
-    if is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})))
-        write_json(run_dir / "schema.json", task_schema(task))
-        tokenizer.save_pretrained(run_dir / "tokenizer")  # includes the chat template used
     train_ex = sample_examples(load_split(task, "train", protocol), config.max_train_examples, config.seed)
     # A seeded sample, not the first N: split files may be ordered by class.
     val_ex = sample_examples(load_split(task, "validation", protocol), config.max_eval_examples, config.seed)
     train_ex = train_ex + permuted_copies(task, train_ex, config.permutations, config.seed)
     rows = mode.encode(tokenizer, task, train_ex)
     kept = [r for r in rows if r["length"] <= config.max_length]
-    if len(kept) < len(rows):
-        console.print(f"[yellow]dropped {len(rows) - len(kept)} of {len(rows)} training examples longer than max_length={config.max_length}[/]")
     if not kept:
         raise McqaError(f"every training example is longer than max_length={config.max_length}; raise it")
+    if len(kept) < len(rows):
+        console.print(f"[yellow]dropped {len(rows) - len(kept)} of {len(rows)} training examples longer than max_length={config.max_length}[/]")
+    claim_run_dir(run_dir, fresh=resume is None)
+    if is_main():
+        atomic_write_text(run_dir / "config.yaml", dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})))
+        write_json(run_dir / "schema.json", task_schema(task))
+        tokenizer.save_pretrained(run_dir / "tokenizer")  # includes the chat template used
     return Setup(config, run_dir, task, mode, protocol, tokenizer, kept, val_ex, resume is not None, started, caps)
 
 
@@ -441,11 +438,12 @@ def train(config: TrainConfig | None, resume: str | Path | None = None, trust_re
     `note` (the settings taken from the task's defaults) is said once the run is set up."""
     quiet_foreign_log_deprecations()  # transformers is imported by now, its log handler in place
     s = setup(config, resume, trust_remote_code)
-    if is_main():
-        if note:
-            say(note)
-        show_header(s)
-    trainer = fit(s)
+    with removed_if_refused(s.run_dir, fresh=not s.resume):  # refused before the first checkpoint: no folder left
+        if is_main():
+            if note:
+                say(note)
+            show_header(s)
+        trainer = fit(s)
     if not is_main():
         return s.run_dir
     save(s, trainer)

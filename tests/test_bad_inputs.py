@@ -231,13 +231,15 @@ def test_10_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_nex
     over; one with a checkpoint says how to resume; anything else is refused."""
     from mcqa.config import load_config
     from mcqa.errors import McqaError
-    from mcqa.runs import open_run
+    from mcqa.run_start import claim_run_dir, open_run
 
     started = tmp_path / "started"
     (started / "tokenizer").mkdir(parents=True)
     (started / "config.yaml").write_text("task: notification\n")
     config = load_config(None, {"task": "notification", "model": "tiny-qwen3", "output_dir": str(started)})
-    assert open_run(config, None)[0] == started and not (started / "config.yaml").exists()
+    assert open_run(config, None)[0] == started and (started / "config.yaml").exists()  # checked, not yet touched
+    claim_run_dir(started, fresh=True)
+    assert not (started / "config.yaml").exists()
     ckpt = tmp_path / "cut" / "checkpoints" / "checkpoint-5"
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text("{}")

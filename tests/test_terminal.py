@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
-from helpers import run_cli, synth_env
+import torch
+from families import save_family
+from helpers import assert_user_error, run_cli, synth_env
 from rich.cells import cell_len
 from test_first_use import fake_run
+
+from mcqa.errors import McqaError
 
 pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
 
@@ -72,3 +77,78 @@ def test_runs_with_no_finished_run_says_so(tmp_path):
     r = run_cli(["runs"], cwd=tmp_path, env=synth_env(COLUMNS="80"))
     assert r.rc == 0, r.err
     assert r.out.splitlines()[0] == "no finished runs under runs/" and "unfinished runs/train/unfinished" in r.out
+
+
+# ---------------------------------------------------------------- refusals that need the model or its examples
+
+TRAIN = ["train", "--task", "synth", "--model", "tiny-qwen3"]
+SMALL = ["max_train_examples=8", "max_eval_examples=4", "max_test_examples=4", "epochs=1", "micro_batch_size=8", "batch_size=8"]
+
+
+def refused_leaving_nothing(r, root: Path, *fragments: str) -> str:
+    """Exit 2, one line on stderr (no header, no foreign log line, no traceback), no run folder."""
+    line = assert_user_error(r, *fragments)
+    assert not (root / "runs").exists() and not (root / "run").exists(), sorted(p.name for p in root.rglob("*"))
+    return line
+
+
+@pytest.mark.parametrize("where", [[], ["output_dir=run"]])
+def test_qlora_without_cuda_is_refused_before_the_run_folder(tmp_path, monkeypatch, where):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # so on a GPU machine too
+    r = run_cli([*TRAIN, *SMALL, "qlora=true", *where], cwd=tmp_path, env=synth_env())
+    refused_leaving_nothing(r, tmp_path, "qlora=true needs a CUDA GPU", "drop qlora=true")
+
+
+def test_every_example_longer_than_max_length_is_refused_before_the_run_folder(tmp_path):
+    r = run_cli([*TRAIN, *SMALL, "max_length=16", "output_dir=run"], cwd=tmp_path, env=synth_env())
+    refused_leaving_nothing(r, tmp_path, "every training example is longer than max_length=16")
+    assert "dropped" not in r.err  # the refusal alone, not the count before it
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_damaged_weights_in_a_model_folder_are_refused_before_the_run_folder(tmp_path, damage):
+    model = save_family("qwen3", tmp_path / "model")
+    weights = model / "model.safetensors"
+    if damage == "truncated":  # an interrupted copy: the header promises more bytes than are there
+        os.truncate(weights, weights.stat().st_size // 2)
+    else:
+        weights.write_bytes(b"\xff" * 64)
+    r = run_cli(["train", "--task", "synth", "--model", model, *SMALL], cwd=tmp_path, env=synth_env())
+    line = refused_leaving_nothing(r, tmp_path, str(weights), "re-download or re-copy the model")
+    assert ("truncated" if damage == "truncated" else "not a readable safetensors file") in line
+
+
+@pytest.fixture
+def refused_once(monkeypatch):
+    """Make the next model build refuse the run, as a setting only the loaded model can check does."""
+    import mcqa.training as training
+
+    build = training.build_model
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise McqaError("this model cannot serve the run (a check made once the model is loaded)")
+        return build(*args, **kwargs)
+    monkeypatch.setattr(training, "build_model", refuse)
+    return calls
+
+
+def test_a_run_refused_after_its_header_leaves_no_folder_and_the_same_command_then_works(tmp_path, refused_once):
+    args = [*TRAIN, *SMALL, "output_dir=runs/train/smoke"]
+    r = run_cli(args, cwd=tmp_path, env=synth_env(OMP_NUM_THREADS="1"))
+    assert r.rc == 2 and "Traceback" not in r.err, r.err
+    assert r.err.strip().splitlines()[-1].startswith("error: this model cannot serve the run"), r.err
+    assert "mcqa train" in r.err  # the header had been shown: the folder existed, and is gone
+    assert not (tmp_path / "runs" / "train" / "smoke").exists()
+    again = run_cli(args, cwd=tmp_path, env=synth_env(OMP_NUM_THREADS="1"))
+    assert again.rc == 0, again.err
+    assert (tmp_path / "runs" / "train" / "smoke" / "run.json").is_file()
+
+
+def test_a_refused_run_leaves_a_folder_the_user_made_as_it_was(tmp_path, refused_once):
+    (tmp_path / "mine").mkdir()
+    r = run_cli([*TRAIN, *SMALL, "output_dir=mine"], cwd=tmp_path, env=synth_env())
+    assert r.rc == 2, r.err
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
