@@ -1,5 +1,5 @@
-"""The run folder a scoring writes (predictions.jsonl, metrics.json, report.md, one
-confusion-matrix PNG per field) and the rich tables shown in the terminal. Every file is
+"""The run folder a scoring writes (predictions.jsonl, metrics.json, report.md, report.html,
+one confusion-matrix PNG per field) and the rich tables shown in the terminal. Every file is
 written atomically, metrics.json last, so a folder with metrics.json is complete."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from mcqa.html_report import write_report_html
 from mcqa.io import atomic_write_bytes, atomic_write_text, write_json, write_jsonl
 from mcqa.parsing import STATUSES
 
@@ -31,6 +32,7 @@ def write_run(folder: str | Path, records: list[dict], metrics: dict[str, Any]) 
         if "confusion" in fm:
             atomic_write_bytes(folder / f"confusion_{field}.png", confusion_png(field, fm["confusion"]))
     atomic_write_text(folder / "report.md", markdown(metrics))
+    write_report_html(folder, records, metrics)
     write_json(folder / "metrics.json", metrics)
     return folder
 
