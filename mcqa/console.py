@@ -84,13 +84,20 @@ def quiet_foreign_deprecations() -> None:
     quiet_foreign_log_deprecations()
 
 
+# transformers' log lines that say nothing a user of mcqa can act on: deprecations; the note
+# that a layer runs its reference PyTorch kernel (Qwen3.5's linear attention, LFM2's
+# convolutions without their CUDA kernels: correct, and all a CPU has); and the tokenizer's
+# note that a text is longer than its model_max_length, since mcqa measures every training
+# example against max_length itself and says how many it drops (or that none is left).
+_NOT_FOR_USERS = ("deprecat", "reference pytorch implementation", "token indices sequence length is longer than")
+
+
 class _NoDeprecations(logging.Filter):
-    """Drops deprecations, and the note that a layer runs its reference PyTorch kernel (Qwen3.5's
-    linear attention, LFM2's convolutions without their CUDA kernels: correct, and all a CPU has)."""
+    """Drops the _NOT_FOR_USERS lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage().lower()
-        return "deprecat" not in text and "reference pytorch implementation" not in text
+        return not any(note in text for note in _NOT_FOR_USERS)
 
 
 def quiet_foreign_log_deprecations() -> None:

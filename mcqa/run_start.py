@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -161,8 +162,12 @@ def qlora_problems(config: TrainConfig) -> list[str]:
     folder is made, not when the model loads."""
     if not config.qlora:
         return []
-    if not torch.cuda.is_available():
-        return ["qlora: qlora=true needs a CUDA GPU and bitsandbytes; this machine has no CUDA device, so drop qlora=true"]
+    with warnings.catch_warnings(record=True) as said:  # torch's own line on a broken driver: folded into this one
+        warnings.simplefilter("always")
+        cuda = torch.cuda.is_available()
+    if not cuda:
+        why = "".join(f" ({str(w.message).strip().splitlines()[0]})" for w in said[:1] if str(w.message).strip())
+        return [f"qlora: qlora=true needs a CUDA GPU and bitsandbytes; this machine has no CUDA device{why}, so drop qlora=true"]
     if importlib.util.find_spec("bitsandbytes") is None:  # found, not imported: its import prints on a machine it cannot use
         return ["qlora: qlora=true needs bitsandbytes: pip install bitsandbytes"]
     return []

@@ -5,8 +5,10 @@ cause is fixed."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -99,8 +101,10 @@ def test_qlora_without_cuda_is_refused_before_the_run_folder(tmp_path, monkeypat
     refused_leaving_nothing(r, tmp_path, "qlora=true needs a CUDA GPU", "drop qlora=true")
 
 
-def test_every_example_longer_than_max_length_is_refused_before_the_run_folder(tmp_path):
-    r = run_cli([*TRAIN, *SMALL, "max_length=16", "output_dir=run"], cwd=tmp_path, env=synth_env())
+@pytest.mark.parametrize("fresh", [False, True], ids=["in-process", "new-process"])
+def test_every_example_longer_than_max_length_is_refused_before_the_run_folder(tmp_path, fresh):
+    """In a new process too: nothing torch, transformers or PEFT print on import comes first."""
+    r = run_cli([*TRAIN, *SMALL, "max_length=16", "output_dir=run"], cwd=tmp_path, env=synth_env(), fresh=fresh)
     refused_leaving_nothing(r, tmp_path, "every training example is longer than max_length=16")
     assert "dropped" not in r.err  # the refusal alone, not the count before it
 
@@ -152,3 +156,22 @@ def test_a_refused_run_leaves_a_folder_the_user_made_as_it_was(tmp_path, refused
     r = run_cli([*TRAIN, *SMALL, "output_dir=mine"], cwd=tmp_path, env=synth_env())
     assert r.rc == 2, r.err
     assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
+
+
+def test_torchs_cuda_warning_is_folded_into_the_one_qlora_line(tmp_path, monkeypatch):
+    def broken_driver():
+        warnings.warn("CUDA initialization: The NVIDIA driver on your system is too old (found version 11040).", UserWarning)
+        return False
+    monkeypatch.setattr(torch.cuda, "is_available", broken_driver)
+    r = run_cli([*TRAIN, *SMALL, "qlora=true"], cwd=tmp_path, env=synth_env())
+    refused_leaving_nothing(r, tmp_path, "no CUDA device (CUDA initialization: The NVIDIA driver on your system is too old")
+
+
+def test_the_tokenizers_length_note_does_not_come_before_the_refusal(tmp_path):
+    """A tokenizer whose model_max_length is below the examples logs a note per text; mcqa's own
+    max_length refusal is all a user sees."""
+    model = save_family("qwen3", tmp_path / "model")
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 16}))
+    r = run_cli(["train", "--task", "synth", "--model", model, *SMALL, "max_length=16"], cwd=tmp_path, env=synth_env())
+    refused_leaving_nothing(r, tmp_path, "every training example is longer than max_length=16")
