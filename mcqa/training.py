@@ -34,6 +34,7 @@ from mcqa.console import console, quiet_foreign_log_deprecations
 from mcqa.encoding import chunk_share, row_chunks, shared_prefix
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol, sample_examples
+from mcqa.html_report import write_training_report
 from mcqa.io import atomic_write_text, write_json
 from mcqa.model import load_causal_lm, load_model_config, load_tokenizer
 from mcqa.model.lm import Capabilities, cache_kwargs, capabilities, lora_targets, prefix_cache
@@ -448,4 +449,5 @@ def train(config: TrainConfig | None, resume: str | Path | None = None, trust_re
         return s.run_dir
     save(s, trainer)
     write_json(s.run_dir / RUN_MARKER, score_test(s, trainer))
+    write_training_report(s.run_dir)  # the test report again, with the loss and validation curves
     return s.run_dir

@@ -338,8 +338,10 @@ def test_training_lifts_validation_accuracy_from_chance_to_90_percent(trained, m
     assert summary["test"]["joint"] >= 0.85  # four classes: chance is 25%
     assert summary["test"]["parse_failure_rate"] <= 0.05
     for name in ("config.yaml", "schema.json", "tokenizer/tokenizer_config.json", "train_log.jsonl",
-                 "adapter/adapter_config.json", "test/metrics.json", "test/report.md"):
+                 "adapter/adapter_config.json", "test/metrics.json", "test/report.md", "test/report.html"):
         assert (run / name).is_file(), name
+    page = (run / "test" / "report.html").read_text(encoding="utf-8")  # with the run's own curves, its kept epoch marked
+    assert 'alt="training loss by epoch"' in page and page.count('<tr class="kept">') == 1
 
 
 @pytest.mark.parametrize("mode", ["head", "generate"])
