@@ -10,6 +10,7 @@
     mcqa train  --task T [--model M] [--mode head] [--config run.yaml] [key=value ...]
     mcqa runs   [FOLDER] [--wide]
     mcqa models [list | install ALIAS | verify ALIAS]
+    mcqa view   RUN_OR_COMPARE_FOLDER [--print]
 """
 
 from __future__ import annotations
@@ -442,6 +443,16 @@ def cmd_export(args) -> None:
     console.print(f"bundle: [bold]{where}[/] (serve it with {where / 'serve.sh'}; {where / 'README.md'} says how to read it out)")
 
 
+def cmd_view(args) -> None:
+    from mcqa.view import find_page, serve
+
+    page = find_page(args.path)
+    if args.print:
+        print(page)
+        return
+    serve(page, lambda url: print(f"serving {page.parent} (that folder only) at {url}; Ctrl-C stops", flush=True))
+
+
 def _model_args(s) -> None:
     s.add_argument("--model", help="base model: hub id, folder or alias (zero-shot, or the base of --adapter)")
     s.add_argument("--adapter", type=Path, help="a finished `mcqa train` run folder")
@@ -569,6 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("alias", nargs="?")
     s.add_argument("--force", action="store_true", help="with install: rebuild even if installed")
     s.set_defaults(fn=cmd_models)
+
+    s = sub.add_parser("view", help="open a run's report.html or a compare.html: served on 127.0.0.1, or --print its path")
+    s.add_argument("path", type=Path, help="a scored run, training run or compare folder")
+    s.add_argument("--print", action="store_true", help="print the page's file path instead of serving it")
+    s.set_defaults(fn=cmd_view)
     return p
 
 
