@@ -3,11 +3,15 @@ scorer's input format ({"id", "output": the serialized target JSON, "probs": {fi
 
 Every baseline is generic over tasks: it reads the label spaces from the task's schema and its
 text from the task's own prompt (the "user" messages), and it is fitted on the train split only;
-the validation split is used only to choose the regularization strength C. Baselines:
+the validation split is used only to choose hyperparameters (C, k, learning rate and epochs). Baselines:
 
 - majority              the train's most frequent value per field (probs: the train frequencies)
 - tfidf                 TF-IDF word 1-2 grams + char 2-5 grams -> logistic regression per field
 - embedding             all-MiniLM-L6-v2 sentence embeddings -> logistic regression per field
+- knn                   label fields only: cosine k-nearest neighbours over the embeddings
+- finetuned             all-MiniLM-L6-v2 fine-tuned end to end: a head per label field, or for
+                        multiple choice a bi-encoder with a softmax over each question's options
+                        (mcqa.finetuned); learning rate and epochs chosen on validation
 - embedding_similarity  multiple choice only: cosine(question, option), softmax with a
                         temperature fitted on train; no classifier is trained
 
@@ -45,7 +49,7 @@ from mcqa.console import console
 from mcqa.embeddings import MINILM_PIP, embed, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
-from mcqa.finetuned import LR_GRID as LR_GRID_FINETUNED, fit_heads  # noqa: F401 (LR_GRID_FINETUNED: re-exported for tests)
+from mcqa.finetuned import fit_heads, fit_options
 from mcqa.metrics import encode
 from mcqa.names import Registry
 from mcqa.prompting import LETTERS, serialize_target
@@ -287,8 +291,11 @@ def fit_knn(task: Task, train: Data, validation: Data) -> Fitted:
 
 
 def fit_finetuned(task: Task, train: Data, validation: Data) -> Fitted:
-    """MiniLM fine-tuned with a head per label field (mcqa.finetuned); learning rate and epochs
-    chosen on validation."""
+    """MiniLM fine-tuned (mcqa.finetuned): a head per label field, or for a multiple-choice task a
+    bi-encoder scoring each option against the question; learning rate and epochs chosen on
+    validation."""
+    if task.choice_field:
+        return _fit_finetuned_options(task, train, validation)
     spaces = label_fields(task)
     predict_texts, n_params, info = fit_heads(
         [input_text(task, e) for e in train.examples], {f: encode(labels(task, train, f), s) for f, s in spaces.items()},
@@ -298,9 +305,41 @@ def fit_finetuned(task: Task, train: Data, validation: Data) -> Fitted:
                   {f: dict(info) for f in spaces})
 
 
-def _label_fields_only(task: Task) -> str | None:
-    return ("it trains a head per label field; for a multiple-choice task the answer letter depends on the option "
-            "order (a question-option cross-encoder is what fits there, and mcqa has none yet)") if task.choice_field else None
+def _fit_finetuned_options(task: Task, train: Data, validation: Data) -> Fitted:
+    f = task.choice_field
+    columns, letters = letter_columns(task)
+
+    def texts(data: Data) -> tuple[list[str], list[list[str]]]:
+        return [question_text(e) for e in data.examples], [options_of(e) for e in data.examples]
+
+    def answers(data: Data) -> np.ndarray:
+        return np.array([LETTERS.index(str(gold(task, e)[f])) for e in data.examples])
+
+    predict_options, n_params, info = fit_options(*texts(train), answers(train), *texts(validation), answers(validation))
+    others = fit_majority(task, train, validation)  # any other label field: the train frequencies
+
+    def predict(data: Data) -> dict[str, np.ndarray]:
+        return {**others.predict(data), f: option_columns(data, predict_options(*texts(data)), columns, len(letters), f)}
+
+    return Fitted(predict, n_params, {f: info, **{g: {**v, "note": "majority"} for g, v in others.info.items() if g != f}})
+
+
+def letter_columns(task: Task) -> tuple[dict[int, int], list[str]]:
+    """Option i is letter LETTERS[i]; its column in the choice field's label space (which need not
+    list the letters in that order), and the label space's letters."""
+    letters = [str(v) for v in task.label_spaces[task.choice_field].values]
+    return {i: letters.index(x) for i, x in enumerate(LETTERS) if x in letters}, letters
+
+
+def option_columns(data: Data, per_option: list[np.ndarray], columns: dict[int, int], width: int, field: str) -> np.ndarray:
+    """Per-example option probabilities placed in the choice field's label columns."""
+    P = np.zeros((len(data.examples), width))
+    for i, p in enumerate(per_option):
+        missing = [LETTERS[j] for j in range(len(p)) if j not in columns]
+        if missing:
+            raise McqaError(f"example '{data.examples[i].id}' has {len(p)} options but field '{field}' has no letter {missing[0]}")
+        P[i, [columns[j] for j in range(len(p))]] = p
+    return P
 
 
 def _multiple_choice(task: Task) -> str | None:
@@ -336,10 +375,8 @@ def similarities(data: Data) -> list[np.ndarray]:
 
 def fit_similarity(task: Task, train: Data, validation: Data) -> Fitted:
     f = task.choice_field
-    letters = [str(v) for v in task.label_spaces[f].values]
+    columns, letters = letter_columns(task)
     sims = similarities(train)
-    # option i is letter LETTERS[i]; the label space need not list the letters in that order
-    columns = {i: letters.index(x) for i, x in enumerate(LETTERS) if x in letters}
     answers = [LETTERS.index(str(gold(task, e)[f])) for e in train.examples]
 
     def nll(log_t: float) -> float:
@@ -350,13 +387,8 @@ def fit_similarity(task: Task, train: Data, validation: Data) -> Fitted:
     others = fit_majority(task, train, validation)  # any other label field: the train frequencies
 
     def predict(data: Data) -> dict[str, np.ndarray]:
-        P = np.zeros((len(data.examples), len(letters)))
-        for i, s in enumerate(similarities(data)):
-            missing = [LETTERS[j] for j in range(len(s)) if j not in columns]
-            if missing:
-                raise McqaError(f"example '{data.examples[i].id}' has {len(s)} options but field '{f}' has no letter {missing[0]}")
-            P[i, [columns[j] for j in range(len(s))]] = softmax(s / temperature)
-        return {**others.predict(data), f: P}
+        per_option = [softmax(s / temperature) for s in similarities(data)]
+        return {**others.predict(data), f: option_columns(data, per_option, columns, len(letters), f)}
 
     info = {f: {"temperature": temperature}, **{g: {**v, "note": "majority"} for g, v in others.info.items() if g != f}}
     return Fitted(predict, n_params=1 + sum(len(label_fields(task)[g].values) for g in info if g != f), info=info)
@@ -375,8 +407,8 @@ for _b in (
     Baseline("embedding", "all-MiniLM-L6-v2 embeddings, logistic regression per field", fit_embedding, encoder=True),
     Baseline("knn", "cosine k-nearest neighbours over all-MiniLM-L6-v2 embeddings, k chosen on validation", fit_knn,
              _multiple_choice, encoder=True),
-    Baseline("finetuned", "all-MiniLM-L6-v2 fine-tuned end to end, a linear head per field; learning rate and epochs "
-             "chosen on validation", fit_finetuned, _label_fields_only),
+    Baseline("finetuned", "all-MiniLM-L6-v2 fine-tuned end to end: a linear head per field, or for multiple choice a "
+             "bi-encoder with a softmax over the options; learning rate and epochs chosen on validation", fit_finetuned),
     Baseline("embedding_similarity", "cosine(question, option) of MiniLM embeddings, fitted softmax temperature",
              fit_similarity, _not_multiple_choice, encoder=True),
 ):
