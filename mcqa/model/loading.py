@@ -14,6 +14,7 @@ import math
 from huggingface_hub import constants, get_session, try_to_load_from_cache
 from safetensors import SafetensorError
 
+from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.model.aliases import ALIASES, DEFAULT_MODEL, alias_dir, install, is_installed, offline_choices  # noqa: F401  (DEFAULT_MODEL: its old home)
 from mcqa.model.sources import qwen3_tokenizer_dir
@@ -23,13 +24,13 @@ if TYPE_CHECKING:
 
 
 def resolve_model(name: str | Path | None = None) -> Path | str:
-    """An alias -> its cached folder; an existing folder -> itself (a Path); anything else ->
-    a hub id (a str). An alias wins over a same-named folder in the working directory."""
+    """An alias -> its cached folder, installed on first use; an existing folder -> itself (a
+    Path); anything else -> a hub id (a str). An alias wins over a same-named folder in the
+    working directory."""
     name = str(name or DEFAULT_MODEL)
     if name in ALIASES:
-        if not is_installed(name):
-            if not ALIASES[name].on_demand:
-                raise McqaError(f"model alias '{name}' is not installed; run `mcqa models install {name}`")
+        if not is_installed(name):  # first use: installed now, with its progress, as `mcqa models install` does
+            console.print(f"model alias '{name}' is not installed yet; installing it now (once)", markup=False, highlight=False)
             install(name)
         return alias_dir(name)
     path = Path(name).expanduser()
@@ -61,10 +62,11 @@ def load_model_config(name: str | Path | None = None, trust_remote_code: bool = 
     hub id in the local cache; None for a hub id that is not (its loader says why later)."""
     from transformers import AutoConfig
 
+    local = isinstance(resolve_model(name), Path)  # an alias is installed here on first use, once
     try:
         return _load(AutoConfig.from_pretrained, name, "model config", trust_remote_code=trust_remote_code)
     except McqaError:
-        if isinstance(resolve_model(name), Path):
+        if local:
             raise
         return None
 
