@@ -55,13 +55,13 @@ def reliability(bins: Sequence[dict[str, float]], ece: float, field: str) -> str
     # a point's area grows with its bin, so a bin of one example does not look like evidence
     top = max(b["count"] for b in bins)
     ax.scatter(conf, [b["accuracy"] for b in bins], s=[12 + 140 * b["count"] / top for b in bins], color=MAIN, zorder=3,
-               label="this run (area: examples)")
-    ax.set_ylim(0, 1)
+               label="this run (area: examples)", clip_on=False)
+    ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy")
     ax.set_title(f"{_text(field)}: ECE {ece:.3f}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     hist.bar(conf, [b["count"] for b in bins], width=0.05, color=MAIN, alpha=0.5)
-    hist.set_xlim(0, 1)
+    hist.set_xlim(0, 1.02)
     hist.set_xlabel("confidence (top probability)")
     hist.set_ylabel("examples")
     for a in (ax, hist):
@@ -89,7 +89,7 @@ def positions(letters: Sequence[str], gold: Sequence[int], predicted: Sequence[i
 def loss_curve(points: Sequence[tuple[float, float]], kept_epoch: float | None) -> str:
     """Training loss at each logging step, by epoch; the kept epoch is a vertical line."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3))
+    fig, ax = plt.subplots(figsize=(4.9, 3))
     ax.plot([e for e, _ in points], [v for _, v in points], color=MAIN, linewidth=1.2, marker="." if len(points) < 60 else None)
     if kept_epoch is not None:
         ax.axvline(kept_epoch, color=MARK, linestyle="--", linewidth=1, label=f"kept: epoch {kept_epoch:g}")
@@ -105,7 +105,7 @@ def validation_curve(epochs: Sequence[float], series: dict[str, Sequence[float |
     """Each validation metric per epoch; the one that picks the epoch drawn boldest and the kept
     epoch ringed on it."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3))
+    fig, ax = plt.subplots(figsize=(4.9, 3))
     for name, values in series.items():
         pts = [(e, v) for e, v in zip(epochs, values) if v is not None]
         bold = name == chosen
@@ -114,10 +114,11 @@ def validation_curve(epochs: Sequence[float], series: dict[str, Sequence[float |
         if bold and kept_epoch is not None:
             kept = [v for e, v in pts if e == kept_epoch]
             if kept:
-                ax.plot([kept_epoch], kept, "o", markersize=13, markerfacecolor="none", markeredgecolor=MARK, markeredgewidth=2)
+                ax.plot([kept_epoch], kept, "o", markersize=13, markerfacecolor="none", markeredgecolor=MARK, markeredgewidth=2,
+                        clip_on=False)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.05)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _style(ax)
     return _uri(fig)

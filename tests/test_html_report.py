@@ -207,7 +207,8 @@ def test_compare_html_from_the_compare_json_of_real_runs(tmp_path):
         r["folder"] = str(tmp_path / "absent" / r["name"])
     html = write_compare_html(tmp_path, result).read_text(encoding="utf-8")
     _self_contained(html)
-    names = dict(re.findall(r'<td>([^<]+?)( <span class="marked"[^>]*>\*</span>)?</td>', _rows_table(html)))
+    names = dict(re.findall(r'<td>([^<]+?)( <span class="marked"[^>]*>\*</span>)?<div class="ci">', _rows_table(html)))
+    assert len(names) == 5
     assert {n for n, mark in names.items() if mark} == {"majority", "knn", "gemma3-270m head (notification-head-20261207-185249-57395d)"}
     assert "<a href" not in _rows_table(html)
     assert "+4.2 [+1.7, +7.1], p=0.006" in html  # the trained row's folder accuracy, as compare.md says
