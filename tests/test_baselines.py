@@ -100,8 +100,9 @@ def cache(tmp_path_factory):
 def quick_finetuning(monkeypatch):
     """The fine-tuned encoder searches one rate and one epoch unless a test asks for more: each
     candidate is a MiniLM fine-tuning, and the search itself has a test of its own."""
-    monkeypatch.setattr("mcqa.finetuned.LR_GRID", (1e-4,))
-    monkeypatch.setattr("mcqa.finetuned.EPOCHS", 1)
+    for grid, epochs in (("LR_GRID", "EPOCHS"), ("OPTION_LR_GRID", "OPTION_EPOCHS")):
+        monkeypatch.setattr(f"mcqa.finetuned.{grid}", (1e-4,))
+        monkeypatch.setattr(f"mcqa.finetuned.{epochs}", 1)
 
 
 def score(task: Task, result: dict, split: str = "test") -> dict:
