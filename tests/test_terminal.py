@@ -1,7 +1,8 @@
 """What the terminal shows: `mcqa runs` one line per run within 80 columns (`--wide` for the
-rest), and training failures that can only be found once a model or its examples are read,
-each one line and exit 2, with no run folder left behind, so the same command works once the
-cause is fixed."""
+rest); training failures that can only be found once a model or its examples are read, each
+one line and exit 2 with no foreign log line before it and no run folder left behind, so the
+same command works once the cause is fixed; and an offline alias named for the first time
+installed with its progress, not refused."""
 
 from __future__ import annotations
 
