@@ -7,7 +7,6 @@ each is saved beside the test's folders."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

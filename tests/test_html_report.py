@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import select
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
