@@ -432,7 +432,7 @@ def cmd_compare(args) -> None:
             trust_remote_code=args.trust_remote_code, baseline_cache=DEFAULT_CACHE, zero_shot_cache=ZERO_SHOT_CACHE,
             against=args.against, stack=args.stack)
     out.print((folder / "compare.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"compare folder: [bold]{folder}[/] (compare.md, compare.json, compare.png, baselines/)")
+    console.print(f"compare folder: [bold]{folder}[/] (compare.html, compare.md, compare.json, compare.png, baselines/)")
 
 
 def cmd_export(args) -> None:

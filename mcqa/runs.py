@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import try_to_load_from_cache
 from peft import PeftModel
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import safe_globals  # the numpy types Trainer's rng_state.pth holds
@@ -31,7 +30,7 @@ from mcqa.config import TrainConfig, load_config
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.io import read_json
-from mcqa.model import load_causal_lm, resolve_model
+from mcqa.model import load_causal_lm, weight_shapes
 from mcqa.modes import MODES, get_mode
 from mcqa.registry import get_task
 from mcqa.task import Task
@@ -259,27 +258,7 @@ def complete_checkpoint(ckpt_root: Path) -> str | None:
 
 
 def weight_names(model: str) -> set[str] | None:
-    """The parameter names of a model, read from its safetensors headers or index (no weights
-    loaded); None when its files are not on this machine (the load will then say why)."""
-    where = resolve_model(model)
-    if isinstance(where, Path):
-        files = {f.name: f for f in where.glob("*.safetensors*")}
-    else:
-        files = {}
-        for name in ("model.safetensors.index.json", "model.safetensors"):
-            hit = try_to_load_from_cache(where, name)
-            if isinstance(hit, str):
-                files[name] = Path(hit)
-    if "model.safetensors.index.json" in files:
-        index = read_json(files["model.safetensors.index.json"])
-        return set(index.get("weight_map", {})) if isinstance(index, dict) else None
-    names: set[str] = set()
-    for name, f in files.items():
-        if name.endswith(".safetensors"):
-            try:
-                with f.open("rb") as fh:
-                    n = int.from_bytes(fh.read(8), "little")
-                    names |= set(json.loads(fh.read(n))) - {"__metadata__"}
-            except (OSError, ValueError):
-                raise McqaError(f"{f}: not a readable safetensors file; reinstall or re-download the model") from None
-    return names or None
+    """The parameter names of a model, read from its safetensors headers (no weights loaded);
+    None when its files are not on this machine (the load will then say why)."""
+    shapes = weight_shapes(model)
+    return None if shapes is None else set(shapes)

@@ -198,7 +198,7 @@ def test_compare_html_links_each_row_to_its_report_and_marks_the_paired_differen
 
 
 def test_compare_html_from_the_compare_json_of_real_runs(tmp_path):
-    """bench's notification table (five rows, paired against TF-IDF): every row marked exactly
+    """bench's notification table (paired against TF-IDF, a stack row): every row marked exactly
     when one of its paired intervals excludes 0; no row links to a report that is not there."""
     result = json.loads((REPO / "bench" / "compare" / "notification_worth_it" / "compare.json").read_text())
     for r in result["rows"]:
@@ -206,10 +206,18 @@ def test_compare_html_from_the_compare_json_of_real_runs(tmp_path):
     html = write_compare_html(tmp_path, result).read_text(encoding="utf-8")
     _self_contained(html)
     names = dict(re.findall(r'<td>([^<]+?)( <span class="marked"[^>]*>\*</span>)?<div class="ci">', _rows_table(html)))
-    assert len(names) == 5
-    assert {n for n, mark in names.items() if mark} == {"majority", "knn", "gemma3-270m head (notification-head-20261207-185249-57395d)"}
+    assert list(names) == [r["name"] for r in result["rows"]]
+
+    def clear(d: dict) -> bool:
+        return d["ci"][0] > 0 or d["ci"][1] < 0
+
+    want = {r["name"] for r in result["rows"] if r["paired"] and (clear(r["paired"]["joint"]) or any(map(clear, r["paired"]["fields"].values())))}
+    assert {n for n, mark in names.items() if mark} == want and {"majority", "knn"} < want
     assert "<a href" not in _rows_table(html)
-    assert "+4.2 [+1.7, +7.1], p=0.006" in html  # the trained row's folder accuracy, as compare.md says
+    stack = next(r for r in result["rows"] if r["kind"] == "stack")
+    d = stack["paired"]["joint"]
+    assert f"{100 * d['difference']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]" in html  # as compare.md says
+    assert "<h2>Stack</h2>" in html
 
 
 # ---------------------------------------------------------------- mcqa view

@@ -157,6 +157,8 @@ def test_compare_stacks_runs_and_a_baseline_per_fold(tmp_path, synth_tasks):
     assert row["paired"]["joint"]["ci"][0] > 0
     table = (out / "compare.md").read_text()
     assert "## Stack" in table and "log-linear" in table
+    page = (out / "compare.html").read_text()
+    assert "<h2>Stack</h2>" in page and page.count('<td class="mono">cv3-') == 3  # a weight row per fold
     scored = [json.loads(line) for line in (Path(row["folder"]) / "predictions.jsonl").read_text().splitlines()]
     assert sum(r["joint"] for r in scored) / 400 == pytest.approx(row["joint"])
 
