@@ -76,7 +76,7 @@ TASK = Task(
     messages=messages,
     description="Phone notification -> folder (4 classes) and priority (1-3, ordinal)",
     protocols=("seed",),
-    # Measured (bench/RESULTS.md, "Main command"): smollm2-135m in head mode at lr 1e-3 reaches
+    # Measured (bench/RESULTS.md, "notification"): smollm2-135m in head mode at lr 1e-3 reaches
     # 84.6% joint on test in 12 minutes on 2 CPU cores; generative, 2 epochs, lr 3e-4: 23.8%.
     train_defaults={"mode": "head", "learning_rate": 1e-3, "epochs": 2},
 )
