@@ -268,8 +268,9 @@ def _run_model(task, args, examples, protocol, journal: Path | None = None):
 def cmd_predict(args) -> None:
     from mcqa.console import console
     from mcqa.examples import load_file, load_split
-    from mcqa.io import unique_name, write_json, write_jsonl
+    from mcqa.io import check_out_folder, unique_name, write_json, write_jsonl
     from mcqa.registry import get_task
+    from mcqa.scoring import score
 
     task = get_task(args.task)
     if (args.split is None) == (args.data is None):
@@ -281,6 +282,9 @@ def cmd_predict(args) -> None:
         from mcqa.model import check_model
 
         check_model(args.model, args.trust_remote_code)
+    # Labeled examples are also scored, into a run folder named like the predictions file,
+    # checked now so that a clash is found before the model runs.
+    scored_dir = check_out_folder(where.with_suffix("")) if examples and all(e.target is not None for e in examples) else None
     examples, sample = _limit(examples, args.limit)
     outputs, info = _run_model(task, args, examples, args.protocol, journal=where)
     if sample:
@@ -288,6 +292,11 @@ def cmd_predict(args) -> None:
     write_jsonl(where, outputs)
     write_json(where.with_suffix(".json"), info)
     console.print(f"{len(outputs)} predictions ({info['examples_per_second']} examples/s): [bold]{where}[/]")
+    if scored_dir is not None:
+        source = {"split": args.split} if args.split else {"data": str(args.data)}
+        run = {"task": task.name, **source, **{k: v for k, v in info.items() if not isinstance(v, dict)}, "predictions": str(where)}
+        score(task, examples, outputs, run, folder=scored_dir)
+        console.print(f"the examples have labels: scored in [bold]{scored_dir}[/] (report.html, report.md, metrics.json)")
 
 
 def _out_file(path: Path) -> Path:

@@ -472,3 +472,19 @@ def test_train_names_the_settings_it_took_from_the_task_and_not_the_users(tmp_pa
     assert note("notification", cfg, {"epochs": 3}) == "task 'notification' defaults: learning_rate=0.001 (a config file or key=value overrides win)"
     assert note("notification", None, {"mode": "head", "learning_rate": 1e-4, "epochs": 1}) is None
     assert note("recipe_mpr", None, {}) is None  # no train_defaults
+
+
+def test_predict_on_labeled_examples_also_scores_them_into_a_run_folder(tmp_path):
+    """`mcqa predict` on a split (labeled) writes the predictions and a scored run folder named
+    like them, report.html included; that folder is checked before the model runs."""
+    cmd = ["predict", "--task", "synth", "--split", "test", "--model", "tiny-qwen3", "--readout", "constrained", "--limit", "8"]
+    done = run_cli(cmd + ["--out", tmp_path / "p.jsonl"], tmp_path, synth_env(OMP_NUM_THREADS="1"))
+    assert done.rc == 0, done.err[-2000:]
+    metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert metrics["n"] == 8 and metrics["run"]["predictions"] == str(tmp_path / "p.jsonl")
+    assert (tmp_path / "p" / "report.html").is_file() and (tmp_path / "p.jsonl").is_file()
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "x").write_text("")
+    refused = run_cli(cmd + ["--out", tmp_path / "q.jsonl"], tmp_path, synth_env())
+    assert_user_error(refused, "folder is not empty")
+    assert "scoring" not in refused.err and not (tmp_path / "q.jsonl").exists()
