@@ -276,8 +276,12 @@ def test_the_server_serves_that_folder_only_and_writes_nothing(tmp_path):
 def test_view_serves_until_ctrl_c_and_stops_without_a_traceback(folders):
     """A new process, as a user runs it: the URL is printed, the page is served, Ctrl-C ends it
     with exit code 0."""
+    # Ctrl-C as at a terminal: an ignored SIGINT is inherited across exec (a test runner started
+    # in the background, or a library that ignored it in this worker, passes it on), and Python
+    # then keeps it ignored, so the child gets the default disposition back first.
     proc = subprocess.Popen([sys.executable, str(CLI), "view", str(folders["cmp"])], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli_env())
+                            stderr=subprocess.PIPE, text=True, env=cli_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     said, url = [], None
     try:
         deadline = time.monotonic() + 60  # a loaded machine starts Python slowly
