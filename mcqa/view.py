@@ -108,8 +108,8 @@ def page_url(server: ThreadingHTTPServer, page: Path) -> str:
 def serve(page: Path, announce: Callable[[str], None]) -> None:
     """Serve until Ctrl-C, which stops it quietly."""
     with make_server(page) as server:
-        announce(page_url(server, page))
-        try:
+        try:  # Ctrl-C as soon as the URL shows is a stop like any other
+            announce(page_url(server, page))
             server.serve_forever()
         except KeyboardInterrupt:
             pass
