@@ -40,7 +40,7 @@ def _listing(kind: str) -> str:
         from mcqa.modes import MODES
 
         return "; ".join(f"{m.name}: {m.description}" for m in MODES.values())
-    from mcqa.baselines import BASELINES
+    from mcqa.compare.baselines import BASELINES
 
     return "; ".join(f"{b.name}: {b.description}" for b in BASELINES.values())
 
@@ -153,8 +153,8 @@ def cmd_score(args) -> None:
     from mcqa.examples import load_file, load_split, resolve_protocol
     from mcqa.registry import get_task
     from mcqa.io import check_out_folder, unique_name
-    from mcqa.report import tables
-    from mcqa.scoring import match_ids, read_predictions, score
+    from mcqa.eval.report import tables
+    from mcqa.eval.scoring import match_ids, read_predictions, score
 
     task = get_task(args.task)
     if args.split is not None and args.data is not None:
@@ -217,7 +217,7 @@ def _limit(examples: list, limit: int | None) -> tuple[list, str | None]:
 def _latest_run(task_name: str) -> Path:
     """With nothing to score named: the newest finished run of the task under runs/, said in one line."""
     from mcqa.console import console
-    from mcqa.run_index import DEFAULT_ROOT, latest_run
+    from mcqa.train.index import DEFAULT_ROOT, latest_run
 
     run = latest_run(task_name, DEFAULT_ROOT)
     if run is None:
@@ -234,7 +234,7 @@ def _run_protocol(adapter: Path | None, task: str) -> str | None:
     load_run to refuse, with its own message."""
     if adapter is None:
         return None
-    from mcqa.runs import read_summary  # torch and peft: seconds, only when a run is named
+    from mcqa.train.runs import read_summary  # torch and peft: seconds, only when a run is named
 
     summary = read_summary(adapter)
     return summary.protocol if summary.task == task else None
@@ -270,7 +270,7 @@ def cmd_predict(args) -> None:
     from mcqa.examples import load_file, load_split
     from mcqa.io import check_out_folder, unique_name, write_json, write_jsonl
     from mcqa.registry import get_task
-    from mcqa.scoring import score
+    from mcqa.eval.scoring import score
 
     task = get_task(args.task)
     if (args.split is None) == (args.data is None):
@@ -310,9 +310,9 @@ def _out_file(path: Path) -> Path:
 
 
 def cmd_train(args) -> None:
-    from mcqa.config import load_config, parse_overrides
+    from mcqa.train.config import load_config, parse_overrides
     from mcqa.console import console, out
-    from mcqa.report import tables
+    from mcqa.eval.report import tables
 
     if args.resume:
         if args.task or args.config or args.overrides or args.model or args.mode or args.protocol:
@@ -334,7 +334,7 @@ def cmd_train(args) -> None:
         config = load_config(args.config, overrides)
         get_task(config.task)
         note = _task_defaults_note(config.task, args.config, overrides)
-    from mcqa.training import train
+    from mcqa.train.recipe import train
 
     run_dir = train(config, resume=args.resume, trust_remote_code=args.trust_remote_code, note=note)
     metrics_file = run_dir / "test" / "metrics.json"
@@ -347,7 +347,7 @@ def cmd_train(args) -> None:
 def _task_defaults_note(task_name: str, config_file, overrides: dict) -> str | None:
     """One line naming the settings that came from the task's train_defaults (what the user
     did not set in a config file or on the command line); said once the run is set up."""
-    from mcqa.config import defaults_used
+    from mcqa.train.config import defaults_used
 
     used = defaults_used(task_name, config_file, overrides)
     if not used:
@@ -359,7 +359,7 @@ def cmd_runs(args) -> None:
     from rich.console import Console
 
     from mcqa.console import out
-    from mcqa.run_index import find_runs, problem_lines, runs_table
+    from mcqa.train.index import find_runs, problem_lines, runs_table
 
     found = find_runs(args.folder)
     if not found:
@@ -408,8 +408,8 @@ def cmd_models(args) -> None:
 
 
 def cmd_baseline(args) -> None:
-    from mcqa.baseline_cache import DEFAULT_CACHE
-    from mcqa.baselines import run_baseline
+    from mcqa.compare.baseline_cache import DEFAULT_CACHE
+    from mcqa.compare.baselines import run_baseline
     from mcqa.console import console
     from mcqa.examples import load_file
     from mcqa.io import write_json, write_jsonl
@@ -426,9 +426,9 @@ def cmd_baseline(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from mcqa.baseline_cache import DEFAULT_CACHE
-    from mcqa.compare import compare
-    from mcqa.zero_shot_cache import DEFAULT_CACHE as ZERO_SHOT_CACHE
+    from mcqa.compare.baseline_cache import DEFAULT_CACHE
+    from mcqa.compare.table import compare
+    from mcqa.compare.zero_shot_cache import DEFAULT_CACHE as ZERO_SHOT_CACHE
     from mcqa.console import console, out
     from mcqa.io import check_out_folder, unique_name
     from mcqa.registry import get_task
@@ -446,14 +446,14 @@ def cmd_compare(args) -> None:
 
 def cmd_export(args) -> None:
     from mcqa.console import console
-    from mcqa.export import export
+    from mcqa.serve.export import export
 
     where = export(args.run, args.out, engine=args.to, merge=args.merge, name=args.name)
     console.print(f"bundle: [bold]{where}[/] (serve it with {where / 'serve.sh'}; {where / 'README.md'} says how to read it out)")
 
 
 def cmd_view(args) -> None:
-    from mcqa.view import find_page, serve
+    from mcqa.eval.view import find_page, serve
 
     page = find_page(args.path)
     if args.print:

@@ -46,13 +46,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mcqa.encoding import stop_token_ids  # noqa: E402
+from mcqa.model.encoding import stop_token_ids  # noqa: E402
 from mcqa.io import atomic_write_text, write_json  # noqa: E402
 from mcqa.prompting import render_prompt, serialize_target  # noqa: E402
-from mcqa.calibration import apply_temperature, fit_temperature  # noqa: E402
+from mcqa.eval.calibration import apply_temperature, fit_temperature  # noqa: E402
 from mcqa.readouts import default_max_new_tokens, run_readout  # noqa: E402
 from mcqa.registry import get_task  # noqa: E402
-from mcqa.scoring import score  # noqa: E402
+from mcqa.eval.scoring import score  # noqa: E402
 from mcqa.task import Example, Task  # noqa: E402
 
 OUT = ROOT / "bench"
@@ -124,8 +124,8 @@ def sample(task: Task, split: str, n: int, seed: int = 0) -> list[Example]:
 
 
 def prompt_stats(tokenizer, task: Task, examples: list[Example]) -> dict:
-    from mcqa.encoding import prompt_ids
-    from mcqa.encoding import common_prefix_len
+    from mcqa.model.encoding import prompt_ids
+    from mcqa.model.encoding import common_prefix_len
 
     ids = [prompt_ids(tokenizer, task, e) for e in examples]
     shared = common_prefix_len(ids)
@@ -234,7 +234,7 @@ def part_b(n: int, n_val: int, batch_size: int) -> list[dict]:
 def option_token_stats(tokenizer, task: Task, examples: list[Example]) -> dict:
     """Tokens the options readout feeds with its sharing (the run's common prefix once, each
     question's suffix once, a trie of its options) against one forward per (question, option)."""
-    from mcqa.encoding import common_prefix_len, end_of_turn
+    from mcqa.model.encoding import common_prefix_len, end_of_turn
     from mcqa.readouts.options import option_texts, question_messages
     from mcqa.readouts.trie import Trie
 

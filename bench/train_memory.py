@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--also-unbounded", nargs="*", default=[], metavar="TASK",
                     help="also measure these tasks with max_batch_tokens=null (no bound), smollm2-135m only")
     a = ap.parse_args()
-    from mcqa.config import TrainConfig
+    from mcqa.train.config import TrainConfig
 
     budget = a.budget if a.budget is not None else TrainConfig.model_fields["max_batch_tokens"].default
     out = ROOT / "bench" / "train_memory.json"

@@ -7,7 +7,7 @@ float32) on the same notification training examples, on this machine:
   gradient accumulation 16;
 - mcqa: mcqa's Trainer (McqaTrainer + PEFT): batches of 8 grouped by length, left-padded,
   the prompt prefix all examples share encoded once per batch, logits only at the target
-  positions (mcqa.encoding), accumulation 2.
+  positions (mcqa.model.encoding), accumulation 2.
 Same effective batch (16), learning rate, LoRA settings and seed. Tokens per second counts
 the real (non-pad) tokens of the examples. Writes bench/train_throughput.{json,md}.
 
@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mcqa.encoding import LeftPadCollator, end_of_turn, shared_prefix  # noqa: E402
+from mcqa.model.encoding import LeftPadCollator, end_of_turn, shared_prefix  # noqa: E402
 from mcqa.modes.generate import GENERATE, encode_generative  # noqa: E402
 from mcqa.examples import load_split  # noqa: E402
 from mcqa.io import atomic_write_text, write_json  # noqa: E402
@@ -66,11 +66,11 @@ def run(method: str, rows: list[dict], tokenizer, layers: int, out: Path) -> dic
         ds = Dataset.from_list([{k: r[k] for k in ("input_ids", "labels", "length")} for r in rows])
         args = TrainingArguments(per_device_train_batch_size=8, gradient_accumulation_steps=2,
                                  train_sampling_strategy="group_by_length", label_names=["labels"], **common)
-        from mcqa.training import McqaTrainer
+        from mcqa.train.recipe import McqaTrainer
 
         trainer = McqaTrainer(model=model, args=args, train_dataset=ds,
                               data_collator=LeftPadCollator(tokenizer.pad_token_id, prefix=shared_prefix(rows)),
-                              compute_loss_func=GENERATE.loss, mcqa_eval={"mode": GENERATE})  # as mcqa.training builds it
+                              compute_loss_func=GENERATE.loss, mcqa_eval={"mode": GENERATE})  # as mcqa.train.recipe builds it
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start

@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mcqa.examples import load_split  # noqa: E402
-from mcqa.export import export  # noqa: E402
+from mcqa.serve.export import export  # noqa: E402
 from mcqa.io import atomic_write_text, write_json  # noqa: E402
 from mcqa.readouts import run_readout  # noqa: E402
-from mcqa.runs import load_run, read_summary  # noqa: E402
+from mcqa.train.runs import load_run, read_summary  # noqa: E402
 
 
 def timed(fn):

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from mcqa.prompting import LETTERS, render_prompt, serialize_target
 from mcqa.schema import schema_problem
-from mcqa.scoring import compute_metrics, make_records, parser_for
+from mcqa.eval.scoring import compute_metrics, make_records, parser_for
 from mcqa.task import SPLITS, Example, Task, consistent
 
 SHOWN = 3  # problems quoted per failed rule; the rest are counted

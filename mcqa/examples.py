@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from mcqa.errors import DataError, McqaError
 from mcqa.io import read_jsonl
-from mcqa.parsing import OutputParser
+from mcqa.eval.parsing import OutputParser
 from mcqa.task import SPLITS, Example, Task
 
 

@@ -76,7 +76,7 @@ def _remove_leftovers(folder: Path) -> None:
 def unique_name(stem: str) -> str:
     """A default output name no other command picks: the time plus a random suffix, so folds
     launched in the same second do not collide (and the run-folder lock catches the rest).
-    Here rather than in mcqa.runs so that scoring never imports torch."""
+    Here rather than in mcqa.train.runs so that scoring never imports torch."""
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 

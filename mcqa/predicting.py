@@ -1,7 +1,7 @@
 """Predictions from a model: a base model (zero-shot) or a trained run (base + adapter, heads
-restored; mcqa.runs), read out one of the registered readouts (mcqa.readouts), on a split or
+restored; mcqa.train.runs), read out one of the registered readouts (mcqa.readouts), on a split or
 on a user's own file. `rank` is calibrated by a temperature fitted on the validation split
-(mcqa.calibration), and the fit (ECE before and after) travels with the predictions into the
+(mcqa.eval.calibration), and the fit (ECE before and after) travels with the predictions into the
 report."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from mcqa import __version__
-from mcqa.calibration import apply_temperature, fit_temperature, with_option_rule
+from mcqa.eval.calibration import apply_temperature, fit_temperature, with_option_rule
 from mcqa.console import console, quiet_foreign_log_deprecations
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol, sample_examples
@@ -26,8 +26,8 @@ from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.modes import get_mode
 from mcqa.readouts import get_readout, run_readout
 from mcqa.readouts.base import check_options
-from mcqa.records import PREDICTION_KEYS, Prediction
-from mcqa.runs import load_run
+from mcqa.eval.records import PREDICTION_KEYS, Prediction
+from mcqa.train.runs import load_run
 from mcqa.task import Example, Task
 
 

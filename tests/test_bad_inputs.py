@@ -167,7 +167,7 @@ def test_2_values_in_run_json_are_validated_before_use(run, tmp_path, summary, f
 
 def test_2_a_hostile_model_name_never_builds_a_path_outside_out(run, tmp_path, synth):
     """#2: a model name of ../../evil in pooled fold runs: every file compare writes stays in --out."""
-    from mcqa.scoring import make_records
+    from mcqa.eval.scoring import make_records
 
     runs = []
     for k in range(3):
@@ -229,9 +229,9 @@ def test_10_best_metric_and_lora_targets_are_checked_against_the_task_and_model(
 def test_10_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_next(tmp_path):
     """#10: a folder holding only what a run writes before its first checkpoint is started
     over; one with a checkpoint says how to resume; anything else is refused."""
-    from mcqa.config import load_config
+    from mcqa.train.config import load_config
     from mcqa.errors import McqaError
-    from mcqa.run_start import claim_run_dir, open_run
+    from mcqa.train.start import claim_run_dir, open_run
 
     started = tmp_path / "started"
     (started / "tokenizer").mkdir(parents=True)
@@ -252,7 +252,7 @@ def test_17_a_second_train_into_a_locked_folder_is_refused(run, tmp_path):
     import fcntl
 
     from mcqa.io import unique_name
-    from mcqa.runs import LOCK_FILE
+    from mcqa.train.runs import LOCK_FILE
 
     (tmp_path / "run").mkdir()
     fd = os.open(tmp_path / "run" / LOCK_FILE, os.O_RDWR | os.O_CREAT)
@@ -342,7 +342,7 @@ def test_11_12_resume_falls_back_past_a_damaged_checkpoint_and_says_so(tmp_path,
     each newer checkpoint is set aside with a line naming its file; the newest whole one is used."""
     import torch
 
-    from mcqa.runs import complete_checkpoint
+    from mcqa.train.runs import complete_checkpoint
 
     root = tmp_path / "checkpoints"
     for step in (1, 2, 3, 4):
@@ -366,7 +366,7 @@ def test_11_12_resume_falls_back_past_a_damaged_checkpoint_and_says_so(tmp_path,
 def test_10_the_scheduler_names_are_transformers_own():
     from transformers.trainer_utils import SchedulerType
 
-    from mcqa.config import SCHEDULERS
+    from mcqa.train.config import SCHEDULERS
 
     assert set(SCHEDULERS) == {s.value for s in SchedulerType}
 
@@ -577,10 +577,10 @@ def test_9_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path):
 def test_16_wrong_task_or_readout_is_refused_before_the_model_loads(run, tmp_path, monkeypatch):
     """#16: a wrong-task adapter, a wrong base model and an unknown --readout are read from
     config.yaml and the registries, before any weights load."""
-    import mcqa.runs
+    import mcqa.train.runs
 
-    monkeypatch.setattr(mcqa.runs, "load_causal_lm", lambda *a, **k: pytest.fail("the model was loaded"))
-    monkeypatch.setattr(mcqa.runs, "get_mode", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(mcqa.train.runs, "load_causal_lm", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(mcqa.train.runs, "get_mode", lambda *a, **k: pytest.fail("the model was built"))
     adapter_run(tmp_path)
     before = tree(tmp_path)
     refused(run("score", "--task", "recipe_mpr", "--split", "test", "--adapter", "run", "--out", "o"), tmp_path, before,
@@ -607,7 +607,7 @@ def test_18_json_extraction_is_linear_and_bounded():
     junk is still found."""
     import time
 
-    from mcqa.parsing import OutputParser
+    from mcqa.eval.parsing import OutputParser
 
     parser = OutputParser(get_task("notification").output)
     started = time.perf_counter()

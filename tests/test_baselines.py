@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from mcqa import baselines as B
-from mcqa import embeddings
+from mcqa.compare.table import baselines as B
+from mcqa.compare.table import embeddings
 from mcqa.errors import McqaError
 from mcqa.examples import load_split
 from mcqa.registry import get_task
-from mcqa.scoring import compute_metrics, make_records, parser_for
+from mcqa.eval.scoring import compute_metrics, make_records, parser_for
 from mcqa.task import Example, Task, check_task
 
 HAVE_MINILM = B.minilm_dir() is not None
@@ -101,8 +101,8 @@ def quick_finetuning(monkeypatch):
     """The fine-tuned encoder searches one rate and one epoch unless a test asks for more: each
     candidate is a MiniLM fine-tuning, and the search itself has a test of its own."""
     for grid, epochs in (("LR_GRID", "EPOCHS"), ("OPTION_LR_GRID", "OPTION_EPOCHS")):
-        monkeypatch.setattr(f"mcqa.finetuned.{grid}", (1e-4,))
-        monkeypatch.setattr(f"mcqa.finetuned.{epochs}", 1)
+        monkeypatch.setattr(f"mcqa.compare.finetuned.{grid}", (1e-4,))
+        monkeypatch.setattr(f"mcqa.compare.finetuned.{epochs}", 1)
 
 
 def score(task: Task, result: dict, split: str = "test") -> dict:
@@ -225,8 +225,8 @@ def test_knn_votes_the_nearest_training_labels_with_k_chosen_on_validation(monke
 
 @needs_minilm
 def test_finetuned_keeps_the_epoch_and_rate_with_the_best_validation_score_and_is_seeded(monkeypatch):
-    monkeypatch.setattr("mcqa.finetuned.EPOCHS", 2)
-    monkeypatch.setattr("mcqa.finetuned.LR_GRID", (5e-5, 1e-4))
+    monkeypatch.setattr("mcqa.compare.finetuned.EPOCHS", 2)
+    monkeypatch.setattr("mcqa.compare.finetuned.LR_GRID", (5e-5, 1e-4))
     first = B.run_baseline("finetuned", LABELS)
     fitted = first["fields"]["color"]
     best = max(fitted["tried"], key=lambda t: t["validation_joint"])  # the first of the best, as the fit keeps it

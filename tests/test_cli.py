@@ -17,7 +17,7 @@ from mcqa.model import qwen3_tokenizer_dir
 from mcqa.prompting import render_prompt, serialize_target
 from mcqa.registry import get_task
 from mcqa.schema import schema_file
-from mcqa.scoring import parser_for
+from mcqa.eval.scoring import parser_for
 
 BUILTIN = ("mmlu_pro", "mmlu_pro_answer", "notification", "recipe_mpr")
 FOLDERS = ["Work", "Personal", "Promotions", "Alerts"]

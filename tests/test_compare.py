@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from mcqa.compare import compare
+from mcqa.compare.table import compare
 from mcqa.errors import McqaError
 from mcqa.model import resolve_model
-from mcqa.paired import mcnemar_exact
+from mcqa.compare.paired import mcnemar_exact
 from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
-from mcqa.scoring import make_records
+from mcqa.eval.scoring import make_records
 
 from helpers import CliRuns, assert_user_error, cli_env, load, run_cli, synth_env
 from test_bad_inputs import fake_run

@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from mcqa.baselines import run_baseline
+from mcqa.compare.baselines import run_baseline
 from mcqa.errors import TaskContractError
 from mcqa.readouts import run_readout
 from mcqa.readouts.trie import LabelCandidates

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from mcqa.config import load_config
+from mcqa.train.config import load_config
 from mcqa.modes import MODES
 from mcqa.predicting import default_readout, load_predictor, predict
 from mcqa.readouts import READOUTS, run_readout
 from mcqa.registry import get_task
-from mcqa.training import train
+from mcqa.train.recipe import train
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTENSIONS = ROOT / "tests" / "extensions"

@@ -17,8 +17,8 @@ import torch
 from families import FAMILIES, WINDOW, family_model, save_family
 from helpers import load, run_cli
 
-from mcqa.choice_rows import cloze_messages
-from mcqa.encoding import end_of_turn, prompt_ids, stop_token_ids
+from mcqa.model.choice_rows import cloze_messages
+from mcqa.model.encoding import end_of_turn, prompt_ids, stop_token_ids
 from mcqa.model.lm import CausalLM, capabilities, lora_targets
 from mcqa.modes import get_mode
 from mcqa.prompting import neutral_messages, render_prompt

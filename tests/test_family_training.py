@@ -14,13 +14,13 @@ from families import FAMILIES, family_model
 from helpers import load
 from peft import LoraConfig, get_peft_model
 
-from mcqa.choice_rows import cloze_messages
-from mcqa.encoding import IGNORE
+from mcqa.model.choice_rows import cloze_messages
+from mcqa.model.encoding import IGNORE
 from mcqa.model.lm import capabilities, lora_targets
 from mcqa.modes import get_mode
 from mcqa.prompting import neutral_messages, render_prompt
 from mcqa.registry import get_task
-from mcqa.training import batch_loss, collator_for, permuted_copies
+from mcqa.train.recipe import batch_loss, collator_for, permuted_copies
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

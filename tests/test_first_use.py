@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from helpers import CliRuns, assert_user_error, load, synth_env
 
-from mcqa.config import dump_config, load_config
+from mcqa.train.config import dump_config, load_config
 from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
-from mcqa.run_index import find_runs, latest_run
+from mcqa.train.index import find_runs, latest_run
 
 pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
 
@@ -253,7 +253,7 @@ def test_compare_reuses_the_predictions_mcqa_baseline_made(first):
 
 
 def test_baseline_cache_is_keyed_by_the_data_and_a_damaged_entry_is_refitted(tmp_path, monkeypatch):
-    import mcqa.baselines as B
+    import mcqa.compare.baselines as B
 
     task = get_task("synth")
     first = B.run_baseline("majority", task, cache=tmp_path)

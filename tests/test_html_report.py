@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 from markupsafe import escape
-from mcqa.compare import compare
-from mcqa.html_report import write_compare_html, write_training_report
+from mcqa.compare.table import compare
+from mcqa.eval.html import write_compare_html, write_training_report
 from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
-from mcqa.scoring import score
-from mcqa.view import make_server
+from mcqa.eval.scoring import score
+from mcqa.eval.view import make_server
 
 from helpers import CLI, REPO, assert_user_error, cli_env, load, run_cli
 from test_bad_inputs import fake_run, gold_rows, tree, write_jsonl

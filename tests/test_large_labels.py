@@ -12,8 +12,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
-from mcqa.report import TERMINAL_ROWS, confusion_png, markdown, row_normalised, tables
-from mcqa.scoring import compute_metrics, make_records
+from mcqa.eval.report import TERMINAL_ROWS, confusion_png, markdown, row_normalised, tables
+from mcqa.eval.scoring import compute_metrics, make_records
 from mcqa.task import Example, Task
 
 CLASSES = tuple(f"c{i:02d}" for i in range(30))

@@ -19,16 +19,16 @@ LAZY_OK = {"xgrammar", "matplotlib", "scipy", "bitsandbytes", "transformers.mode
 # embedding baseline runs; the model aliases list, install-check and refuse without torch; a
 # split or a metric imports scikit-learn when it is computed.
 LAZY_OK_IN = {
-    "mcqa.embeddings": {"torch", "transformers"},
-    "mcqa.finetuned": {"torch", "transformers"},
+    "mcqa.compare.embeddings": {"torch", "transformers"},
+    "mcqa.compare.finetuned": {"torch", "transformers"},
     "mcqa.model.aliases": {"torch", "transformers"},
     "mcqa.model.sources": {"torch", "transformers"},
     "mcqa.model.loading": {"torch", "transformers"},
     "mcqa.splits": {"sklearn"},
-    "mcqa.metrics": {"sklearn"},
+    "mcqa.eval.metrics": {"sklearn"},
 }
-SCORING_SIDE = ["mcqa.parsing", "mcqa.records", "mcqa.metrics", "mcqa.calibration", "mcqa.report", "mcqa.scoring", "mcqa.schema",
-                "mcqa.paired"]
+SCORING_SIDE = ["mcqa.eval.parsing", "mcqa.eval.records", "mcqa.eval.metrics", "mcqa.eval.calibration", "mcqa.eval.report", "mcqa.eval.scoring", "mcqa.schema",
+                "mcqa.compare.paired"]
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -187,7 +187,7 @@ def test_a_command_that_refuses_or_lists_imports_no_torch_and_no_sklearn():
     """What the CLI touches before any model or split is needed (the package, its errors, the task
     registry with every built-in task, the model aliases) loads none of the heavy libraries: a
     wrong name is answered at once, not after seconds of imports."""
-    code = ("import sys, mcqa, mcqa.errors, mcqa.model, mcqa.registry, mcqa.scoring, mcqa.schema;"
+    code = ("import sys, mcqa, mcqa.errors, mcqa.model, mcqa.registry, mcqa.eval.scoring, mcqa.schema;"
             "[mcqa.registry.get_task(t) for t in ('notification', 'recipe_mpr', 'mmlu_pro', 'mmlu_pro_answer')];"
             "mcqa.model.list_models(); mcqa.model.get_alias('tiny-qwen3');"
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'sklearn') if m in sys.modules))")

@@ -1,4 +1,4 @@
-"""mcqa.metrics against scikit-learn and hand computation, on random labels with parse
+"""mcqa.eval.metrics against scikit-learn and hand computation, on random labels with parse
 failures (None) mixed in; calibration, bootstrap intervals and the position histogram."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, precision_recall_fscore_support
 
-from mcqa import metrics as M
+from mcqa.eval import metrics as M
 from mcqa.registry import get_task
-from mcqa.scoring import compute_metrics, make_records
+from mcqa.eval.scoring import compute_metrics, make_records
 from mcqa.task import Example, LabelSpace
 
 SEEDS = [0, 1, 2, 3, 4, 5]

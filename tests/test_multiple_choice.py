@@ -15,12 +15,12 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import CohereConfig, CohereForCausalLM
 
-from mcqa.config import load_config
-from mcqa.encoding import end_of_turn
+from mcqa.train.config import load_config
+from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError
 from mcqa.examples import load_split
 from mcqa.modes import get_mode
-from mcqa.choice_rows import ChoiceCollator, encode_choice
+from mcqa.model.choice_rows import ChoiceCollator, encode_choice
 from mcqa.modes.choice import build_choice_model
 from mcqa.modes.generate import target_loss
 from mcqa.modes.listwise import ListwiseCollator, listwise_loss
@@ -28,9 +28,9 @@ from mcqa.prompting import neutral_messages, render_prompt, serialize_target
 from mcqa.readouts import run_readout
 from mcqa.readouts.options import option_texts, question_messages
 from mcqa.registry import all_tasks, get_task
-from mcqa.scoring import score
+from mcqa.eval.scoring import score
 from mcqa.splits import other_orders
-from mcqa.training import train
+from mcqa.train.recipe import train
 
 from helpers import cli_env, run_cli
 
@@ -170,7 +170,7 @@ def test_permuted_readout_averages_each_options_probability_over_its_orders(tiny
 
 
 def test_permutation_training_adds_k_reordered_copies_of_train_examples_only():
-    from mcqa.training import permuted_copies
+    from mcqa.train.recipe import permuted_copies
 
     task = get_task("recipe_mpr")
     train_ex = load_split(task, "train", "split")[:4]
@@ -185,7 +185,7 @@ def test_permutation_training_adds_k_reordered_copies_of_train_examples_only():
 
 
 def test_one_pmi_run_holds_every_rule(tiny):
-    from mcqa.calibration import with_option_rule
+    from mcqa.eval.calibration import with_option_rule
 
     model, tok = tiny
     task = get_task("recipe_mpr")

@@ -1,4 +1,4 @@
-"""Paired differences (mcqa.paired), torch-free: hand-worked cases, a difference that marginal
+"""Paired differences (mcqa.compare.paired), torch-free: hand-worked cases, a difference that marginal
 intervals miss and a paired interval finds, seeded bootstraps, McNemar against scipy, and rows
 that cannot be paired or a reference name that is not a row."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mcqa import metrics as M
+from mcqa.eval import metrics as M
 from mcqa.errors import McqaError
-from mcqa.paired import Outcomes, check_pairable, mcnemar_exact, pair_rows, paired_difference
+from mcqa.compare.paired import Outcomes, check_pairable, mcnemar_exact, pair_rows, paired_difference
 
 RESAMPLES, SEED = 1000, 0
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import find, given, note
 from hypothesis import strategies as st
 
-from mcqa.parsing import FAILURES, STATUSES, OutputParser, StrictValidator
+from mcqa.eval.parsing import FAILURES, STATUSES, OutputParser, StrictValidator
 from mcqa.prompting import serialize_target
 from mcqa.registry import all_tasks, get_task
 from mcqa.schema import task_schema
-from mcqa.scoring import parser_for
+from mcqa.eval.scoring import parser_for
 
 NAMES = [t.name for t in all_tasks()]
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from helpers import REPO, load
 
-from mcqa.encoding import IGNORE, end_of_turn, prompt_ids
+from mcqa.model.encoding import IGNORE, end_of_turn, prompt_ids
 from mcqa.modes.generate import encode_generative
 from mcqa.modes.head import build_head_model
 from mcqa.prompting import serialize_target
 from mcqa.readouts import run_readout
 from mcqa.registry import get_task
-from mcqa.scoring import compute_metrics, make_records, match_ids, parser_for, read_predictions
+from mcqa.eval.scoring import compute_metrics, make_records, match_ids, parser_for, read_predictions
 from mcqa.task import SPLITS, Example
 
 pytestmark = pytest.mark.usefixtures("one_thread")

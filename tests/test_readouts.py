@@ -20,16 +20,16 @@ import pytest
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcqa.encoding import prompt_ids
+from mcqa.model.encoding import prompt_ids
 from mcqa.errors import McqaError
-from mcqa.encoding import common_prefix_len
+from mcqa.model.encoding import common_prefix_len
 from mcqa.model.lm import PROBE_TOKENS, CausalLM
 from mcqa.readouts.decoding import SharedPrefix, Streams, Tree
 from mcqa.prompting import serialize_target
-from mcqa.calibration import apply_temperature, fit_temperature, group_probs
+from mcqa.eval.calibration import apply_temperature, fit_temperature, group_probs
 from mcqa.readouts import READOUTS, run_readout
 from mcqa.registry import get_task
-from mcqa.scoring import parser_for
+from mcqa.eval.scoring import parser_for
 from mcqa.task import Example, Task, check_task
 from mcqa.readouts.trie import LabelCandidates
 
@@ -432,7 +432,7 @@ def test_generate_readout_is_the_free_greedy_loop(tiny):
     """A batch of mixed prompt lengths (left-padded together) gives, token for token, what an
     argmax loop over full unpadded forwards gives, stopping at the first stop token, and
     `truncated` is true exactly when no stop token came."""
-    from mcqa.encoding import stop_token_ids
+    from mcqa.model.encoding import stop_token_ids
 
     model, tok = tiny
     task = get_task("mmlu_pro")

@@ -1,4 +1,4 @@
-"""Stacking rows into one (mcqa.stack, `mcqa compare --stack`): the pooled distribution is the
+"""Stacking rows into one (mcqa.compare.stack, `mcqa compare --stack`): the pooled distribution is the
 weighted product of the members', the weights are fitted on validation examples only, and a
 member that cannot be stacked is refused in one line before anything is written."""
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mcqa import stack as stack_module
-from mcqa.compare import compare
+from mcqa.compare.table import stack as stack_module
+from mcqa.compare.table import compare
 from mcqa.errors import McqaError
 from mcqa.io import write_jsonl
 from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
-from mcqa.scoring import make_records
-from mcqa.stack import Member, fit_weights, stack
+from mcqa.eval.scoring import make_records
+from mcqa.compare.stack import Member, fit_weights, stack
 
 from helpers import assert_user_error, load, run_cli, synth_env
 from test_bad_inputs import fake_run

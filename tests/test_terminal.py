@@ -132,7 +132,7 @@ def test_damaged_weights_in_a_model_folder_are_refused_before_the_run_folder(tmp
 @pytest.fixture
 def refused_once(monkeypatch):
     """Make the next model build refuse the run, as a setting only the loaded model can check does."""
-    import mcqa.training as training
+    import mcqa.train.recipe as training
 
     build = training.build_model
     calls = []

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from helpers import CLI, CliRuns, assert_user_error, run_cli, synth_env
 
-from mcqa.config import load_config, parse_overrides
+from mcqa.train.config import load_config, parse_overrides
 from mcqa.errors import McqaError
 
 TINY = "tiny-qwen3"
@@ -63,7 +63,7 @@ def task_with_defaults(monkeypatch):
     """synth, declaring train_defaults; load_config finds it through the registry."""
     import dataclasses
 
-    import mcqa.config as C
+    import mcqa.train.config as C
     from mcqa.registry import get_task
 
     def use(defaults: dict):
@@ -112,7 +112,7 @@ def test_batch_must_divide_into_micro_batches():
 
 
 def test_only_target_tokens_carry_labels(tiny):
-    from mcqa.encoding import IGNORE, end_of_turn
+    from mcqa.model.encoding import IGNORE, end_of_turn
     from mcqa.modes.generate import encode_generative
     from mcqa.examples import load_split
     from mcqa.prompting import serialize_target
@@ -134,7 +134,7 @@ def test_only_target_tokens_carry_labels(tiny):
 def test_kept_logits_loss_equals_full_sequence_loss(tiny):
     """The loss from logits at the last K positions of a left-padded batch equals the plain
     full-logits loss computed one unpadded example at a time."""
-    from mcqa.encoding import IGNORE, LeftPadCollator, end_of_turn
+    from mcqa.model.encoding import IGNORE, LeftPadCollator, end_of_turn
     from mcqa.modes.generate import encode_generative, target_loss
     from mcqa.examples import load_split
     from mcqa.registry import get_task
@@ -160,7 +160,7 @@ def test_kept_logits_loss_equals_full_sequence_loss(tiny):
 def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
     """Encoding the shared system prompt once per batch (its KV cache expanded to every row)
     changes nothing but the cost: same loss, same gradients, prefix included."""
-    from mcqa.encoding import end_of_turn, shared_prefix
+    from mcqa.model.encoding import end_of_turn, shared_prefix
     from mcqa.model.lm import cache_kwargs, prefix_cache
     from mcqa.modes.generate import encode_generative, target_loss
     from mcqa.examples import load_split
@@ -189,8 +189,8 @@ def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_a
     count of the whole batch given (num_items_in_batch) or not."""
     from transformers import TrainingArguments
 
-    import mcqa.training as T
-    from mcqa.encoding import IGNORE, batch_tokens, row_chunks, shared_prefix
+    import mcqa.train.recipe as T
+    from mcqa.model.encoding import IGNORE, batch_tokens, row_chunks, shared_prefix
     from mcqa.examples import load_split
     from mcqa.model import load_tokenizer
     from mcqa.modes import get_mode
@@ -235,7 +235,7 @@ def test_lora_layers_puts_adapters_on_the_last_layers_only(tmp_path):
     backward pass stops there; more layers than the model has is one clear error."""
     from mcqa.registry import get_task
     from mcqa.model import load_tokenizer
-    from mcqa.training import build_model
+    from mcqa.train.recipe import build_model
 
     task, tok = get_task("synth"), load_tokenizer(TINY)
     def lora_layers(overrides):
@@ -254,7 +254,7 @@ def test_lora_layers_puts_adapters_on_the_last_layers_only(tmp_path):
 def _assert_shared_prefix_changes_nothing(module, weight, rows, prefix, pad, loss) -> None:
     """`loss(batch)` on plain left-padded rows and on rows cut after `prefix`: the shared batch
     is narrower by the prefix, and loss and the gradient of `weight` are the same."""
-    from mcqa.encoding import LeftPadCollator
+    from mcqa.model.encoding import LeftPadCollator
 
     def loss_and_grad(batch):
         module.zero_grad()
@@ -273,9 +273,9 @@ def _assert_shared_prefix_changes_nothing(module, weight, rows, prefix, pad, los
 def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities(tiny):
     """Head mode encodes the shared prompt prefix once per batch too (HeadModel takes
     prefix_ids): same loss and gradients in training, same head probabilities when reading out."""
-    from mcqa.encoding import shared_prefix
+    from mcqa.model.encoding import shared_prefix
     from mcqa.examples import load_split
-    from mcqa.encoding import encode_head
+    from mcqa.model.encoding import encode_head
     from mcqa.modes.head import build_head_model
     from mcqa.readouts.head import head_outputs
     from mcqa.registry import get_task
@@ -317,7 +317,7 @@ def test_max_eval_examples_samples_validation_across_classes_not_its_first_rows(
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One trained run per mode, shared by the tests below."""
-    from mcqa.training import train
+    from mcqa.train.recipe import train
 
     runs = {}
     for mode in ("head", "generate"):
@@ -348,8 +348,8 @@ def test_training_lifts_validation_accuracy_from_chance_to_90_percent(trained, m
 def test_saved_and_reloaded_run_predicts_identically(trained, mode):
     from mcqa.examples import load_split
     from mcqa.modes import get_mode
-    from mcqa.runs import load_run
-    from mcqa.training import read_out
+    from mcqa.train.runs import load_run
+    from mcqa.train.recipe import read_out
 
     run = trained[mode]
     before = {r["id"]: r for r in map(json.loads, (run / "test" / "predictions.jsonl").read_text().splitlines())}
@@ -401,7 +401,7 @@ SCRIPTED_FAILURE_RATES = [0.5, 0.1, 0.3]  # validation parse failure rate of epo
 def _sabotaging_log(sabotage_from: int | None):
     """train() builds its callbacks itself; JsonlLog is the one it always adds, so a subclass
     that also wrecks the trainable weights at the start of late epochs stands in for it."""
-    from mcqa.training import JsonlLog
+    from mcqa.train.recipe import JsonlLog
 
     class Sabotage(JsonlLog):
         def on_epoch_begin(self, args, state, control, model=None, **kwargs):
@@ -422,7 +422,7 @@ def selection(tmp_path_factory):
     "lower": best_metric=parse_failure_rate with scripted validation failure rates."""
     import dataclasses
 
-    import mcqa.training as T
+    import mcqa.train.recipe as T
     from mcqa.modes import MODES
 
     runs, seen = {}, {}
@@ -476,9 +476,9 @@ def _rescore_validation(run: Path) -> float:
     from mcqa.examples import load_split
     from mcqa.examples import sample_examples as _sample
     from mcqa.modes import get_mode
-    from mcqa.runs import load_run
-    from mcqa.scoring import score
-    from mcqa.training import flat_metrics, read_out
+    from mcqa.train.runs import load_run
+    from mcqa.eval.scoring import score
+    from mcqa.train.recipe import flat_metrics, read_out
 
     model, tok, task, config = load_run(run)
     val = _sample(load_split(task, "validation", config.protocol), config.max_eval_examples, config.seed)

@@ -1,7 +1,7 @@
 """What a training mode is: one registered unit that owns everything that differs between
 modes (how examples become training rows, which model LoRA wraps and which modules PEFT saves
 beside the adapter, the loss, and the readouts used for validation and by default at predict
-time). The recipe in mcqa.training never tests a mode's name; it asks the mode."""
+time). The recipe in mcqa.train.recipe never tests a mode's name; it asks the mode."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mcqa.encoding import LeftPadCollator
+from mcqa.model.encoding import LeftPadCollator
 from mcqa.names import Registry
 from mcqa.task import Example, Task
 
@@ -46,7 +46,7 @@ class Mode:
     # What a batch's rows share: "prefix", the prompt prefix every example starts with (encoded
     # once when the model allows it exactly; the collator takes `prefix`), or "options", each
     # question shared by its options (the collator takes `trees`: one tree-masked row per
-    # example, or a row per option; mcqa.choice_rows).
+    # example, or a row per option; mcqa.model.choice_rows).
     shares: str = "prefix"
 
 

@@ -7,7 +7,7 @@ reranker pattern (one score per query-candidate pair, softmax over one query's c
 The question (the task's cloze prompt, or its own prompt) is encoded once per example and its
 keys and values shared by its options, under a tree-shaped mask, where every layer of the model
 attends; a model with layers that carry a state gets a row per option instead
-(mcqa.choice_rows). The head is saved beside the adapter (PEFT modules_to_save) and restored
+(mcqa.model.choice_rows). The head is saved beside the adapter (PEFT modules_to_save) and restored
 on load.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mcqa.choice_rows import ChoiceCollator, check_choice_task, encode_choice
+from mcqa.model.choice_rows import ChoiceCollator, check_choice_task, encode_choice
 from mcqa.model.lm import Capabilities, capabilities, hidden_size, layer_masks
 from mcqa.modes.base import Mode, register_mode
 from mcqa.task import Task
@@ -38,7 +38,7 @@ class ChoiceModel(nn.Module):
     def forward(self, input_ids, option_ends, attention_mask=None, position_ids=None, labels=None):
         """input_ids (R, W); option_ends (B, K), flat indices into the (R x W) positions of each
         option's last token, -1 where an example has fewer options; attention_mask (R, W, W)
-        booleans and position_ids for tree rows, none for unrolled rows (mcqa.choice_rows)."""
+        booleans and position_ids for tree rows, none for unrolled rows (mcqa.model.choice_rows)."""
         # No **kwargs on purpose: Trainer then averages the loss over accumulation steps itself.
         if attention_mask is not None:
             attention_mask = layer_masks(self.caps, attention_mask, position_ids, position_ids, next(self.parameters()).dtype)

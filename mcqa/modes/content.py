@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcqa.encoding import IGNORE, end_of_turn
+from mcqa.model.encoding import IGNORE, end_of_turn
 from mcqa.modes.base import Mode, register_mode
-from mcqa.choice_rows import check_choice_task, cloze_prompt_ids
+from mcqa.model.choice_rows import check_choice_task, cloze_prompt_ids
 from mcqa.modes.generate import GENERATE
 from mcqa.task import Example, Task
 

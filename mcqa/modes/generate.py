@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from mcqa.encoding import IGNORE, end_of_turn, prompt_ids
+from mcqa.model.encoding import IGNORE, end_of_turn, prompt_ids
 from mcqa.modes.base import Mode, register_mode
 from mcqa.prompting import serialize_target
 from mcqa.task import Example, Task

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mcqa.encoding import encode_head, head_sizes
+from mcqa.model.encoding import encode_head, head_sizes
 from mcqa.model.lm import cache_kwargs, hidden_size, prefix_cache
 from mcqa.modes.base import Mode, register_mode
 from mcqa.task import Task

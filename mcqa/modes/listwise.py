@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mcqa.choice_rows import ChoiceCollator, check_choice_task, cloze_messages, encode_choice
+from mcqa.model.choice_rows import ChoiceCollator, check_choice_task, cloze_messages, encode_choice
 from mcqa.model.lm import base_model, capabilities, check_head_is_last, layer_masks
 from mcqa.modes.base import Mode, register_mode
 from mcqa.modes.generate import GENERATE
@@ -27,7 +27,7 @@ from mcqa.task import Example, Task
 
 
 def encode_listwise(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:
-    """A choice row (cloze prompt + every option, mcqa.choice_rows.encode_choice) plus the
+    """A choice row (cloze prompt + every option, mcqa.model.choice_rows.encode_choice) plus the
     neutral prompt's ids; the options are tokenized once, as the options readout does."""
     rows = encode_choice(tokenizer, task, examples)
     for row, e in zip(rows, examples):
@@ -40,7 +40,7 @@ def encode_listwise(tokenizer, task: Task, examples: list[Example]) -> list[dict
 @dataclass
 class ListwiseCollator:
     """The choice rows of B examples' questions, then of their neutral prompts (the same options
-    after the neutral prompt), as trees or unrolled (mcqa.choice_rows); `targets` says which
+    after the neutral prompt), as trees or unrolled (mcqa.model.choice_rows); `targets` says which
     logit predicts which option token of which (prompt, option) slot."""
 
     pad_token_id: int
@@ -92,7 +92,7 @@ def listwise_loss(model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     model that reshapes its logits as (rows, positions) after the head fails loudly."""
     base = base_model(model)
     kwargs = {}
-    if "attention_mask" in inputs:  # tree rows; unrolled rows need no mask (mcqa.choice_rows)
+    if "attention_mask" in inputs:  # tree rows; unrolled rows need no mask (mcqa.model.choice_rows)
         pos = inputs["position_ids"]
         kwargs = {"attention_mask": layer_masks(capabilities(base), inputs["attention_mask"], pos, pos, next(model.parameters()).dtype),
                   "position_ids": pos}

@@ -1,5 +1,5 @@
 """What a readout is: a registered function from (model, tokenizer, task, examples) to one
-Prediction per example, in order (mcqa.records), with typed options and a declaration of
+Prediction per example, in order (mcqa.eval.records), with typed options and a declaration of
 what it needs from the model: an LM head ("lm"), classification heads ("heads"), option scores
 ("choice"), or no local model at all ("none": the endpoint readout asks a server). A model
 says what it offers through an `offers` attribute (mcqa.modes.head.HeadModel: "heads"; any
@@ -15,11 +15,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mcqa.encoding import end_of_turn
+from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError, did_you_mean
 from mcqa.names import Registry
 from mcqa.prompting import serialize_target
-from mcqa.records import Prediction
+from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
 FREE_MAX_NEW_TOKENS = 256

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from mcqa.console import track
-from mcqa.encoding import common_prefix_len, prompt_ids
+from mcqa.model.encoding import common_prefix_len, prompt_ids
 from mcqa.model.lm import CausalLM
 from mcqa.readouts.decoding import SharedPrefix, open_streams, plan_chunks
 from mcqa.task import Example, Task

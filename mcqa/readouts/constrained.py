@@ -9,7 +9,7 @@ import json
 
 import torch
 
-from mcqa.encoding import stop_token_ids
+from mcqa.model.encoding import stop_token_ids
 from mcqa.errors import McqaError
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, FREE_MAX_NEW_TOKENS, Options, register_readout
@@ -17,7 +17,7 @@ from mcqa.readouts.batching import Row, prefix_batches
 from mcqa.model.lm import CausalLM
 from mcqa.readouts.decoding import Tree
 from mcqa.readouts.trie import JOINT_LIMIT, LabelCandidates
-from mcqa.records import Prediction
+from mcqa.eval.records import Prediction
 from mcqa.schema import task_schema
 from mcqa.task import Example, Task
 

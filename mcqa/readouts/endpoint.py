@@ -13,7 +13,7 @@ its share of the mass; the branch that was generated is followed, a branch that 
 shared evenly among the labels it leads to (the server reveals nothing deeper). Alternatives
 that fit no label are dropped, so the probabilities are renormalised over the allowed labels
 whatever the server's logprobs mode (with vLLM, `--logprobs-mode processed_logprobs` makes
-them the grammar-masked ones). They travel as rank's scores (mcqa.records.RankGroup), so a
+them the grammar-masked ones). They travel as rank's scores (mcqa.eval.records.RankGroup), so a
 temperature (`temperature`, e.g. the one `mcqa export` wrote) rescales them the same way.
 
 Requests are sent by the `openai` client (retries with backoff on 408/409/429/5xx, connection
@@ -39,13 +39,13 @@ from typing import Any
 
 from pydantic import Field
 
-from mcqa.calibration import group_probs
+from mcqa.eval.calibration import group_probs
 from mcqa.console import track
 from mcqa.errors import McqaError
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import Options, register_readout
 from mcqa.readouts.trie import JOINT_LIMIT
-from mcqa.records import Prediction, RankGroup
+from mcqa.eval.records import Prediction, RankGroup
 from mcqa.schema import task_schema
 from mcqa.task import Example, Task
 

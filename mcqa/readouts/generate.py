@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 
 from mcqa.console import track
-from mcqa.encoding import LeftPadCollator, prompt_ids, stop_token_ids
+from mcqa.model.encoding import LeftPadCollator, prompt_ids, stop_token_ids
 from mcqa.readouts.base import BATCH_SIZE, Options, default_max_new_tokens, register_readout
 from mcqa.readouts.batching import length_batches
-from mcqa.records import Prediction
+from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 
 from mcqa.console import track
-from mcqa.encoding import LeftPadCollator, encode_head, shared_prefix
+from mcqa.model.encoding import LeftPadCollator, encode_head, shared_prefix
 from mcqa.model.lm import capabilities
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import length_batches
-from mcqa.records import Prediction
+from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
 

@@ -16,7 +16,7 @@ the prompt prefix every example shares is encoded once for the whole run.
 
 The prediction is the letter of the best option, so the scorer and every report work
 unchanged; probabilities over the options are the softmax of the chosen rule's scores, in
-the form rank's calibration reads (one temperature fitted on validation, mcqa.calibration).
+the form rank's calibration reads (one temperature fitted on validation, mcqa.eval.calibration).
 Every rule's scores travel in "option_scores", so one run shows how the rules compare.
 """
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from mcqa.calibration import rank_record
-from mcqa.encoding import end_of_turn
+from mcqa.eval.calibration import rank_record
+from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError
 from mcqa.prompting import neutral_messages, render_prompt
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
@@ -33,7 +33,7 @@ from mcqa.readouts.batching import prefix_batches
 from mcqa.model.lm import CausalLM
 from mcqa.readouts.decoding import Tree
 from mcqa.readouts.trie import Trie
-from mcqa.records import Prediction
+from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
 Rule = Literal["sum", "mean", "char", "pmi"]

@@ -12,7 +12,7 @@ import json
 from mcqa.errors import McqaError
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, Options, READOUTS, register_readout, run_readout
-from mcqa.records import Prediction
+from mcqa.eval.records import Prediction
 from mcqa.splits import other_orders
 from mcqa.task import Example, Task
 

@@ -1,5 +1,5 @@
 """rank: the log-likelihood of every allowed output, the argmax, and a probability for each
-label of each field; one temperature fitted on validation calibrates them (mcqa.calibration).
+label of each field; one temperature fitted on validation calibrates them (mcqa.eval.calibration).
 
 rank's score of a candidate (score="prefix", the default) is the sum of its token log-probs
 from the first answer token through the token that tells it apart from every other candidate:
@@ -20,14 +20,14 @@ from typing import Literal
 
 import numpy as np
 
-from mcqa.calibration import rank_record
+from mcqa.eval.calibration import rank_record
 from mcqa.errors import McqaError
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import Row, prefix_batches
 from mcqa.model.lm import CausalLM
 from mcqa.readouts.decoding import Streams, Tree
 from mcqa.readouts.trie import JOINT_LIMIT, LabelCandidates, Trie
-from mcqa.records import Prediction
+from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
 Score = Literal["prefix", "full"]

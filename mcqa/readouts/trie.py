@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from mcqa.encoding import end_of_turn
+from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError
 from mcqa.prompting import serialize_target
 from mcqa.task import Task, completion, consistent

@@ -4,7 +4,7 @@ validated and read out through the toy readout (toy_readout.py)."""
 
 from __future__ import annotations
 
-from mcqa.encoding import IGNORE
+from mcqa.model.encoding import IGNORE
 from mcqa.modes import Mode, register_mode
 from mcqa.modes.generate import encode_generative, target_loss
 

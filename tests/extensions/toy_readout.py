@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from mcqa.encoding import prompt_ids
+from mcqa.model.encoding import prompt_ids
 from mcqa.prompting import serialize_target
 from mcqa.readouts import Options, register_readout
 

@@ -19,12 +19,12 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from mcqa import charts
+from mcqa.eval import charts
 from mcqa.errors import McqaError
 from mcqa.examples import load_file, load_split
 from mcqa.io import atomic_write_text, read_json, read_jsonl
-from mcqa.metrics import ECE_BINS, FAILURE
-from mcqa.parsing import FAILURES
+from mcqa.eval.metrics import ECE_BINS, FAILURE
+from mcqa.eval.parsing import FAILURES
 from mcqa.registry import get_task
 
 REPORT, COMPARE = "report.html", "compare.html"
@@ -62,7 +62,7 @@ def _excerpt(text: Any, n: int = EXCERPT) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-_ENV = Environment(loader=PackageLoader("mcqa", "templates"), autoescape=True, undefined=StrictUndefined,
+_ENV = Environment(loader=PackageLoader("mcqa.eval", "templates"), autoescape=True, undefined=StrictUndefined,
                    trim_blocks=True, lstrip_blocks=True)
 _ENV.filters.update(pct=_pct, ci=_ci, diff=_diff, p=_p, excerpt=_excerpt)
 _ENV.tests["excluding_zero"] = _excludes_zero

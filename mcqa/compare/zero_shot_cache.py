@@ -8,7 +8,7 @@ the task, the fold, the predicted examples and the validation examples its tempe
 fitted on (ids, inputs, gold), mcqa's version and the source of the code that turns a model into
 predictions (readouts, prompting, encoding, calibration, prediction, model loading) and of the
 task's module. A model named by hub id is not cached: without the hub its weights cannot be
-identified. Entries are read back through mcqa.baseline_cache, whose reader treats a cache file
+identified. Entries are read back through mcqa.compare.baseline_cache, whose reader treats a cache file
 as untrusted input (one that does not read back whole is ignored, with a line)."""
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ import inspect
 import json
 from pathlib import Path
 
-from mcqa.baseline_cache import cache_key
+from mcqa.compare.baseline_cache import cache_key
 from mcqa.model.loading import resolve_model
 from mcqa.task import Example, Task
 
 DEFAULT_CACHE = Path("runs") / "cache" / "zero_shot"
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent
 # The code between a model's weights and its predictions: an edit to any of it reads the model out again.
-_CODE = ("readouts/*.py", "prompting.py", "encoding.py", "choice_rows.py", "calibration.py", "predicting.py", "model/loading.py",
-         "model/lm.py")
+# Each pattern is relative to the package and must match a file (a test checks it, so a moved file
+# cannot silently drop out of the key).
+_CODE = ("readouts/*.py", "prompting.py", "model/encoding.py", "model/choice_rows.py", "eval/calibration.py", "predicting.py",
+         "model/loading.py", "model/lm.py")
 
 
 def model_identity(model: str) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mcqa.console import console
-from mcqa.embeddings import MAX_TOKENS, MINILM_ID, MINILM_PIP, minilm_dir
+from mcqa.compare.embeddings import MAX_TOKENS, MINILM_ID, MINILM_PIP, minilm_dir
 from mcqa.errors import McqaError
 
 LR_GRID = (2e-5, 5e-5, 1e-4)

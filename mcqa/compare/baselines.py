@@ -11,7 +11,7 @@ the validation split is used only to choose hyperparameters (C, k, learning rate
 - knn                   label fields only: cosine k-nearest neighbours over the embeddings
 - finetuned             all-MiniLM-L6-v2 fine-tuned end to end: a head per label field, or for
                         multiple choice a bi-encoder with a softmax over each question's options
-                        (mcqa.finetuned); learning rate and epochs chosen on validation
+                        (mcqa.compare.finetuned); learning rate and epochs chosen on validation
 - embedding_similarity  multiple choice only: cosine(question, option), softmax with a
                         temperature fitted on train; no classifier is trained
 
@@ -19,7 +19,7 @@ A free field (no label space) gets no baseline: it is filled with the train's mo
 value so that the output still parses, and the result says it was skipped. For a multiple-choice
 field, letters past an example's last option are impossible and get probability 0.
 
-Embeddings come from mcqa.embeddings, cached per (task, protocol, split, text kind); a baseline's
+Embeddings come from mcqa.compare.embeddings, cached per (task, protocol, split, text kind); a baseline's
 fit and predict times count a cache hit at its encoding cost, so the reported speed is the
 baseline's, not the cache's. torch and transformers are imported only when an embedding
 baseline runs.
@@ -44,13 +44,13 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import FeatureUnion
 from threadpoolctl import threadpool_limits
 
-from mcqa.baseline_cache import cache_key, code_digest, load_cached, store
+from mcqa.compare.baseline_cache import cache_key, code_digest, load_cached, store
 from mcqa.console import console
-from mcqa.embeddings import MINILM_PIP, embed, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
+from mcqa.compare.embeddings import MINILM_PIP, embed, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
-from mcqa.finetuned import fit_heads, fit_options
-from mcqa.metrics import encode
+from mcqa.compare.finetuned import fit_heads, fit_options
+from mcqa.eval.metrics import encode
 from mcqa.names import Registry
 from mcqa.prompting import LETTERS, serialize_target
 from mcqa.task import Example, LabelSpace, Task
@@ -246,7 +246,7 @@ def fit_tfidf(task: Task, train: Data, validation: Data) -> Fitted:
     return Fitted(lambda data: inner.predict(featurize(data)), inner.n_params, inner.info)
 
 
-# ---------------------------------------------------------------- sentence embeddings (mcqa.embeddings)
+# ---------------------------------------------------------------- sentence embeddings (mcqa.compare.embeddings)
 
 def fit_embedding(task: Task, train: Data, validation: Data) -> Fitted:
     def featurize(data: Data) -> np.ndarray:
@@ -291,7 +291,7 @@ def fit_knn(task: Task, train: Data, validation: Data) -> Fitted:
 
 
 def fit_finetuned(task: Task, train: Data, validation: Data) -> Fitted:
-    """MiniLM fine-tuned (mcqa.finetuned): a head per label field, or for a multiple-choice task a
+    """MiniLM fine-tuned (mcqa.compare.finetuned): a head per label field, or for a multiple-choice task a
     bi-encoder scoring each option against the question; learning rate and epochs chosen on
     validation."""
     if task.choice_field:

@@ -8,7 +8,7 @@ cv5-0 .. cv5-4, each baseline and zero-shot model is run on every fold, each tra
 bring one run per fold, and every row is scored on the pooled test predictions (each example is
 in exactly one test fold), so its intervals cover the whole dataset rather than one fold.
 
-Rows scored on the same examples are also compared example by example (mcqa.paired): every row
+Rows scored on the same examples are also compared example by example (mcqa.compare.paired): every row
 against a reference row (the best baseline, or `against`) and the best row against the second,
 each with a paired bootstrap interval and McNemar's exact p-value. A row that cannot be paired
 (another task, other folds, other examples, such as a run tested on a sample) is refused before
@@ -24,27 +24,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcqa.baseline_cache import load_cached, store
-from mcqa.baselines import BASELINES, BaselineNotApplicable, run_baseline
-from mcqa.compare_view import bar_chart, markdown
+from mcqa.compare.baseline_cache import load_cached, store
+from mcqa.compare.baselines import BASELINES, BaselineNotApplicable, run_baseline
+from mcqa.compare.view import bar_chart, markdown
 from mcqa.console import console
-from mcqa.embeddings import minilm_dir
+from mcqa.compare.embeddings import minilm_dir
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol
-from mcqa.html_report import write_compare_html
+from mcqa.eval.html import write_compare_html
 from mcqa.io import atomic_write_bytes, atomic_write_text, inside, read_json, read_jsonl, safe_name, write_json
 from mcqa.model import parameter_count
-from mcqa.paired import check_row_name, outcomes, pair_rows
+from mcqa.compare.paired import check_row_name, outcomes, pair_rows
 from mcqa.predicting import CALIBRATION_EXAMPLES, Loaded, calibration_split, load_predictor, predict, predict_option_rules
 from mcqa.readouts.base import check_options, get_readout, parse_options
 from mcqa.readouts.options import RULES
-from mcqa.records import Record
-from mcqa.report import write_run
-from mcqa.runs import RunSummary, read_summary
-from mcqa.scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, check_prediction, make_records, match_ids, score_records
-from mcqa.stack import Member, stack as stack_predictions
+from mcqa.eval.records import Record
+from mcqa.eval.report import write_run
+from mcqa.train.runs import RunSummary, read_summary
+from mcqa.eval.scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, check_prediction, make_records, match_ids, score_records
+from mcqa.compare.stack import Member, stack as stack_predictions
 from mcqa.task import Example, Task
-from mcqa.zero_shot_cache import code_digest, model_identity, zero_shot_key
+from mcqa.compare.zero_shot_cache import code_digest, model_identity, zero_shot_key
 
 
 def _sub(out: Path, *parts: Any) -> Path:
@@ -153,7 +153,7 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
                    trust_remote_code: bool = False, cache: Path | None = None, validation: bool = False) -> list[Row]:
     """The base LLM with no adapter, read out through the scorer like everything else (rank fits
     its temperature on each fold's own validation split). `cache`: a folder of zero-shot
-    predictions (mcqa.zero_shot_cache) to reuse and fill; the model is loaded only if some
+    predictions (mcqa.compare.zero_shot_cache) to reuse and fill; the model is loaded only if some
     fold and readout is not there. `validation`: also read out each fold's validation split, for a stack."""
     specs = {spec: parse_readout_spec(spec) for spec in readouts}  # a bad spec fails before the model loads
     for name, options in specs.values():
@@ -378,10 +378,10 @@ def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[
             trust_remote_code: bool = False, baseline_cache: Path | None = None,
             zero_shot_cache: Path | None = None, against: str | None = None, stack: list[str] | None = None) -> dict[str, Any]:
     """`zero_shot`: one base model or several, each read out with every zero-shot readout.
-    `baseline_cache`, `zero_shot_cache`: folders of cached baseline predictions (mcqa.baseline_cache)
-    and zero-shot predictions (mcqa.zero_shot_cache) to reuse and fill. `against`: the name of
+    `baseline_cache`, `zero_shot_cache`: folders of cached baseline predictions (mcqa.compare.baseline_cache)
+    and zero-shot predictions (mcqa.compare.zero_shot_cache) to reuse and fill. `against`: the name of
     the row every other is paired with (default: the best baseline). `stack`: the names of the
-    rows to stack into one more row (mcqa.stack), or ["all"] for every row with probabilities."""
+    rows to stack into one more row (mcqa.compare.stack), or ["all"] for every row with probabilities."""
     folds = protocol_folds(task, protocol)
     names = list(BASELINES) if baselines is None else baselines
     for n in names:

@@ -17,7 +17,7 @@ from typing import Callable
 from urllib.parse import quote, unquote, urlsplit
 
 from mcqa.errors import McqaError
-from mcqa.html_report import COMPARE, REPORT
+from mcqa.eval.html import COMPARE, REPORT
 
 HOST = "127.0.0.1"
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"

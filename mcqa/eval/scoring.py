@@ -1,5 +1,5 @@
 """Scoring: examples + Predictions -> per-example Records -> metrics -> a run folder
-(mcqa.records has the types). Records come first and carry everything (raw text, status,
+(mcqa.eval.records has the types). Records come first and carry everything (raw text, status,
 parsed value, gold, correctness, groups, probabilities); every metric is computed from them.
 `score` is the one path from predictions to a scored run, used by the CLI, training, compare
 and the benches alike."""
@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from mcqa import metrics as M
+from mcqa.eval import metrics as M
 from mcqa.console import track
 from mcqa.errors import DataError, McqaError
 from mcqa.io import read_jsonl
-from mcqa.parsing import FAILURES, STATUSES, OutputParser
+from mcqa.eval.parsing import FAILURES, STATUSES, OutputParser
 from mcqa.prompting import LETTERS
-from mcqa.records import Prediction, Record
-from mcqa.report import write_run
+from mcqa.eval.records import Prediction, Record
+from mcqa.eval.report import write_run
 from mcqa.schema import task_schema
 from mcqa.task import Example, Task
 
@@ -125,7 +125,7 @@ def score(task: Task, examples: list[Example], predictions: dict[str, Prediction
           folder: str | Path | None = None, resamples: int = BOOTSTRAP_RESAMPLES, extra: dict[str, Any] | None = None) -> Scored:
     """Predictions (by id, or a list) of these examples -> records -> metrics, with `run` (what
     was scored: task, split, model, ...) and `extra` sections added to the metrics; written as a
-    run folder (mcqa.report.write_run) when `folder` is given."""
+    run folder (mcqa.eval.report.write_run) when `folder` is given."""
     preds = predictions if isinstance(predictions, dict) else {p["id"]: p for p in predictions}
     return score_records(task, make_records(task, examples, preds), run, folder, resamples, extra)
 

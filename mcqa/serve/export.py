@@ -4,7 +4,7 @@ The bundle holds the PEFT adapter (or, with `merge`, the base model with the ada
 in), the run's tokenizer with its chat template, the task's JSON Schema and label lists, the
 structured-output request mcqa's endpoint readout sends, `serve.sh` with the vLLM flags that
 matter, and a README saying how to serve it and read it out. The run folder is untrusted
-input: it is checked by mcqa.runs, only plain files with the expected names are copied, and
+input: it is checked by mcqa.train.runs, only plain files with the expected names are copied, and
 nothing is written outside OUT.
 
 vLLM flags, and why:
@@ -32,7 +32,7 @@ from mcqa.io import atomic_write_text, check_out_folder, write_json
 from mcqa.model import resolve_model
 from mcqa.readouts.endpoint import TOP_LOGPROBS, build_request
 from mcqa.registry import get_task
-from mcqa.runs import load_run, read_config, read_summary
+from mcqa.train.runs import load_run, read_config, read_summary
 from mcqa.schema import task_schema
 
 ENGINES = ("vllm",)

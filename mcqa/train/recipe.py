@@ -6,11 +6,11 @@ every epoch), save (the best epoch's adapter) and test (the test split scored in
 Trainer brings gradient accumulation, schedules, checkpointing, logging, resume and
 multi-process launch (torchrun / accelerate); mcqa adds what it lacks:
 - the loss on target tokens only, with vocabulary-wide logits only where the loss is
-  (mcqa.encoding, mcqa.modes.generate), and batches grouped by length;
+  (mcqa.model.encoding, mcqa.modes.generate), and batches grouped by length;
 - validation through the real scorer every epoch (accuracy, macro-F1, joint match, parse
   failures) read out by the mode's own readout, which also picks the best epoch and drives
   early stopping;
-- a run folder that is complete only when run.json exists (written last, atomically; mcqa.runs).
+- a run folder that is complete only when run.json exists (written last, atomically; mcqa.train.runs).
 """
 
 from __future__ import annotations
@@ -29,26 +29,26 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 
-from mcqa.config import TrainConfig, dump_config
+from mcqa.train.config import TrainConfig, dump_config
 from mcqa.console import console, quiet_foreign_log_deprecations
-from mcqa.encoding import chunk_share, row_chunks, shared_prefix
+from mcqa.model.encoding import chunk_share, row_chunks, shared_prefix
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol, sample_examples
-from mcqa.html_report import write_training_report
+from mcqa.eval.html import write_training_report
 from mcqa.io import atomic_write_text, write_json
 from mcqa.model import load_causal_lm, load_model_config, load_tokenizer
 from mcqa.model.lm import Capabilities, cache_kwargs, capabilities, lora_targets, prefix_cache
 from mcqa.modes import Mode, get_mode
 from mcqa.readouts import get_readout, run_readout
-from mcqa.records import Prediction
+from mcqa.eval.records import Prediction
 from mcqa.registry import get_task
-from mcqa.run_start import claim_run_dir, open_run, removed_if_refused
-from mcqa.runs import RUN_MARKER, complete_checkpoint, is_main, torch_dtype
+from mcqa.train.start import claim_run_dir, open_run, removed_if_refused
+from mcqa.train.runs import RUN_MARKER, complete_checkpoint, is_main, torch_dtype
 from mcqa.schema import task_schema
-from mcqa.scoring import score
+from mcqa.eval.scoring import score
 from mcqa.splits import other_orders
 from mcqa.task import Example, Task
-from mcqa.train_view import fit_line, header, optimizer_steps, say, show, step_line, validation_table
+from mcqa.train.progress import fit_line, header, optimizer_steps, say, show, step_line, validation_table
 
 VAL_RESAMPLES = 200
 
@@ -402,7 +402,7 @@ def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
            **({"sample": f"a seeded sample of {len(test_ex)} of {len(all_test)} examples"} if len(test_ex) < len(all_test) else {})}
     metrics = score(s.task, test_ex, outputs, run, folder=s.run_dir / "test").metrics
     # The kept model's outputs on the whole validation split: what a stack of this run with
-    # others is fitted on (mcqa.stack), so the test split never reaches that fit.
+    # others is fitted on (mcqa.compare.stack), so the test split never reaches that fit.
     val_ex = load_split(s.task, "validation", s.protocol)
     if val_ex:
         say(f"reading out the validation split ({len(val_ex)} examples) for stacking")

@@ -1,6 +1,6 @@
 """Starting a training run: the checks made before its folder exists (settings the model's
 files can answer, qlora without CUDA, a cut-off weights file, a folder that holds another run),
-the folder's name, making and locking it once the examples are encoded (mcqa.training.setup),
+the folder's name, making and locking it once the examples are encoded (mcqa.train.recipe.setup),
 and removing it again when the run is refused before its first checkpoint. A refused command
 leaves nothing behind, so the same command works once its cause is fixed."""
 
@@ -19,12 +19,12 @@ from typing import Iterator
 import torch
 from huggingface_hub import try_to_load_from_cache
 
-from mcqa.config import TrainConfig, settings_problems
+from mcqa.train.config import TrainConfig, settings_problems
 from mcqa.errors import McqaError
 from mcqa.io import unique_name
 from mcqa.model import ALIASES, check_causal_lm, load_model_config, resolve_model
 from mcqa.registry import get_task
-from mcqa.runs import CONFIG_FILE, LOCK_FILE, RUN_MARKER, STARTED, check_remote_code, is_main, read_config, weight_names, weights_problem
+from mcqa.train.runs import CONFIG_FILE, LOCK_FILE, RUN_MARKER, STARTED, check_remote_code, is_main, read_config, weight_names, weights_problem
 
 
 def new_run_dir(config: TrainConfig) -> Path:

@@ -43,7 +43,7 @@ class Record(TypedDict):
 
     id: str
     raw: str  # the prediction's output, always kept
-    status: str  # mcqa.parsing.STATUSES
+    status: str  # mcqa.eval.parsing.STATUSES
     notes: list[str]  # tolerated oddities (prose around the JSON, a code fence, ...)
     error: str | None
     parsed: dict[str, Any] | None

@@ -11,9 +11,9 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from mcqa.html_report import write_report_html
+from mcqa.eval.html import write_report_html
 from mcqa.io import atomic_write_bytes, atomic_write_text, write_json, write_jsonl
-from mcqa.parsing import STATUSES
+from mcqa.eval.parsing import STATUSES
 
 
 def _pct(x: float) -> str:

@@ -1,6 +1,6 @@
 """Run folders: the completion marker, reading a run back (its config, summary, model and
 adapter), and checking weight files and checkpoints. Starting a run (the folder's name, the
-checks made before it is made, the lock) is mcqa.run_start.
+checks made before it is made, the lock) is mcqa.train.start.
 
 A run folder may come from anyone (a colleague, a download), so everything read from it is
 untrusted input and is validated here, in one place, before use: config.yaml through the typed
@@ -26,7 +26,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import safe_globals  # the numpy types Trainer's rng_state.pth holds
 
-from mcqa.config import TrainConfig, load_config
+from mcqa.train.config import TrainConfig, load_config
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.io import read_json

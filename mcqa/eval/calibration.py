@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mcqa.errors import McqaError
-from mcqa.metrics import calibration
+from mcqa.eval.metrics import calibration
 from mcqa.prompting import serialize_target
-from mcqa.records import Prediction, RankGroup
+from mcqa.eval.records import Prediction, RankGroup
 from mcqa.task import Example, Task
 
 

@@ -1,6 +1,6 @@
 """Finding training runs on disk: the finished runs under a folder (runs/ by default), newest
 first, and the damaged or unfinished ones beside them, each said in one line. Every folder is
-read through mcqa.runs' readers (run folders are untrusted input); nothing here loads a model."""
+read through mcqa.train.runs' readers (run folders are untrusted input); nothing here loads a model."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from mcqa.errors import McqaError
 from mcqa.io import read_json
-from mcqa.runs import CONFIG_FILE, RUN_MARKER, RunSummary, read_summary
+from mcqa.train.runs import CONFIG_FILE, RUN_MARKER, RunSummary, read_summary
 
 DEFAULT_ROOT = Path("runs")
 

@@ -23,10 +23,10 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from mcqa.baselines import Data, free_field_fill, gold, label_fields, mask_choices, predictions
+from mcqa.compare.baselines import Data, free_field_fill, gold, label_fields, mask_choices, predictions
 from mcqa.errors import McqaError
 from mcqa.examples import load_split
-from mcqa.records import Prediction, Record
+from mcqa.eval.records import Prediction, Record
 from mcqa.task import Example, Task
 
 FLOOR = 1e-6  # a label a member gives no mass: log(0) would let one member veto a label alone

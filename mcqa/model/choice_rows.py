@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mcqa.encoding import end_of_turn
+from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError
 from mcqa.prompting import render_prompt
 from mcqa.task import Example, Task

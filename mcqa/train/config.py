@@ -99,7 +99,7 @@ class TrainConfig(BaseModel):
 
 
 def best_metric_names(task: Any) -> list[str]:
-    """The names `best_metric` may take: what the scorer reports each epoch (mcqa.training.flat_metrics)."""
+    """The names `best_metric` may take: what the scorer reports each epoch (mcqa.train.recipe.flat_metrics)."""
     names = ["joint", "parse_failure_rate"]
     for f, space in task.label_spaces.items():
         names += [f"{f}_accuracy"] + ([f"{f}_macro_f1"] if space is not None else [])

@@ -17,7 +17,7 @@ from mcqa import __version__
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.io import read_json, write_json
-from mcqa.scoring import check_prediction
+from mcqa.eval.scoring import check_prediction
 from mcqa.task import Example, Task
 
 DEFAULT_CACHE = Path("runs") / "cache" / "baselines"

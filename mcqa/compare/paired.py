@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mcqa import metrics as M
+from mcqa.eval import metrics as M
 from mcqa.errors import McqaError, did_you_mean
-from mcqa.records import Record
+from mcqa.eval.records import Record
 
 
 @dataclass(frozen=True)
