@@ -30,7 +30,8 @@ from mcqa.examples import load_split  # noqa: E402
 from mcqa.serve.export import export  # noqa: E402
 from mcqa.io import atomic_write_text, write_json  # noqa: E402
 from mcqa.readouts import run_readout  # noqa: E402
-from mcqa.train.runs import load_run, read_summary  # noqa: E402
+from mcqa.train.folder import read_summary  # noqa: E402
+from mcqa.train.runs import load_run
 
 
 def timed(fn):

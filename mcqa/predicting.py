@@ -25,7 +25,7 @@ from mcqa.io import read_json, write_json
 from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.modes import get_mode
 from mcqa.readouts import get_readout, run_readout
-from mcqa.readouts.base import check_options
+from mcqa.readouts.base import check_options, parse_options
 from mcqa.eval.records import PREDICTION_KEYS, Prediction
 from mcqa.train.runs import load_run
 from mcqa.task import Example, Task
@@ -178,3 +178,45 @@ def predict_option_rules(task: Task, loaded: Loaded, examples: list[Example], pr
                                         "fitted_on": said}
         result[rule] = (ranked, rule_info)
     return result
+
+
+@dataclass
+class ModelRequest:
+    """What `mcqa score` and `mcqa predict` name to run: a base model and/or a trained run read
+    out locally, or a server's endpoint (`served_model` the name it serves)."""
+
+    model: str | None = None
+    adapter: Path | None = None
+    readout: str | None = None
+    readout_options: list[str] | None = None  # KEY=VALUE items
+    endpoint: str | None = None
+    served_model: str | None = None
+    calibrate: bool = True
+    calibration_examples: int | None = None  # None: CALIBRATION_EXAMPLES; 0: all
+    trust_remote_code: bool = False
+
+
+def run_model(task: Task, request: ModelRequest, examples: list[Example], protocol: str | None,
+              journal: Path | None = None) -> tuple[list[Prediction], dict[str, Any]]:
+    """Predictions of the model a request names, and their summary. A wrong readout or option,
+    or an endpoint named with a local model, fails before any model loads; with `journal`, an
+    endpoint's answers are appended as they arrive, so an interrupted run resumes."""
+    r = request
+    options = parse_options(r.readout_options or [], "--readout-opt")
+    if r.endpoint is not None or r.served_model is not None:
+        if not (r.endpoint and r.served_model):
+            raise McqaError("--endpoint URL and --served-model NAME go together (the server's /v1 URL and the model it serves)")
+        if r.model or r.adapter or (r.readout and r.readout != "endpoint"):
+            raise McqaError("--endpoint reads a server: give no --model, --adapter or --readout with it")
+        options |= {"url": r.endpoint, "served_model": r.served_model}
+        if journal is not None:
+            options["journal"] = str(journal)
+        check_options(get_readout("endpoint"), options)
+        loaded = Loaded(None, None, "generate", {"model": r.served_model, "endpoint": r.endpoint, "adapter": None, "mode": "served"})
+        return predict(task, loaded, examples, "endpoint", protocol, calibrate=False, options=options)
+    if r.readout:  # a wrong name or option fails before the model loads
+        check_options(get_readout(r.readout), options)
+    loaded = load_predictor(task, r.model, r.adapter, trust_remote_code=r.trust_remote_code)
+    n = CALIBRATION_EXAMPLES if r.calibration_examples is None else r.calibration_examples or None
+    return predict(task, loaded, examples, r.readout or default_readout(loaded), protocol, calibrate=r.calibrate,
+                   options=options, calibration_examples=n)

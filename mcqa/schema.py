@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from mcqa.errors import McqaError
@@ -59,24 +58,18 @@ def task_schema(task: Task) -> dict:
     return task.output.model_json_schema()
 
 
-@dataclass(frozen=True)
-class SchemaWrite:
-    task: str
-    action: str  # "wrote", "up to date", "generated" (a plugin: nothing written), "stale plugin file"
-    message: str
-
-
-def write_schema(task: Task) -> SchemaWrite:
-    """Bring a built-in task's schemas/ file up to date; for any other task write nothing and say why."""
+def write_schema(task: Task) -> str:
+    """Bring a built-in task's schemas/ file up to date; for any other task write nothing. Returns
+    the line that says which."""
     generated = task.output.model_json_schema()
     if is_builtin(task):
         path = SCHEMAS_DIR / f"{task.name}.schema.json"
         if schema_problem(task) is None:
-            return SchemaWrite(task.name, "up to date", f"{task.name}: {path} is up to date")
+            return f"{task.name}: {path} is up to date"
         write_json(path, generated)
-        return SchemaWrite(task.name, "wrote", f"{task.name}: wrote {path}")
+        return f"{task.name}: wrote {path}"
     problem = schema_problem(task)
     if problem:
-        return SchemaWrite(task.name, "stale plugin file", f"{task.name}: nothing written; {problem}")
+        return f"{task.name}: nothing written; {problem}"
     where = f"checked {schema_file(task)}" if schema_file(task) else "generated from its Pydantic model"
-    return SchemaWrite(task.name, "generated", f"{task.name}: not a built-in task ({task.source}); its schema is {where}, nothing written")
+    return f"{task.name}: not a built-in task ({task.source}); its schema is {where}, nothing written"

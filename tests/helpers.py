@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
 from mcqa.task import SPLITS, Example
 
@@ -45,6 +46,17 @@ def load(task_name: str, split: str, protocol: str) -> tuple[Example, ...]:
 
 def load_all(task_name: str, protocol: str) -> dict[str, tuple[Example, ...]]:
     return {s: load(task_name, s, protocol) for s in SPLITS}
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def gold_rows(task_name: str = "notification", split: str = "test", protocol: str = "seed") -> list[dict]:
+    """Predictions that are the gold answers, as a predictions file holds them."""
+    task = get_task(task_name)
+    return [{"id": e.id, "output": serialize_target(task.output, e.target)} for e in load(task_name, split, protocol)]
 
 
 def split_digest(examples) -> str:

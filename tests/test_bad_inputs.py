@@ -252,7 +252,7 @@ def test_17_a_second_train_into_a_locked_folder_is_refused(run, tmp_path):
     import fcntl
 
     from mcqa.io import unique_name
-    from mcqa.train.runs import LOCK_FILE
+    from mcqa.train.folder import LOCK_FILE
 
     (tmp_path / "run").mkdir()
     fd = os.open(tmp_path / "run" / LOCK_FILE, os.O_RDWR | os.O_CREAT)

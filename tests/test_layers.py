@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import gold_rows, write_jsonl
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mcqa"
 # Lazy imports allowed anywhere: optional or heavy dependencies a command may never need.
@@ -27,8 +29,14 @@ LAZY_OK_IN = {
     "mcqa.splits": {"sklearn"},
     "mcqa.eval.metrics": {"sklearn"},
 }
-SCORING_SIDE = ["mcqa.eval.parsing", "mcqa.eval.records", "mcqa.eval.metrics", "mcqa.eval.calibration", "mcqa.eval.report", "mcqa.eval.scoring", "mcqa.schema",
-                "mcqa.compare.paired"]
+# The scoring side: every module of mcqa/eval/, and what a predictions file from anywhere needs.
+SCORING_SIDE = sorted({f"mcqa.eval.{p.stem}" for p in (PACKAGE / "eval").glob("*.py") if p.stem != "__init__"}
+                      | {"mcqa.eval", "mcqa.schema", "mcqa.compare.paired"})
+# Light commands: each runs in a fresh process, and none may import these.
+HEAVY = ("torch", "transformers", "peft")
+# Where mcqa imports its own modules by name (importlib): the lazy re-exports, and the CLI loading
+# only the command being run (and the model path of score and predict when a model runs).
+BY_NAME_OK = {"mcqa.names", "mcqa._cli", "mcqa._cli.common"}
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -144,6 +152,14 @@ def test_mcqa_has_no_import_cycle_and_no_function_level_import_of_its_own_module
     assert layer_problems() == []
 
 
+def test_only_the_cli_and_the_lazy_exports_import_modules_by_name():
+    """importlib.import_module hides an import from the layer check, so it is allowed only where
+    loading by name is the point (BY_NAME_OK)."""
+    found = {m for m, tree in modules().items() for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and node.attr == "import_module"}
+    assert found <= BY_NAME_OK, f"{sorted(found - BY_NAME_OK)} import by name"
+
+
 def test_the_check_catches_a_cycle_and_a_hidden_import(tmp_path):
     """The check itself can fail: a package with a -> b -> a and a function-level import."""
     pkg = tmp_path / "mcqa"
@@ -203,3 +219,31 @@ def test_the_scoring_side_never_imports_torch():
     code = f"import sys; import {', '.join(SCORING_SIDE)}; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]", f"the scoring side imported {out.strip()}"
+
+
+def _light_run(argv: list[str], cwd: Path) -> tuple[int, list[str], str]:
+    """`mcqa ARGV` in a fresh Python process: its exit code, which heavy libraries it imported, stderr."""
+    code = ("import sys\nfrom mcqa._cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+            f"print('HEAVY', ' '.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\nsys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=cwd, timeout=120)
+    heavy = next(line for line in p.stderr.splitlines() if line.startswith("HEAVY")).split()[1:]
+    return p.returncode, heavy, p.stderr
+
+
+def test_light_commands_never_import_torch_transformers_or_peft(tmp_path):
+    """--help, tasks, schema, check, show, runs and score --predictions read files and print:
+    each, in a fresh process, ends without torch, transformers or peft in sys.modules."""
+    preds = write_jsonl(tmp_path / "preds.jsonl", gold_rows("notification", "test", "seed"))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    commands = [["--help"], ["tasks"], ["schema", "--task", "notification"], ["check", "--task", "notification"],
+                ["show", "--task", "recipe_mpr", "-n", "1"], ["runs", str(runs)],
+                ["score", "--task", "notification", "--predictions", str(preds), "--out", str(tmp_path / "scored")]]
+    for argv in commands:
+        rc, heavy, err = _light_run(argv, tmp_path)
+        assert rc == 0, f"mcqa {' '.join(argv)} failed: {err[-500:]}"
+        assert heavy == [], f"mcqa {' '.join(argv)} imported {heavy}"
+    assert (tmp_path / "scored" / "metrics.json").is_file()
+    # ... and the check can fail: a command that loads a model imports them.
+    rc, heavy, _ = _light_run(["train", "--help"], tmp_path)
+    assert rc == 0 and "torch" in heavy

@@ -40,7 +40,8 @@ from mcqa.readouts.base import check_options, get_readout, parse_options
 from mcqa.readouts.options import RULES
 from mcqa.eval.records import Record
 from mcqa.eval.report import write_run
-from mcqa.train.runs import RunSummary, read_summary
+from mcqa.train.config import INCIDENTAL
+from mcqa.train.folder import RunSummary, read_summary
 from mcqa.eval.scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, check_prediction, make_records, match_ids, score_records
 from mcqa.compare.stack import Member, stack as stack_predictions
 from mcqa.task import Example, Task
@@ -273,10 +274,10 @@ def _validated(task: Task, run_dir: Path, protocol: str) -> list[Record] | None:
     return make_records(task, *_tested(task, run_dir, protocol, "validation"), progress=False)
 
 
-# Settings that change how fast a run goes or how much memory it takes (or what it may run),
-# not what it learns: runs that differ only in these (and in fold and folder) pool into one row.
-_INCIDENTAL = {"task", "protocol", "mode", "output_dir", "logging_steps", "eval_batch_size", "micro_batch_size",
-               "max_batch_tokens", "share_prefix", "gradient_checkpointing", "trust_remote_code"}
+# Runs pool into one row when they differ only in settings that do not change what is learned
+# (marked in mcqa.train.config) and in fold and folder; task, protocol and mode are the row's
+# identity, checked on their own.
+_INCIDENTAL = INCIDENTAL | {"task", "protocol", "mode"}
 
 
 def _recipe(summary: RunSummary) -> dict[str, Any] | None:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from mcqa.compare.baseline_cache import cache_key
 from mcqa.model.loading import resolve_model
+from mcqa.paths import ZERO_SHOT_CACHE
 from mcqa.task import Example, Task
 
-DEFAULT_CACHE = Path("runs") / "cache" / "zero_shot"
+DEFAULT_CACHE = ZERO_SHOT_CACHE
 _PACKAGE = Path(__file__).resolve().parent.parent
 # The code between a model's weights and its predictions: an edit to any of it reads the model out again.
 # Each pattern is relative to the package and must match a file (a test checks it, so a moved file

@@ -16,7 +16,8 @@ from safetensors import SafetensorError
 
 from mcqa.console import console
 from mcqa.errors import McqaError
-from mcqa.model.aliases import ALIASES, DEFAULT_MODEL, alias_dir, install, is_installed, offline_choices  # noqa: F401  (DEFAULT_MODEL: its old home)
+from mcqa.model.aliases import ALIASES, DEFAULT_MODEL, alias_dir, install, is_installed, offline_choices
+from mcqa.model.chat_template import read_chat_template
 from mcqa.model.sources import qwen3_tokenizer_dir
 
 if TYPE_CHECKING:
@@ -55,6 +56,20 @@ def load_tokenizer(name: str | Path | None = None, trust_remote_code: bool = Fal
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_chat_template(name: str | Path | None = None, trust_remote_code: bool = False):
+    """What renders prompts as text (`mcqa show`, `mcqa check`): a local tokenizer folder's chat
+    template, read without importing transformers (mcqa.model.chat_template); else, for a hub id
+    or a folder without a template, the tokenizer itself."""
+    if name is None and qwen3_tokenizer_dir() is not None:
+        name = qwen3_tokenizer_dir()
+    where = resolve_model(name)
+    if isinstance(where, Path) and not trust_remote_code:
+        template = read_chat_template(where)
+        if template is not None:
+            return template
+    return load_tokenizer(name, trust_remote_code)
 
 
 def load_model_config(name: str | Path | None = None, trust_remote_code: bool = False):

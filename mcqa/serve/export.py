@@ -1,22 +1,12 @@
-"""`mcqa export RUN --to vllm OUT/`: a finished run as a bundle a serving engine takes as is.
+"""`mcqa export RUN --to ENGINE OUT/`: a finished run as a bundle a serving engine takes as is.
 
 The bundle holds the PEFT adapter (or, with `merge`, the base model with the adapter merged
 in), the run's tokenizer with its chat template, the task's JSON Schema and label lists, the
-structured-output request mcqa's endpoint readout sends, `serve.sh` with the vLLM flags that
-matter, and a README saying how to serve it and read it out. The run folder is untrusted
+structured-output request mcqa's endpoint readout sends, and the engine's own files (its
+launch script and a README; mcqa.serve.engines, one file per engine such as mcqa.serve.vllm). The run folder is untrusted
 input: it is checked by mcqa.train.runs, only plain files with the expected names are copied, and
 nothing is written outside OUT.
 
-vLLM flags, and why:
-- `--enable-lora --lora-modules NAME=adapter --max-lora-rank R`: R is the smallest rank vLLM
-  accepts that holds the run's `lora.r`;
-- `--max-logprobs N`: at least the number of labels of the largest field (and the 20
-  alternatives the endpoint readout asks for);
-- `--logprobs-mode processed_logprobs`: returned log-probabilities are those after the grammar
-  mask, i.e. over the allowed labels;
-- `--generation-config vllm`: the checkpoint's generation_config (top-k, top-p) cannot drop
-  labels from the distribution;
-- `--dtype float32` by default on a CPU (bf16 is much slower there); DTYPE overrides.
 A head- or choice-mode run has no LM head to serve: it is refused in one line.
 """
 
@@ -32,20 +22,14 @@ from mcqa.io import atomic_write_text, check_out_folder, write_json
 from mcqa.model import resolve_model
 from mcqa.readouts.endpoint import TOP_LOGPROBS, build_request
 from mcqa.registry import get_task
-from mcqa.train.runs import load_run, read_config, read_summary
+from mcqa.train.folder import read_config, read_summary
+from mcqa.train.runs import load_run
 from mcqa.schema import task_schema
+from mcqa.serve import ENGINES
+from mcqa.serve.engines import Bundle, Engine
 
-ENGINES = ("vllm",)
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TOKENIZER_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken")
-
-
-def lora_rank_flag(r: int) -> int:
-    for rank in VLLM_LORA_RANKS:
-        if rank >= r:
-            return rank
-    raise McqaError(f"lora.r {r} is above the largest rank vLLM serves ({VLLM_LORA_RANKS[-1]}); export with --merge")
 
 
 def _copy_plain(src: Path, dst: Path, names: list[str]) -> list[str]:
@@ -62,8 +46,7 @@ def _copy_plain(src: Path, dst: Path, names: list[str]) -> list[str]:
 
 
 def export(run_dir: str | Path, out: str | Path, engine: str = "vllm", merge: bool = False, name: str | None = None) -> Path:
-    if engine not in ENGINES:
-        raise McqaError(f"--to {engine}: mcqa exports for {', '.join(ENGINES)}")
+    serving = ENGINES.resolve(engine)  # a wrong name: one line with its did-you-mean, before anything is read
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)  # finished, and run.json agrees with config.yaml
     config = read_config(run_dir)
@@ -79,7 +62,7 @@ def export(run_dir: str | Path, out: str | Path, engine: str = "vllm", merge: bo
     if out.exists():
         shutil.rmtree(out)
     try:
-        _fill(run_dir, summary, config, task, out, merge, name)
+        _fill(run_dir, summary, config, task, out, merge, name, serving)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -89,7 +72,7 @@ def export(run_dir: str | Path, out: str | Path, engine: str = "vllm", merge: bo
     return final
 
 
-def _fill(run_dir: Path, summary, config, task, out: Path, merge: bool, name: str | None) -> None:
+def _fill(run_dir: Path, summary, config, task, out: Path, merge: bool, name: str | None, serving: Engine) -> None:
     served = name or f"{task.name}-{run_dir.name}"[:64]
     if not served.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise McqaError(f"--name {served!r}: use letters, digits, '-', '_' and '.' only (it goes on serve.sh's command line)")
@@ -126,47 +109,9 @@ def _fill(run_dir: Path, summary, config, task, out: Path, merge: bool, name: st
         "base_model_path": str(base) if base is not None else None, "served_model": served, "merged": merge,
         "lora_r": config.lora.r, "max_logprobs": most, "temperature": None,
         "temperature_note": "a generate-mode run fits no temperature; pass --readout-opt temperature=T to apply one",
-        "run": str(run_dir.resolve()), "exported_at": time.strftime("%Y-%m-%d %H:%M:%S")})
-    atomic_write_text(out / "serve.sh", serve_script(served, base, merge, config.lora.r, most))
-    (out / "serve.sh").chmod(0o755)
-    atomic_write_text(out / "README.md", readme(task.name, served, summary.protocol))
-
-
-def serve_script(served: str, base: Path | str | None, merge: bool, r: int, max_logprobs: int) -> str:
-    if not merge and any(c in str(base) for c in '"$`\\\n'):
-        raise McqaError(f"base model path {str(base)!r} holds characters a shell script cannot quote plainly; move it")
-    model = '"$HERE/model"' if merge else f'"${{MODEL:-{base}}}"'
-    lora = [] if merge else ["--served-model-name", "base", "--enable-lora", f'--lora-modules "{served}=$HERE/adapter"',
-                             f"--max-lora-rank {lora_rank_flag(r)}"]
-    served_flag = [f"--served-model-name {served}"] if merge else []
-    flags = [f"--model {model}", '--tokenizer "$HERE/tokenizer"', *served_flag, *lora, f"--max-logprobs {max_logprobs}",
-             "--logprobs-mode processed_logprobs", "--generation-config vllm", '--dtype "${DTYPE:-float32}"',
-             '--host "${HOST:-127.0.0.1}"', '--port "${PORT:-8000}"']
-    return ("#!/bin/sh\n"
-            "# Serve this bundle with vLLM's OpenAI-compatible server (exported by `mcqa export`).\n"
-            "# PYTHON: the Python of an environment with vLLM; MODEL: the base model (a folder or hub id);\n"
-            "# extra arguments go to the server (e.g. --tensor-parallel-size 2 on GPUs).\n"
-            "set -e\n"
-            'HERE="$(cd "$(dirname "$0")" && pwd)"\n'
-            'exec "${PYTHON:-python}" -m vllm.entrypoints.openai.api_server \\\n    '
-            + " \\\n    ".join(flags) + ' \\\n    "$@"\n')
-
-
-def readme(task: str, served: str, protocol: str) -> str:
-    return f"""# {served}: an mcqa run served by vLLM
-
-Serve it (an environment with vLLM; `scripts/vllm-serve.sh` in mcqa makes one on a CPU):
-
-    PYTHON=/path/to/vllm-env/bin/python ./serve.sh
-
-Read it out and score it with mcqa (structured outputs from the task's schema, label
-probabilities from the server's logprobs; the request is in request.json):
-
-    mcqa score --task {task} --protocol {protocol} --split test --endpoint http://127.0.0.1:8000/v1 --served-model {served}
-    mcqa predict --task {task} --data new.jsonl --endpoint http://127.0.0.1:8000/v1 --served-model {served} --out preds.jsonl
-
-An interrupted `predict --out` resumes where it stopped. On GPUs the same bundle serves with
-tensor parallelism (`./serve.sh --tensor-parallel-size 2`) or data parallelism
-(`./serve.sh --data-parallel-size 2`), and `--dtype bfloat16` (DTYPE=bfloat16).
-"""
-
+        "run": str(run_dir.resolve()), "engine": serving.name, "exported_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+    bundle = Bundle(task.name, summary.protocol, served, base, merge, config.lora.r, most)
+    for file_name, text in serving.files(bundle).items():
+        atomic_write_text(out / file_name, text)
+        if file_name == "serve.sh":
+            (out / file_name).chmod(0o755)

@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from transformers import SchedulerType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mcqa.errors import McqaError, UnknownTaskError, did_you_mean
 from mcqa.io import read_text
 from mcqa.model import DEFAULT_MODEL
-from mcqa.modes import MODES
 from mcqa.registry import get_task
 
 # transformers' own scheduler names, checked here rather than by TrainingArguments after the model has loaded.
-SCHEDULERS = tuple(s.value for s in SchedulerType)
+# transformers' SchedulerType values, written out so that reading a run's config imports no
+# transformers (`mcqa runs` stays light); a test checks they are still the same.
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+              "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy")
 Scheduler = Literal[SCHEDULERS]  # type: ignore[valid-type]
 
 
@@ -39,6 +40,11 @@ class LoraSettings(BaseModel):
                                "there (faster on a CPU); none: every layer")
 
 
+# A setting marked so changes how fast a run goes, how much memory it takes or what it may run,
+# not what it learns: `mcqa compare` pools runs that differ only in these (and in fold and folder).
+_SPEED = {"incidental": True}
+
+
 class TrainConfig(BaseModel):
     """Defaults follow the published recipes: LoRA r=16, alpha=32, no dropout, on every
     projection, lr 3e-4, cosine schedule, 10% warmup, effective batch 16. A task may set its
@@ -49,15 +55,16 @@ class TrainConfig(BaseModel):
     task: str
     protocol: str | None = Field(None, description="split protocol; default: the task's first")
     model: str = Field(DEFAULT_MODEL, description="hub id, local folder, or an alias from `mcqa models`")
-    mode: str = Field("generate", description="training mode: " + MODES.help())
+    mode: str = Field("generate", pattern=r"^[A-Za-z0-9_]+$", description="training mode (`mcqa train --help` lists them; "
+                      "checked against the registry before a run folder is made)")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     learning_rate: float = Field(3e-4, gt=0)
     lr_scheduler: Scheduler = "cosine"
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(16, ge=1, description="effective batch: micro batch x accumulation x processes")
-    micro_batch_size: int = Field(8, ge=1, description="examples per forward pass on one process")
-    max_batch_tokens: int | None = Field(1024, ge=16, description="tokens per forward pass (rows x padded width, plus the "
+    micro_batch_size: int = Field(8, ge=1, description="examples per forward pass on one process", json_schema_extra=_SPEED)
+    max_batch_tokens: int | None = Field(1024, ge=16, json_schema_extra=_SPEED, description="tokens per forward pass (rows x padded width, plus the "
                                          "shared prefix once): a bigger micro batch runs as row chunks with the same "
                                          "gradient; bounds memory (bench/train_memory.md); null: no bound")
     epochs: float = Field(3, gt=0, le=10_000)
@@ -71,31 +78,27 @@ class TrainConfig(BaseModel):
     max_test_examples: int | None = Field(None, ge=1, description="test on a seeded sample of N test examples (quick runs; "
                                           "run.json and the test report say so)")
     group_by_length: bool = Field(True, description="batch examples of similar length together (less padding)")
-    share_prefix: bool = Field(True, description="encode the prompt prefix all examples share once per batch")
-    eval_batch_size: int = Field(16, ge=1)
+    share_prefix: bool = Field(True, description="encode the prompt prefix all examples share once per batch", json_schema_extra=_SPEED)
+    eval_batch_size: int = Field(16, ge=1, json_schema_extra=_SPEED)
     eval_max_new_tokens: int | None = Field(None, ge=1, description="default: longest target + 16")
     best_metric: str = Field("joint", description="joint, parse_failure_rate, <field>_accuracy or <field>_macro_f1")
     patience: int | None = Field(3, ge=1, description="stop after this many epochs without improvement")
     seed: int = Field(0, ge=0, lt=2**32, description="numpy and torch take 0 .. 2**32-1")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, json_schema_extra=_SPEED)
     qlora: bool = Field(False, description="load the base model in 4 bits (bitsandbytes, CUDA only)")
-    trust_remote_code: bool = False
-    logging_steps: int = Field(5, ge=1)
-    output_dir: str | None = Field(None, description="run folder; default runs/train/<task>-<mode>-<time>")
-
-    @field_validator("mode")
-    @classmethod
-    def _known_mode(cls, v: str) -> str:
-        if v not in MODES:
-            raise ValueError(f"unknown training mode '{v}'{did_you_mean(v, MODES)} (known: {', '.join(MODES)})")
-        return v
+    trust_remote_code: bool = Field(False, json_schema_extra=_SPEED)
+    logging_steps: int = Field(5, ge=1, json_schema_extra=_SPEED)
+    output_dir: str | None = Field(None, description="run folder; default runs/train/<task>-<mode>-<time>", json_schema_extra=_SPEED)
 
     @model_validator(mode="after")
     def _check_batch(self) -> "TrainConfig":
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
         return self
+
+
+INCIDENTAL = frozenset(name for name, f in TrainConfig.model_fields.items() if (f.json_schema_extra or {}).get("incidental"))
 
 
 def best_metric_names(task: Any) -> list[str]:
@@ -196,6 +199,15 @@ def defaults_used(task_name: str, path: str | Path | None, overrides: dict) -> d
     mine = flat_settings(_merge(read_config_file(path) if path is not None else {}, overrides))
     return {k: v for k, v in flat_settings(task_defaults(task_name)).items()
             if k not in mine and not any(k.startswith(g + ".") for g in mine)}
+
+
+def defaults_note(task_name: str, path: str | Path | None, overrides: dict) -> str | None:
+    """One line naming the settings that came from the task's train_defaults (what the user did
+    not set in a config file or on the command line); said once the run is set up."""
+    used = defaults_used(task_name, path, overrides)
+    if not used:
+        return None
+    return f"task '{task_name}' defaults: " + " ".join(f"{k}={v}" for k, v in used.items()) + " (a config file or key=value overrides win)"
 
 
 def task_defaults(name: Any) -> dict:

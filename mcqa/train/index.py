@@ -13,11 +13,13 @@ from rich import box
 from rich.cells import cell_len
 from rich.table import Table
 
+from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.io import read_json
-from mcqa.train.runs import CONFIG_FILE, RUN_MARKER, RunSummary, read_summary
+from mcqa.paths import RUNS
+from mcqa.train.folder import CONFIG_FILE, RUN_MARKER, RunSummary, read_summary
 
-DEFAULT_ROOT = Path("runs")
+DEFAULT_ROOT = RUNS
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,27 @@ def latest_run(task: str, root: str | Path = DEFAULT_ROOT) -> Path | None:
         if r.summary is not None and r.summary.task == task:
             return r.folder
     return None
+
+
+def latest_run_to_score(task: str, root: str | Path = DEFAULT_ROOT) -> Path:
+    """With nothing to score named: the newest finished run of the task, said in one line."""
+    run = latest_run(task, root)
+    if run is None:
+        raise McqaError(f"nothing to score: no finished `mcqa train` run of task '{task}' under {root}/; "
+                        "pass --predictions FILE.jsonl (outputs from anywhere), --model M (zero-shot) or --adapter RUN")
+    console.print(f"scoring the most recent finished run of '{task}': {run} (pass --adapter RUN for another)",
+                  markup=False, highlight=False, soft_wrap=True)
+    return run
+
+
+def run_protocol(adapter: Path | None, task: str) -> str | None:
+    """A trained run is read on its own protocol's split unless --protocol says otherwise (a cv
+    fold's test split is not the default protocol's). A run of another task is left to the
+    loader to refuse, with its own message."""
+    if adapter is None:
+        return None
+    summary = read_summary(adapter)
+    return summary.protocol if summary.task == task else None
 
 
 # The one score the narrow listing shows: every field right at once, on the test split (for a

@@ -43,7 +43,8 @@ from mcqa.readouts import get_readout, run_readout
 from mcqa.eval.records import Prediction
 from mcqa.registry import get_task
 from mcqa.train.start import claim_run_dir, open_run, removed_if_refused
-from mcqa.train.runs import RUN_MARKER, complete_checkpoint, is_main, torch_dtype
+from mcqa.train.folder import RUN_MARKER, is_main
+from mcqa.train.runs import complete_checkpoint, torch_dtype
 from mcqa.schema import task_schema
 from mcqa.eval.scoring import score
 from mcqa.splits import other_orders

@@ -1,140 +1,32 @@
-"""Run folders: the completion marker, reading a run back (its config, summary, model and
-adapter), and checking weight files and checkpoints. Starting a run (the folder's name, the
-checks made before it is made, the lock) is mcqa.train.start.
-
-A run folder may come from anyone (a colleague, a download), so everything read from it is
-untrusted input and is validated here, in one place, before use: config.yaml through the typed
-config and the registries, run.json field by field. Its values never turn on remote code (only
-the user's own --trust-remote-code does) and are never used to build a path unchecked.
-A run is complete only when run.json exists (written last, atomically).
-"""
+"""Loading a finished run (base model + adapter, heads restored) and checking weight files and
+checkpoints (a truncated safetensors file, an unsafe pickle, a checkpoint cut off by a kill).
+Reading a run folder without loading anything is mcqa.train.folder."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import shutil
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import safe_globals  # the numpy types Trainer's rng_state.pth holds
 
-from mcqa.train.config import TrainConfig, load_config
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.io import read_json
 from mcqa.model import load_causal_lm, weight_shapes
-from mcqa.modes import MODES, get_mode
+from mcqa.modes import get_mode
 from mcqa.registry import get_task
-from mcqa.task import Task
-
-RUN_MARKER = "run.json"
-CONFIG_FILE = "config.yaml"
-LOCK_FILE = ".mcqa.lock"
-# What a run writes before its first checkpoint: a folder holding only these kept no work.
-STARTED = {CONFIG_FILE, "schema.json", "tokenizer", "train_log.jsonl", "val_metrics.jsonl", "checkpoints", ".adapter.tmp"}
-_REMOTE_CODE_FLAG = "--trust-remote-code"
+from mcqa.train.folder import check_remote_code, first_line, is_main, read_config, read_summary
 
 
 def torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-# ---------------------------------------------------------------- reading a run folder
-
-
-def read_config(run_dir: str | Path) -> TrainConfig:
-    """A run's config.yaml, validated: known keys and types, a registered task, one of its protocols."""
-    path = Path(run_dir) / CONFIG_FILE
-    config = load_config(path)
-    task = _task_of(path, config.task)
-    if config.protocol is not None and config.protocol not in task.protocols:
-        raise McqaError(f"{path}: protocol '{config.protocol}' is not one of task '{task.name}': {', '.join(task.protocols)}")
-    return config
-
-
-def _task_of(where: Path, name: Any) -> Task:
-    if not isinstance(name, str):
-        raise McqaError(f"{where}: 'task' must be a task name, got {type(name).__name__}")
-    try:
-        return get_task(name)
-    except McqaError as e:
-        raise McqaError(f"{where}: {e}") from None
-
-
-def _number(where: Path, summary: dict, key: str) -> float | None:
-    v = summary.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise McqaError(f"{where}: '{key}' must be a non-negative number, got {v!r}; the file is damaged, retrain or re-copy the run")
-    return v
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What run.json says about a finished run, every value checked."""
-
-    folder: Path
-    task: str
-    protocol: str
-    model: str
-    mode: str
-    train_seconds: float | None
-    trainable_parameters: float | None
-    test_examples_per_second: float | None
-    config: TrainConfig | None = None  # config.yaml, validated; None for a run folder without one
-
-
-def read_summary(run_dir: str | Path) -> RunSummary:
-    """A finished run's run.json: a JSON object whose task, protocol, mode and model are
-    registered names (and agree with config.yaml when there is one)."""
-    run_dir = Path(run_dir)
-    path = run_dir / RUN_MARKER
-    if not path.is_file():
-        raise McqaError(_unfinished(run_dir))
-    s = read_json(path)
-    if not isinstance(s, dict):
-        raise McqaError(f"{path}: expected a JSON object, got {type(s).__name__}; the file is damaged, retrain or re-copy the run")
-    task = _task_of(path, s.get("task"))
-    if s.get("protocol") not in task.protocols:
-        raise McqaError(f"{path}: protocol {s.get('protocol')!r} is not one of task '{task.name}': {', '.join(task.protocols)}")
-    if s.get("mode") not in MODES:
-        raise McqaError(f"{path}: mode {s.get('mode')!r} is not one of {', '.join(MODES)}")
-    if not isinstance(s.get("model"), str) or not s["model"].strip() or not s["model"].isprintable():
-        raise McqaError(f"{path}: 'model' must be a model name, got {s.get('model')!r}")
-    config = read_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else None
-    if config is not None:
-        for key in ("task", "mode", "model"):
-            if s[key] != getattr(config, key):
-                raise McqaError(f"{path}: {key} '{s[key]}' disagrees with {CONFIG_FILE} ('{getattr(config, key)}'); the run folder was edited")
-    return RunSummary(run_dir, task.name, s["protocol"], s["model"], s["mode"], _number(path, s, "train_seconds"),
-                      _number(path, s, "trainable_parameters"), _number(path, s, "test_examples_per_second"), config)
-
-
-def _unfinished(run_dir: Path) -> str:
-    if (run_dir / CONFIG_FILE).is_file():
-        return f"{run_dir}: not a finished training run (no {RUN_MARKER}); finish it with `mcqa train --resume {run_dir}`"
-    return f"{run_dir}: not a training run folder (no {RUN_MARKER}, no {CONFIG_FILE}); pass a folder written by `mcqa train`"
-
-
-def check_remote_code(config: TrainConfig, where: Path, trust_remote_code: bool) -> None:
-    """A run folder never turns on remote code by itself: only the user's own flag does."""
-    if config.trust_remote_code and not trust_remote_code:
-        raise McqaError(f"{where / CONFIG_FILE}: this run's model '{config.model}' runs its own Python code "
-                        f"(trust_remote_code: true); mcqa runs it only if you pass {_REMOTE_CODE_FLAG} yourself, "
-                        "and only do so if you trust where the run came from")
 
 
 def load_run(run_dir: str | Path, task: str | None = None, model: str | None = None, trust_remote_code: bool = False):
@@ -162,20 +54,15 @@ def load_run(run_dir: str | Path, task: str | None = None, model: str | None = N
     try:
         tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", trust_remote_code=False)
     except Exception as e:  # transformers raises many types for a damaged folder
-        raise McqaError(f"{run_dir / 'tokenizer'}: could not load the tokenizer ({_first_line(e)}); re-copy the run") from None
+        raise McqaError(f"{run_dir / 'tokenizer'}: could not load the tokenizer ({first_line(e)}); re-copy the run") from None
     base = load_causal_lm(config.model, dtype=torch_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
     net = get_mode(config.mode).build(base, tokenizer, run_task)
     try:
         net = PeftModel.from_pretrained(net, run_dir / "adapter")
     except Exception as e:  # a refused pickle, mismatched shapes, a bad config: one line naming the folder
-        raise McqaError(f"{run_dir / 'adapter'}: could not load the adapter ({_first_line(e)}); retrain or re-copy the run") from None
+        raise McqaError(f"{run_dir / 'adapter'}: could not load the adapter ({first_line(e)}); retrain or re-copy the run") from None
     net.eval()
     return net, tokenizer, run_task, config
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -216,9 +103,9 @@ def _pickle_problem(f: Path) -> str | None:
         with safe_globals():
             torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        return f"{f}: refused, it holds objects that are not plain tensors ({_first_line(e).split('. ')[0]})"
+        return f"{f}: refused, it holds objects that are not plain tensors ({first_line(e).split('. ')[0]})"
     except Exception as e:  # a damaged zip member, a short read
-        return f"{f}: truncated or damaged ({_first_line(e)})"
+        return f"{f}: truncated or damaged ({first_line(e)})"
     return None
 
 

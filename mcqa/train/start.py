@@ -23,8 +23,11 @@ from mcqa.train.config import TrainConfig, settings_problems
 from mcqa.errors import McqaError
 from mcqa.io import unique_name
 from mcqa.model import ALIASES, check_causal_lm, load_model_config, resolve_model
+from mcqa.modes import get_mode
+from mcqa.paths import TRAIN, train_dir
 from mcqa.registry import get_task
-from mcqa.train.runs import CONFIG_FILE, LOCK_FILE, RUN_MARKER, STARTED, check_remote_code, is_main, read_config, weight_names, weights_problem
+from mcqa.train.folder import CONFIG_FILE, LOCK_FILE, RUN_MARKER, STARTED, check_remote_code, is_main, read_config
+from mcqa.train.runs import weight_names, weights_problem
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -32,8 +35,8 @@ def new_run_dir(config: TrainConfig) -> Path:
         return Path(config.output_dir)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Processes of one torchrun launch share a parent (the launcher), not a clock second.
-        return Path("runs") / "train" / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d')}-launch{os.getppid()}"
-    return Path("runs") / "train" / unique_name(f"{config.task}-{config.mode}")
+        return TRAIN / f"{config.task}-{config.mode}-{time.strftime('%Y%m%d')}-launch{os.getppid()}"
+    return train_dir(config.task, config.mode)
 
 
 _LOCKS: dict[str, int] = {}
@@ -147,6 +150,7 @@ def check_settings(config: TrainConfig) -> None:
     now and reported at once: the schedule, the metric that picks the best epoch, the LoRA
     target modules (against the model's weight names, read from its files without loading it)."""
     task = get_task(config.task)
+    get_mode(config.mode)  # a wrong name: one line with its did-you-mean, before the model's files are read
     model_config = load_model_config(config.model, trust_remote_code=config.trust_remote_code)
     if model_config is not None:  # an encoder or a vision-only model: one line, before anything is made
         check_causal_lm(model_config)
