@@ -211,12 +211,12 @@ def test_knn_votes_the_nearest_training_labels_with_k_chosen_on_validation(monke
     fitted = result["fields"]["color"]
     assert fitted["k"] in B.K_GRID and fitted["k"] <= SIZES["train"]
     tried = []
-    real = B.KNeighborsClassifier
+    real = label_fits.KNeighborsClassifier
 
     def spy(n_neighbors, **kw):
         tried.append(n_neighbors)
         return real(n_neighbors=n_neighbors, **kw)
-    monkeypatch.setattr(B, "KNeighborsClassifier", spy)
+    monkeypatch.setattr(label_fits, "KNeighborsClassifier", spy)
     B.run_baseline("knn", LABELS, cache=None)
     assert tried == [k for k in B.K_GRID if k <= SIZES["train"]] * 2  # every k, for each of the two label fields
     with pytest.raises(B.BaselineNotApplicable, match="option order"):

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from mcqa.compare.baselines import Data, free_field_fill, gold, label_fields, mask_choices, predictions
+from mcqa.compare.label_fits import Data, free_field_fill, gold, label_fields, mask_choices, predictions
 from mcqa.errors import McqaError
 from mcqa.examples import load_split
 from mcqa.eval.records import Prediction, Record
