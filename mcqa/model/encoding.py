@@ -53,6 +53,12 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def pad_id(tokenizer) -> int:
+    """The one pad policy (as mcqa.model.load_tokenizer sets it): a tokenizer without a pad
+    token pads with its EOS."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def prompt_ids(tokenizer, task: Task, example: Example) -> list[int]:
     return tokenizer(render_prompt(tokenizer, task.messages(example)), add_special_tokens=False)["input_ids"]
 

@@ -1,18 +1,19 @@
 """Batch planning for the readouts. `prefix_batches` (rank, constrained): the prompt prefix
 every example shares is encoded once, batches are cut where prompt lengths make it cheaper
-and packed into Streams (mcqa.readouts.decoding). `length_batches` (generate, head): plain
-batches of a fixed size, longest prompts first."""
+and packed into Streams (mcqa.readouts.decoding). `read_batches` (generate, head, choice):
+plain batches of a fixed size, longest prompts first (`length_batches`), collated and read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from mcqa.console import track
 from mcqa.model.encoding import common_prefix_len, prompt_ids
 from mcqa.model.lm import CausalLM
+from mcqa.eval.records import Prediction
 from mcqa.readouts.decoding import SharedPrefix, open_streams, plan_chunks
 from mcqa.task import Example, Task
 
@@ -23,6 +24,23 @@ def length_batches(rows: list, size: int):
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
     for start in range(0, len(order), size):
         yield [rows[i] for i in order[start:start + size]]
+
+
+@torch.no_grad()
+def read_batches(model, rows: list[dict], batch_size: int, what: str, collate: Callable[[list[dict]], dict],
+                 read: Callable[[list[dict], dict[str, torch.Tensor]], list[Prediction]]) -> list[Prediction]:
+    """One prediction per row, in the rows' order: the model in eval mode, the rows in batches
+    of `batch_size` (length_batches) behind a progress line saying `what`, each batch collated,
+    moved to the model's device and given to `read(batch, encoded)`, which returns one
+    prediction per row of the batch."""
+    model.eval()
+    device = next(model.parameters()).device
+    out: dict[str, Prediction] = {}
+    batches = list(length_batches(rows, batch_size))
+    for batch in track(batches, f"{what} ({len(rows)} examples)", total=len(batches)):
+        enc = {k: v.to(device) for k, v in collate(batch).items()}
+        out |= {row["id"]: p for row, p in zip(batch, read(batch, enc))}
+    return [out[row["id"]] for row in rows]
 
 
 def prefix_batches(lm: CausalLM, tokenizer, task: Task, examples: list[Example], batch_size: int, row_tokens: int | None,

@@ -4,12 +4,9 @@ token came within max_new_tokens."""
 
 from __future__ import annotations
 
-import torch
-
-from mcqa.console import track
-from mcqa.model.encoding import LeftPadCollator, prompt_ids, stop_token_ids
+from mcqa.model.encoding import LeftPadCollator, pad_id, prompt_ids, stop_token_ids
 from mcqa.readouts.base import BATCH_SIZE, Options, default_max_new_tokens, register_readout
-from mcqa.readouts.batching import length_batches
+from mcqa.readouts.batching import read_batches
 from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
@@ -25,30 +22,26 @@ def generate(model, tokenizer, task: Task, examples: list[Example], *, max_new_t
     return generate_outputs(model, tokenizer, task, examples, max_new_tokens or default_max_new_tokens(tokenizer, task), batch_size)
 
 
-@torch.no_grad()
 def generate_outputs(model, tokenizer, task: Task, examples: list[Example], max_new_tokens: int, batch_size: int = 16) -> list[Prediction]:
     """Greedy generation, batched and left-padded; `truncated` when no stop token came."""
-    model.eval()
     stops = stop_token_ids(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    collate = LeftPadCollator(pad)
-    rows = [{"id": e.id, "input_ids": prompt_ids(tokenizer, task, e)} for e in examples]
-    device = next(model.parameters()).device
-    out: dict[str, dict] = {}
-    batches = list(length_batches(rows, batch_size))
-    for batch in track(batches, f"generating ({len(rows)} examples)", total=len(batches)):
-        enc = collate(batch)
+    pad = pad_id(tokenizer)
+
+    def read(batch: list[dict], enc: dict) -> list[Prediction]:
         gen = model.generate(
-            input_ids=enc["input_ids"].to(device),
-            attention_mask=enc["attention_mask"].to(device),
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=stops,
             pad_token_id=pad,
         )
-        new = gen[:, enc["input_ids"].shape[1]:]
-        for row, seq in zip(batch, new.tolist()):
+        out = []
+        for row, seq in zip(batch, gen[:, enc["input_ids"].shape[1]:].tolist()):
             ended = next((i for i, t in enumerate(seq) if t in stops), None)
             text = tokenizer.decode(seq[:ended] if ended is not None else seq, skip_special_tokens=False)
-            out[row["id"]] = {"id": row["id"], "output": text, "truncated": ended is None}
-    return [out[e.id] for e in examples]
+            out.append({"id": row["id"], "output": text, "truncated": ended is None})
+        return out
+
+    rows = [{"id": e.id, "input_ids": prompt_ids(tokenizer, task, e)} for e in examples]
+    return read_batches(model, rows, batch_size, "generating", LeftPadCollator(pad), read)

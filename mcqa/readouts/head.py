@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from mcqa.console import track
-from mcqa.model.encoding import LeftPadCollator, encode_head, shared_prefix
+from mcqa.model.encoding import LeftPadCollator, encode_head, pad_id, shared_prefix
 from mcqa.model.lm import capabilities
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
-from mcqa.readouts.batching import length_batches
+from mcqa.readouts.batching import read_batches
 from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
@@ -25,32 +24,28 @@ def head(model, tokenizer, task: Task, examples: list[Example], *, batch_size: i
     return head_outputs(model, tokenizer, task, examples, batch_size)
 
 
-@torch.no_grad()
 def head_outputs(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16, share_prefix: bool = True) -> list[Prediction]:
     """Argmax of each field's head as the output JSON, with the softmax as probabilities."""
-    model.eval()
     spaces = task.label_spaces
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows = [{**r, "field_labels": None} for r in encode_head(tokenizer, task, [_unlabeled(e) for e in examples])]
     # The prompt prefix every example shares (system prompt, instructions) is encoded once per
     # batch, where the model's layers allow it exactly.
     share_prefix = share_prefix and bool(rows) and capabilities(model).prefix_shared(max(r["length"] for r in rows))[0]
-    collate = LeftPadCollator(pad, prefix=shared_prefix(rows) if share_prefix else None)
-    device = next(model.parameters()).device
-    out: dict[str, dict] = {}
-    batches = list(length_batches(rows, batch_size))
-    for batch in track(batches, f"classifying ({len(rows)} examples)", total=len(batches)):
-        enc = {k: v.to(device) for k, v in collate(batch).items() if k in ("input_ids", "attention_mask", "position_ids", "prefix_ids")}
-        logits = model(**enc)["logits"]
-        probs = [torch.softmax(lg.float(), dim=-1).cpu() for lg in logits]
+    collate = LeftPadCollator(pad_id(tokenizer), prefix=shared_prefix(rows) if share_prefix else None)
+
+    def read(batch: list[dict], enc: dict) -> list[Prediction]:
+        probs = [torch.softmax(lg.float(), dim=-1).cpu() for lg in model(**enc)["logits"]]
+        out = []
         for i, row in enumerate(batch):
             value, dist = {}, {}
             for f, p in zip(task.fields, probs):
                 values = spaces[f].values
                 value[f] = values[int(p[i].argmax())]
                 dist[f] = {str(v): float(p[i, j]) for j, v in enumerate(values)}
-            out[row["id"]] = {"id": row["id"], "output": serialize_target(task.output, value), "probs": dist}
-    return [out[e.id] for e in examples]
+            out.append({"id": row["id"], "output": serialize_target(task.output, value), "probs": dist})
+        return out
+
+    return read_batches(model, rows, batch_size, "classifying", collate, read)
 
 
 def _unlabeled(e: Example) -> Example:
