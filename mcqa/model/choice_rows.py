@@ -19,9 +19,8 @@ from typing import Any
 
 import torch
 
-from mcqa.model.encoding import end_of_turn
+from mcqa.model.encoding import end_of_turn, message_ids
 from mcqa.errors import McqaError
-from mcqa.prompting import render_prompt
 from mcqa.task import Example, Task
 
 
@@ -37,7 +36,7 @@ def cloze_messages(task: Task, e: Example) -> list[dict[str, str]]:
 
 
 def cloze_prompt_ids(tokenizer, task: Task, e: Example) -> list[int]:
-    return tokenizer(render_prompt(tokenizer, cloze_messages(task, e)), add_special_tokens=False)["input_ids"]
+    return message_ids(tokenizer, cloze_messages(task, e))
 
 
 def encode_choice(tokenizer, task: Task, examples: list[Example]) -> list[dict[str, Any]]:

@@ -59,8 +59,13 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+def message_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Chat messages -> the prompt's token ids (render_prompt, no special tokens added)."""
+    return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+
 def prompt_ids(tokenizer, task: Task, example: Example) -> list[int]:
-    return tokenizer(render_prompt(tokenizer, task.messages(example)), add_special_tokens=False)["input_ids"]
+    return message_ids(tokenizer, task.messages(example))
 
 
 @dataclass

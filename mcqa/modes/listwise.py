@@ -19,10 +19,11 @@ from typing import Any
 import torch
 
 from mcqa.model.choice_rows import ChoiceCollator, check_choice_task, cloze_messages, encode_choice
+from mcqa.model.encoding import message_ids
 from mcqa.model.lm import base_model, capabilities, check_head_is_last, layer_masks
 from mcqa.modes.base import Mode, register_mode
 from mcqa.modes.generate import GENERATE
-from mcqa.prompting import neutral_messages, render_prompt
+from mcqa.prompting import neutral_messages
 from mcqa.task import Example, Task
 
 
@@ -32,7 +33,7 @@ def encode_listwise(tokenizer, task: Task, examples: list[Example]) -> list[dict
     rows = encode_choice(tokenizer, task, examples)
     for row, e in zip(rows, examples):
         neutral = neutral_messages(cloze_messages(task, e))
-        row["neutral_ids"] = tokenizer(render_prompt(tokenizer, neutral), add_special_tokens=False)["input_ids"]
+        row["neutral_ids"] = message_ids(tokenizer, neutral)
         row["length"] += len(row["neutral_ids"]) + sum(row["option_lengths"])
     return rows
 

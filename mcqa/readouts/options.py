@@ -25,9 +25,10 @@ from __future__ import annotations
 from typing import Literal
 
 from mcqa.eval.calibration import rank_record
-from mcqa.model.encoding import end_of_turn
+from mcqa.model.choice_rows import cloze_messages
+from mcqa.model.encoding import end_of_turn, message_ids
 from mcqa.errors import McqaError
-from mcqa.prompting import neutral_messages, render_prompt
+from mcqa.prompting import neutral_messages
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import prefix_batches
 from mcqa.model.lm import CausalLM
@@ -60,7 +61,7 @@ def option_texts(task: Task, e: Example) -> list[str]:
 
 
 def question_messages(task: Task, e: Example, prompt: str) -> list[dict[str, str]]:
-    return task.cloze(e) if prompt == "cloze" and task.cloze is not None else task.messages(e)
+    return cloze_messages(task, e) if prompt == "cloze" else task.messages(e)
 
 
 def option_logliks(model, tokenizer, task: Task, examples: list[Example], prompts: list[list[int]],
@@ -105,15 +106,11 @@ def options(model, tokenizer, task: Task, examples: list[Example], *, rule: str 
     eot = end_of_turn(tokenizer)
     ids = [[tokenizer(t + eot, add_special_tokens=False)["input_ids"] for t in opts] for opts in texts]
     messages = [question_messages(task, e, prompt) for e in examples]
-
-    def encode(ms):
-        return tokenizer(render_prompt(tokenizer, ms), add_special_tokens=False)["input_ids"]
-
-    loglik = option_logliks(model, tokenizer, task, examples, [encode(m) for m in messages], ids, batch_size, prefix_cache,
+    loglik = option_logliks(model, tokenizer, task, examples, [message_ids(tokenizer, m) for m in messages], ids, batch_size, prefix_cache,
                             "scoring options")
     neutral = None
     if rule == "pmi":
-        neutral = option_logliks(model, tokenizer, task, examples, [encode(neutral_messages(m)) for m in messages], ids,
+        neutral = option_logliks(model, tokenizer, task, examples, [message_ids(tokenizer, neutral_messages(m)) for m in messages], ids,
                                  batch_size, prefix_cache, "scoring options under a neutral prompt")
     field = task.choice_field
     letters = task.label_spaces[field].values  # letters[i] names options(example)[i]
