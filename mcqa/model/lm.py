@@ -62,10 +62,15 @@ class Capabilities:
         return tuple(sorted({t for t in self.layer_types if t not in FULL | SLIDING}))
 
     @property
+    def takes_4d_mask(self) -> bool:
+        """Whether the attention takes the 4D mask mcqa builds (sdpa or eager)."""
+        return self.attn_implementation in ("sdpa", "eager")
+
+    @property
     def trees(self) -> bool:
         """Whether a row may hold a tree of tokens under one mask (and a prefix's keys and
         values be shared by rows): every layer attends, and the mask is ours to give."""
-        return not self.stateful and self.attn_implementation in ("sdpa", "eager")
+        return not self.stateful and self.takes_4d_mask
 
     @property
     def bool_mask(self) -> bool:
@@ -79,7 +84,7 @@ class Capabilities:
             return False, f"the model has {'/'.join(self.stateful)} layers, which carry a state"
         if self.window is not None and longest > self.window:
             return False, f"rows of up to {longest} tokens pass its sliding window of {self.window}"
-        if self.attn_implementation not in ("sdpa", "eager"):
+        if not self.takes_4d_mask:
             return False, f"attention '{self.attn_implementation}' takes no cache-aware 4D mask"
         return True, ""
 
@@ -118,7 +123,7 @@ class CausalLM:
     def __init__(self, model):
         base = base_model(model)
         self.caps = capabilities(base)
-        if self.caps.attn_implementation not in ("sdpa", "eager"):
+        if not self.caps.takes_4d_mask:
             raise McqaError(f"the prefix-cached readouts build their own attention masks, which needs attention 'sdpa' or "
                             f"'eager' (the model uses '{self.caps.attn_implementation}'); load it with attn_implementation='sdpa'")
         model.eval()
