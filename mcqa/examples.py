@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mcqa.errors import DataError, McqaError
-from mcqa.io import read_jsonl
+from mcqa.io import read_jsonl, validation_problems
 from mcqa.eval.parsing import OutputParser
 from mcqa.task import SPLITS, Example, Task
 
@@ -38,8 +38,7 @@ def load_file(task: Task, path: str | Path) -> list[Example]:
         try:
             example = task.from_record(record)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-            raise DataError(f"{path}:{lineno}: not a valid '{task.name}' record: {problems}") from None
+            raise DataError(f"{path}:{lineno}: not a valid '{task.name}' record: {validation_problems(e)}") from None
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # what a task's from_record raises on a bad record
             raise DataError(f"{path}:{lineno}: not a valid '{task.name}' record: {e}") from None
         if example.target is not None:  # gold labels must be in the output contract too

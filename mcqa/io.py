@@ -1,6 +1,7 @@
 """File helpers: atomic writes (a run never leaves a half-written file), the checks on an
-output path the user names, path components made from untrusted values, and JSONL reading
-that names the file and line of a bad record."""
+output path the user names, path components made from untrusted values, JSONL reading
+that names the file and line of a bad record, and a Pydantic validation error of an untrusted value in one
+line."""
 
 from __future__ import annotations
 
@@ -276,3 +277,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; each line must be one JSON object")
         yield lineno, obj
+
+
+def validation_problems(error, root: str = "") -> str:
+    """A Pydantic ValidationError in one line: "field.sub: message; ...", `root` naming a
+    problem with the whole object."""
+    return "; ".join(f"{'.'.join(map(str, x['loc'])) or root}: {x['msg']}" for x in error.errors())

@@ -26,6 +26,7 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
+from mcqa.io import validation_problems
 from mcqa.task import label_spaces
 
 STATUSES = ("ok", "no_json", "invalid_json", "schema_error", "out_of_label_set", "truncated", "thinking_leak")
@@ -110,7 +111,7 @@ class OutputParser:
             value = self.model.model_validate_json(json.dumps(obj), strict=True).model_dump(mode="json")
             pydantic_error = ""
         except ValidationError as e:
-            value, pydantic_error = None, "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors())
+            value, pydantic_error = None, validation_problems(e, root="<root>")
         if not errors and value is not None:
             return Parsed("ok", value, notes)
         if not errors:  # Pydantic alone refused: report it as a shape error, never silently pass

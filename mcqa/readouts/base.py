@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError, did_you_mean
+from mcqa.io import validation_problems
 from mcqa.names import Registry
 from mcqa.prompting import serialize_target
 from mcqa.eval.records import Prediction
@@ -88,8 +89,7 @@ def check_options(readout: Readout, opts: dict[str, Any]) -> Options:
     try:
         return readout.options(**opts)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise McqaError(f"readout '{readout.name}': {problems}") from None
+        raise McqaError(f"readout '{readout.name}': {validation_problems(e)}") from None
 
 
 def run_readout(name: str, model, tokenizer, task: Task, examples: list[Example], **opts) -> list[Prediction]:

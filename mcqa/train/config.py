@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mcqa.errors import McqaError, UnknownTaskError, did_you_mean
-from mcqa.io import read_text
+from mcqa.io import read_text, validation_problems
 from mcqa.model import DEFAULT_MODEL
 from mcqa.registry import get_task
 
@@ -171,7 +171,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'config'}: {x['msg']}" for x in e.errors())
+        problems = validation_problems(e, root="config")
         where = f"{path}: " if path else ""
         n = len(e.errors())
         raise McqaError(f"{where}invalid config ({n} problem{'s' if n > 1 else ''}): {problems}") from None
@@ -223,8 +223,7 @@ def task_defaults(name: Any) -> dict:
     try:
         TrainConfig.model_validate({**defaults, "task": name})
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise McqaError(f"{task.source or name}: task '{name}' has invalid train_defaults ({problems})") from None
+        raise McqaError(f"{task.source or name}: task '{name}' has invalid train_defaults ({validation_problems(e)})") from None
     return defaults
 
 
