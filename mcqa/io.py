@@ -1,7 +1,7 @@
 """File helpers: atomic writes (a run never leaves a half-written file), the checks on an
 output path the user names, path components made from untrusted values, JSONL reading
-that names the file and line of a bad record, and a Pydantic validation error of an untrusted value in one
-line."""
+that names the file and line of a bad record, and the checks on values read from untrusted
+files (a finite number; a Pydantic validation error in one line)."""
 
 from __future__ import annotations
 
@@ -277,6 +277,11 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; each line must be one JSON object")
         yield lineno, obj
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float read from an untrusted file (a bool, NaN or infinity is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validation_problems(error, root: str = "") -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from mcqa.eval.calibration import apply_temperature, fit_temperature, with_optio
 from mcqa.console import console, quiet_foreign_log_deprecations
 from mcqa.errors import McqaError
 from mcqa.examples import load_split, resolve_protocol, sample_examples
-from mcqa.io import read_json, write_json
+from mcqa.io import is_number, read_json, write_json
 from mcqa.model import load_causal_lm, load_tokenizer
 from mcqa.modes import get_mode
 from mcqa.readouts import get_readout, run_readout
@@ -112,14 +111,11 @@ def _read_fit(path: Path, key: str) -> dict[str, Any] | None:
     except McqaError:
         fit = None
 
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
     ok = (isinstance(fit, dict) and fit.get("key") == key and isinstance(fit.get("fitted_on"), str)
-          and number(fit.get("temperature")) and fit["temperature"] > 0
-          and number(fit.get("n"))
-          and all(isinstance(fit.get(k), dict) and all(map(number, fit[k].values())) for k in ("validation_ece_before", "validation_ece_after"))
-          and isinstance(fit.get("validation_nll"), list) and len(fit["validation_nll"]) == 2 and all(map(number, fit["validation_nll"])))
+          and is_number(fit.get("temperature")) and fit["temperature"] > 0
+          and is_number(fit.get("n"))
+          and all(isinstance(fit.get(k), dict) and all(map(is_number, fit[k].values())) for k in ("validation_ece_before", "validation_ece_after"))
+          and isinstance(fit.get("validation_nll"), list) and len(fit["validation_nll"]) == 2 and all(map(is_number, fit["validation_nll"])))
     if not ok:
         console.print(f"ignoring {path}: not a temperature fit mcqa wrote; fitting again", style="yellow", markup=False,
                       highlight=False, soft_wrap=True)

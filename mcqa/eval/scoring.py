@@ -6,7 +6,6 @@ and the benches alike."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 from mcqa.eval import metrics as M
 from mcqa.console import track
 from mcqa.errors import DataError, McqaError
-from mcqa.io import read_jsonl
+from mcqa.io import is_number, read_jsonl
 from mcqa.eval.parsing import FAILURES, STATUSES, OutputParser
 from mcqa.prompting import LETTERS
 from mcqa.eval.records import Prediction, Record
@@ -88,7 +87,7 @@ def check_probs(probs: Any, where: str, task: Task | None) -> dict[str, dict[str
         for label, p in dist.items():
             if labels is not None and label not in labels:
                 raise DataError(f"{where}: probs['{field}'] has label '{label}', not one of {', '.join(labels)}")
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
+            if not is_number(p) or p < 0:
                 raise DataError(f"{where}: probs['{field}']['{label}'] must be a finite number >= 0, got {p!r}")
         total = sum(dist.values())
         if abs(total - 1) > PROB_TOLERANCE:

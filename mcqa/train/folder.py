@@ -12,7 +12,6 @@ A run is complete only when run.json exists (written last, atomically).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mcqa.errors import McqaError
-from mcqa.io import read_json
+from mcqa.io import is_number, read_json
 from mcqa.registry import get_task
 from mcqa.task import Task
 from mcqa.train.config import TrainConfig, load_config
@@ -61,7 +60,7 @@ def _number(where: Path, summary: dict, key: str) -> float | None:
     v = summary.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+    if not is_number(v) or v < 0:
         raise McqaError(f"{where}: '{key}' must be a non-negative number, got {v!r}; the file is damaged, retrain or re-copy the run")
     return v
 

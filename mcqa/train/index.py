@@ -4,7 +4,6 @@ read through mcqa.train.runs' readers (run folders are untrusted input); nothing
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from rich.table import Table
 
 from mcqa.console import console
 from mcqa.errors import McqaError
-from mcqa.io import read_json
+from mcqa.io import is_number, read_json
 from mcqa.paths import RUNS
 from mcqa.train.folder import CONFIG_FILE, RUN_MARKER, RunSummary, read_summary
 
@@ -48,7 +47,7 @@ def _test_scores(folder: Path) -> dict[str, float]:
     if not isinstance(test, dict):
         return {}
     return {str(k): float(v) for k, v in test.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            if is_number(v)}
 
 
 def _read(folder: Path) -> FoundRun:
