@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from helpers import REPO, CliRuns, assert_user_error, cli_env, load, run_cli, synth_env
+from helpers import REPO, CliRuns, assert_user_error, cli_env, gold_rows, load, run_cli, synth_env, write_jsonl
 
 from mcqa.model import qwen3_tokenizer_dir
 from mcqa.prompting import render_prompt, serialize_target
@@ -22,11 +22,6 @@ from mcqa.eval.scoring import parser_for
 BUILTIN = ("mmlu_pro", "mmlu_pro_answer", "notification", "recipe_mpr")
 FOLDERS = ["Work", "Personal", "Promotions", "Alerts"]
 WIDE = cli_env(COLUMNS="250")
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def partial_output(i: int, target: dict) -> str:
@@ -88,9 +83,8 @@ USER_OUTPUTS = {
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    task = get_task("notification")
     test = load("notification", "test", "seed")
-    gold = write_jsonl(d / "gold.jsonl", [{"id": e.id, "output": serialize_target(task.output, e.target)} for e in test])
+    gold = write_jsonl(d / "gold.jsonl", gold_rows("notification", "test", "seed"))
     partial = write_jsonl(d / "partial.jsonl", [{"id": e.id, "output": partial_output(i, e.target)} for i, e in enumerate(test)])
     first10 = write_jsonl(d / "first10.jsonl", [{"id": e.id, "output": json.dumps(e.target)} for e in test[:10]])
     lines = gold.read_text().splitlines()
@@ -124,7 +118,7 @@ def cli(tmp_path_factory):
     score = ["score", "--task", "notification", "--resamples", "50"]
     runs = CliRuns(d)
     # Runs that need a model, one after another: an empty model cache gets tiny-qwen3 installed,
-    # verified and used; then the user's cache (tiny-qwen3 built there on first use).
+    # verified and listed; then the test run's cache (conftest), where tiny-qwen3 is built on first use.
     # One intra-op thread each: several model runs at once on a busy machine otherwise spin
     # OpenMP threads against each other.
     models = cli_env(MCQA_CACHE=str(d / "cache"), OMP_NUM_THREADS="1")

@@ -16,8 +16,7 @@ from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
 from mcqa.eval.scoring import make_records
 
-from helpers import CliRuns, assert_user_error, cli_env, load, run_cli, synth_env
-from test_bad_inputs import fake_run
+from helpers import CliRuns, assert_user_error, cli_env, fake_run, load, run_cli, synth_env
 
 
 def test_compare_runs_end_to_end_and_every_number_comes_from_the_scorer(tmp_path):

@@ -4,31 +4,15 @@ split, the newest finished run), run folders found on disk, damaged ones said in
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
-from helpers import CliRuns, assert_user_error, load, synth_env
+from helpers import CliRuns, assert_user_error, fake_run, gold_rows, load, synth_env, write_jsonl
 
-from mcqa.train.config import dump_config, load_config
-from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
 from mcqa.train.index import find_runs, latest_run
 
 pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
-
-
-def fake_run(folder: Path, task: str = "synth", protocol: str = "default", finished_at: float | None = None,
-             test: dict | None = None) -> Path:
-    """A finished run's config.yaml and run.json (no adapter: nothing here loads a model)."""
-    folder.mkdir(parents=True)
-    config = load_config(None, {"task": task, "model": "tiny-qwen3", "protocol": protocol, "output_dir": str(folder)})
-    (folder / "config.yaml").write_text(dump_config(config))
-    summary = {"task": task, "protocol": protocol, "model": "tiny-qwen3", "mode": "generate", "test": test or {"joint": 0.5}}
-    (folder / "run.json").write_text(json.dumps(summary))
-    if finished_at is not None:
-        os.utime(folder / "run.json", (finished_at, finished_at))
-    return folder
+SYNTH_RUN = {"task": "synth", "protocol": "default"}  # what helpers.fake_run's runs are of here
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +21,11 @@ def first(tmp_path_factory):
     empty, with_runs = d / "empty", d / "with_runs"
     empty.mkdir()
     runs_root = with_runs / "runs" / "train"
-    fake_run(runs_root / "synth-old", finished_at=1_000_000)
-    fake_run(runs_root / "synth-new", finished_at=2_000_000)
-    fake_run(runs_root / "synth-newest-damaged", finished_at=3_000_000)
+    fake_run(runs_root / "synth-old", **SYNTH_RUN, finished_at=1_000_000)
+    fake_run(runs_root / "synth-new", **SYNTH_RUN, finished_at=2_000_000)
+    fake_run(runs_root / "synth-newest-damaged", **SYNTH_RUN, finished_at=3_000_000)
     (runs_root / "synth-newest-damaged" / "run.json").write_text("{not json")
-    task = get_task("synth")
-    gold = d / "gold.jsonl"
-    gold.write_text("".join(json.dumps({"id": e.id, "output": serialize_target(task.output, e.target)}) + "\n"
-                            for e in load("synth", "test", "default")))
+    gold = write_jsonl(d / "gold.jsonl", gold_rows("synth", "test", "default"))
     r = CliRuns(d)
     env = synth_env()
     r.start("no_split", ["score", "--task", "synth", "--predictions", gold, "--out", d / "out", "--resamples", "20"], env)
@@ -101,9 +82,9 @@ def test_score_with_nothing_named_scores_the_newest_finished_run(first):
 
 
 def test_find_runs_lists_finished_newest_first_and_damaged_in_one_line(tmp_path):
-    fake_run(tmp_path / "train" / "a", finished_at=1_000_000, test={"joint": 0.25, "label_accuracy": 0.25})
-    fake_run(tmp_path / "train" / "b", finished_at=2_000_000)
-    bad = fake_run(tmp_path / "train" / "c", finished_at=3_000_000)
+    fake_run(tmp_path / "train" / "a", **SYNTH_RUN, finished_at=1_000_000, test={"joint": 0.25, "label_accuracy": 0.25})
+    fake_run(tmp_path / "train" / "b", **SYNTH_RUN, finished_at=2_000_000)
+    bad = fake_run(tmp_path / "train" / "c", **SYNTH_RUN, finished_at=3_000_000)
     (bad / "run.json").write_text(json.dumps({"task": "synth", "protocol": "nope", "model": "tiny-qwen3", "mode": "generate"}))
     unfinished = tmp_path / "train" / "d"
     unfinished.mkdir()

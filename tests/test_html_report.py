@@ -25,8 +25,7 @@ from mcqa.registry import get_task
 from mcqa.eval.scoring import score
 from mcqa.eval.view import make_server
 
-from helpers import CLI, REPO, assert_user_error, cli_env, load, run_cli
-from test_bad_inputs import fake_run, gold_rows, tree, write_jsonl
+from helpers import CLI, REPO, assert_user_error, cli_env, fake_run, gold_rows, load, run_cli, tree, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
 

@@ -18,8 +18,7 @@ from mcqa.registry import get_task
 from mcqa.eval.scoring import make_records
 from mcqa.compare.stack import Member, fit_weights, stack
 
-from helpers import assert_user_error, load, run_cli, synth_env
-from test_bad_inputs import fake_run
+from helpers import assert_user_error, fake_run, load, run_cli, synth_env
 
 LABELS = ["north", "south", "east", "west"]
 WRONG = {"north": "south", "south": "east", "east": "west", "west": "north"}

@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 from families import save_family
-from helpers import assert_user_error, run_cli, synth_env
+from helpers import assert_user_error, fake_run, run_cli, synth_env
 from rich.cells import cell_len
-from test_first_use import fake_run
 
 from mcqa.errors import McqaError
 from mcqa.model import ALIASES
 from mcqa.model import aliases as alias_module
 
 pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
+SYNTH_RUN = {"task": "synth", "protocol": "default"}  # what helpers.fake_run's runs are of here
 
 LONG_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct-with-a-longer-name"
 METRICS = {"joint": 0.612, "label_accuracy": 0.734, "label_macro_f1": 0.558, "parse_failure_rate": 0.021}
@@ -37,15 +37,15 @@ METRICS = {"joint": 0.612, "label_accuracy": 0.734, "label_macro_f1": 0.558, "pa
 def listed(tmp_path):
     """Three finished runs (one on a long hub id), one unfinished, one damaged."""
     root = tmp_path / "runs" / "train"
-    fake_run(root / "synth-generate-20260101-101500", finished_at=1_000_000, test={"joint": 0.5})
-    fake_run(root / "synth-generate-20260102-101500", finished_at=2_000_000, test=METRICS)
-    long = fake_run(root / "synth-generate-20260103-101500-with-a-long-output-dir-name", finished_at=3_000_000, test=METRICS)
+    fake_run(root / "synth-generate-20260101-101500", **SYNTH_RUN, finished_at=1_000_000, test={"joint": 0.5})
+    fake_run(root / "synth-generate-20260102-101500", **SYNTH_RUN, finished_at=2_000_000, test=METRICS)
+    long = fake_run(root / "synth-generate-20260103-101500-with-a-long-output-dir-name", **SYNTH_RUN, finished_at=3_000_000, test=METRICS)
     for name in ("run.json", "config.yaml"):
         (long / name).write_text((long / name).read_text().replace("tiny-qwen3", LONG_MODEL))
     os.utime(long / "run.json", (3_000_000, 3_000_000))
     (root / "unfinished").mkdir()
     (root / "unfinished" / "config.yaml").write_text("task: synth\n")
-    fake_run(root / "damaged", finished_at=500_000)
+    fake_run(root / "damaged", **SYNTH_RUN, finished_at=500_000)
     (root / "damaged" / "run.json").write_text("{")
     return tmp_path
 
