@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 from itertools import combinations
 from typing import Any, Callable
 
-from mcqa.prompting import LETTERS, render_prompt, serialize_target
+from mcqa.prompting import LETTERS, render_prompt
 from mcqa.schema import schema_problem
 from mcqa.eval.scoring import compute_metrics, make_records, parser_for
-from mcqa.task import SPLITS, Example, Task, consistent
+from mcqa.task import SPLITS, Example, Task, consistent, gold_json
 
 SHOWN = 3  # problems quoted per failed rule; the rest are counted
 
@@ -68,7 +68,7 @@ def _gold_parses_back(c: Context) -> list[str]:
             continue
         if not consistent(c.task, e.target):
             out.append(f"{e.id}: gold {e.target} is not one of the task's allowed combinations")
-        text = serialize_target(c.task.output, e.target)
+        text = gold_json(c.task, e)
         parsed = parser.parse(text)
         if parsed.status != "ok" or parsed.value != e.target or parsed.notes:
             out.append(f"{e.id}: gold {text} parses as {parsed.status} {parsed.value!r} {list(parsed.notes) or ''}".rstrip())
@@ -79,7 +79,7 @@ def _gold_scores_perfect(c: Context) -> list[str]:
     out = []
     for protocol in c.task.protocols:
         examples = [e for e in c.split("test", protocol) if e.target is not None]
-        preds = {e.id: {"id": e.id, "output": serialize_target(c.task.output, e.target)} for e in examples}
+        preds = {e.id: {"id": e.id, "output": gold_json(c.task, e)} for e in examples}
         m = compute_metrics(c.task, make_records(c.task, examples, preds, progress=False), resamples=20)
         where = f"protocol {protocol}, test split"
         if m["n"] != len(examples) or m["parse"]["failure_rate"] != 0:
@@ -132,7 +132,7 @@ def _prompt_hides_gold(c: Context) -> list[str]:
     everywhere: dict[str, bool] = {}
     out = []
     for e, prompt in zip(labeled, prompts):
-        for answer in (serialize_target(c.task.output, e.target), json.dumps(e.target, ensure_ascii=False)):
+        for answer in (gold_json(c.task, e), json.dumps(e.target, ensure_ascii=False)):
             if answer in prompt:
                 if answer not in everywhere:
                     everywhere[answer] = all(answer in p for p in prompts)

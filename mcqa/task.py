@@ -16,7 +16,7 @@ import annotated_types
 from pydantic import BaseModel
 
 from mcqa.errors import TaskContractError
-from mcqa.prompting import LETTERS
+from mcqa.prompting import LETTERS, serialize_target
 
 SPLITS = ("train", "validation", "test")
 # An int field bounded to at most this many values is a label space (and ordinal);
@@ -180,6 +180,11 @@ def check_task(task: Any, name: str, source: str) -> Task:
         if problem:
             raise fail(problem)
     return replace(task, source=source)
+
+
+def gold_json(task: Task, example: Example) -> str:
+    """The example's gold target as the exact text a model is trained to emit (serialize_target)."""
+    return serialize_target(task.output, example.target)
 
 
 def combinations_from_mapping(parent: str, child: str, mapping: dict[Any, list[Any]]) -> tuple[dict[str, Any], ...]:

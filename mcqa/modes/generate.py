@@ -11,8 +11,7 @@ import torch
 
 from mcqa.model.encoding import IGNORE, end_of_turn, prompt_ids
 from mcqa.modes.base import Mode, register_mode
-from mcqa.prompting import serialize_target
-from mcqa.task import Example, Task
+from mcqa.task import Example, Task, gold_json
 
 
 def encode_generative(tokenizer, task: Task, examples: list[Example], eot: str | None = None) -> list[dict[str, Any]]:
@@ -21,7 +20,7 @@ def encode_generative(tokenizer, task: Task, examples: list[Example], eot: str |
     rows = []
     for e in examples:
         p = prompt_ids(tokenizer, task, e)
-        t = tokenizer(serialize_target(task.output, e.target) + eot, add_special_tokens=False)["input_ids"]
+        t = tokenizer(gold_json(task, e) + eot, add_special_tokens=False)["input_ids"]
         rows.append({"id": e.id, "input_ids": p + t, "labels": [IGNORE] * len(p) + t, "length": len(p) + len(t)})
     return rows
 
