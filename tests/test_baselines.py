@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from mcqa.compare.table import baselines as B
-from mcqa.compare.table import embeddings
+from mcqa.compare import baselines as B
+from mcqa.compare import embeddings, label_fits
 from mcqa.errors import McqaError
 from mcqa.examples import load_split
 from mcqa.registry import get_task

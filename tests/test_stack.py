@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mcqa.compare.table import stack as stack_module
+from mcqa.compare import stack as stack_module
 from mcqa.compare.table import compare
 from mcqa.errors import McqaError
 from mcqa.io import write_jsonl
