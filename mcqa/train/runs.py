@@ -13,16 +13,16 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import safe_globals  # the numpy types Trainer's rng_state.pth holds
 
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.io import read_json
-from mcqa.model import load_causal_lm, weight_shapes
+from mcqa.model import load_causal_lm, load_tokenizer, weight_shapes
+from mcqa.model.loading import first_line
 from mcqa.modes import get_mode
 from mcqa.registry import get_task
-from mcqa.train.folder import check_remote_code, first_line, is_main, read_config, read_summary
+from mcqa.train.folder import check_remote_code, is_main, read_config, read_summary
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -51,10 +51,7 @@ def load_run(run_dir: str | Path, task: str | None = None, model: str | None = N
     problem = weights_problem(run_dir / "adapter")
     if problem:
         raise McqaError(f"{problem}; retrain or re-copy the run")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", trust_remote_code=False)
-    except Exception as e:  # transformers raises many types for a damaged folder
-        raise McqaError(f"{run_dir / 'tokenizer'}: could not load the tokenizer ({first_line(e)}); re-copy the run") from None
+    tokenizer = load_tokenizer(run_dir / "tokenizer", trust_remote_code=False, damaged="re-copy the run")
     base = load_causal_lm(config.model, dtype=torch_dtype(config.dtype), trust_remote_code=config.trust_remote_code)
     net = get_mode(config.mode).build(base, tokenizer, run_task)
     try:
