@@ -21,7 +21,6 @@ from huggingface_hub import try_to_load_from_cache
 
 from mcqa.train.config import TrainConfig, settings_problems
 from mcqa.errors import McqaError
-from mcqa.io import unique_name
 from mcqa.model import ALIASES, check_causal_lm, load_model_config, resolve_model
 from mcqa.modes import get_mode
 from mcqa.paths import TRAIN, train_dir
