@@ -92,9 +92,9 @@ class Tree:
     commit: int | None
 
     @classmethod
-    def chain(cls, tokens: list[int], read_last: bool = True) -> Tree:
+    def chain(cls, tokens: list[int]) -> Tree:
         n = len(tokens)
-        return cls(list(tokens), list(range(-1, n - 1)), [n - 1] if read_last and n else [], n - 1 if n else None)
+        return cls(list(tokens), list(range(-1, n - 1)), [n - 1] if n else [], n - 1 if n else None)
 
 
 class Streams:
