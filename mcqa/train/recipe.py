@@ -25,31 +25,32 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-from transformers import BitsAndBytesConfig, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
-from mcqa.train.config import TrainConfig, dump_config
 from mcqa.console import console, quiet_foreign_log_deprecations
-from mcqa.model.encoding import chunk_share, row_chunks, shared_prefix
 from mcqa.errors import McqaError
-from mcqa.examples import load_split, resolve_protocol, sample_examples
 from mcqa.eval.html import write_training_report
+from mcqa.eval.records import Prediction
+from mcqa.eval.scoring import score
+from mcqa.examples import load_split, resolve_protocol, sample_examples
 from mcqa.io import atomic_write_text, write_json
-from mcqa.model import load_causal_lm, load_model_config, load_tokenizer
-from mcqa.model.lm import Capabilities, cache_kwargs, capabilities, lora_targets, prefix_cache
+from mcqa.model import load_model_config, load_tokenizer
+from mcqa.model.encoding import chunk_share, row_chunks, shared_prefix
+from mcqa.model.lm import Capabilities, cache_kwargs, capabilities, prefix_cache
 from mcqa.modes import Mode, get_mode
 from mcqa.readouts import get_readout, run_readout
-from mcqa.eval.records import Prediction
 from mcqa.registry import get_task
-from mcqa.train.start import claim_run_dir, open_run, removed_if_refused
-from mcqa.train.folder import RUN_MARKER, is_main
-from mcqa.train.runs import complete_checkpoint, torch_dtype
 from mcqa.schema import task_schema
-from mcqa.eval.scoring import score
 from mcqa.splits import other_orders
 from mcqa.task import Example, Task
-from mcqa.train.progress import fit_line, header, optimizer_steps, say, show, step_line, validation_table
+from mcqa.train.callbacks import JsonlLog, TrainProgress
+from mcqa.train.config import TrainConfig, dump_config
+from mcqa.train.folder import RUN_MARKER, is_main
+from mcqa.train.lora import adapter_line, build_model
+from mcqa.train.progress import header, optimizer_steps, say, show, validation_table
+from mcqa.train.runs import complete_checkpoint
+from mcqa.train.start import claim_run_dir, open_run, removed_if_refused
 
 VAL_RESAMPLES = 200
 
@@ -155,80 +156,6 @@ class McqaTrainer(Trainer):
             show(validation_table(self.history, f"{metric_key_prefix}_", config.best_metric, config.best_metric != "parse_failure_rate"))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
-
-
-class TrainProgress(TrainerCallback):
-    """mcqa's own progress lines (train_view.step_line) in place of Trainer's tqdm bar and its
-    printed dicts of strings; validation has its table (McqaTrainer.evaluate)."""
-
-    def __init__(self):
-        self.started = time.time()
-        self.done_before = 0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started, self.done_before = time.time(), state.global_step  # a resumed run starts past 0
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        if "loss" in logs:
-            say(step_line(state.global_step, state.max_steps, state.epoch or 0.0, logs, time.time() - self.started, self.done_before))
-        elif "train_runtime" in logs:
-            say(fit_line(state.global_step, logs["train_runtime"], logs.get("train_loss")))
-
-
-class JsonlLog(TrainerCallback):
-    """Every Trainer log line (loss, lr, grad norm, validation) appended to train_log.jsonl."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
-
-
-def build_model(config: TrainConfig, task: Task, tokenizer):
-    """The base model, built into the mode's model, with fresh LoRA adapters."""
-    set_seed(config.seed)  # LoRA's random init must not depend on what the process did before
-    kwargs: dict[str, Any] = {}
-    if config.qlora:
-        kwargs["quantization_config"] = qlora_config(config)
-    base = load_causal_lm(config.model, dtype=torch_dtype(config.dtype), trust_remote_code=config.trust_remote_code, **kwargs)
-    if config.qlora:
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=config.gradient_checkpointing)
-    elif config.gradient_checkpointing:
-        base.gradient_checkpointing_enable()
-        base.enable_input_require_grads()
-    mode = get_mode(config.mode)
-    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules or lora_targets(base), **last_layers(base, config.lora.layers),
-                      **mode.peft_kwargs(task))
-    return get_peft_model(mode.build(base, tokenizer, task), lora)
-
-
-def adapter_line(model) -> str:
-    """Which modules got LoRA adapters and how many parameters train (what the header promised)."""
-    names = sorted({n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A" in n})
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return f"LoRA adapters on {', '.join(names)}: {trainable:,} trainable parameters of {total:,}"
-
-
-def last_layers(base, n: int | None) -> dict[str, Any]:
-    """LoraConfig arguments that put LoRA on the last n decoder layers (PEFT's layers_to_transform)."""
-    if n is None:
-        return {}
-    total = base.config.get_text_config().num_hidden_layers
-    if n > total:
-        raise McqaError(f"lora.layers={n}, but the model has {total} decoder layers; use at most {total}")
-    return {"layers_to_transform": list(range(total - n, total)), "layers_pattern": "layers"}
-
-
-def qlora_config(config: TrainConfig):
-    """4-bit NF4 weights; run_start.qlora_problems has checked for CUDA and bitsandbytes before any folder was made."""
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
 
 
 def permuted_copies(task: Task, examples: list[Example], k: int, seed: int) -> list[Example]:
