@@ -13,7 +13,7 @@ from mcqa.train.progress import fit_line, say, step_line
 
 
 class TrainProgress(TrainerCallback):
-    """mcqa's own progress lines (train_view.step_line) in place of Trainer's tqdm bar and its
+    """mcqa's own progress lines (mcqa.train.progress.step_line) in place of Trainer's tqdm bar and its
     printed dicts of strings; validation has its table (McqaTrainer.evaluate)."""
 
     def __init__(self):
