@@ -32,7 +32,6 @@ from mcqa.prompting import neutral_messages
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import prefix_batches
 from mcqa.model.lm import CausalLM
-from mcqa.readouts.decoding import Tree
 from mcqa.readouts.trie import Trie
 from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
@@ -75,13 +74,9 @@ def option_logliks(model, tokenizer, task: Task, examples: list[Example], prompt
     for chunk, streams, suffixes in prefix_batches(lm, tokenizer, task, examples, batch_size, None, prefix_cache, what,
                                                    extra=[len(n) for n in needed], prompts=prompts):
         trees, index = {}, {}
-        for r, i in enumerate(chunk):
-            chain, trie = list(suffixes[r]), tries[i]
-            at = {0: len(chain) - 1} | {n: len(chain) + k for k, n in enumerate(needed[i])}
-            parents = list(range(-1, len(chain) - 1)) + [at[trie.parent[n]] for n in needed[i]]
-            read = [at[0]] + [at[n] for n in needed[i]]
-            trees[r] = Tree(chain + [trie.token[n] for n in needed[i]], parents, read, None)
-            index[r] = {n: k for k, n in enumerate([0] + needed[i])}
+        for r, i in enumerate(chunk):  # every suffix has a token (common_prefix_len), so the root is read
+            trees[r], _, read = tries[i].tree(suffixes[r], needed[i])
+            index[r] = {n: k for k, n in enumerate(read)}
         lps = streams.feed(trees)
         for r, i in enumerate(chunk):
             trie, lp = tries[i], lps[r]

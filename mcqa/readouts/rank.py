@@ -25,7 +25,7 @@ from mcqa.errors import McqaError
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import Row, prefix_batches
 from mcqa.model.lm import CausalLM
-from mcqa.readouts.decoding import Streams, Tree
+from mcqa.readouts.decoding import Streams
 from mcqa.readouts.trie import JOINT_LIMIT, LabelCandidates, Trie
 from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
@@ -71,14 +71,9 @@ def _rank_group(streams: Streams, plan: LabelCandidates, states: list[Row], grou
     for st in states:
         cands = plan.consistent(st.fixed, group, st.path)
         trie = Trie([c.ids[st.fed:] for c in cands])
-        needed = trie.needed(score)
-        chain = st.pending
-        # Fed index of each trie node; the root is the chain's last token, or -1 (the row's end).
-        index = {0: len(chain) - 1} | {n: len(chain) + k for k, n in enumerate(needed)}
-        parents = list(range(-1, len(chain) - 1)) + [index[trie.parent[n]] for n in needed]
-        read = ([index[0]] if chain else []) + [index[n] for n in needed]
-        trees.append(Tree(chain + [trie.token[n] for n in needed], parents, read, None))
-        plans.append((cands, trie, [0] * bool(chain) + needed, index))
+        tree, index, read_nodes = trie.tree(st.pending, trie.needed(score))
+        trees.append(tree)
+        plans.append((cands, trie, read_nodes, index))
     lps = streams.feed(dict(enumerate(trees)))
     results = []
     for r, (st, (cands, trie, read_nodes, index)) in enumerate(zip(states, plans)):

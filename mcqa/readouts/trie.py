@@ -24,6 +24,7 @@ from typing import Any
 from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError
 from mcqa.prompting import serialize_target
+from mcqa.readouts.decoding import Tree
 from mcqa.task import Task, completion, consistent
 
 JOINT_LIMIT = 64
@@ -125,3 +126,13 @@ class Trie:
         if score == "full":
             return [n for n in range(1, len(self.token)) if self.children[n]]
         return [n for n in range(1, len(self.token)) if self.count[n] >= 2]
+
+    def tree(self, chain: list[int], needed: list[int]) -> tuple[Tree, dict[int, int], list[int]]:
+        """One feed of a stream: `chain` (a prompt suffix, possibly empty), then the `needed`
+        nodes under their parents, the root being the chain's last token (or the stream's end).
+        Returns the Tree, each node's index among the fed tokens (-1: the stream's end) and the
+        nodes read, in the order their log-probs come back."""
+        index = {0: len(chain) - 1} | {n: len(chain) + k for k, n in enumerate(needed)}
+        parents = list(range(-1, len(chain) - 1)) + [index[self.parent[n]] for n in needed]
+        read = [0] * bool(chain) + needed
+        return Tree(list(chain) + [self.token[n] for n in needed], parents, [index[n] for n in read], None), index, read
