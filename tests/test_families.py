@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 from families import FAMILIES, WINDOW, family_model, save_family
-from helpers import load, run_cli
+from helpers import load, messages_ids, plain_logprobs, plain_loglik, run_cli
 
+from mcqa.conformance import check
 from mcqa.model.choice_rows import cloze_messages
 from mcqa.model.encoding import end_of_turn, prompt_ids, stop_token_ids
 from mcqa.model.lm import CausalLM, capabilities, lora_targets
@@ -35,12 +36,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module", params=FAMILIES)
 def family(request):
     return request.param, *family_model(request.param)
-
-
-def plain_logprobs(model, ids: list[int]) -> torch.Tensor:
-    """The next-token log-probs after `ids`, from one ordinary forward of the whole model."""
-    with torch.no_grad():
-        return torch.log_softmax(model(input_ids=torch.tensor([ids]), logits_to_keep=1).logits[0, -1].float(), dim=-1)
 
 
 def random_notifications(tok, n: int, seed: int) -> list[Example]:
@@ -84,13 +79,13 @@ def test_streams_read_what_a_plain_forward_reads(family):
         trees[s] = Tree(p[20:] + [11, 12, 13], list(range(-1, k - 1)) + [k - 1, k, k - 1], [k - 1, k, k + 1, k + 2], k)
     got = streams.feed(trees)
     for s, p in enumerate(prompts):
-        want = [plain_logprobs(model, p + extra) for extra in ([], [11], [11, 12], [13])]
+        want = [plain_logprobs(model, p + extra, last=1)[-1] for extra in ([], [11], [11, 12], [13])]
         assert max(float((a - b).abs().max()) for a, b in zip(got[s], want)) < TOL
     streams.feed({s: Tree.chain([20, 21]) for s in range(3)})
     streams.finish([1])
     got = streams.feed({2: Tree.chain([30]), 0: Tree.chain([31, 32])})
     for s, extra in ((2, [30]), (0, [31, 32])):
-        assert float((got[s][0] - plain_logprobs(model, prompts[s] + [11, 20, 21] + extra)).abs().max()) < TOL
+        assert float((got[s][0] - plain_logprobs(model, prompts[s] + [11, 20, 21] + extra, last=1)[-1]).abs().max()) < TOL
 
 
 # ------------------------------------------------------------ readouts against the brute force
@@ -111,7 +106,7 @@ class PlainStreams:
     def feed(self, trees):
         out = {}
         for s, t in trees.items():
-            out[s] = torch.stack([plain_logprobs(self.model, self.ends[s] + tree_path(t, j)) for j in t.read]) if t.read else torch.empty(0)
+            out[s] = torch.stack([plain_logprobs(self.model, self.ends[s] + tree_path(t, j), last=1)[-1] for j in t.read]) if t.read else torch.empty(0)
             self.last[s] = (self.ends[s], t)
             self.commit(s, t.commit)
         return out
@@ -165,10 +160,8 @@ def test_options_under_every_rule_and_permuted_equal_plain_forwards(family, orac
     messages = cloze_messages(task, e)
     cont = tok(task.options(e)[0] + eot, add_special_tokens=False)["input_ids"]
 
-    def loglik(ms):
-        ids = tok(render_prompt(tok, ms), add_special_tokens=False)["input_ids"]
-        return sum(float(plain_logprobs(model, ids + cont[:k])[t]) for k, t in enumerate(cont))
-    assert o["option_scores"]["pmi"][0] == pytest.approx(loglik(messages) - loglik(neutral_messages(messages)), abs=TOL)
+    pmi = plain_loglik(model, messages_ids(tok, messages), cont) - plain_loglik(model, messages_ids(tok, neutral_messages(messages)), cont)
+    assert o["option_scores"]["pmi"][0] == pytest.approx(pmi, abs=TOL)
     got = run_readout("permuted", model, tok, task, examples, orders=2)
     want = oracle("permuted", model, tok, task, examples, orders=2)
     assert all(close(list(g["probs"]["answer"].values()), list(w["probs"]["answer"].values())) for g, w in zip(got, want))
@@ -195,7 +188,7 @@ def test_generate_equals_a_greedy_loop_over_plain_forwards(family):
     for e, o in zip(examples, got):
         ids, new = prompt_ids(tok, task, e), []
         for _ in range(steps):
-            t = int(plain_logprobs(model, ids + new).argmax())
+            t = int(plain_logprobs(model, ids + new, last=1)[-1].argmax())
             if t in stops:
                 break
             new.append(t)
@@ -224,7 +217,7 @@ def test_head_and_choice_readouts_equal_plain_forwards(family):
     got = run_readout("choice", choice, tok, task, examples, batch_size=3)
     eot = end_of_turn(tok)
     for e, o in zip(examples, got):
-        prompt = tok(render_prompt(tok, cloze_messages(task, e)), add_special_tokens=False)["input_ids"]
+        prompt = messages_ids(tok, cloze_messages(task, e))
         with torch.no_grad():
             scores = [float(choice.choice_head(choice.backbone(input_ids=torch.tensor([prompt + tok(t + eot, add_special_tokens=False)["input_ids"]])).last_hidden_state[0, -1]))
                       for t in task.options(e)]
@@ -275,9 +268,6 @@ def test_a_model_that_is_no_causal_lm_is_one_line_before_any_run_folder(tmp_path
 def test_a_template_without_a_system_role_gets_the_system_text_in_the_first_user_turn(qwen_tokenizer):
     """Gemma 2's template raises on a system message; the system text then opens the first
     user turn, every built-in task still renders, and the conformance rules still pass."""
-    from mcqa.conformance import check
-    from mcqa.prompting import render_prompt
-
     tok = copy.deepcopy(qwen_tokenizer)
     tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
                          "{% endif %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"

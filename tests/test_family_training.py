@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 from families import FAMILIES, family_model
-from helpers import load
+from helpers import load, messages_ids
 from peft import LoraConfig, get_peft_model
 
 from mcqa.model.choice_rows import cloze_messages
 from mcqa.model.encoding import IGNORE
 from mcqa.model.lm import capabilities, lora_targets
 from mcqa.modes import get_mode
-from mcqa.prompting import neutral_messages, render_prompt
+from mcqa.prompting import neutral_messages
 from mcqa.registry import get_task
 from mcqa.train.recipe import batch_loss, collator_for, permuted_copies
 
@@ -58,7 +58,7 @@ def plain_loss(peft, mode: str, tok, task, rows, examples) -> torch.Tensor:
             scores = torch.stack([inner.choice_head(inner.backbone(input_ids=torch.tensor([r["input_ids"][:p] + o])).last_hidden_state[0, -1])[0]
                                   for o in options])
         else:
-            neutral = tok(render_prompt(tok, neutral_messages(cloze_messages(task, e))), add_special_tokens=False)["input_ids"]
+            neutral = messages_ids(tok, neutral_messages(cloze_messages(task, e)))
 
             def loglik(prompt, o):
                 lp = torch.log_softmax(peft(input_ids=torch.tensor([prompt + o]), logits_to_keep=len(o) + 1).logits[0].float(), -1)

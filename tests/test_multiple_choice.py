@@ -24,7 +24,7 @@ from mcqa.model.choice_rows import ChoiceCollator, encode_choice
 from mcqa.modes.choice import build_choice_model
 from mcqa.modes.generate import target_loss
 from mcqa.modes.listwise import ListwiseCollator, listwise_loss
-from mcqa.prompting import neutral_messages, render_prompt, serialize_target
+from mcqa.prompting import neutral_messages, serialize_target
 from mcqa.readouts import run_readout
 from mcqa.readouts.options import option_texts, question_messages
 from mcqa.registry import all_tasks, get_task
@@ -32,22 +32,13 @@ from mcqa.eval.scoring import score
 from mcqa.splits import other_orders
 from mcqa.train.recipe import train
 
-from helpers import cli_env, run_cli
+from helpers import cli_env, messages_ids, plain_loglik, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-3
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny inputs, one intra-op thread
-
-
-def _ids(tok, messages):
-    return tok(render_prompt(tok, messages), add_special_tokens=False)["input_ids"]
-
-
-def _loglik(model, prompt: list[int], cont: list[int]) -> float:
-    lp = torch.log_softmax(model(input_ids=torch.tensor([prompt + cont])).logits[0].float(), -1)
-    return sum(float(lp[len(prompt) + k - 1, t]) for k, t in enumerate(cont))
 
 
 @pytest.mark.parametrize("task_name,protocol", [("recipe_mpr", "split"), ("mmlu_pro_answer", "seed")])
@@ -65,8 +56,8 @@ def test_options_readout_scores_each_option_as_a_plain_forward_would(tiny, task_
         assert not any(t in messages[-1]["content"] for t in texts)  # cloze: the options are not shown
         for j, text in enumerate(texts):
             cont = tok(text + eot, add_special_tokens=False)["input_ids"]
-            full = _loglik(model, _ids(tok, messages), cont)
-            neutral = _loglik(model, _ids(tok, neutral_messages(messages)), cont)
+            full = plain_loglik(model, messages_ids(tok, messages), cont)
+            neutral = plain_loglik(model, messages_ids(tok, neutral_messages(messages)), cont)
             s = o["option_scores"]
             assert s["sum"][j] == pytest.approx(full, abs=TOL)
             assert s["mean"][j] == pytest.approx(full / len(cont), abs=TOL)
@@ -97,7 +88,7 @@ def test_choice_rows_score_each_option_as_if_it_followed_the_question_alone(tiny
     scores = choice(**batch)["logits"]
     eot = end_of_turn(tok)
     for i, e in enumerate(examples):
-        prompt = _ids(tok, task.cloze(e))
+        prompt = messages_ids(tok, task.cloze(e))
         for j, text in enumerate(task.options(e)):
             ids = prompt + tok(text + eot, add_special_tokens=False)["input_ids"]
             h = model.get_decoder()(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import numpy as np
 import pytest
 import torch
+from helpers import plain_logprobs
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcqa.model.encoding import prompt_ids
@@ -89,12 +90,6 @@ def task_named(name: str) -> Task:
     return {"shared_prefixes": SHARED, "free_fields": FREE}.get(name) or get_task(name)
 
 
-def full_logprobs(model, ids: list[int], last: int = 0) -> torch.Tensor:
-    """A plain forward over the whole sequence; the LM head on the last `last` positions (all: 0)."""
-    with torch.no_grad():
-        return torch.log_softmax(model(torch.tensor([ids]), logits_to_keep=last).logits[0].float(), dim=-1)
-
-
 def brute_loglik(model, prompt: list[int], seqs: list[tuple[int, ...]], score: str) -> list[float]:
     """A plain full forward per candidate string; the sum of its target tokens' log-probs up to
     the token that tells it apart from every other candidate ("prefix"), or all of them."""
@@ -104,7 +99,7 @@ def brute_loglik(model, prompt: list[int], seqs: list[tuple[int, ...]], score: s
             n = len(s)
         else:
             n = 1 + max(next((k for k in range(min(len(s), len(o))) if s[k] != o[k]), 0) for o in seqs if o != s)
-        lp = full_logprobs(model, prompt + list(s), last=len(s) + 1)  # lp[k]: the distribution of s[k]
+        lp = plain_logprobs(model, prompt + list(s), last=len(s) + 1)  # lp[k]: the distribution of s[k]
         out.append(sum(float(lp[k, s[k]]) for k in range(n)))
     return out
 
@@ -131,7 +126,7 @@ def test_cached_prefix_and_trees_match_a_full_forward(tiny, row_tokens):
     # Tight rows: the longest stream (12 tokens) alone, the two others packed into a second row.
     assert streams.n_rows == (1 if row_tokens > 100 else 2)
     for s, p in enumerate(prompts):
-        want = [full_logprobs(model, p + extra, last=1)[-1] for extra in ([], [11], [11, 12], [13])]
+        want = [plain_logprobs(model, p + extra, last=1)[-1] for extra in ([], [11], [11, 12], [13])]
         assert max(float((a - b).abs().max()) for a, b in zip(got[s], want)) < TOL
     # Later feeds see the committed path only (not the sibling branches), and rows emptied by
     # finished streams leave the cache.
@@ -140,7 +135,7 @@ def test_cached_prefix_and_trees_match_a_full_forward(tiny, row_tokens):
     assert streams.n_rows == 1
     got = streams.feed({2: Tree.chain([30]), 0: Tree.chain([31, 32])})
     for s, extra in ((2, [30]), (0, [31, 32])):
-        assert float((got[s][0] - full_logprobs(model, prompts[s] + [11, 20, 21] + extra, last=1)[-1]).abs().max()) < TOL
+        assert float((got[s][0] - plain_logprobs(model, prompts[s] + [11, 20, 21] + extra, last=1)[-1]).abs().max()) < TOL
 
 
 def test_common_prefix_leaves_every_prompt_a_token():
@@ -171,7 +166,7 @@ def test_constrained_is_always_valid_and_equals_plain_greedy(tiny, name):
         while len(left) > 1:
             nxt = sorted({c.ids[len(path)] for c in left})
             if len(nxt) > 1:
-                lp = full_logprobs(model, prompt + path, last=1)[-1]
+                lp = plain_logprobs(model, prompt + path, last=1)[-1]
                 nxt = [max(nxt, key=lambda t: float(lp[t]))]
             path.append(nxt[0])
             left = [c for c in left if list(c.ids[:len(path)]) == path]
@@ -458,7 +453,7 @@ def test_generate_readout_is_the_free_greedy_loop(tiny):
         for e in examples:
             ids, new = prompt_ids(tok, task, e), []
             for _ in range(steps):
-                t = int(full_logprobs(model, ids + new, last=1)[-1].argmax())
+                t = int(plain_logprobs(model, ids + new, last=1)[-1].argmax())
                 if t in stops:
                     break
                 new.append(t)
