@@ -5,35 +5,21 @@ or, for a model output, in the right parse status. Every input is generated here
 
 The commands run in-process through cli.main (imports are paid once, so the whole corpus
 takes seconds); the few cases that need a process of their own (a file-size limit) run cli.py
-in a subprocess. Each class of bad input is named in its test's docstring.
+in a subprocess. Each test's docstring names the bad input it gives.
 
-The classes of bad input, and the tests that cover them (test_<class>_...):
- 1 remote code only from the user's flag   test_1_a_run_folder_cannot_turn_on_remote_code, test_1_resume_...
- 2 run.json values validated, paths inside  test_2_values_in_run_json_..., test_2_a_hostile_model_name_...
- 3 --out a device/file/existing run         test_3_score_out_..., test_3_predict_out_...
- 4 not UTF-8 (Latin-1, PNG, gzip)           test_4_5_predictions_files_..., test_4_gzip_..., test_4_5_data_..., test_4_a_config_...
- 5 deep nesting, huge ints, surrogates      test_4_5_predictions_files_..., test_4_5_data_..., test_5_deep_or_huge_model_outputs_...
- 6 probs values that are not numbers        test_6_13_14_prediction_fields_...
- 7 recipe_mpr query_type shapes             test_7_recipe_mpr_query_type_...
- 8 --resamples 0/-5, show -n -1             test_8_counts_out_of_range
- 9 OS errors on paths, full disk            test_9_os_errors_on_paths, test_9_a_read_only_..., test_9_a_full_disk_..., test_3_predict_out_ (/dev/full)
-10 training settings checked up front       test_10_* (four tests)
-11 corrupt files                            test_11_12_a_damaged_run_folder_..., test_11_compare_..., test_11_a_truncated_base_model_...,
-                                            test_11_a_corrupt_model_manifest_..., test_11_12_resume_falls_back_...
-12 a refused unsafe pickle is one line      test_11_12_a_damaged_run_folder_...[adapter_model.bin], test_11_12_resume_falls_back_...
-13 output not text, truncated not a bool    test_6_13_14_prediction_fields_...
-14 malformed probs, NaN in metrics.json     test_6_13_14_prediction_fields_..., test_14_probabilities_close_to_one_..., test_4_5_...[nan]
-15 gold coerced in --data                   test_15_gold_labels_are_held_to_the_output_contract
-16 errors after output / after loading      test_4_5_predictions_files_...[empty], test_16_* (two tests)
-17 two trains into one folder, names        test_17_a_second_train_into_a_locked_folder_is_refused
-18 quadratic JSON extraction                test_18_json_extraction_is_linear_and_bounded
-19 leftover .tmp files                      test_19_leftover_temporary_files_are_cleaned_up
+What is covered, section by section: a received run folder or run.json cannot turn on remote
+code or name a path outside --out; --out must be new; training settings are checked before a
+run folder is claimed; damaged run folders, checkpoints, models and manifests are one line
+naming the file; bytes and JSON the decoder refuses (not UTF-8, gzip, deep nesting, huge
+integers, lone surrogates, NaN); prediction fields checked where the file enters; --data
+records held to the output contract; counts out of range and OS errors on paths; errors found
+before output and before the model loads; JSON extraction in linear time; leftover temporary
+files cleaned up.
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import stat
@@ -42,17 +28,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import CLI, Result, assert_user_error, cli_env, load
+from helpers import (CLI, SYNTH, Result, assert_user_error, cli_env, cli_module, fake_run, gold_rows, jsonl, load, tree,
+                     write_jsonl)
 
-from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
-
-ROOT = Path(__file__).resolve().parent.parent
-SYNTH = ROOT / "tests" / "synthetic_tasks"
-_spec = importlib.util.spec_from_file_location("mcqa_cli_under_test", CLI)
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -65,7 +44,7 @@ def run(capsys, monkeypatch, tmp_path):
     def go(*args) -> Result:
         capsys.readouterr()
         try:
-            rc = cli.main([str(a) for a in args])
+            rc = cli_module().main([str(a) for a in args])
         except SystemExit as e:  # argparse
             rc = e.code
         out, err = capsys.readouterr()
@@ -81,10 +60,6 @@ def synth(monkeypatch):
     get_task.cache_clear()
 
 
-def tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
 def refused(r: Result, root: Path, before: set[str], *fragments: str) -> str:
     """A user error, and nothing written under root."""
     line = assert_user_error(r, *fragments)
@@ -92,47 +67,18 @@ def refused(r: Result, root: Path, before: set[str], *fragments: str) -> str:
     return line
 
 
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-NOTIF_TEST = "notification", "test", "seed"
-
-
-def gold_rows(task_name="notification", split="test", protocol="seed"):
-    task = get_task(task_name)
-    return [{"id": e.id, "output": serialize_target(task.output, e.target)} for e in load(task_name, split, protocol)]
-
-
-def fake_run(folder: Path, *, config: dict | None = None, summary: dict | None = None, records=None) -> Path:
-    """A run folder as someone else might hand it over: config.yaml, run.json, test/."""
-    import yaml
-
-    folder.mkdir(parents=True)
-    cfg = {"task": "notification", "model": "tiny-qwen3", "mode": "generate", "protocol": "seed", **(config or {})}
-    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
-    s = {"task": cfg["task"], "protocol": cfg["protocol"], "model": cfg["model"], "mode": cfg["mode"], **(summary or {})}
-    (folder / "run.json").write_text(json.dumps(s))
-    (folder / "test").mkdir()
-    (folder / "test" / "metrics.json").write_text("{}")
-    if records is not None:
-        write_jsonl(folder / "test" / "predictions.jsonl", records)
-    return folder
-
-
 SCORE = ["score", "--task", "notification", "--split", "test", "--resamples", "20"]
 
 
-# ---------------------------------------------------------------- 1-3: security
+# ---------------------------------------------------------------- remote code, paths from run folders, --out
 
 
 @pytest.mark.parametrize("command", [
     ["score", "--task", "notification", "--split", "test"],
     ["predict", "--task", "notification", "--split", "test"],
 ])
-def test_1_a_run_folder_cannot_turn_on_remote_code(run, tmp_path, command):
-    """#1: trust_remote_code comes only from the user's command line; a run asking for it is
+def test_a_run_folder_cannot_turn_on_remote_code(run, tmp_path, command):
+    """trust_remote_code comes only from the user's command line; a run asking for it is
     refused, naming the flag, before any model is loaded."""
     fake_run(tmp_path / "run", config={"trust_remote_code": True})
     before = tree(tmp_path)
@@ -140,8 +86,8 @@ def test_1_a_run_folder_cannot_turn_on_remote_code(run, tmp_path, command):
             tmp_path, before, "trust_remote_code", "--trust-remote-code")
 
 
-def test_1_resume_of_a_received_run_cannot_turn_on_remote_code(run, tmp_path):
-    """#1: `train --resume` reads config.yaml from the folder: the same rule."""
+def test_resume_of_a_received_run_cannot_turn_on_remote_code(run, tmp_path):
+    """`train --resume` reads config.yaml from the folder: the same rule."""
     folder = fake_run(tmp_path / "run", config={"trust_remote_code": True})
     (folder / "run.json").unlink()
     before = tree(tmp_path)
@@ -154,8 +100,8 @@ def test_1_resume_of_a_received_run_cannot_turn_on_remote_code(run, tmp_path):
     ({"protocol": "../../seed"}, "protocol"),
     ({"model": ["x"]}, "model"),
 ])
-def test_2_values_in_run_json_are_validated_before_use(run, tmp_path, summary, fragment):
-    """#2: names read from run.json are checked against the registries before anything uses them."""
+def test_values_in_run_json_are_validated_before_use(run, tmp_path, summary, fragment):
+    """Names read from run.json are checked against the registries before anything uses them."""
     run_dir = fake_run(tmp_path / "run")
     s = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**s, **summary}))
@@ -165,14 +111,14 @@ def test_2_values_in_run_json_are_validated_before_use(run, tmp_path, summary, f
             tmp_path, before, "run.json", fragment)
 
 
-def test_2_a_hostile_model_name_never_builds_a_path_outside_out(run, tmp_path, synth):
-    """#2: a model name of ../../evil in pooled fold runs: every file compare writes stays in --out."""
+def test_a_hostile_model_name_never_builds_a_path_outside_out(run, tmp_path, synth):
+    """A model name of ../../evil in pooled fold runs: every file compare writes stays in --out."""
     from mcqa.eval.scoring import make_records
 
     runs = []
     for k in range(3):
         test = load("synth", "test", f"cv3-{k}")
-        records = make_records(synth, list(test), {e.id: {"output": serialize_target(synth.output, e.target)} for e in test})
+        records = make_records(synth, list(test), {r["id"]: r for r in gold_rows("synth", "test", f"cv3-{k}")})
         runs.append(fake_run(tmp_path / f"fold{k}", config={"task": "synth", "protocol": f"cv3-{k}", "model": "../../evil", "mode": "head"},
                              records=records))
     (tmp_path / "deep" / "er").mkdir(parents=True)
@@ -184,8 +130,8 @@ def test_2_a_hostile_model_name_never_builds_a_path_outside_out(run, tmp_path, s
 
 
 @pytest.mark.parametrize("out", ["/dev/null", "afile", "scored"])
-def test_3_score_out_must_be_a_new_or_empty_folder(run, tmp_path, out):
-    """#3: --out naming a device or a file is refused, and an existing scoring run is not overwritten."""
+def test_score_out_must_be_a_new_or_empty_folder(run, tmp_path, out):
+    """--out naming a device or a file is refused, and an existing scoring run is not overwritten."""
     preds = write_jsonl(tmp_path / "p.jsonl", gold_rows())
     (tmp_path / "afile").write_text("keep me")
     (tmp_path / "scored").mkdir()
@@ -196,21 +142,21 @@ def test_3_score_out_must_be_a_new_or_empty_folder(run, tmp_path, out):
 
 
 @pytest.mark.parametrize("out", ["/dev/null", "/dev/full", "folder"])
-def test_3_predict_out_must_be_a_regular_file(run, tmp_path, out):
-    """#3: predict --out (a file) naming a device or a folder is refused before any model loads."""
+def test_predict_out_must_be_a_regular_file(run, tmp_path, out):
+    """predict --out (a file) naming a device or a folder is refused before any model loads."""
     (tmp_path / "folder").mkdir()
     before = tree(tmp_path)
     refused(run("predict", "--task", "notification", "--split", "test", "--model", "tiny-qwen3", "--out", out),
             tmp_path, before, out)
 
 
-# ---------------------------------------------------------------- 10, 17: training settings, the run folder
+# ---------------------------------------------------------------- training settings, the run folder
 
 TRAIN = ["train", "--task", "notification", "--model", "tiny-qwen3"]
 
 
-def test_10_settings_transformers_would_check_late_are_all_refused_at_once(run, tmp_path):
-    """#10: an unknown scheduler, a negative seed, infinite epochs: refused together, before
+def test_settings_transformers_would_check_late_are_all_refused_at_once(run, tmp_path):
+    """An unknown scheduler, a negative seed, infinite epochs: refused together, before
     anything loads, and no run folder is left behind."""
     before = tree(tmp_path)
     line = refused(run(*TRAIN, "lr_scheduler=cosin", "seed=-1", "epochs=.inf", "output_dir=run"), tmp_path, before,
@@ -218,16 +164,16 @@ def test_10_settings_transformers_would_check_late_are_all_refused_at_once(run, 
     assert "cosine" in line
 
 
-def test_10_best_metric_and_lora_targets_are_checked_against_the_task_and_model(run, tmp_path):
-    """#10: a best_metric the scorer never reports (which failed after a whole epoch) and LoRA
+def test_best_metric_and_lora_targets_are_checked_against_the_task_and_model(run, tmp_path):
+    """A best_metric the scorer never reports (which failed after a whole epoch) and LoRA
     target modules the model lacks, checked from the task and the model's weight names."""
     before = tree(tmp_path)
     refused(run(*TRAIN, "best_metric=folder_acc", "lora.target_modules=[q_proj,qkv_proj]", "output_dir=run"), tmp_path, before,
             "2 problems", "did you mean 'folder_accuracy'", "'qkv_proj'")
 
 
-def test_10_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_next(tmp_path):
-    """#10: a folder holding only what a run writes before its first checkpoint is started
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_next(tmp_path):
+    """A folder holding only what a run writes before its first checkpoint is started
     over; one with a checkpoint says how to resume; anything else is refused."""
     from mcqa.train.config import load_config
     from mcqa.errors import McqaError
@@ -247,8 +193,8 @@ def test_10_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_nex
         open_run(config.model_copy(update={"output_dir": str(tmp_path / "cut")}), None)
 
 
-def test_17_a_second_train_into_a_locked_folder_is_refused(run, tmp_path):
-    """#17: while one `mcqa train` holds a run folder, another into it is refused."""
+def test_a_second_train_into_a_locked_folder_is_refused(run, tmp_path):
+    """While one `mcqa train` holds a run folder, another into it is refused."""
     import fcntl
 
     from mcqa.io import unique_name
@@ -265,7 +211,7 @@ def test_17_a_second_train_into_a_locked_folder_is_refused(run, tmp_path):
     assert len({unique_name("synth-head") for _ in range(50)}) == 50  # folds launched in one second
 
 
-# ---------------------------------------------------------------- 11, 12: corrupt files
+# ---------------------------------------------------------------- corrupt files
 
 
 def adapter_run(tmp_path: Path) -> Path:
@@ -295,10 +241,10 @@ def _unsafe_pickle(path: Path) -> None:
     (lambda f: (f / "adapter" / "adapter_config.json").write_text("{peft"), "adapter_config.json"),
     (lambda f: (f / "tokenizer").rmdir(), "tokenizer"),
     (lambda f: (f / "run.json").write_text(""), "run.json"),
-    (lambda f: _unsafe_pickle(f / "adapter" / "adapter_model.bin"), "adapter_model.bin: refused"),  # 12
+    (lambda f: _unsafe_pickle(f / "adapter" / "adapter_model.bin"), "adapter_model.bin: refused"),
 ])
-def test_11_12_a_damaged_run_folder_is_one_line_naming_the_file(run, tmp_path, damage, fragment):
-    """#11, #12: a truncated adapter, malformed adapter_config.json, no tokenizer/, an empty
+def test_a_damaged_run_folder_is_one_line_naming_the_file(run, tmp_path, damage, fragment):
+    """A truncated adapter, malformed adapter_config.json, no tokenizer/, an empty
     run.json, a pickle weights_only refuses: one line naming the file, before the model loads."""
     damage(adapter_run(tmp_path))
     before = tree(tmp_path)
@@ -306,39 +252,39 @@ def test_11_12_a_damaged_run_folder_is_one_line_naming_the_file(run, tmp_path, d
 
 
 @pytest.mark.parametrize("content", ["", "[1, 2", '"just a string"'])
-def test_11_compare_refuses_an_empty_or_corrupt_run_json(run, tmp_path, content):
+def test_compare_refuses_an_empty_or_corrupt_run_json(run, tmp_path, content):
     folder = fake_run(tmp_path / "run")
     (folder / "run.json").write_text(content)
     before = tree(tmp_path)
     refused(run("compare", "--task", "notification", "--runs", "run", "--baselines", "", "--out", "o"), tmp_path, before, "run.json")
 
 
-def test_11_a_truncated_base_model_is_one_line(run, tmp_path):
+def test_a_truncated_base_model_is_one_line(run, tmp_path):
     import shutil
 
-    from mcqa.model import alias_dir
+    from mcqa.model import resolve_model
 
-    shutil.copytree(alias_dir("tiny-qwen3"), tmp_path / "model")
+    shutil.copytree(resolve_model("tiny-qwen3"), tmp_path / "model")  # installed into the test run's cache on first use
     weights = tmp_path / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100_000])
     before = tree(tmp_path)
     refused(run(*SCORE, "--model", "model", "--readout", "rank", "--out", "o"), tmp_path, before, "safetensors", "truncated")
 
 
-def test_11_a_corrupt_model_manifest_is_one_line(run, tmp_path, monkeypatch):
+def test_a_corrupt_model_manifest_is_one_line(run, tmp_path, monkeypatch):
     import shutil
 
-    from mcqa.model import MANIFEST, alias_dir
+    from mcqa.model import MANIFEST, resolve_model
 
-    shutil.copytree(alias_dir("tiny-qwen3"), tmp_path / "cache" / "models" / "tiny-qwen3")
+    shutil.copytree(resolve_model("tiny-qwen3"), tmp_path / "cache" / "models" / "tiny-qwen3")
     (tmp_path / "cache" / "models" / "tiny-qwen3" / MANIFEST).write_text('{"alias": ')
     monkeypatch.setenv("MCQA_CACHE", str(tmp_path / "cache"))
     before = tree(tmp_path)
     refused(run("models", "verify", "tiny-qwen3"), tmp_path, before, MANIFEST)
 
 
-def test_11_12_resume_falls_back_past_a_damaged_checkpoint_and_says_so(tmp_path, capsys):
-    """#11: a truncated optimizer.pt, a truncated trainer_state.json, an unsafe pickle (#12):
+def test_resume_falls_back_past_a_damaged_checkpoint_and_says_so(tmp_path, capsys):
+    """A truncated optimizer.pt, a truncated trainer_state.json, an unsafe pickle:
     each newer checkpoint is set aside with a line naming its file; the newest whole one is used."""
     import torch
 
@@ -363,7 +309,7 @@ def test_11_12_resume_falls_back_past_a_damaged_checkpoint_and_says_so(tmp_path,
     assert sorted(p.name for p in root.iterdir()) == ["checkpoint-1", "damaged-checkpoint-2", "damaged-checkpoint-3", "damaged-checkpoint-4"]
 
 
-def test_10_the_scheduler_names_are_transformers_own():
+def test_the_scheduler_names_are_transformers_own():
     from transformers.trainer_utils import SchedulerType
 
     from mcqa.train.config import SCHEDULERS
@@ -371,14 +317,14 @@ def test_10_the_scheduler_names_are_transformers_own():
     assert set(SCHEDULERS) == {s.value for s in SchedulerType}
 
 
-# ---------------------------------------------------------------- 4, 5: bytes and JSON the decoder refuses
+# ---------------------------------------------------------------- bytes and JSON the decoder refuses
 
 GOLD_LINE = json.dumps({"id": "x", "output": "{}"})
 
 
 def _bad_file(tmp_path: Path, kind: str) -> Path:
     f = tmp_path / "in.jsonl"
-    rows = "\n".join(json.dumps(r) for r in gold_rows()) + "\n"
+    rows = jsonl(gold_rows())
     data = {
         "latin1": rows.encode() + '{"id": "é", "output": "x"}\n'.encode("latin-1"),
         "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)),
@@ -397,11 +343,11 @@ def _bad_file(tmp_path: Path, kind: str) -> Path:
     ("latin1", "in.jsonl:241: not UTF-8"), ("png", "binary file"), ("truncated_gzip", "gzip"),
     ("deep", "in.jsonl:1: JSON nested too deeply"), ("huge_int", "in.jsonl:1: not valid JSON"),
     ("nan", "NaN is not valid JSON"), ("surrogate", "lone surrogate"),
-    ("empty", "no predictions"),  # 16: no progress bar before the error
+    ("empty", "no predictions"),  # no progress bar before the error
 ])
-def test_4_5_predictions_files_the_decoder_refuses(run, tmp_path, kind, fragment):
-    """#4, #5 (and #16's empty --subset file): bytes that are not UTF-8 text, a damaged gzip
-    file, JSON Python's parser refuses without a JSONDecodeError, a lone surrogate, NaN."""
+def test_predictions_files_the_decoder_refuses(run, tmp_path, kind, fragment):
+    """Bytes that are not UTF-8 text, a damaged gzip file, an empty --subset file, JSON
+    Python's parser refuses without a JSONDecodeError, a lone surrogate, NaN."""
     f = _bad_file(tmp_path, kind)
     before = tree(tmp_path)
     r = run(*SCORE, "--predictions", f, "--subset", "--out", "o")
@@ -409,17 +355,17 @@ def test_4_5_predictions_files_the_decoder_refuses(run, tmp_path, kind, fragment
     assert r.out == ""
 
 
-def test_4_gzip_predictions_are_read(run, tmp_path):
+def test_gzip_predictions_are_read(run, tmp_path):
     f = tmp_path / "p.jsonl.gz"
-    f.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in gold_rows()).encode()))
+    f.write_bytes(gzip.compress(jsonl(gold_rows()).encode()))
     r = run(*SCORE, "--predictions", f, "--out", "o")
     assert r.rc == 0, r.err
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["joint"]["accuracy"] == 1.0
 
 
 @pytest.mark.parametrize("kind", ["latin1", "surrogate"])
-def test_4_5_data_files_the_decoder_refuses(run, tmp_path, kind):
-    """#4, #5: the same reader for --data: a Latin-1 line, a lone surrogate in an input."""
+def test_data_files_the_decoder_refuses(run, tmp_path, kind):
+    """The same reader for --data: a Latin-1 line, a lone surrogate in an input."""
     rows = [{"id": "u1", "app": "Slack", "title": "Boss", "body": "call now", "folder": "Work", "priority": 3}]
     f = write_jsonl(tmp_path / "data.jsonl", rows)
     extra = 'body": "caf\xe9"'.encode("latin-1") if kind == "latin1" else b'body": "\\udc80"'
@@ -428,14 +374,14 @@ def test_4_5_data_files_the_decoder_refuses(run, tmp_path, kind):
     refused(run("score", "--task", "notification", "--data", f, "--predictions", f, "--out", "o"), tmp_path, before, "data.jsonl:2")
 
 
-def test_4_a_config_file_that_is_not_utf8(run, tmp_path):
+def test_a_config_file_that_is_not_utf8(run, tmp_path):
     (tmp_path / "run.yaml").write_bytes("task: notification\n# caf\xe9\n".encode("latin-1"))
     before = tree(tmp_path)
     refused(run("train", "--config", "run.yaml"), tmp_path, before, "run.yaml:2", "UTF-8")
 
 
-def test_5_deep_or_huge_model_outputs_are_a_parse_status_not_a_crash(run, tmp_path):
-    """#5: an output nested 1,000+ levels deep (which crashed jsonschema) is one example's
+def test_deep_or_huge_model_outputs_are_a_parse_status_not_a_crash(run, tmp_path):
+    """An output nested 1,000+ levels deep (which crashed jsonschema) is one example's
     schema_error; the other examples are scored."""
     rows = gold_rows()
     rows[0]["output"] = '{"folder": ' * 900 + '"Work"' + "}" * 900  # decodes; the validators would overflow
@@ -450,26 +396,26 @@ def test_5_deep_or_huge_model_outputs_are_a_parse_status_not_a_crash(run, tmp_pa
     assert all(x["status"] == "ok" for x in records[3:])
 
 
-# ---------------------------------------------------------------- 6, 13, 14: prediction fields
+# ---------------------------------------------------------------- prediction fields
 
 
 @pytest.mark.parametrize(("change", "fragment"), [
-    ({"output": 3}, "'output' must be the model's raw text"),  # 13
+    ({"output": 3}, "'output' must be the model's raw text"),
     ({"output": {"folder": "Work", "priority": 1}}, "'output' must be the model's raw text"),
     ({"truncated": "false"}, "'truncated' must be true or false"),
     ({"truncated": 7}, "'truncated' must be true or false"),
-    ({"probs": {"folder": {"Work": "0.9", "Alerts": 0.1}}}, "finite number"),  # 6
+    ({"probs": {"folder": {"Work": "0.9", "Alerts": 0.1}}}, "finite number"),
     ({"probs": {"folder": {"Work": None, "Alerts": 1}}}, "finite number"),
     ({"probs": {"folder": {"Work": [1], "Alerts": 0}}}, "finite number"),
-    ({"probs": [0.5, 0.5]}, "'probs' must map each field"),  # 14
+    ({"probs": [0.5, 0.5]}, "'probs' must map each field"),
     ({"probs": {"folder": [0.5, 0.5]}}, "probs['folder'] must map each label"),
     ({"probs": {"folder": {"Work": -0.5, "Alerts": 1.5}}}, "finite number >= 0"),
     ({"probs": {"folder": {"Work": 5}}}, "sums to 5"),
     ({"probs": {"folder": {"Family": 1.0}}}, "label 'Family'"),
     ({"probs": {"urgency": {"high": 1.0}}}, "'urgency'"),
 ])
-def test_6_13_14_prediction_fields_are_validated_where_the_file_enters(run, tmp_path, change, fragment):
-    """#6, #13, #14: output that is not text, truncated that is not a boolean, probabilities
+def test_prediction_fields_are_validated_where_the_file_enters(run, tmp_path, change, fragment):
+    """Output that is not text, truncated that is not a boolean, probabilities
     that are not a distribution over the task's labels: refused naming the line."""
     rows = gold_rows()
     rows[4].update(change)
@@ -478,8 +424,8 @@ def test_6_13_14_prediction_fields_are_validated_where_the_file_enters(run, tmp_
     refused(run(*SCORE, "--predictions", preds, "--out", "o"), tmp_path, before, "p.jsonl:5", fragment)
 
 
-def test_14_probabilities_close_to_one_are_renormalised_and_metrics_are_strict_json(run, tmp_path):
-    """#14: a sum within the tolerance is renormalised; metrics.json is strict JSON (no NaN)."""
+def test_probabilities_close_to_one_are_renormalised_and_metrics_are_strict_json(run, tmp_path):
+    """A sum within the tolerance is renormalised; metrics.json is strict JSON (no NaN)."""
     from mcqa.io import dumps
 
     rows = gold_rows()
@@ -494,12 +440,12 @@ def test_14_probabilities_close_to_one_are_renormalised_and_metrics_are_strict_j
     assert dumps({"x": float("nan"), "y": [float("inf")]}) == '{"x": null, "y": [null]}'
 
 
-# ---------------------------------------------------------------- 7, 15: records in --data
+# ---------------------------------------------------------------- records in --data
 
 
 @pytest.mark.parametrize("query_type", [["Specific"], "Specific", {"Specific": "yes"}])
-def test_7_recipe_mpr_query_type_of_the_wrong_shape(run, tmp_path, query_type):
-    """#7: query_type as a list or a string crashed from_record; now the line is named."""
+def test_recipe_mpr_query_type_of_the_wrong_shape(run, tmp_path, query_type):
+    """query_type as a list or a string crashed from_record; now the line is named."""
     options = {f"o{i}": f"recipe {i}" for i in range(5)}
     f = write_jsonl(tmp_path / "d.jsonl", [{"id": "r1", "query": "soup", "options": options, "answer": "o0", "query_type": query_type}])
     before = tree(tmp_path)
@@ -508,27 +454,27 @@ def test_7_recipe_mpr_query_type_of_the_wrong_shape(run, tmp_path, query_type):
 
 
 @pytest.mark.parametrize("priority", ["3", 2.0, True])
-def test_15_gold_labels_are_held_to_the_output_contract(run, tmp_path, priority):
-    """#15: "3", 2.0 and true were coerced to labels in --data; they are refused as in outputs."""
+def test_gold_labels_are_held_to_the_output_contract(run, tmp_path, priority):
+    """"3", 2.0 and true were coerced to labels in --data; they are refused as in outputs."""
     f = write_jsonl(tmp_path / "d.jsonl", [{"id": "u1", "app": "a", "title": "t", "body": "b", "folder": "Work", "priority": priority}])
     before = tree(tmp_path)
     refused(run("score", "--task", "notification", "--data", f, "--predictions", f, "--out", "o"), tmp_path, before,
             "d.jsonl:1", "priority")
 
 
-# ---------------------------------------------------------------- 8, 9: flags and paths
+# ---------------------------------------------------------------- flags and paths
 
 
 @pytest.mark.parametrize("args", [[*SCORE[:-1], "0"], [*SCORE[:-1], "-5"], ["show", "--task", "notification", "-n", "-1"]])
-def test_8_counts_out_of_range(run, tmp_path, args):
-    """#8: --resamples 0 or negative, show -n -1 (which printed all but one example)."""
+def test_counts_out_of_range(run, tmp_path, args):
+    """--resamples 0 or negative, show -n -1 (which printed all but one example)."""
     before = tree(tmp_path)
     refused(run(*args, "--predictions", "p.jsonl") if args[0] == "score" else run(*args), tmp_path, before, "must be at least")
 
 
 @pytest.mark.parametrize("case", ["folder_as_file", "parent_is_a_file", "unreadable"])
-def test_9_os_errors_on_paths(run, tmp_path, case):
-    """#9: a folder given as the predictions file, an --out inside a file, an unreadable file."""
+def test_os_errors_on_paths(run, tmp_path, case):
+    """A folder given as the predictions file, an --out inside a file, an unreadable file."""
     preds = write_jsonl(tmp_path / "p.jsonl", gold_rows())
     (tmp_path / "dir.jsonl").mkdir()
     (tmp_path / "afile").write_text("x")
@@ -543,7 +489,7 @@ def test_9_os_errors_on_paths(run, tmp_path, case):
     refused(run(*SCORE, *args), tmp_path, before)
 
 
-def test_9_a_read_only_output_folder(run, tmp_path):
+def test_a_read_only_output_folder(run, tmp_path):
     if os.geteuid() == 0:
         pytest.skip("root writes anywhere")
     preds = write_jsonl(tmp_path / "p.jsonl", gold_rows())
@@ -553,8 +499,8 @@ def test_9_a_read_only_output_folder(run, tmp_path):
     refused(run(*SCORE, "--predictions", preds, "--out", "ro/o"), tmp_path, before, "permission denied")
 
 
-def test_9_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path):
-    """#9: a file-size limit (ulimit -f) stands in for a full disk: the write fails with one
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path):
+    """A file-size limit (ulimit -f) stands in for a full disk: the write fails with one
     line, and neither a half-written file nor a temporary one is left."""
     import resource
 
@@ -571,11 +517,11 @@ def test_9_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path):
     assert not list((tmp_path / "o").glob(".*.tmp"))
 
 
-# ---------------------------------------------------------------- 16: errors before output and before loading
+# ---------------------------------------------------------------- errors before output and before loading
 
 
-def test_16_wrong_task_or_readout_is_refused_before_the_model_loads(run, tmp_path, monkeypatch):
-    """#16: a wrong-task adapter, a wrong base model and an unknown --readout are read from
+def test_wrong_task_or_readout_is_refused_before_the_model_loads(run, tmp_path, monkeypatch):
+    """A wrong-task adapter, a wrong base model and an unknown --readout are read from
     config.yaml and the registries, before any weights load."""
     import mcqa.train.runs
 
@@ -589,7 +535,7 @@ def test_16_wrong_task_or_readout_is_refused_before_the_model_loads(run, tmp_pat
     refused(run(*SCORE, "--adapter", "run", "--readout", "rnk", "--out", "o"), tmp_path, before, "did you mean 'rank'")
 
 
-def test_16_an_unfinished_run_is_advised_resume_only_when_it_can_resume(run, tmp_path):
+def test_an_unfinished_run_is_advised_resume_only_when_it_can_resume(run, tmp_path):
     fake_run(tmp_path / "started")
     (tmp_path / "started" / "run.json").unlink()
     (tmp_path / "empty").mkdir()
@@ -599,11 +545,11 @@ def test_16_an_unfinished_run_is_advised_resume_only_when_it_can_resume(run, tmp
     assert "--resume" not in line
 
 
-# ---------------------------------------------------------------- 18, 19: parsing time, leftovers
+# ---------------------------------------------------------------- parsing time, leftovers
 
 
-def test_18_json_extraction_is_linear_and_bounded():
-    """#18: 1 MB of '{' took 185 s (quadratic); now well under a second, and the answer after
+def test_json_extraction_is_linear_and_bounded():
+    """1 MB of '{' took 185 s (quadratic); now well under a second, and the answer after
     junk is still found."""
     import time
 
@@ -618,8 +564,8 @@ def test_18_json_extraction_is_linear_and_bounded():
     assert parser.parse(hedged).status == "ok"
 
 
-def test_19_leftover_temporary_files_are_cleaned_up(tmp_path):
-    """#19: a hidden .tmp file left by a killed write is removed by the next write there."""
+def test_leftover_temporary_files_are_cleaned_up(tmp_path):
+    """A hidden .tmp file left by a killed write is removed by the next write there."""
     import time
 
     from mcqa.io import STALE_TMP_S, write_json
