@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,32 @@ def test_compare_pairs_every_row_with_the_best_baseline_on_the_same_examples(tmp
     with pytest.raises(McqaError, match=r"^--against: no row 'tfidff'; did you mean 'tfidf'\?"):
         compare(task, "cv3", runs, ["majority", "tfidf"], tmp_path / "bad", against="tfidff")
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_zero_shot_cache_key_reads_every_file_between_weights_and_predictions(tmp_path, monkeypatch):
+    """Each code path the key lists still matches a file (a moved module cannot silently drop
+    out of the key), the modules a zero-shot readout runs are all among them, and an edit to
+    one of them changes the key."""
+    from mcqa.compare import zero_shot_cache as Z
+
+    package = Path(Z.__file__).resolve().parent.parent
+    listed = {f.resolve() for pattern in Z._CODE for f in package.glob(pattern)}
+    for pattern in Z._CODE:
+        assert list(package.glob(pattern)), f"{pattern} matches no file under {package}"
+    import mcqa.predicting  # noqa: F401  (what a zero-shot row runs, and all it imports)
+
+    reached = {Path(m.__file__).resolve() for name, m in list(sys.modules.items())
+               if name.startswith(("mcqa.readouts", "mcqa.model.encoding", "mcqa.model.choice_rows", "mcqa.model.lm",
+                                   "mcqa.model.loading", "mcqa.predicting", "mcqa.prompting", "mcqa.eval.calibration"))
+               and getattr(m, "__file__", None)}
+    assert reached <= listed, f"not in the key: {sorted(str(p) for p in reached - listed)}"
+    copy = tmp_path / "mcqa"
+    for f in listed:
+        (copy / f.relative_to(package)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, copy / f.relative_to(package))
+    monkeypatch.setattr(Z, "_PACKAGE", copy)
+    task = get_task("notification")
+    before = Z.code_digest(task)
+    edited = copy / "model" / "encoding.py"
+    edited.write_text(edited.read_text() + "\n# an edit\n")
+    assert Z.code_digest(task) != before
