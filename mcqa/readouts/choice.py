@@ -4,6 +4,8 @@ rows are encoded by the mode's own encoder and collator, so what is read is what
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from mcqa.model.choice_rows import ChoiceCollator, encode_choice
@@ -24,7 +26,7 @@ class ChoiceOptions(Options):
                   options=ChoiceOptions)
 def choice(model, tokenizer, task: Task, examples: list[Example], *, batch_size: int = BATCH_SIZE) -> list[Prediction]:
     field, letters = task.choice_field, task.label_spaces[task.choice_field].values
-    rows = encode_choice(tokenizer, task, [Example(e.id, e.input, None, e.groups) for e in examples])
+    rows = encode_choice(tokenizer, task, [replace(e, target=None) for e in examples])
 
     def read(batch: list[dict], enc: dict) -> list[Prediction]:
         probs = torch.softmax(model(**enc)["logits"].float(), dim=-1).cpu()

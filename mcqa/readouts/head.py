@@ -4,6 +4,8 @@ mode come from the mode's own encoder, so what is read is what was trained."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from mcqa.model.encoding import LeftPadCollator, encode_head, pad_id, shared_prefix
@@ -27,7 +29,7 @@ def head(model, tokenizer, task: Task, examples: list[Example], *, batch_size: i
 def head_outputs(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16, share_prefix: bool = True) -> list[Prediction]:
     """Argmax of each field's head as the output JSON, with the softmax as probabilities."""
     spaces = task.label_spaces
-    rows = [{**r, "field_labels": None} for r in encode_head(tokenizer, task, [_unlabeled(e) for e in examples])]
+    rows = [{**r, "field_labels": None} for r in encode_head(tokenizer, task, [replace(e, target=None) for e in examples])]
     # The prompt prefix every example shares (system prompt, instructions) is encoded once per
     # batch, where the model's layers allow it exactly.
     share_prefix = share_prefix and bool(rows) and capabilities(model).prefix_shared(max(r["length"] for r in rows))[0]
@@ -46,7 +48,3 @@ def head_outputs(model, tokenizer, task: Task, examples: list[Example], batch_si
         return out
 
     return read_batches(model, rows, batch_size, "classifying", collate, read)
-
-
-def _unlabeled(e: Example) -> Example:
-    return Example(e.id, e.input, None, e.groups)
