@@ -139,6 +139,36 @@ def test_mmlu_pro_full_protocol_uses_every_deduplicated_question():
     assert len(set(texts)) == len(texts) > 11_000
 
 
+def _assert_fractions(counts: dict[str, int], fractions: tuple[float, float, float], slack: float) -> None:
+    n = sum(counts.values())
+    for s, f in zip(SPLITS, fractions):
+        assert abs(counts[s] - f * n) <= slack, (counts, fractions)
+
+
+@pytest.mark.parametrize("name,protocol,fractions,stratum", [
+    ("notification", "seed", (0.6, 0.2, 0.2), lambda e: (e.target["folder"], e.target["priority"])),
+    ("mmlu_pro", "seed", (0.6, 0.2, 0.2), lambda e: e.target["category"]),
+    ("mmlu_pro", "full", (0.8, 0.1, 0.1), lambda e: e.target["category"]),
+    ("recipe_mpr", "split", (0.8, 0.1, 0.1), None),
+])
+def test_split_fractions_and_stratification(name, protocol, fractions, stratum):
+    splits = {s: load(name, s, protocol) for s in SPLITS}
+    _assert_fractions({s: len(v) for s, v in splits.items()}, fractions, slack=1)
+    if stratum is not None:  # each stratum is split in the same fractions (two rounding steps)
+        by = {s: Counter(map(stratum, v)) for s, v in splits.items()}
+        for key in set().union(*by.values()):
+            _assert_fractions({s: by[s][key] for s in SPLITS}, fractions, slack=2)
+    if (name, protocol) == ("notification", "seed"):
+        assert [len(splits[s]) for s in SPLITS] == [720, 240, 240]
+
+
+def test_recipe_mpr_folds_hold_a_fifth_each_and_a_tenth_of_the_rest_validates():
+    for k in range(5):
+        counts = {s: len(load("recipe_mpr", s, f"cv5-{k}")) for s in SPLITS}
+        assert counts["test"] == 100
+        assert counts["validation"] == 40 and counts["train"] == 360
+
+
 # --- multiple choice: the gold letter points at the gold option --------------------------------
 
 

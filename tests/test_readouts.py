@@ -18,10 +18,11 @@ from typing import Annotated, Literal
 import numpy as np
 import pytest
 import torch
-from helpers import plain_logprobs
+from helpers import load, plain_logprobs
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcqa.model.encoding import prompt_ids
+from mcqa.model.encoding import IGNORE, end_of_turn, prompt_ids
+from mcqa.modes.generate import encode_generative
 from mcqa.errors import McqaError
 from mcqa.model.encoding import common_prefix_len
 from mcqa.model.lm import PROBE_TOKENS, CausalLM
@@ -260,6 +261,20 @@ def test_rank_field_by_field_fixes_earlier_fields_to_their_argmax(tiny):
     assert parser_for(task).parse(o["output"]).value["folder"] == best
     with pytest.raises(McqaError, match="joint_limit"):
         run_readout("rank", model, tok, task, [e], joint_limit=1, score="full")
+
+
+def test_rank_full_score_is_minus_the_training_loss_of_the_gold_target(tiny):
+    model, tok = tiny
+    task = get_task("notification")
+    examples = load("notification", "train", "seed")[:3]
+    outputs = run_readout("rank", model, tok, task, examples, score="full")
+    for e, o, row in zip(examples, outputs, encode_generative(tok, task, examples, end_of_turn(tok))):
+        (group,) = o["scores"]
+        gold = group["values"].index([e.target["folder"], e.target["priority"]])
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].float()
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(row["labels"][1:]), ignore_index=IGNORE, reduction="sum")
+        assert group["loglik"][gold] == pytest.approx(-loss.item(), abs=1e-3)
 
 
 # ------------------------------------------------------------ temperature scaling

@@ -1,7 +1,6 @@
-"""What the README promises a user, each checked against a computation of its own: the
-predictions-file format (`finish_reason: "length"`, integer ids), the `several_objects`
-note, per-group results on imperfect predictions, recipe_mpr's multi-label groups, each
-task's split fractions and stratification, head mode's initial heads, and rank's `full` score."""
+"""Scoring a predictions file as the README describes it, each checked against a computation of
+its own: the file's format (`finish_reason: "length"`, integer ids), the `several_objects` note,
+per-group results on imperfect predictions, and recipe_mpr's multi-label groups."""
 
 from __future__ import annotations
 
@@ -10,14 +9,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 from helpers import REPO, load
 
-from mcqa.model.encoding import IGNORE, end_of_turn, prompt_ids
-from mcqa.modes.generate import encode_generative
-from mcqa.modes.head import build_head_model
 from mcqa.prompting import serialize_target
-from mcqa.readouts import run_readout
 from mcqa.registry import get_task
 from mcqa.eval.scoring import compute_metrics, make_records, match_ids, parser_for, read_predictions
 from mcqa.task import SPLITS, Example
@@ -107,79 +101,3 @@ def test_recipe_mpr_groups_are_the_query_type_flags_several_per_item():
     preds = {e.id: {"id": e.id, "output": serialize_target(task.output, e.target)} for e in examples}
     m = compute_metrics(task, make_records(task, examples, preds), resamples=20)
     assert {g: s["n"] for g, s in m["groups"].items()} == dict(Counter(g for f in flags.values() for g in f))
-
-
-# ------------------------------------------------------------ splits
-
-
-def _assert_fractions(counts: dict[str, int], fractions: tuple[float, float, float], slack: float) -> None:
-    n = sum(counts.values())
-    for s, f in zip(SPLITS, fractions):
-        assert abs(counts[s] - f * n) <= slack, (counts, fractions)
-
-
-@pytest.mark.parametrize("name,protocol,fractions,stratum", [
-    ("notification", "seed", (0.6, 0.2, 0.2), lambda e: (e.target["folder"], e.target["priority"])),
-    ("mmlu_pro", "seed", (0.6, 0.2, 0.2), lambda e: e.target["category"]),
-    ("mmlu_pro", "full", (0.8, 0.1, 0.1), lambda e: e.target["category"]),
-    ("recipe_mpr", "split", (0.8, 0.1, 0.1), None),
-])
-def test_split_fractions_and_stratification(name, protocol, fractions, stratum):
-    splits = {s: load(name, s, protocol) for s in SPLITS}
-    _assert_fractions({s: len(v) for s, v in splits.items()}, fractions, slack=1)
-    if stratum is not None:  # each stratum is split in the same fractions (two rounding steps)
-        by = {s: Counter(map(stratum, v)) for s, v in splits.items()}
-        for key in set().union(*by.values()):
-            _assert_fractions({s: by[s][key] for s in SPLITS}, fractions, slack=2)
-    if (name, protocol) == ("notification", "seed"):
-        assert [len(splits[s]) for s in SPLITS] == [720, 240, 240]
-
-
-def test_recipe_mpr_folds_hold_a_fifth_each_and_a_tenth_of_the_rest_validates():
-    for k in range(5):
-        counts = {s: len(load("recipe_mpr", s, f"cv5-{k}")) for s in SPLITS}
-        assert counts["test"] == 100
-        assert counts["validation"] == 40 and counts["train"] == 360
-
-
-# ------------------------------------------------------------ models
-
-
-def _label_first_token(tok, task, field: str, value) -> int:
-    """The first token of `value` where it sits in the serialized JSON target."""
-    target = {f: s.values[0] for f, s in task.label_spaces.items()} | {field: value}
-    text = serialize_target(task.output, target)
-    at = text.index(f'"{field}":') + len(field) + 3 + isinstance(value, str)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    starts = [i for i, (a, _) in enumerate(enc["offset_mapping"]) if a == at]
-    assert starts, f"no token starts where {value!r} does in {text}"
-    return enc["input_ids"][starts[0]]
-
-
-def test_heads_start_as_the_lm_heads_rows_of_each_labels_first_token(tiny):
-    """At step 0, head mode ranks labels as the language model ranks their first tokens."""
-    model, tok = tiny
-    task = NOTIFICATION
-    heads = build_head_model(model, tok, task)
-    e = load("notification", "train", "seed")[0]
-    ids = torch.tensor([prompt_ids(tok, task, e)])
-    with torch.no_grad():
-        head_logits = heads(input_ids=ids)["logits"]
-        lm_logits = model(input_ids=ids).logits[0, -1]
-    for f, logits in zip(task.fields, head_logits):
-        rows = [_label_first_token(tok, task, f, v) for v in task.label_spaces[f].values]
-        torch.testing.assert_close(logits[0], lm_logits[rows].float(), rtol=1e-4, atol=1e-4)
-
-
-def test_rank_full_score_is_minus_the_training_loss_of_the_gold_target(tiny):
-    model, tok = tiny
-    task = NOTIFICATION
-    examples = load("notification", "train", "seed")[:3]
-    outputs = run_readout("rank", model, tok, task, examples, score="full")
-    for e, o, row in zip(examples, outputs, encode_generative(tok, task, examples, end_of_turn(tok))):
-        (group,) = o["scores"]
-        gold = group["values"].index([e.target["folder"], e.target["priority"]])
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].float()
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(row["labels"][1:]), ignore_index=IGNORE, reduction="sum")
-        assert group["loglik"][gold] == pytest.approx(-loss.item(), abs=1e-3)

@@ -17,8 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from helpers import CLI, CliRuns, assert_user_error, run_cli, synth_env
+from helpers import CLI, CliRuns, assert_user_error, load, run_cli, synth_env
 
+from mcqa.model.encoding import prompt_ids
+from mcqa.modes.head import build_head_model
+from mcqa.prompting import serialize_target
+from mcqa.registry import get_task
 from mcqa.train.config import load_config, parse_overrides
 from mcqa.errors import McqaError
 
@@ -309,6 +313,32 @@ def test_max_eval_examples_samples_validation_across_classes_not_its_first_rows(
     assert len(sample) == 150 and len({e.id for e in sample}) == 150
     assert len({e.target["category"] for e in sample}) == 14
     assert _sample(val, 150, 0) == sample and _sample(val, 150, 1) != sample
+
+
+def _label_first_token(tok, task, field: str, value) -> int:
+    """The first token of `value` where it sits in the serialized JSON target."""
+    target = {f: s.values[0] for f, s in task.label_spaces.items()} | {field: value}
+    text = serialize_target(task.output, target)
+    at = text.index(f'"{field}":') + len(field) + 3 + isinstance(value, str)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [i for i, (a, _) in enumerate(enc["offset_mapping"]) if a == at]
+    assert starts, f"no token starts where {value!r} does in {text}"
+    return enc["input_ids"][starts[0]]
+
+
+def test_heads_start_as_the_lm_heads_rows_of_each_labels_first_token(tiny):
+    """At step 0, head mode ranks labels as the language model ranks their first tokens."""
+    model, tok = tiny
+    task = get_task("notification")
+    heads = build_head_model(model, tok, task)
+    e = load("notification", "train", "seed")[0]
+    ids = torch.tensor([prompt_ids(tok, task, e)])
+    with torch.no_grad():
+        head_logits = heads(input_ids=ids)["logits"]
+        lm_logits = model(input_ids=ids).logits[0, -1]
+    for f, logits in zip(task.fields, head_logits):
+        rows = [_label_first_token(tok, task, f, v) for v in task.label_spaces[f].values]
+        torch.testing.assert_close(logits[0], lm_logits[rows].float(), rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------ learning, reload
