@@ -1,9 +1,8 @@
 """Every family mcqa claims, against the plain thing: for each tiny random model (tests/families.py)
-every readout equals brute-force per-example forwards, and every training mode's batch (prefix
-shared, tree-masked, or the fallback the model's layers call for) gives the loss and LoRA
-gradients of one plain forward per example. Then the commands a user runs, on the hybrid
-(Qwen3.5) and sliding-window (Gemma 3) families, and the one-line refusal of a model that is not
-a causal LM."""
+the capabilities it reports, the cached streams, and every readout equal brute-force per-example
+forwards (the training modes: test_family_training.py). Then the commands a user runs, on the
+hybrid (Qwen3.5) and sliding-window (Gemma 3) families, the one-line refusal of a model that is
+not a causal LM, and a chat template without a system role."""
 
 from __future__ import annotations
 
