@@ -88,11 +88,22 @@ def test_a_tasks_train_defaults_sit_under_the_file_and_the_overrides(task_with_d
 
 
 def test_invalid_train_defaults_are_one_error_that_names_the_task(task_with_defaults):
-    task_with_defaults({"mode": "heads", "epochs": -1})
+    task_with_defaults({"lr_scheduler": "cosin", "epochs": -1})
     with pytest.raises(McqaError) as e:
         load_config(None, {"task": "synth", "epochs": 2})  # an override does not hide a broken default
     msg = str(e.value)
-    assert "task 'synth' has invalid train_defaults" in msg and "mode" in msg and "epochs" in msg and "\n" not in msg
+    assert "task 'synth' has invalid train_defaults" in msg and "lr_scheduler" in msg and "epochs" in msg and "\n" not in msg
+
+
+def test_an_unknown_mode_is_refused_with_its_did_you_mean_before_a_run_folder(tmp_path, monkeypatch):
+    """The config reads without the modes registry (reading a run folder loads no torch); the
+    mode's name is checked against it with the other settings, before anything is made."""
+    from mcqa.train.start import check_settings
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(McqaError, match="unknown training mode 'heads'.*did you mean 'head'"):
+        check_settings(load_config(None, {"task": "synth", "mode": "heads", "model": "tiny-qwen3"}))
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("defaults", [["mode", "head"], {"task": "other"}, {"output_dir": "/tmp/x"}])

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from mcqa.console import console
+from mcqa.errors import McqaError
 from mcqa.examples import sample_examples
 from mcqa.io import check_out_file
-from mcqa.errors import McqaError
 
 USER_ERROR = 2
 LIMIT_SEED = 0

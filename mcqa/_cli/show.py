@@ -7,8 +7,9 @@ from mcqa._cli.common import count
 from mcqa.console import out
 from mcqa.examples import load_split
 from mcqa.model import load_chat_template
-from mcqa.prompting import render_prompt, serialize_target
+from mcqa.prompting import render_prompt
 from mcqa.registry import get_task
+from mcqa.task import gold_json
 
 
 def add_arguments(s) -> None:
@@ -26,4 +27,4 @@ def run(args) -> None:
     for e in examples:
         out.rule(f"{task.name} · {e.id} · groups: {', '.join(e.groups) or '-'}")
         out.print(render_prompt(template, task.messages(e)), markup=False, highlight=False, end="", soft_wrap=True)
-        out.print(f"[bold green]{serialize_target(task.output, e.target)}[/]" if e.target else "[dim](unlabeled)[/]")
+        out.print(f"[bold green]{gold_json(task, e)}[/]" if e.target else "[dim](unlabeled)[/]")

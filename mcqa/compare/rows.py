@@ -5,7 +5,6 @@ itself is mcqa.compare.table."""
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,16 @@ from mcqa.errors import McqaError
 from mcqa.eval.records import Record
 from mcqa.eval.scoring import make_records, score_records
 from mcqa.examples import load_split, resolve_protocol
-from mcqa.io import inside, safe_name
+from mcqa.io import inside, is_number, safe_name
 from mcqa.model import parameter_count
-from mcqa.predicting import CALIBRATION_EXAMPLES, Loaded, calibration_split, load_predictor, predict, predict_option_rules
+from mcqa.predicting import (
+    CALIBRATION_EXAMPLES,
+    Loaded,
+    calibration_split,
+    load_predictor,
+    predict,
+    predict_option_rules,
+)
 from mcqa.readouts.base import check_options, get_readout, parse_options
 from mcqa.readouts.options import RULES
 from mcqa.task import Task
@@ -192,7 +198,7 @@ def zero_shot_name(model: str, spec: str) -> str:
 
 def _speed(v: Any) -> bool:
     """A cached examples-per-second figure that can be shown (a cache file is untrusted)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return is_number(v) and v > 0
 
 
 def parse_readout_spec(spec: str) -> tuple[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ from transformers import BitsAndBytesConfig, set_seed
 
 from mcqa.errors import McqaError
 from mcqa.model import load_causal_lm
-from mcqa.model.lm import lora_targets
+from mcqa.model.lm import lora_targets, text_config
 from mcqa.modes import get_mode
 from mcqa.task import Task
 from mcqa.train.config import TrainConfig
@@ -50,7 +50,7 @@ def last_layers(base, n: int | None) -> dict[str, Any]:
     """LoraConfig arguments that put LoRA on the last n decoder layers (PEFT's layers_to_transform)."""
     if n is None:
         return {}
-    total = base.config.get_text_config().num_hidden_layers
+    total = text_config(base).num_hidden_layers
     if n > total:
         raise McqaError(f"lora.layers={n}, but the model has {total} decoder layers; use at most {total}")
     return {"layers_to_transform": list(range(total - n, total)), "layers_pattern": "layers"}
