@@ -13,17 +13,15 @@ import subprocess
 import sys
 from collections import Counter
 from itertools import combinations
-from pathlib import Path
 
 import pytest
-from helpers import leak_text, load, split_digest
+from helpers import REPO, leak_text, load, split_digest
 
 from mcqa.conformance import RULES, check_rule
 from mcqa.prompting import LETTERS, render_prompt
 from mcqa.registry import all_tasks, get_task
 from mcqa.task import SPLITS
 
-REPO = Path(__file__).resolve().parent.parent
 
 TASKS = all_tasks()
 NAMES = [t.name for t in TASKS]

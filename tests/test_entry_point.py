@@ -9,12 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from helpers import CliRuns, assert_user_error, cli_env
+from helpers import REPO, CliRuns, assert_user_error, cli_env
 
-REPO = Path(__file__).resolve().parent.parent
 
 PYPROJECT = """\
 [build-system]

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import REPO, SYNTH
 
 from mcqa.train.config import load_config
 from mcqa.modes import MODES
@@ -18,8 +19,7 @@ from mcqa.readouts import READOUTS, run_readout
 from mcqa.registry import get_task
 from mcqa.train.recipe import train
 
-ROOT = Path(__file__).resolve().parent.parent
-EXTENSIONS = ROOT / "tests" / "extensions"
+EXTENSIONS = REPO / "tests" / "extensions"
 
 
 def _load(path: Path) -> None:
@@ -30,7 +30,7 @@ def _load(path: Path) -> None:
 @pytest.fixture(scope="module")
 def toys():
     old = os.environ.get("MCQA_TASKS_PATH")
-    os.environ["MCQA_TASKS_PATH"] = str(ROOT / "tests" / "synthetic_tasks")
+    os.environ["MCQA_TASKS_PATH"] = str(SYNTH)
     get_task.cache_clear()
     _load(EXTENSIONS / "toy_readout.py")
     _load(EXTENSIONS / "toy_mode.py")

@@ -8,7 +8,6 @@ import copy
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -32,9 +31,8 @@ from mcqa.eval.scoring import score
 from mcqa.splits import other_orders
 from mcqa.train.recipe import train
 
-from helpers import cli_env, messages_ids, plain_loglik, run_cli
+from helpers import CLI, cli_env, messages_ids, plain_loglik, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-3
 
 
@@ -103,7 +101,7 @@ def test_choice_run_reloads_in_a_fresh_process_with_identical_probabilities(tmp_
     run = train(config)
     before = {r["id"]: r for r in map(json.loads, (run / "test" / "predictions.jsonl").read_text().splitlines())}
     out = tmp_path / "again.jsonl"
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "predict", "--task", "recipe_mpr", "--adapter", str(run),
+    proc = subprocess.run([sys.executable, str(CLI), "predict", "--task", "recipe_mpr", "--adapter", str(run),
                            "--split", "test", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     after = [json.loads(x) for x in out.read_text().splitlines()]
