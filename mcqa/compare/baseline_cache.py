@@ -16,9 +16,9 @@ from typing import Any
 from mcqa import __version__
 from mcqa.console import console
 from mcqa.errors import McqaError
-from mcqa.paths import BASELINE_CACHE
-from mcqa.io import read_json, write_json
 from mcqa.eval.scoring import check_prediction
+from mcqa.io import read_json, write_json
+from mcqa.paths import BASELINE_CACHE
 from mcqa.task import Example, Task
 
 DEFAULT_CACHE = BASELINE_CACHE

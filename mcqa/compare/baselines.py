@@ -38,8 +38,7 @@ from mcqa.compare import choice_fits, embeddings, finetuned, label_fits
 from mcqa.compare.baseline_cache import cache_key, code_digest, load_cached, store
 from mcqa.compare.choice_fits import fit_finetuned_options, fit_similarity
 from mcqa.compare.embeddings import MINILM_PIP, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
-from mcqa.compare.label_fits import (K_GRID, BaselineNotApplicable, Data, Fitted, fit_embedding, fit_finetuned, fit_knn,  # noqa: F401
-                                     fit_majority, fit_tfidf, free_field_fill, mask_choices, predictions)
+from mcqa.compare.label_fits import K_GRID, BaselineNotApplicable, Data, Fitted, fit_embedding, fit_finetuned, fit_knn, fit_majority, fit_tfidf, free_field_fill, mask_choices, predictions  # noqa: F401
 from mcqa.console import console
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.names import Registry

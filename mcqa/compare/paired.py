@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mcqa.eval import metrics as M
 from mcqa.errors import McqaError, did_you_mean
+from mcqa.eval import metrics as M
 from mcqa.eval.records import Record
 
 

@@ -25,8 +25,8 @@ from scipy.special import log_softmax
 
 from mcqa.compare.label_fits import Data, free_field_fill, gold, label_fields, mask_choices, predictions
 from mcqa.errors import McqaError
-from mcqa.examples import load_split
 from mcqa.eval.records import Prediction, Record
+from mcqa.examples import load_split
 from mcqa.task import Example, Task
 
 FLOOR = 1e-6  # a label a member gives no mass: log(0) would let one member veto a label alone

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mcqa.eval.report import figure_png
 from mcqa.compare.stack import shown_weights
+from mcqa.eval.report import figure_png
 
 
 def _pct(x: float | None) -> str:
