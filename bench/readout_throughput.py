@@ -46,13 +46,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mcqa.model.encoding import stop_token_ids  # noqa: E402
-from mcqa.io import atomic_write_text, write_json  # noqa: E402
-from mcqa.prompting import render_prompt, serialize_target  # noqa: E402
 from mcqa.eval.calibration import apply_temperature, fit_temperature  # noqa: E402
+from mcqa.eval.scoring import score  # noqa: E402
+from mcqa.io import atomic_write_text, write_json  # noqa: E402
+from mcqa.model.encoding import stop_token_ids  # noqa: E402
+from mcqa.prompting import render_prompt, serialize_target  # noqa: E402
 from mcqa.readouts import default_max_new_tokens, run_readout  # noqa: E402
 from mcqa.registry import get_task  # noqa: E402
-from mcqa.eval.scoring import score  # noqa: E402
 from mcqa.task import Example, Task  # noqa: E402
 
 OUT = ROOT / "bench"
@@ -68,7 +68,11 @@ def few_shot(task: Task, tokenizer, budget: int = SHOTS_BUDGET, seed: int = 0) -
     shots: list[dict[str, str]] = []
 
     def shared_len(turns) -> int:
-        return len(tokenizer(render_prompt(tokenizer, task.messages(train[0])[:1] + turns), add_special_tokens=False)["input_ids"])
+        return len(
+            tokenizer(render_prompt(tokenizer, task.messages(train[0])[:1] + turns), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
 
     for e in train[:200]:
         msgs = task.messages(e)
@@ -93,8 +97,10 @@ def published_loop(model, tokenizer, task: Task, examples: list[Example], max_ne
     out = []
     for e in examples:
         enc = tokenizer(render_prompt(tokenizer, task.messages(e)), return_tensors="pt", add_special_tokens=False)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
-        new = gen[0, enc["input_ids"].shape[1]:].tolist()
+        gen = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad
+        )
+        new = gen[0, enc["input_ids"].shape[1] :].tolist()
         end = next((i for i, t in enumerate(new) if t in stops), None)
         out.append({"id": e.id, "output": tokenizer.decode(new[:end]), "truncated": end is None})
     return out
@@ -111,10 +117,20 @@ def timed(name: str, fn, n: int) -> tuple[list[dict], dict]:
     wall, cpu = time.perf_counter(), time.process_time()
     outputs = fn()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    row = {"readout": name, "n": n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-           "examples_per_s": round(n / wall, 3), "examples_per_cpu_s": round(n / cpu, 3),
-           "load_before": before, "load_after": load()}
-    print(f"  {name:<26} {wall:7.1f} s wall {cpu:7.1f} s cpu  {n / cpu:7.3f} ex/cpu-s  (load {before} -> {row['load_after']})", flush=True)
+    row = {
+        "readout": name,
+        "n": n,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "examples_per_s": round(n / wall, 3),
+        "examples_per_cpu_s": round(n / cpu, 3),
+        "load_before": before,
+        "load_after": load(),
+    }
+    print(
+        f"  {name:<26} {wall:7.1f} s wall {cpu:7.1f} s cpu  {n / cpu:7.3f} ex/cpu-s  (load {before} -> {row['load_after']})",
+        flush=True,
+    )
     return outputs, row
 
 
@@ -124,20 +140,26 @@ def sample(task: Task, split: str, n: int, seed: int = 0) -> list[Example]:
 
 
 def prompt_stats(tokenizer, task: Task, examples: list[Example]) -> dict:
-    from mcqa.model.encoding import prompt_ids
-    from mcqa.model.encoding import common_prefix_len
+    from mcqa.model.encoding import common_prefix_len, prompt_ids
 
     ids = [prompt_ids(tokenizer, task, e) for e in examples]
     shared = common_prefix_len(ids)
-    return {"prompt_tokens_mean": round(sum(map(len, ids)) / len(ids), 1), "shared_prefix_tokens": shared,
-            "suffix_tokens_mean": round(sum(len(x) - shared for x in ids) / len(ids), 1)}
+    return {
+        "prompt_tokens_mean": round(sum(map(len, ids)) / len(ids), 1),
+        "shared_prefix_tokens": shared,
+        "suffix_tokens_mean": round(sum(len(x) - shared for x in ids) / len(ids), 1),
+    }
 
 
-def run_readouts(model, tokenizer, task: Task, examples: list[Example], published_tokens: int, batch_size: int,
-                 heads: bool = True) -> tuple[list[dict], dict[str, list[dict]]]:
+def run_readouts(
+    model, tokenizer, task: Task, examples: list[Example], published_tokens: int, batch_size: int, heads: bool = True
+) -> tuple[list[dict], dict[str, list[dict]]]:
     rows, outputs = [], {}
     outputs["published loop"], row = timed(
-        "published loop (HF generate)", lambda: published_loop(model, tokenizer, task, examples, published_tokens), len(examples))
+        "published loop (HF generate)",
+        lambda: published_loop(model, tokenizer, task, examples, published_tokens),
+        len(examples),
+    )
     rows.append(row)
     base = row
     plan = [
@@ -146,20 +168,27 @@ def run_readouts(model, tokenizer, task: Task, examples: list[Example], publishe
         ("rank", {}),
     ]
     for name, opts in plan:
-        outputs[name], row = timed(name, lambda n=name, o=opts: run_readout(n, model, tokenizer, task, examples, **o), len(examples))
+        outputs[name], row = timed(
+            name, lambda n=name, o=opts: run_readout(n, model, tokenizer, task, examples, **o), len(examples)
+        )
         rows.append(row)
     if heads:  # heads initialised from the LM-head rows of each label's first token (untrained)
         from mcqa.modes.head import build_head_model
 
         head_model = build_head_model(model, tokenizer, task).eval()
-        outputs["head"], row = timed("head (untrained heads)", lambda: run_readout(
-            "head", head_model, tokenizer, task, examples, batch_size=batch_size), len(examples))
+        outputs["head"], row = timed(
+            "head (untrained heads)",
+            lambda: run_readout("head", head_model, tokenizer, task, examples, batch_size=batch_size),
+            len(examples),
+        )
         rows.append(row)
     for row in rows:
         row["speedup_cpu"] = round(base["cpu_s"] / row["cpu_s"], 2)
         row["speedup_wall"] = round(base["wall_s"] / row["wall_s"], 2)
-        row["same_output_as_constrained"] = round(sum(
-            a["output"] == b["output"] for a, b in zip(outputs[_key(row)], outputs["constrained"])) / len(examples), 3)
+        row["same_output_as_constrained"] = round(
+            sum(a["output"] == b["output"] for a, b in zip(outputs[_key(row)], outputs["constrained"])) / len(examples),
+            3,
+        )
     return rows, outputs
 
 
@@ -182,9 +211,20 @@ def qwen3_06b_shaped():
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     config = Qwen3Config(
-        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-        num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
-        tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
+        vocab_size=151936,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=40960,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=151643,
+        eos_token_id=151645,
+        pad_token_id=151643,
     )
     torch.manual_seed(0)
     return Qwen3ForCausalLM(config).eval()
@@ -201,8 +241,14 @@ def part_a(n: int, batch_size: int) -> dict:
     stats = prompt_stats(tokenizer, task, examples)
     print(f"  {stats}", flush=True)
     rows, _ = run_readouts(model, tokenizer, task, examples, PUBLISHED_MAX_NEW_TOKENS, batch_size)
-    return {"model": "Qwen3-0.6B-shaped, random float32", "parameters": sum(p.numel() for p in model.parameters()),
-            "task": "mmlu_pro (few-shot)", "max_new_tokens": PUBLISHED_MAX_NEW_TOKENS, **stats, "rows": rows}
+    return {
+        "model": "Qwen3-0.6B-shaped, random float32",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "task": "mmlu_pro (few-shot)",
+        "max_new_tokens": PUBLISHED_MAX_NEW_TOKENS,
+        **stats,
+        "rows": rows,
+    }
 
 
 def part_b(n: int, n_val: int, batch_size: int) -> list[dict]:
@@ -225,9 +271,20 @@ def part_b(n: int, n_val: int, batch_size: int) -> list[dict]:
         fit = fit_temperature(task, validation, val_outputs)
         calibrated = apply_temperature(task, outputs["rank"], fit.temperature)
         test_ece = {"before": accuracy(task, examples, outputs["rank"]), "after": accuracy(task, examples, calibrated)}
-        print(f"  temperature {fit.temperature:.3f}: validation NLL {fit.nll_before:.3f} -> {fit.nll_after:.3f}", flush=True)
-        results.append({"model": "smollm2-135m", "task": f"{name} (few-shot)", "max_new_tokens": tokens, **stats, "rows": rows,
-                        "temperature": {**dataclasses.asdict(fit), "n_validation": len(validation), "test": test_ece}})
+        print(
+            f"  temperature {fit.temperature:.3f}: validation NLL {fit.nll_before:.3f} -> {fit.nll_after:.3f}",
+            flush=True,
+        )
+        results.append(
+            {
+                "model": "smollm2-135m",
+                "task": f"{name} (few-shot)",
+                "max_new_tokens": tokens,
+                **stats,
+                "rows": rows,
+                "temperature": {**dataclasses.asdict(fit), "n_validation": len(validation), "test": test_ece},
+            }
+        )
     return results
 
 
@@ -239,17 +296,27 @@ def option_token_stats(tokenizer, task: Task, examples: list[Example]) -> dict:
     from mcqa.readouts.trie import Trie
 
     eot = end_of_turn(tokenizer)
-    prompts = [tokenizer(render_prompt(tokenizer, question_messages(task, e, "cloze")), add_special_tokens=False)["input_ids"]
-               for e in examples]
-    options = [[tuple(tokenizer(t + eot, add_special_tokens=False)["input_ids"]) for t in option_texts(task, e)] for e in examples]
+    prompts = [
+        tokenizer(render_prompt(tokenizer, question_messages(task, e, "cloze")), add_special_tokens=False)["input_ids"]
+        for e in examples
+    ]
+    options = [
+        [tuple(tokenizer(t + eot, add_special_tokens=False)["input_ids"]) for t in option_texts(task, e)]
+        for e in examples
+    ]
     shared = common_prefix_len(prompts)
     trie_nodes = sum(len(Trie(o).needed("full")) for o in options)
     fed = shared + sum(len(p) - shared for p in prompts) + trie_nodes
     pairs = sum(len(p) * len(o) + sum(map(len, o)) for p, o in zip(prompts, options))
-    return {"cloze_prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1), "shared_prefix_tokens": shared,
-            "options_per_example": round(sum(map(len, options)) / len(options), 2),
-            "option_tokens_mean": round(sum(sum(map(len, o)) for o in options) / len(options), 1),
-            "tokens_fed_shared": fed, "tokens_fed_per_pair": pairs, "pair_over_shared": round(pairs / fed, 2)}
+    return {
+        "cloze_prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
+        "shared_prefix_tokens": shared,
+        "options_per_example": round(sum(map(len, options)) / len(options), 2),
+        "option_tokens_mean": round(sum(sum(map(len, o)) for o in options) / len(options), 1),
+        "tokens_fed_shared": fed,
+        "tokens_fed_per_pair": pairs,
+        "pair_over_shared": round(pairs / fed, 2),
+    }
 
 
 def part_c(n: int) -> dict:
@@ -262,17 +329,27 @@ def part_c(n: int) -> dict:
     stats = {**prompt_stats(tokenizer, task, examples), "options": option_token_stats(tokenizer, task, examples)}
     print(f"  {stats}", flush=True)
     rows, outputs = [], {}
-    for name, readout, opts in [("rank (letters)", "rank", {}), ("options rule=sum", "options", {"rule": "sum"}),
-                                ("options rule=pmi", "options", {"rule": "pmi"})]:
-        outputs[name], row = timed(name, lambda r=readout, o=opts: run_readout(r, model, tokenizer, task, examples, **o), n)
+    for name, readout, opts in [
+        ("rank (letters)", "rank", {}),
+        ("options rule=sum", "options", {"rule": "sum"}),
+        ("options rule=pmi", "options", {"rule": "pmi"}),
+    ]:
+        outputs[name], row = timed(
+            name, lambda r=readout, o=opts: run_readout(r, model, tokenizer, task, examples, **o), n
+        )
         row["accuracy"] = accuracy(task, examples, outputs[name])
         print(f"  {name:<26} {row['accuracy']}", flush=True)
         rows.append(row)
     for row in rows:
         row["speedup_cpu"] = round(rows[0]["cpu_s"] / row["cpu_s"], 2)
         row["speedup_wall"] = round(rows[0]["wall_s"] / row["wall_s"], 2)
-    return {"model": "smollm2-135m", "task": "recipe_mpr (zero-shot)", "split": f"test split (protocol {task.default_protocol})", **stats,
-            "rows": rows}
+    return {
+        "model": "smollm2-135m",
+        "task": "recipe_mpr (zero-shot)",
+        "split": f"test split (protocol {task.default_protocol})",
+        **stats,
+        "rows": rows,
+    }
 
 
 def token_ratio(part: dict) -> float:
@@ -281,26 +358,38 @@ def token_ratio(part: dict) -> float:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Readout throughput", "", f"`{report['command']}`", "",
-             f"{report['machine']}; torch {report['torch']}, transformers {report['transformers']}, {report['threads']} torch "
-             f"thread(s); load average (1 min) {report['load_start']} at the start, {report['load_end']} at the end. The CPU is "
-             "shared with other jobs, so the speedup is given on process CPU seconds (the work done, whatever else runs) and on "
-             "wall-clock seconds; speedup = published loop seconds / readout seconds, same examples. 'same as constrained' is "
-             "the share of examples whose output equals the constrained readout's.", ""]
+    lines = [
+        "# Readout throughput",
+        "",
+        f"`{report['command']}`",
+        "",
+        f"{report['machine']}; torch {report['torch']}, transformers {report['transformers']}, {report['threads']} torch "
+        f"thread(s); load average (1 min) {report['load_start']} at the start, {report['load_end']} at the end. The CPU is "
+        "shared with other jobs, so the speedup is given on process CPU seconds (the work done, whatever else runs) and on "
+        "wall-clock seconds; speedup = published loop seconds / readout seconds, same examples. 'same as constrained' is "
+        "the share of examples whose output equals the constrained readout's.",
+        "",
+    ]
     parts = ([report["a"]] if "a" in report else []) + report.get("b", [])
     for part in parts:
-        lines += [f"## {part['model']}: {part['task']}", "",
-                  f"{part['rows'][0]['n']} examples; prompts {part['prompt_tokens_mean']} tokens on average, "
-                  f"{part['shared_prefix_tokens']} shared, {part['suffix_tokens_mean']} per example after that; "
-                  f"published loop max_new_tokens={part['max_new_tokens']}. Prompt tokens a forward must process: "
-                  f"{token_ratio(part):.2f}x fewer with the shared prefix encoded once (n x prompt / (shared + n x suffix)); "
-                  "the published loop also decodes up to max_new_tokens tokens one at a time.", ""]
+        lines += [
+            f"## {part['model']}: {part['task']}",
+            "",
+            f"{part['rows'][0]['n']} examples; prompts {part['prompt_tokens_mean']} tokens on average, "
+            f"{part['shared_prefix_tokens']} shared, {part['suffix_tokens_mean']} per example after that; "
+            f"published loop max_new_tokens={part['max_new_tokens']}. Prompt tokens a forward must process: "
+            f"{token_ratio(part):.2f}x fewer with the shared prefix encoded once (n x prompt / (shared + n x suffix)); "
+            "the published loop also decodes up to max_new_tokens tokens one at a time.",
+            "",
+        ]
         acc = "accuracy" in part["rows"][0]
         head = "| readout | wall s | CPU s | examples / CPU s | speedup (CPU) | speedup (wall) | load | same as constrained |"
         lines += [head + (" accuracy |" if acc else ""), "|---" * (8 + acc) + "|"]
         for r in part["rows"]:
-            line = (f"| {r['readout']} | {r['wall_s']} | {r['cpu_s']} | {r['examples_per_cpu_s']} | {r['speedup_cpu']}x | "
-                    f"{r['speedup_wall']}x | {r['load_before']}-{r['load_after']} | {r['same_output_as_constrained']} |")
+            line = (
+                f"| {r['readout']} | {r['wall_s']} | {r['cpu_s']} | {r['examples_per_cpu_s']} | {r['speedup_cpu']}x | "
+                f"{r['speedup_wall']}x | {r['load_before']}-{r['load_after']} | {r['same_output_as_constrained']} |"
+            )
             if acc:
                 line += " " + ", ".join(f"{k} {v}" for k, v in r["accuracy"].items()) + " |"
             lines.append(line)
@@ -308,26 +397,36 @@ def markdown(report: dict) -> str:
             t = part["temperature"]
             ece = lambda d: ", ".join(f"{f} {v:.3f}" for f, v in d.items())  # noqa: E731
             test = lambda d: ", ".join(f"{k} {v}" for k, v in d.items() if k.endswith("_ece"))  # noqa: E731
-            lines += ["", f"rank, temperature fitted on {t['n_validation']} validation examples: T = {t['temperature']:.3f}; "
-                      f"validation NLL {t['nll_before']:.3f} -> {t['nll_after']:.3f}, validation ECE {ece(t['ece_before'])} -> "
-                      f"{ece(t['ece_after'])}; test ECE {test(t['test']['before'])} -> {test(t['test']['after'])}."]
+            lines += [
+                "",
+                f"rank, temperature fitted on {t['n_validation']} validation examples: T = {t['temperature']:.3f}; "
+                f"validation NLL {t['nll_before']:.3f} -> {t['nll_after']:.3f}, validation ECE {ece(t['ece_before'])} -> "
+                f"{ece(t['ece_after'])}; test ECE {test(t['test']['before'])} -> {test(t['test']['after'])}.",
+            ]
         lines.append("")
     if "c" in report:
         c, o = report["c"], report["c"]["options"]
-        lines += [f"## {c['model']}: {c['task']}, letters against option text", "",
-                  f"{c['rows'][0]['n']} examples from the {c['split']}. Letter prompt {c['prompt_tokens_mean']} tokens on average; "
-                  f"cloze prompt {o['cloze_prompt_tokens_mean']} tokens ({o['shared_prefix_tokens']} shared by all), "
-                  f"{o['options_per_example']} options of {o['option_tokens_mean']} tokens in all per example. The options "
-                  f"readout feeds {o['tokens_fed_shared']} tokens per pass (shared prefix once, each question once, a trie of "
-                  f"its options); a forward per (question, option) pair would feed {o['tokens_fed_per_pair']} "
-                  f"({o['pair_over_shared']}x). pmi runs two passes (the second under a neutral prompt). Speedup is against "
-                  "the rank (letters) row.", "",
-                  "| readout | wall s | CPU s | examples / CPU s | speedup (CPU) | speedup (wall) | load | accuracy |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {c['model']}: {c['task']}, letters against option text",
+            "",
+            f"{c['rows'][0]['n']} examples from the {c['split']}. Letter prompt {c['prompt_tokens_mean']} tokens on average; "
+            f"cloze prompt {o['cloze_prompt_tokens_mean']} tokens ({o['shared_prefix_tokens']} shared by all), "
+            f"{o['options_per_example']} options of {o['option_tokens_mean']} tokens in all per example. The options "
+            f"readout feeds {o['tokens_fed_shared']} tokens per pass (shared prefix once, each question once, a trie of "
+            f"its options); a forward per (question, option) pair would feed {o['tokens_fed_per_pair']} "
+            f"({o['pair_over_shared']}x). pmi runs two passes (the second under a neutral prompt). Speedup is against "
+            "the rank (letters) row.",
+            "",
+            "| readout | wall s | CPU s | examples / CPU s | speedup (CPU) | speedup (wall) | load | accuracy |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in c["rows"]:
-            lines.append(f"| {r['readout']} | {r['wall_s']} | {r['cpu_s']} | {r['examples_per_cpu_s']} | {r['speedup_cpu']}x | "
-                         f"{r['speedup_wall']}x | {r['load_before']}-{r['load_after']} | "
-                         + ", ".join(f"{k} {v}" for k, v in r["accuracy"].items()) + " |")
+            lines.append(
+                f"| {r['readout']} | {r['wall_s']} | {r['cpu_s']} | {r['examples_per_cpu_s']} | {r['speedup_cpu']}x | "
+                f"{r['speedup_wall']}x | {r['load_before']}-{r['load_after']} | "
+                + ", ".join(f"{k} {v}" for k, v in r["accuracy"].items())
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -340,7 +439,12 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=40, help="validation examples per task in (b), for the temperature")
     ap.add_argument("--n-choice", type=int, default=60, help="test examples of recipe_mpr in (c)")
     ap.add_argument("--batch-size", type=int, default=8, help="for generate and head (left-padded batches)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared CPU, OpenMP threads mostly wait on each other)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on a shared CPU, OpenMP threads mostly wait on each other)",
+    )
     ap.add_argument("--out", default=str(OUT / "readout_throughput"))
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the .json, running nothing")
     args = ap.parse_args()
@@ -352,10 +456,14 @@ def main() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    report: dict = {"command": "python " + " ".join(["bench/readout_throughput.py", *sys.argv[1:]]),
-                    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-                    "torch": torch.__version__, "transformers": transformers.__version__, "threads": args.threads,
-                    "load_start": load()}
+    report: dict = {
+        "command": "python " + " ".join(["bench/readout_throughput.py", *sys.argv[1:]]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": args.threads,
+        "load_start": load(),
+    }
     if args.part in ("a", "both", "all"):
         report["a"] = part_a(args.n, args.batch_size)
     if args.part in ("b", "both", "all"):

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mcqa.examples import load_split  # noqa: E402
-from mcqa.serve.export import export  # noqa: E402
 from mcqa.io import atomic_write_text, write_json  # noqa: E402
 from mcqa.readouts import run_readout  # noqa: E402
+from mcqa.serve.export import export  # noqa: E402
 from mcqa.train.folder import read_summary  # noqa: E402
 from mcqa.train.runs import load_run
 
@@ -41,8 +41,13 @@ def timed(fn):
 
 
 def serve(bundle: Path, python: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHON": python, "PORT": str(port), "HOST": "127.0.0.1",
-           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    env = {
+        **os.environ,
+        "PYTHON": python,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+    }
     log = open(bundle / "server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([str(bundle / "serve.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 600
@@ -59,8 +64,21 @@ def serve(bundle: Path, python: str, port: int) -> subprocess.Popen:
 def kill_and_resume(task: str, url: str, served: str, folder: Path, cut_after: int) -> dict:
     """`mcqa predict --endpoint` as a user runs it: once whole, once killed with SIGKILL after
     `cut_after` answers and run again; the two predictions files must be byte-identical."""
-    cli = [sys.executable, str(ROOT / "cli.py"), "predict", "--task", task, "--split", "test", "--endpoint", url,
-           "--served-model", served, "--readout-opt", "max_in_flight=8"]
+    cli = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "predict",
+        "--task",
+        task,
+        "--split",
+        "test",
+        "--endpoint",
+        url,
+        "--served-model",
+        served,
+        "--readout-opt",
+        "max_in_flight=8",
+    ]
     whole, cut = folder / "whole.jsonl", folder / "cut.jsonl"
     for f in (whole, cut, whole.with_suffix(".json"), cut.with_suffix(".json")):
         f.unlink(missing_ok=True)
@@ -73,8 +91,12 @@ def kill_and_resume(task: str, url: str, served: str, folder: Path, cut_after: i
     proc.wait()
     kept = cut.read_text().count("\n") if cut.is_file() else 0
     again = subprocess.run([*cli, "--out", str(cut)], check=True, capture_output=True, text=True)
-    return {"killed_after_lines": kept, "killed_mid_run": killed, "resumed": "resumed" in again.stderr,
-            "identical_file": cut.read_bytes() == whole.read_bytes()}
+    return {
+        "killed_after_lines": kept,
+        "killed_mid_run": killed,
+        "resumed": "resumed" in again.stderr,
+        "identical_file": cut.read_bytes() == whole.read_bytes(),
+    }
 
 
 def labels(task, output: str) -> dict | None:
@@ -89,8 +111,12 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="a finished generate-mode run")
     ap.add_argument("--vllm-python", required=True, help="the Python of an environment with vLLM")
     ap.add_argument("--bundle", type=Path, help="export folder (default: runs/export/<run name>)")
-    ap.add_argument("--merge", action="store_true", help="serve the base model with the adapter merged in (no LoRA "
-                    "kernels: vLLM's CPU LoRA path generated ~2 tokens/s for smollm2-135m)")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="serve the base model with the adapter merged in (no LoRA "
+        "kernels: vLLM's CPU LoRA path generated ~2 tokens/s for smollm2-135m)",
+    )
     ap.add_argument("--port", type=int, default=8011)
     ap.add_argument("--n", type=int, help="the first N test examples (default: all)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "vllm_parity"))
@@ -107,37 +133,81 @@ def main() -> None:
     try:
         for k in (1, 8):
             name = f"vLLM endpoint, {k} in flight"
-            outputs[name], s = timed(lambda k=k: run_readout("endpoint", None, None, task, examples, url=f"http://127.0.0.1:{args.port}/v1",
-                                                                served_model=served, max_in_flight=k))
+            outputs[name], s = timed(
+                lambda k=k: run_readout(
+                    "endpoint",
+                    None,
+                    None,
+                    task,
+                    examples,
+                    url=f"http://127.0.0.1:{args.port}/v1",
+                    served_model=served,
+                    max_in_flight=k,
+                )
+            )
             rows.append({"readout": name, "seconds": round(s, 2), "examples_per_second": round(len(examples) / s, 3)})
             print(rows[-1], flush=True)
-        resume = kill_and_resume(task.name, f"http://127.0.0.1:{args.port}/v1", served, bundle, cut_after=min(60, len(examples) // 2))
+        resume = kill_and_resume(
+            task.name, f"http://127.0.0.1:{args.port}/v1", served, bundle, cut_after=min(60, len(examples) // 2)
+        )
         print("kill -9 and resume:", resume, flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=120)
     for name in ("constrained", "rank"):
         outputs[name], s = timed(lambda n=name: run_readout(n, model, tokenizer, task, examples))
-        rows.append({"readout": f"mcqa {name}", "seconds": round(s, 2), "examples_per_second": round(len(examples) / s, 3)})
+        rows.append(
+            {"readout": f"mcqa {name}", "seconds": round(s, 2), "examples_per_second": round(len(examples) / s, 3)}
+        )
         print(rows[-1], flush=True)
     served_out, mine = outputs["vLLM endpoint, 8 in flight"], outputs["constrained"]
     agree = [labels(task, a["output"]) == labels(task, b["output"]) for a, b in zip(served_out, mine)]
-    disagreements = [{"id": e.id, "vllm": a["output"], "mcqa_constrained": b["output"]}
-                     for e, a, b, ok in zip(examples, served_out, mine, agree) if not ok]
-    gap = max((abs(a["probs"][f].get(v, 0.0) - p) for a, b in zip(served_out, outputs["rank"]) if "probs" in a
-               for f, dist in b["probs"].items() for v, p in dist.items()), default=None)
-    report = {"run": str(args.run), "merged": args.merge, "task": task.name, "examples": len(examples), "identical_labels": sum(agree) / len(agree),
-              "largest_probability_gap_vs_rank": gap, "kill_and_resume": resume, "rows": rows, "disagreements": disagreements,
-              "command": "python bench/vllm_parity.py " + " ".join(sys.argv[1:])}
+    disagreements = [
+        {"id": e.id, "vllm": a["output"], "mcqa_constrained": b["output"]}
+        for e, a, b, ok in zip(examples, served_out, mine, agree)
+        if not ok
+    ]
+    gap = max(
+        (
+            abs(a["probs"][f].get(v, 0.0) - p)
+            for a, b in zip(served_out, outputs["rank"])
+            if "probs" in a
+            for f, dist in b["probs"].items()
+            for v, p in dist.items()
+        ),
+        default=None,
+    )
+    report = {
+        "run": str(args.run),
+        "merged": args.merge,
+        "task": task.name,
+        "examples": len(examples),
+        "identical_labels": sum(agree) / len(agree),
+        "largest_probability_gap_vs_rank": gap,
+        "kill_and_resume": resume,
+        "rows": rows,
+        "disagreements": disagreements,
+        "command": "python bench/vllm_parity.py " + " ".join(sys.argv[1:]),
+    }
     write_json(f"{args.out}.json", report)
-    lines = ["# vLLM parity", "", f"`{report['command']}`", "",
-             f"{task.name} test, {len(examples)} examples; identical labels (endpoint, 8 in flight, against mcqa constrained): "
-             f"**{100 * report['identical_labels']:.1f}%**; largest label-probability gap against rank: {gap}.", "",
-             f"`mcqa predict --endpoint` killed (SIGKILL) after {resume['killed_after_lines']} answers and run again: "
-             f"resumed {resume['resumed']}, predictions file byte-identical to an uninterrupted run: {resume['identical_file']}.", "",
-             "| readout | seconds | examples / s |", "|---|---|---|"]
+    lines = [
+        "# vLLM parity",
+        "",
+        f"`{report['command']}`",
+        "",
+        f"{task.name} test, {len(examples)} examples; identical labels (endpoint, 8 in flight, against mcqa constrained): "
+        f"**{100 * report['identical_labels']:.1f}%**; largest label-probability gap against rank: {gap}.",
+        "",
+        f"`mcqa predict --endpoint` killed (SIGKILL) after {resume['killed_after_lines']} answers and run again: "
+        f"resumed {resume['resumed']}, predictions file byte-identical to an uninterrupted run: {resume['identical_file']}.",
+        "",
+        "| readout | seconds | examples / s |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r['readout']} | {r['seconds']} | {r['examples_per_second']} |" for r in rows]
-    lines += ["", "Disagreements:", ""] + [f"- {d['id']}: vLLM `{d['vllm']}`, mcqa `{d['mcqa_constrained']}`" for d in disagreements]
+    lines += ["", "Disagreements:", ""] + [
+        f"- {d['id']}: vLLM `{d['vllm']}`, mcqa `{d['mcqa_constrained']}`" for d in disagreements
+    ]
     atomic_write_text(f"{args.out}.md", "\n".join(lines) + "\n")
     print(f"wrote {args.out}.md and .json")
 

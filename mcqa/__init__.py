@@ -11,10 +11,13 @@ from mcqa.names import lazy_exports
 
 __version__ = "0.1.0"
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "mcqa.errors": ("DataError", "McqaError", "TaskContractError"),
-    "mcqa.io": ("read_jsonl",),
-    "mcqa.prompting": ("LETTERS", "format_options", "label_list", "render_prompt", "serialize_target"),
-    "mcqa.splits": ("carve_validation", "k_fold", "three_way"),
-    "mcqa.task": ("SPLITS", "Example", "LabelSpace", "Task"),
-})
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "mcqa.errors": ("DataError", "McqaError", "TaskContractError"),
+        "mcqa.io": ("read_jsonl",),
+        "mcqa.prompting": ("LETTERS", "format_options", "label_list", "render_prompt", "serialize_target"),
+        "mcqa.splits": ("carve_validation", "k_fold", "three_way"),
+        "mcqa.task": ("SPLITS", "Example", "LabelSpace", "Task"),
+    },
+)

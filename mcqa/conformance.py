@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from itertools import combinations
 from typing import Any, Callable
 
+from mcqa.eval.scoring import compute_metrics, make_records, parser_for
 from mcqa.prompting import LETTERS, render_prompt
 from mcqa.schema import schema_problem
-from mcqa.eval.scoring import compute_metrics, make_records, parser_for
 from mcqa.task import SPLITS, Example, Task, consistent, gold_json
 
 SHOWN = 3  # problems quoted per failed rule; the rest are counted
@@ -71,7 +71,9 @@ def _gold_parses_back(c: Context) -> list[str]:
         text = gold_json(c.task, e)
         parsed = parser.parse(text)
         if parsed.status != "ok" or parsed.value != e.target or parsed.notes:
-            out.append(f"{e.id}: gold {text} parses as {parsed.status} {parsed.value!r} {list(parsed.notes) or ''}".rstrip())
+            out.append(
+                f"{e.id}: gold {text} parses as {parsed.status} {parsed.value!r} {list(parsed.notes) or ''}".rstrip()
+            )
     return out
 
 
@@ -87,7 +89,11 @@ def _gold_scores_perfect(c: Context) -> list[str]:
         if m["joint"]["accuracy"] != 1.0:
             out.append(f"{where}: gold against itself scores joint accuracy {m['joint']['accuracy']:.3f}, not 1.0")
         for f, fm in m["fields"].items():
-            bad = [k for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "qwk", "within1") if k in fm and abs(fm[k] - 1.0) > 1e-9]
+            bad = [
+                k
+                for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "qwk", "within1")
+                if k in fm and abs(fm[k] - 1.0) > 1e-9
+            ]
             if fm.get("mae", 0) != 0:
                 bad.append("mae")
             if bad:
@@ -117,8 +123,10 @@ def _prompt_ignores_gold(c: Context) -> list[str]:
         shown = c.task.messages(e)
         if not shown:
             out.append(f"{e.id}: messages() returned no messages")
-        elif e.target is not None and (c.task.messages(replace(e, target=None)) != shown
-                                       or c.task.messages(replace(e, target=other_target(c.task, e.target))) != shown):
+        elif e.target is not None and (
+            c.task.messages(replace(e, target=None)) != shown
+            or c.task.messages(replace(e, target=other_target(c.task, e.target))) != shown
+        ):
             out.append(f"{e.id}: the prompt changes with the gold (messages() must not read example.target)")
     return out
 
@@ -150,7 +158,9 @@ def _options_consistent(c: Context) -> list[str]:
         return [f"choice_field '{task.choice_field}' is set but options(example) is not: declare the option texts"]
     letters = tuple(task.label_spaces[task.choice_field].values)
     if letters != tuple(LETTERS[: len(letters)]):
-        return [f"choice_field '{task.choice_field}' takes {', '.join(map(str, letters))}; it must take the letters A, B, C, ... in order"]
+        return [
+            f"choice_field '{task.choice_field}' takes {', '.join(map(str, letters))}; it must take the letters A, B, C, ... in order"
+        ]
     out = []
     for e in c.default_examples():
         options = task.options(e)
@@ -158,7 +168,9 @@ def _options_consistent(c: Context) -> list[str]:
             out.append(f"{e.id}: options() must return a non-empty list of strings")
             continue
         if len(options) > len(letters):
-            out.append(f"{e.id}: {len(options)} options but choice_field '{task.choice_field}' has only {len(letters)} letters")
+            out.append(
+                f"{e.id}: {len(options)} options but choice_field '{task.choice_field}' has only {len(letters)} letters"
+            )
         if e.target is not None and LETTERS.index(e.target[task.choice_field]) >= len(options):
             out.append(f"{e.id}: gold letter {e.target[task.choice_field]} points past its {len(options)} options")
         if task.cloze is not None and not task.cloze(e):
@@ -167,8 +179,13 @@ def _options_consistent(c: Context) -> list[str]:
             order = list(reversed(range(len(options))))
             moved = task.reorder(e, order)
             gold_text = options[LETTERS.index(e.target[task.choice_field])]
-            if task.options(moved) != [options[i] for i in order] or task.options(moved)[LETTERS.index(moved.target[task.choice_field])] != gold_text:
-                out.append(f"{e.id}: reorder() does not show the options in the order asked with the gold letter following the gold option")
+            if (
+                task.options(moved) != [options[i] for i in order]
+                or task.options(moved)[LETTERS.index(moved.target[task.choice_field])] != gold_text
+            ):
+                out.append(
+                    f"{e.id}: reorder() does not show the options in the order asked with the gold letter following the gold option"
+                )
     return out
 
 
@@ -197,7 +214,9 @@ def _splits_sound(c: Context) -> list[str]:
                 out.append(f"protocol {protocol}: {len(set(ids[a]) & set(ids[b]))} ids in both {a} and {b}")
             shared = texts[a] & texts[b]
             if shared:
-                out.append(f"protocol {protocol}: {len(shared)} input texts in both {a} and {b}, e.g. {sorted(shared)[0][:60]!r}")
+                out.append(
+                    f"protocol {protocol}: {len(shared)} input texts in both {a} and {b}, e.g. {sorted(shared)[0][:60]!r}"
+                )
     return out
 
 
@@ -207,15 +226,30 @@ def _schema_up_to_date(c: Context) -> list[str]:
 
 
 RULES: dict[str, tuple[str, Callable[[Context], list[str]]]] = {
-    "gold_parses_back": ("the gold of every shipped example serialises and parses back to itself, with no notes, "
-                         "and is an allowed combination", _gold_parses_back),
-    "gold_scores_perfect": ("gold scored against itself is perfect on every protocol's test split", _gold_scores_perfect),
+    "gold_parses_back": (
+        "the gold of every shipped example serialises and parses back to itself, with no notes, "
+        "and is an allowed combination",
+        _gold_parses_back,
+    ),
+    "gold_scores_perfect": (
+        "gold scored against itself is perfect on every protocol's test split",
+        _gold_scores_perfect,
+    ),
     "prompt_ignores_gold": ("messages() gives the same prompt with the gold removed or changed", _prompt_ignores_gold),
-    "prompt_hides_gold": ("the rendered prompt never contains the gold serialisation, unless every prompt shows it as the "
-                          "reply format (not multiple choice)", _prompt_hides_gold),
-    "options_consistent": ("multiple choice: letters A.. in order, options fit the letters, gold points at an option, "
-                           "cloze and reorder agree", _options_consistent),
-    "splits_sound": ("every protocol's splits are non-empty, deterministic, disjoint by id and by input text", _splits_sound),
+    "prompt_hides_gold": (
+        "the rendered prompt never contains the gold serialisation, unless every prompt shows it as the "
+        "reply format (not multiple choice)",
+        _prompt_hides_gold,
+    ),
+    "options_consistent": (
+        "multiple choice: letters A.. in order, options fit the letters, gold points at an option, "
+        "cloze and reorder agree",
+        _options_consistent,
+    ),
+    "splits_sound": (
+        "every protocol's splits are non-empty, deterministic, disjoint by id and by input text",
+        _splits_sound,
+    ),
     "schema_up_to_date": ("the task's schema file, where there is one, matches its Pydantic model", _schema_up_to_date),
 }
 
@@ -250,4 +284,6 @@ def rule_lines(task: Task, tokenizer=None) -> tuple[list[str], list[str]]:
 def assert_conforms(task: Task, tokenizer=None) -> None:
     """For a plugin's own tests: raise AssertionError listing every failed rule, one per line."""
     failures = check(task, tokenizer)
-    assert not failures, f"task '{task.name}' breaks {len(failures)} conformance rule(s):\n" + "\n".join(map(str, failures))
+    assert not failures, f"task '{task.name}' breaks {len(failures)} conformance rule(s):\n" + "\n".join(
+        map(str, failures)
+    )

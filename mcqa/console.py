@@ -27,8 +27,13 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         yield from _plain(items, description, total)
         return
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
     with progress:
         yield from progress.track(items, total=total, description=description)
@@ -49,14 +54,23 @@ def _plain(items: Iterable[T], description: str, total: int | None) -> Iterator[
         if done == total or (step and done % step == 0) or now - last >= PLAIN_EVERY_S:
             last = now
             left = f", about {(now - started) / done * (total - done):.0f}s left" if total and done < total else ""
-            console.print(f"{description}: {done}{of} ({now - started:.0f}s{left})", markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"{description}: {done}{of} ({now - started:.0f}s{left})", markup=False, highlight=False, soft_wrap=True
+            )
     if not total:
-        console.print(f"{description}: {done} done ({time.monotonic() - started:.0f}s)", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"{description}: {done} done ({time.monotonic() - started:.0f}s)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 # Libraries whose deprecation notices (past_key_values, is_gradient_checkpointing, ...) are
 # for mcqa's maintainers, not for someone training a model: they are hidden, mcqa's own are not.
-FOREIGN = frozenset({"transformers", "peft", "torch", "accelerate", "datasets", "huggingface_hub", "sklearn", "xgrammar"})
+FOREIGN = frozenset(
+    {"transformers", "peft", "torch", "accelerate", "datasets", "huggingface_hub", "sklearn", "xgrammar"}
+)
 _DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 

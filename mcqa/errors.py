@@ -1,7 +1,6 @@
 """Typed errors. The library raises them with a message that says what to do; only cli.py
 turns them into an exit code."""
 
-
 import difflib
 from typing import Iterable
 

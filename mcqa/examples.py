@@ -9,8 +9,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mcqa.errors import DataError, McqaError
-from mcqa.io import read_jsonl, validation_problems
 from mcqa.eval.parsing import OutputParser
+from mcqa.io import read_jsonl, validation_problems
 from mcqa.task import SPLITS, Example, Task
 
 
@@ -18,7 +18,9 @@ def resolve_protocol(task: Task, protocol: str | None) -> str:
     if protocol is None:
         return task.default_protocol
     if protocol not in task.protocols:
-        raise McqaError(f"task '{task.name}' has no split protocol '{protocol}'; choose one of: {', '.join(task.protocols)}")
+        raise McqaError(
+            f"task '{task.name}' has no split protocol '{protocol}'; choose one of: {', '.join(task.protocols)}"
+        )
     return protocol
 
 
@@ -39,7 +41,13 @@ def load_file(task: Task, path: str | Path) -> list[Example]:
             example = task.from_record(record)
         except ValidationError as e:
             raise DataError(f"{path}:{lineno}: not a valid '{task.name}' record: {validation_problems(e)}") from None
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # what a task's from_record raises on a bad record
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            IndexError,
+        ) as e:  # what a task's from_record raises on a bad record
             raise DataError(f"{path}:{lineno}: not a valid '{task.name}' record: {e}") from None
         if example.target is not None:  # gold labels must be in the output contract too
             gold = parser.validate(example.target)
@@ -48,7 +56,9 @@ def load_file(task: Task, path: str | Path) -> list[Example]:
         if not isinstance(example.id, str):
             raise DataError(f"{path}:{lineno}: the record's id must be a string")
         if example.id in first_line:
-            raise DataError(f"{path}:{lineno}: id '{example.id}' repeats line {first_line[example.id]}; ids must be unique")
+            raise DataError(
+                f"{path}:{lineno}: id '{example.id}' repeats line {first_line[example.id]}; ids must be unique"
+            )
         first_line[example.id] = lineno
         examples.append(example)
     if not examples:

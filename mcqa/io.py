@@ -10,8 +10,8 @@ import json
 import math
 import os
 import re
-import stat
 import secrets
+import stat
 import tempfile
 import time
 import zlib
@@ -40,7 +40,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     # The rename would replace whatever is there: never a device, a pipe or a folder.
     if (path.exists() or path.is_symlink()) and not path.is_file():
-        raise McqaError(f"{path}: is {_kind(path)}, not a regular file; mcqa writes only regular files, pick another path")
+        raise McqaError(
+            f"{path}: is {_kind(path)}, not a regular file; mcqa writes only regular files, pick another path"
+        )
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +55,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files owner-only; give the usual mode
         os.replace(tmp, path)
     except OSError as e:
-        raise McqaError(f"{path}: could not write it ({e.strerror or e}); free space, fix the permissions or pick another folder") from None
+        raise McqaError(
+            f"{path}: could not write it ({e.strerror or e}); free space, fix the permissions or pick another folder"
+        ) from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -125,7 +129,9 @@ def _check_writable_parent(path: Path, flag: str) -> None:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise McqaError(f"{path}: {flag} is inside {parent}, which is {_kind(parent)}, not a folder; pick another {flag}")
+        raise McqaError(
+            f"{path}: {flag} is inside {parent}, which is {_kind(parent)}, not a folder; pick another {flag}"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise McqaError(f"{path}: cannot write in {parent} (permission denied); pick another {flag}")
 
@@ -136,14 +142,18 @@ def check_out_folder(path: str | Path, flag: str = "--out") -> Path:
     path = Path(path)
     if path.exists() or path.is_symlink():
         if not path.is_dir():
-            raise McqaError(f"{path}: {flag} names {_kind(path)}; it must be a new or empty folder, pick another {flag}")
+            raise McqaError(
+                f"{path}: {flag} names {_kind(path)}; it must be a new or empty folder, pick another {flag}"
+            )
         try:
             held = sorted(p.name for p in path.iterdir() if not _is_leftover(p))
         except OSError as e:
             raise McqaError(f"{path}: cannot read {flag} ({e.strerror}); pick another {flag}") from None
         if held:
-            raise McqaError(f"{path}: {flag} folder is not empty (it holds {held[0]}{' and more' if len(held) > 1 else ''}); "
-                            f"mcqa never overwrites a run: pick another {flag} or delete that folder")
+            raise McqaError(
+                f"{path}: {flag} folder is not empty (it holds {held[0]}{' and more' if len(held) > 1 else ''}); "
+                f"mcqa never overwrites a run: pick another {flag} or delete that folder"
+            )
         if not os.access(path, os.W_OK | os.X_OK):
             raise McqaError(f"{path}: cannot write in {flag} (permission denied); pick another {flag}")
         return path
@@ -275,7 +285,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             continue
         obj = parse_json(line, f"{path}:{lineno}")
         if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; each line must be one JSON object")
+            raise DataError(
+                f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; each line must be one JSON object"
+            )
         yield lineno, obj
 
 

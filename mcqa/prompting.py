@@ -16,7 +16,6 @@ from typing import Any
 from jinja2.exceptions import TemplateError
 from pydantic import BaseModel
 
-
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -58,7 +57,7 @@ def fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     first = next((i for i, m in enumerate(rest) if m["role"] == "user"), None)
     if first is None:
         return [{"role": "user", "content": system}] + rest
-    return [*rest[:first], {**rest[first], "content": f"{system}\n\n{rest[first]['content']}"}, *rest[first + 1:]]
+    return [*rest[:first], {**rest[first], "content": f"{system}\n\n{rest[first]['content']}"}, *rest[first + 1 :]]
 
 
 def neutral_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:

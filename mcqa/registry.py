@@ -50,7 +50,11 @@ def _sources() -> Registry[Path | EntryPoint]:
 def is_builtin(task: Task) -> bool:
     """A task defined by a file in this project's own tasks/ folder (its schema is committed
     under schemas/); a plugin or a task on $MCQA_TASKS_PATH is not."""
-    return bool(task.source) and not task.source.startswith("entry point") and Path(task.source).resolve().parent == BUILTIN_TASKS_DIR
+    return (
+        bool(task.source)
+        and not task.source.startswith("entry point")
+        and Path(task.source).resolve().parent == BUILTIN_TASKS_DIR
+    )
 
 
 def task_names() -> list[str]:

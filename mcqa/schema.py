@@ -46,8 +46,10 @@ def schema_problem(task: Task) -> str | None:
         return None
     if is_builtin(task):
         return f"{path} is out of date with the '{task.name}' output model; run `mcqa schema --write`"
-    return (f"{path}, shipped by the plugin, is out of date with the '{task.name}' output model; regenerate it in the "
-            f"plugin's source with `mcqa schema --task {task.name} > {path.name}`, or delete it (the model is the contract)")
+    return (
+        f"{path}, shipped by the plugin, is out of date with the '{task.name}' output model; regenerate it in the "
+        f"plugin's source with `mcqa schema --task {task.name} > {path.name}`, or delete it (the model is the contract)"
+    )
 
 
 def task_schema(task: Task) -> dict:

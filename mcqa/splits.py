@@ -33,7 +33,9 @@ def _fraction_problem(name: str, f: float) -> str | None:
     return None
 
 
-def _split_off(indices: list[int], size: float, seed: int, strata: list | None, what: str) -> tuple[list[int], list[int]]:
+def _split_off(
+    indices: list[int], size: float, seed: int, strata: list | None, what: str
+) -> tuple[list[int], list[int]]:
     """scikit-learn's seeded (stratified) split, its refusals turned into one line saying what to change."""
     from sklearn.model_selection import train_test_split  # seconds to import: only once a split is made
 
@@ -55,8 +57,10 @@ def three_way(
     carve_validation instead."""
     train_f, val_f, test_f = fractions
     if test_f == 0:
-        raise McqaError("three_way: the test fraction is 0; if your data ships its own test split, keep it with "
-                        "mcqa.splits.carve_validation(train_ids, test_ids, val_fraction, seed), else give test a share")
+        raise McqaError(
+            "three_way: the test fraction is 0; if your data ships its own test split, keep it with "
+            "mcqa.splits.carve_validation(train_ids, test_ids, val_fraction, seed), else give test a share"
+        )
     problems = [p for p in (_fraction_problem(n, f) for n, f in zip(("train", "validation", "test"), fractions)) if p]
     if problems:
         raise McqaError(f"three_way: {'; '.join(problems)}")
@@ -67,7 +71,9 @@ def three_way(
     rest, test = _split_off(list(range(len(ids))), test_f, seed, strata, "test")
     rest_strata = [strata[i] for i in rest] if strata is not None else None
     train, val = _split_off(rest, val_f / (train_f + val_f), seed, rest_strata, "validation")
-    return {name: sorted(ids[i] for i in part) for name, part in (("train", train), ("validation", val), ("test", test))}
+    return {
+        name: sorted(ids[i] for i in part) for name, part in (("train", train), ("validation", val), ("test", test))
+    }
 
 
 def carve_validation(
@@ -85,12 +91,20 @@ def carve_validation(
     train_ids, test_ids = list(train_ids), list(test_ids)
     shared = set(train_ids) & set(test_ids)
     if shared:
-        raise McqaError(f"carve_validation: {len(shared)} ids are in both the train and the test split "
-                        f"(e.g. {sorted(shared)[0]!r}); the official splits must be disjoint")
+        raise McqaError(
+            f"carve_validation: {len(shared)} ids are in both the train and the test split "
+            f"(e.g. {sorted(shared)[0]!r}); the official splits must be disjoint"
+        )
     if strata is not None and len(strata) != len(train_ids):
         raise McqaError(f"carve_validation: {len(strata)} strata for {len(train_ids)} train ids; give one per train id")
-    train, val = _split_off(list(range(len(train_ids))), val_fraction, seed, list(strata) if strata is not None else None, "validation")
-    return {"train": sorted(train_ids[i] for i in train), "validation": sorted(train_ids[i] for i in val), "test": sorted(test_ids)}
+    train, val = _split_off(
+        list(range(len(train_ids))), val_fraction, seed, list(strata) if strata is not None else None, "validation"
+    )
+    return {
+        "train": sorted(train_ids[i] for i in train),
+        "validation": sorted(train_ids[i] for i in val),
+        "test": sorted(test_ids),
+    }
 
 
 def k_fold(
@@ -105,11 +119,17 @@ def k_fold(
     ids = list(ids)
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if strata is not None else KFold(k, shuffle=True, random_state=seed)
+    splitter = (
+        StratifiedKFold(k, shuffle=True, random_state=seed)
+        if strata is not None
+        else KFold(k, shuffle=True, random_state=seed)
+    )
     rest, test = list(splitter.split(ids, strata if strata is not None else None))[fold]
     rest_strata = [strata[i] for i in rest] if strata is not None else None
     train, val = _split_off(list(rest), val_fraction, seed, rest_strata, "validation")
-    return {name: sorted(ids[i] for i in part) for name, part in (("train", train), ("validation", val), ("test", test))}
+    return {
+        name: sorted(ids[i] for i in part) for name, part in (("train", train), ("validation", val), ("test", test))
+    }
 
 
 def per_class_sample(ids: Sequence[str], labels: Sequence[Hashable], n: int, seed: int) -> list[str]:

@@ -143,6 +143,7 @@ def _int_bounds(metadata: list) -> tuple[int | None, int | None]:
 
 def check_task(task: Any, name: str, source: str) -> Task:
     """Check the contract; raise TaskContractError naming the file on the first breach."""
+
     def fail(msg: str) -> TaskContractError:
         return TaskContractError(f"{source}: task '{name}' breaks the contract: {msg}")
 

@@ -27,8 +27,20 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "mmlu_pro" / "mmlu_pro_
 SEED = 42
 PER_CATEGORY = 142
 Category = Literal[
-    "biology", "business", "chemistry", "computer science", "economics", "engineering", "health",
-    "history", "law", "math", "other", "philosophy", "physics", "psychology",
+    "biology",
+    "business",
+    "chemistry",
+    "computer science",
+    "economics",
+    "engineering",
+    "health",
+    "history",
+    "law",
+    "math",
+    "other",
+    "philosophy",
+    "physics",
+    "psychology",
 ]
 
 

@@ -37,7 +37,9 @@ def from_record(r: dict) -> Example:
             raise ValueError(f"answer {r['answer']!r} is not the letter of one of the {len(r['options'])} options")
         target = {"answer": r["answer"]}
     groups = (r["category"],) if isinstance(r.get("category"), str) else ()
-    return Example(id=eid, input={"question": r["question"], "options": list(r["options"])}, target=target, groups=groups)
+    return Example(
+        id=eid, input={"question": r["question"], "options": list(r["options"])}, target=target, groups=groups
+    )
 
 
 @lru_cache(maxsize=None)
@@ -53,7 +55,10 @@ def load(split: str, protocol: str) -> list[Example]:
 def messages(e: Example) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"Question: {e.input['question']}\n\nOptions:\n{format_options(e.input['options'])}"},
+        {
+            "role": "user",
+            "content": f"Question: {e.input['question']}\n\nOptions:\n{format_options(e.input['options'])}",
+        },
     ]
 
 

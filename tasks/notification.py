@@ -44,7 +44,9 @@ def from_record(r: dict) -> Example:
 
 @lru_cache(maxsize=None)
 def _all() -> tuple[Example, ...]:
-    rows = dedupe([from_record(r) for _, r in read_jsonl(DATA)], key=lambda e: (e.input["app"], e.input["title"], e.input["body"]))
+    rows = dedupe(
+        [from_record(r) for _, r in read_jsonl(DATA)], key=lambda e: (e.input["app"], e.input["title"], e.input["body"])
+    )
     return tuple(rows)
 
 

@@ -103,7 +103,10 @@ CLOZE_SYSTEM = "You help people choose a recipe. Reply with one recipe that sati
 
 def cloze(e: Example) -> list[dict[str, str]]:
     """The request alone: the option-text readout and the choice mode score each recipe as the reply."""
-    return [{"role": "system", "content": CLOZE_SYSTEM}, {"role": "user", "content": f"Suggest one recipe for this request: {e.input['query']}"}]
+    return [
+        {"role": "system", "content": CLOZE_SYSTEM},
+        {"role": "user", "content": f"Suggest one recipe for this request: {e.input['query']}"},
+    ]
 
 
 TASK = Task(

@@ -32,4 +32,6 @@ def run(args) -> None:
     where = where or out_file(baseline_file(task.name, args.baseline, r["protocol"], None if args.data else args.split))
     write_jsonl(where, r["predictions"].values())
     write_json(where.with_suffix(".json"), {k: v for k, v in r.items() if k != "predictions"})
-    console.print(f"predictions: [bold]{where}[/] (score them with `mcqa score --task {task.name} --predictions {where} ...`)")
+    console.print(
+        f"predictions: [bold]{where}[/] (score them with `mcqa score --task {task.name} --predictions {where} ...`)"
+    )

@@ -20,6 +20,8 @@ def run(args) -> None:
     for line in lines:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     if failed:
-        raise McqaError(f"task '{task.name}' breaks {len(failed)} of {len(RULES)} conformance rules ({', '.join(failed)}); "
-                        "the FAIL lines above say what is wrong")
+        raise McqaError(
+            f"task '{task.name}' breaks {len(failed)} of {len(RULES)} conformance rules ({', '.join(failed)}); "
+            "the FAIL lines above say what is wrong"
+        )
     out.print(f"task '{task.name}' passes all {len(RULES)} conformance rules", markup=False, highlight=False)

@@ -25,6 +25,7 @@ class Parser(argparse.ArgumentParser):
 
 def count(minimum: int):
     """An argparse type: a whole number >= minimum (argparse reports a refusal as one line)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -33,6 +34,7 @@ def count(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+
     parse.__name__ = f"number >= {minimum}"
     return parse
 
@@ -41,8 +43,11 @@ HELP_RUN = [False]  # set by main: this run prints a --help
 
 
 # kind -> (the registry's module, its name there, the command whose --help lists it)
-_REGISTRIES = {"readouts": ("mcqa.readouts", "READOUTS", "score"), "modes": ("mcqa.modes", "MODES", "train"),
-               "baselines": ("mcqa.compare.baselines", "BASELINES", "baseline")}
+_REGISTRIES = {
+    "readouts": ("mcqa.readouts", "READOUTS", "score"),
+    "modes": ("mcqa.modes", "MODES", "train"),
+    "baselines": ("mcqa.compare.baselines", "BASELINES", "baseline"),
+}
 
 
 def listing(kind: str) -> str:
@@ -59,25 +64,52 @@ def listing(kind: str) -> str:
 
 
 def trust_arg(s) -> None:
-    s.add_argument("--trust-remote-code", action="store_true",
-                   help="let a model run its own Python code (never turned on by a run folder; only if you trust it)")
+    s.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a model run its own Python code (never turned on by a run folder; only if you trust it)",
+    )
 
 
 def model_args(s) -> None:
     s.add_argument("--model", help="base model: hub id, folder or alias (zero-shot, or the base of --adapter)")
     s.add_argument("--adapter", type=Path, help="a finished `mcqa train` run folder")
-    s.add_argument("--readout", help="how the answer is read out (default: the run's mode's, else constrained): " + listing("readouts"))
-    s.add_argument("--readout-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the readout (repeatable), e.g. --readout-opt rule=sum for options")
-    s.add_argument("--no-calibrate", action="store_true", help="rank, options: skip the temperature fitted on validation")
-    s.add_argument("--endpoint", metavar="URL", help="read out an OpenAI-compatible server instead (vLLM, SGLang, ...), "
-                   "e.g. http://127.0.0.1:8000/v1; the API key comes from $OPENAI_API_KEY (see --readout-opt api_key_env=...)")
-    s.add_argument("--served-model", metavar="NAME", help="with --endpoint: the model (or LoRA module) name the server serves")
-    s.add_argument("--calibration-examples", type=count(0), metavar="N",
-                   help="rank, options: fit the temperature on a seeded sample of N validation examples (0: all; default 200); "
-                   "a trained run keeps the fit in its folder")
-    s.add_argument("--limit", type=count(1), metavar="N", help="run the model on a seeded sample of N examples (a quick look; "
-                   "the output says so)")
+    s.add_argument(
+        "--readout",
+        help="how the answer is read out (default: the run's mode's, else constrained): " + listing("readouts"),
+    )
+    s.add_argument(
+        "--readout-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the readout (repeatable), e.g. --readout-opt rule=sum for options",
+    )
+    s.add_argument(
+        "--no-calibrate", action="store_true", help="rank, options: skip the temperature fitted on validation"
+    )
+    s.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="read out an OpenAI-compatible server instead (vLLM, SGLang, ...), "
+        "e.g. http://127.0.0.1:8000/v1; the API key comes from $OPENAI_API_KEY (see --readout-opt api_key_env=...)",
+    )
+    s.add_argument(
+        "--served-model", metavar="NAME", help="with --endpoint: the model (or LoRA module) name the server serves"
+    )
+    s.add_argument(
+        "--calibration-examples",
+        type=count(0),
+        metavar="N",
+        help="rank, options: fit the temperature on a seeded sample of N validation examples (0: all; default 200); "
+        "a trained run keeps the fit in its folder",
+    )
+    s.add_argument(
+        "--limit",
+        type=count(1),
+        metavar="N",
+        help="run the model on a seeded sample of N examples (a quick look; the output says so)",
+    )
     trust_arg(s)
 
 
@@ -98,7 +130,9 @@ def limit(examples: list, n: int | None) -> tuple[list, str | None]:
 def out_file(path: Path) -> Path:
     """A predictions file and its .json summary beside it: both must be regular files (or new)."""
     if path.suffix == ".json":
-        raise McqaError(f"{path}: --out names the predictions file, which gets a .json summary beside it; give it a .jsonl name")
+        raise McqaError(
+            f"{path}: --out names the predictions file, which gets a .json summary beside it; give it a .jsonl name"
+        )
     check_out_file(path.with_suffix(".json"))
     return check_out_file(path)
 
@@ -109,7 +143,14 @@ def run_model(task, args, examples: list, protocol: str | None, journal: Path | 
     model runs: `mcqa score --predictions` stays light."""
     predicting = importlib.import_module("mcqa.predicting")
     request = predicting.ModelRequest(
-        model=args.model, adapter=args.adapter, readout=args.readout, readout_options=args.readout_opt,
-        endpoint=args.endpoint, served_model=args.served_model, calibrate=not args.no_calibrate,
-        calibration_examples=args.calibration_examples, trust_remote_code=args.trust_remote_code)
+        model=args.model,
+        adapter=args.adapter,
+        readout=args.readout,
+        readout_options=args.readout_opt,
+        endpoint=args.endpoint,
+        served_model=args.served_model,
+        calibrate=not args.no_calibrate,
+        calibration_examples=args.calibration_examples,
+        trust_remote_code=args.trust_remote_code,
+    )
     return predicting.run_model(task, request, examples, protocol, journal=journal)

@@ -19,8 +19,10 @@ def add_arguments(s) -> None:
 def run(args) -> None:
     if args.action == "list":
         rows = models.list_models()
-        for title, hub in (("offline aliases (`mcqa models install NAME`, or on first use)", False),
-                           ("hub ids to pass as --model (need the Hugging Face hub once)", True)):
+        for title, hub in (
+            ("offline aliases (`mcqa models install NAME`, or on first use)", False),
+            ("hub ids to pass as --model (need the Hugging Face hub once)", True),
+        ):
             table = Table(title=title, title_justify="left")
             table.add_column("alias" if not hub else "hub id", no_wrap=True)
             table.add_column("installed", no_wrap=True)

@@ -34,7 +34,9 @@ def run(args) -> None:
         check_model(args.model, args.trust_remote_code)
     # Labeled examples are also scored, into a run folder named like the predictions file,
     # checked now so that a clash is found before the model runs.
-    scored_dir = check_out_folder(where.with_suffix("")) if examples and all(e.target is not None for e in examples) else None
+    scored_dir = (
+        check_out_folder(where.with_suffix("")) if examples and all(e.target is not None for e in examples) else None
+    )
     examples, sample = limit(examples, args.limit)
     outputs, info = run_model(task, args, examples, args.protocol, journal=where)
     if sample:
@@ -44,4 +46,6 @@ def run(args) -> None:
     console.print(f"{len(outputs)} predictions ({info['examples_per_second']} examples/s): [bold]{where}[/]")
     if scored_dir is not None:
         score(task, examples, outputs, scored_run(task, source, info, predictions=str(where)), folder=scored_dir)
-        console.print(f"the examples have labels: scored in [bold]{scored_dir}[/] (report.html, report.md, metrics.json)")
+        console.print(
+            f"the examples have labels: scored in [bold]{scored_dir}[/] (report.html, report.md, metrics.json)"
+        )

@@ -20,7 +20,11 @@ def add_arguments(s) -> None:
 def run(args) -> None:
     found = find_runs(args.folder)
     if not found:
-        out.print(f"no run folders under {args.folder}/ (`mcqa train` writes them under runs/train/)", markup=False, highlight=False)
+        out.print(
+            f"no run folders under {args.folder}/ (`mcqa train` writes them under runs/train/)",
+            markup=False,
+            highlight=False,
+        )
         return
     table = runs_table(found, args.folder, width=out.width, wide=args.wide)
     natural = out.measure(table, options=out.options.update_width(10_000)).maximum

@@ -23,8 +23,12 @@ def add_arguments(s) -> None:
     s.add_argument("--split", help="train, validation or test (default: test, unless --data is given)")
     s.add_argument("--protocol", help="split protocol (default: the task's first)")
     s.add_argument("--data", type=Path, help="your own labeled examples, in the task's input format (JSONL)")
-    s.add_argument("--predictions", type=Path, help="raw outputs to score (or run a model with --model/--adapter; "
-                   "with none of the three, the most recent finished run of the task under runs/)")
+    s.add_argument(
+        "--predictions",
+        type=Path,
+        help="raw outputs to score (or run a model with --model/--adapter; "
+        "with none of the three, the most recent finished run of the task under runs/)",
+    )
     model_args(s)
     s.add_argument("--out", type=Path, help="run folder (default: runs/score/<task>-<split>-<time>)")
     s.add_argument("--subset", action="store_true", help="score only the examples that have a prediction")
@@ -52,8 +56,15 @@ def run(args) -> None:
         outputs, info = run_model(task, args, examples, source.get("protocol"))
         preds = {o["id"]: o for o in outputs}
     extra = {"calibration_fit": info["calibration"]} if "calibration" in info else None
-    scored = score(task, examples, preds, scored_run(task, source, info, subset=args.subset), folder=where,
-                   resamples=args.resamples, extra=extra)
+    scored = score(
+        task,
+        examples,
+        preds,
+        scored_run(task, source, info, subset=args.subset),
+        folder=where,
+        resamples=args.resamples,
+        extra=extra,
+    )
     for t in tables(scored.metrics):
         out.print(t)
     console.print(f"run folder: [bold]{scored.folder}[/]")

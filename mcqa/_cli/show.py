@@ -23,7 +23,9 @@ def add_arguments(s) -> None:
 def run(args) -> None:
     task = get_task(args.task)
     examples = load_split(task, args.split, args.protocol)[: args.n]
-    template = load_chat_template(args.tokenizer)  # a folder or alias read as is; default the Qwen3 template, local copy first
+    template = load_chat_template(
+        args.tokenizer
+    )  # a folder or alias read as is; default the Qwen3 template, local copy first
     for e in examples:
         out.rule(f"{task.name} · {e.id} · groups: {', '.join(e.groups) or '-'}")
         out.print(render_prompt(template, task.messages(e)), markup=False, highlight=False, end="", soft_wrap=True)

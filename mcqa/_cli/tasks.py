@@ -32,10 +32,24 @@ def run(args) -> None:
             sizes = "/".join(str(len(load_split(task, s))) for s in SPLITS)
         except Exception as e:  # a plugin's own loading code: one broken task must not hide the others
             reason = str(e).strip().splitlines()[:1]
-            broken[task.name] = f"{task.source}: loading its splits failed ({type(e).__name__}{': ' + reason[0] if reason else ''})"
+            broken[task.name] = (
+                f"{task.source}: loading its splits failed ({type(e).__name__}{': ' + reason[0] if reason else ''})"
+            )
             continue
-        table.add_row(task.name, "\n".join(fields), ", ".join(task.protocols), f"{sizes} ({task.default_protocol})", task.description)
+        table.add_row(
+            task.name,
+            "\n".join(fields),
+            ", ".join(task.protocols),
+            f"{sizes} ({task.default_protocol})",
+            task.description,
+        )
     out.print(table)
     for name, problem in broken.items():  # listed, not fatal: a command that names the task still refuses it
         problem = " ".join(problem.split())  # one line, whatever the plugin's exception said
-        console.print(f"warning: task '{name}' is not listed: {problem}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"warning: task '{name}' is not listed: {problem}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )

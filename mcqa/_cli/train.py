@@ -48,4 +48,6 @@ def run(args) -> None:
     if metrics_file.is_file():
         for t in tables(json.loads(metrics_file.read_text(encoding="utf-8"))):
             out.print(t)
-    console.print(f"run folder: [bold]{run_dir}[/] (adapter in {run_dir / 'adapter'}, test report in {run_dir / 'test' / 'report.md'})")
+    console.print(
+        f"run folder: [bold]{run_dir}[/] (adapter in {run_dir / 'adapter'}, test report in {run_dir / 'test' / 'report.md'})"
+    )

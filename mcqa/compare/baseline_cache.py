@@ -36,12 +36,15 @@ def cache_key(baseline: str, task: Task, protocol: str, data: dict[str, list[Exa
     h = hashlib.sha256(json.dumps([__version__, code, baseline, task.name, protocol], ensure_ascii=False).encode())
     for role in sorted(data):
         for e in data[role]:
-            h.update(json.dumps([role, e.id, e.input, e.target], sort_keys=True, ensure_ascii=False, default=str).encode())
+            h.update(
+                json.dumps([role, e.id, e.input, e.target], sort_keys=True, ensure_ascii=False, default=str).encode()
+            )
     return h.hexdigest()[:32]
 
 
-def load_cached(cache: Path | None, key: str, task: Task, ids: list[str], what: str = "baseline",
-                redo: str = "fitting again") -> dict[str, Any] | None:
+def load_cached(
+    cache: Path | None, key: str, task: Task, ids: list[str], what: str = "baseline", redo: str = "fitting again"
+) -> dict[str, Any] | None:
     """The cached result for `key` when its file reads back whole and predicts exactly `ids`, else None.
     `what` and `redo` say, when a file is ignored, whose cache it was and what happens instead."""
     if cache is None:
@@ -62,8 +65,13 @@ def load_cached(cache: Path | None, key: str, task: Task, ids: list[str], what: 
                 raise McqaError(f"prediction '{i}' is malformed")
         result["predictions"] = {i: check_prediction(p, f"{path}: '{i}'", task) for i, p in preds.items()}
     except McqaError as e:
-        console.print(f"ignoring the {what} cache file {path} ({e}); {redo}", style="yellow",
-                      markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"ignoring the {what} cache file {path} ({e}); {redo}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return None
     return {**result, "cached": str(path)}
 
@@ -75,5 +83,4 @@ def store(cache: Path | None, key: str, result: dict[str, Any]) -> None:
     try:
         write_json(cache / f"{key}.json", {"key": key, "result": result})
     except McqaError as e:
-        console.print(f"not cached: {e}",
-                      style="yellow", markup=False, highlight=False)
+        console.print(f"not cached: {e}", style="yellow", markup=False, highlight=False)

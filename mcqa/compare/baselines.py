@@ -38,7 +38,19 @@ from mcqa.compare import choice_fits, embeddings, finetuned, label_fits
 from mcqa.compare.baseline_cache import cache_key, code_digest, load_cached, store
 from mcqa.compare.choice_fits import fit_finetuned_options, fit_similarity
 from mcqa.compare.embeddings import MINILM_PIP, minilm_dir, timed  # noqa: F401 (MINILM_PIP, minilm_dir: re-exported)
-from mcqa.compare.label_fits import K_GRID, BaselineNotApplicable, Data, Fitted, fit_embedding, fit_finetuned, fit_knn, fit_majority, fit_tfidf, free_field_fill, mask_choices, predictions  # noqa: F401
+from mcqa.compare.label_fits import (
+    BaselineNotApplicable,
+    Data,
+    Fitted,
+    fit_embedding,
+    fit_finetuned,
+    fit_knn,
+    fit_majority,
+    fit_tfidf,
+    free_field_fill,
+    mask_choices,
+    predictions,
+)  # noqa: F401
 from mcqa.console import console
 from mcqa.examples import load_split, resolve_protocol
 from mcqa.names import Registry
@@ -55,8 +67,14 @@ class Baseline:
 
 
 def _multiple_choice(task: Task) -> str | None:
-    return ("it predicts a label from the nearest training inputs; a multiple-choice answer letter depends on the "
-            "option order, not the input") if task.choice_field else None
+    return (
+        (
+            "it predicts a label from the nearest training inputs; a multiple-choice answer letter depends on the "
+            "option order, not the input"
+        )
+        if task.choice_field
+        else None
+    )
 
 
 def _finetuned(task: Task, train: Data, validation: Data) -> Fitted:
@@ -65,6 +83,7 @@ def _finetuned(task: Task, train: Data, validation: Data) -> Fitted:
 
 
 # ---------------------------------------------------------------- registry and runner
+
 
 def _not_multiple_choice(task: Task) -> str | None:
     return None if task.choice_field else "it compares a question with its options; the task has no choice_field"
@@ -75,12 +94,26 @@ for _b in (
     Baseline("majority", "most frequent train value per field", fit_majority),
     Baseline("tfidf", "TF-IDF word 1-2 + char 2-5 grams, logistic regression per field", fit_tfidf),
     Baseline("embedding", "all-MiniLM-L6-v2 embeddings, logistic regression per field", fit_embedding, encoder=True),
-    Baseline("knn", "cosine k-nearest neighbours over all-MiniLM-L6-v2 embeddings, k chosen on validation", fit_knn,
-             _multiple_choice, encoder=True),
-    Baseline("finetuned", "all-MiniLM-L6-v2 fine-tuned end to end: a linear head per field, or for multiple choice a "
-             "bi-encoder with a softmax over the options; learning rate and epochs chosen on validation", _finetuned),
-    Baseline("embedding_similarity", "cosine(question, option) of MiniLM embeddings, fitted softmax temperature",
-             fit_similarity, _not_multiple_choice, encoder=True),
+    Baseline(
+        "knn",
+        "cosine k-nearest neighbours over all-MiniLM-L6-v2 embeddings, k chosen on validation",
+        fit_knn,
+        _multiple_choice,
+        encoder=True,
+    ),
+    Baseline(
+        "finetuned",
+        "all-MiniLM-L6-v2 fine-tuned end to end: a linear head per field, or for multiple choice a "
+        "bi-encoder with a softmax over the options; learning rate and epochs chosen on validation",
+        _finetuned,
+    ),
+    Baseline(
+        "embedding_similarity",
+        "cosine(question, option) of MiniLM embeddings, fitted softmax temperature",
+        fit_similarity,
+        _not_multiple_choice,
+        encoder=True,
+    ),
 ):
     BASELINES.register(_b.name, _b)
 
@@ -93,8 +126,14 @@ def get_baseline(name: str) -> Baseline:
     return BASELINES.resolve(name)
 
 
-def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split: str = "test",
-                 examples: list[Example] | None = None, cache: Path | None = None) -> dict[str, Any]:
+def run_baseline(
+    name: str,
+    task: Task,
+    protocol: str | None = None,
+    eval_split: str = "test",
+    examples: list[Example] | None = None,
+    cache: Path | None = None,
+) -> dict[str, Any]:
     """Fit baseline `name` on the task's train split (C chosen on validation) and predict
     `examples`, or the `eval_split` examples when none are given. The same baseline, task,
     protocol and data asked again reuse the predictions cached under `cache` (None: no cache)."""
@@ -109,12 +148,22 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
 
     train, validation = split("train"), split("validation")
     target = Data(list(examples), None) if examples is not None else split(eval_split)
-    key = cache_key(name, task, protocol, {"train": train.examples, "validation": validation.examples, "eval": target.examples},
-                    "".join(code_digest(m) for m in _FIT_CODE))
+    key = cache_key(
+        name,
+        task,
+        protocol,
+        {"train": train.examples, "validation": validation.examples, "eval": target.examples},
+        "".join(code_digest(m) for m in _FIT_CODE),
+    )
     hit = load_cached(cache, key, task, [e.id for e in target.examples])
     if hit is not None:
-        console.print(f"{name} on {task.name}/{protocol}: reusing its predictions from {hit['cached']} (same baseline, task, "
-                      "protocol and data)", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"{name} on {task.name}/{protocol}: reusing its predictions from {hit['cached']} (same baseline, task, "
+            "protocol and data)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return {**hit, "eval_split": eval_split if examples is None else None}
     fitted, fit_s = timed(lambda: baseline.fit(task, train, validation))
 
@@ -127,16 +176,26 @@ def run_baseline(name: str, task: Task, protocol: str | None = None, eval_split:
     fields: dict[str, dict[str, Any]] = {f: {"status": "fitted", **fitted.info.get(f, {})} for f in probs}
     for f, space in task.label_spaces.items():
         if space is None:
-            fields[f] = {"status": "skipped", "reason": "free field (no label space): no baseline; "
-                         "filled with the train's most frequent value so the output parses"}
-    console.print(f"{name} on {task.name}/{protocol}: fit {fit_s:.1f}s, predict {predict_s:.1f}s for {len(target.examples)} examples")
+            fields[f] = {
+                "status": "skipped",
+                "reason": "free field (no label space): no baseline; "
+                "filled with the train's most frequent value so the output parses",
+            }
+    console.print(
+        f"{name} on {task.name}/{protocol}: fit {fit_s:.1f}s, predict {predict_s:.1f}s for {len(target.examples)} examples"
+    )
     result = {
-        "baseline": name, "task": task.name, "protocol": protocol,
+        "baseline": name,
+        "task": task.name,
+        "protocol": protocol,
         "eval_split": eval_split if examples is None else None,
-        "n_train": len(train.examples), "n_validation": len(validation.examples), "n_eval": len(target.examples),
+        "n_train": len(train.examples),
+        "n_validation": len(validation.examples),
+        "n_eval": len(target.examples),
         "fields": fields,
         "n_params": fitted.n_params,
-        "fit_seconds": fit_s, "predict_seconds": predict_s,
+        "fit_seconds": fit_s,
+        "predict_seconds": predict_s,
         "examples_per_second": len(target.examples) / predict_s if predict_s > 0 else float("inf"),
         "predictions": predictions(task, target.examples, probs, free_field_fill(task, train)),
     }

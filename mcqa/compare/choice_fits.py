@@ -26,13 +26,17 @@ def letter_columns(task: Task) -> tuple[dict[int, int], list[str]]:
     return {i: letters.index(x) for i, x in enumerate(LETTERS) if x in letters}, letters
 
 
-def option_columns(data: Data, per_option: list[np.ndarray], columns: dict[int, int], width: int, field: str) -> np.ndarray:
+def option_columns(
+    data: Data, per_option: list[np.ndarray], columns: dict[int, int], width: int, field: str
+) -> np.ndarray:
     """Per-example option probabilities placed in the choice field's label columns."""
     P = np.zeros((len(data.examples), width))
     for i, p in enumerate(per_option):
         missing = [LETTERS[j] for j in range(len(p)) if j not in columns]
         if missing:
-            raise McqaError(f"example '{data.examples[i].id}' has {len(p)} options but field '{field}' has no letter {missing[0]}")
+            raise McqaError(
+                f"example '{data.examples[i].id}' has {len(p)} options but field '{field}' has no letter {missing[0]}"
+            )
         P[i, [columns[j] for j in range(len(p))]] = p
     return P
 
@@ -45,7 +49,9 @@ def question_text(e: Example) -> str:
 def options_of(e: Example) -> list[str]:
     opts = e.input.get("options")
     if not (isinstance(opts, list) and opts and all(isinstance(o, str) for o in opts)):
-        raise BaselineNotApplicable(f"example '{e.id}' has no input 'options' (a list of strings) to compare the question with")
+        raise BaselineNotApplicable(
+            f"example '{e.id}' has no input 'options' (a list of strings) to compare the question with"
+        )
     return opts
 
 
@@ -56,7 +62,7 @@ def similarities(data: Data) -> list[np.ndarray]:
     flat = embed([o for opts in options for o in opts], data.tag, "options")
     out, start = [], 0
     for q, opts in zip(questions, options):
-        out.append(flat[start: start + len(opts)] @ q)
+        out.append(flat[start : start + len(opts)] @ q)
         start += len(opts)
     return out
 
@@ -92,10 +98,17 @@ def fit_finetuned_options(task: Task, train: Data, validation: Data) -> Fitted:
     def answers(data: Data) -> np.ndarray:
         return np.array([LETTERS.index(str(gold(task, e)[f])) for e in data.examples])
 
-    predict_options, n_params, info = fit_options(*texts(train), answers(train), *texts(validation), answers(validation))
+    predict_options, n_params, info = fit_options(
+        *texts(train), answers(train), *texts(validation), answers(validation)
+    )
     others = fit_majority(task, train, validation)  # any other label field: the train frequencies
 
     def predict(data: Data) -> dict[str, np.ndarray]:
-        return {**others.predict(data), f: option_columns(data, predict_options(*texts(data)), columns, len(letters), f)}
+        return {
+            **others.predict(data),
+            f: option_columns(data, predict_options(*texts(data)), columns, len(letters), f),
+        }
 
-    return Fitted(predict, n_params, {f: info, **{g: {**v, "note": "majority"} for g, v in others.info.items() if g != f}})
+    return Fitted(
+        predict, n_params, {f: info, **{g: {**v, "note": "majority"} for g, v in others.info.items() if g != f}}
+    )

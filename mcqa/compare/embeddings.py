@@ -73,10 +73,12 @@ def encode_texts(texts: list[str], description: str) -> np.ndarray:
     tokenizer, model, device = encoder()
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch: less padding
-    batches = [order[i: i + BATCH_SIZE] for i in range(0, len(texts), BATCH_SIZE)]
+    batches = [order[i : i + BATCH_SIZE] for i in range(0, len(texts), BATCH_SIZE)]
     with torch.inference_mode():
         for idx in track(batches, description, total=len(batches)):
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt").to(device)
+            enc = tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+            ).to(device)
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

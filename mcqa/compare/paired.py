@@ -38,14 +38,29 @@ class Outcomes:
         test file need not list them alike)."""
         at = {i: k for k, i in enumerate(self.ids)}
         order = np.array([at[i] for i in ids], dtype=np.int64)
-        return Outcomes(self.name, self.kind, self.task, self.folds, tuple(ids),
-                        {f: v[order] for f, v in self.fields.items()}, self.joint[order])
+        return Outcomes(
+            self.name,
+            self.kind,
+            self.task,
+            self.folds,
+            tuple(ids),
+            {f: v[order] for f, v in self.fields.items()},
+            self.joint[order],
+        )
 
 
-def outcomes(name: str, kind: str, task: str, folds: Sequence[str], records: Sequence[Record], fields: Sequence[str]) -> Outcomes:
-    return Outcomes(name, kind, task, tuple(folds), tuple(r["id"] for r in records),
-                    {f: np.array([r["correct"][f] for r in records], dtype=bool) for f in fields},
-                    np.array([r["joint"] for r in records], dtype=bool))
+def outcomes(
+    name: str, kind: str, task: str, folds: Sequence[str], records: Sequence[Record], fields: Sequence[str]
+) -> Outcomes:
+    return Outcomes(
+        name,
+        kind,
+        task,
+        tuple(folds),
+        tuple(r["id"] for r in records),
+        {f: np.array([r["correct"][f] for r in records], dtype=bool) for f in fields},
+        np.array([r["joint"] for r in records], dtype=bool),
+    )
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -66,8 +81,13 @@ def paired_difference(row: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> dict
     McNemar on b (only `row` right) and c (only `ref` right)."""
     b, c = int(np.sum(row & ~ref)), int(np.sum(~row & ref))
     diff = row.astype(float) - ref
-    return {"difference": float(diff.mean()), "ci": M.percentile_ci(diff[idx].mean(axis=1)),
-            "b": b, "c": c, "p": mcnemar_exact(b, c)}
+    return {
+        "difference": float(diff.mean()),
+        "ci": M.percentile_ci(diff[idx].mean(axis=1)),
+        "b": b,
+        "c": c,
+        "p": mcnemar_exact(b, c),
+    }
 
 
 def check_pairable(row: Outcomes, ref: Outcomes) -> None:
@@ -77,15 +97,19 @@ def check_pairable(row: Outcomes, ref: Outcomes) -> None:
     if row.task != ref.task:
         raise McqaError(f"{what}: scored on task '{row.task}', not '{ref.task}'; compare rows of one task")
     if row.folds != ref.folds:
-        raise McqaError(f"{what}: scored on {', '.join(row.folds)}, not {', '.join(ref.folds)}; compare rows of the same folds")
+        raise McqaError(
+            f"{what}: scored on {', '.join(row.folds)}, not {', '.join(ref.folds)}; compare rows of the same folds"
+        )
     if sorted(row.ids) != sorted(ref.ids):
         ours, theirs = set(row.ids), set(ref.ids)
         extra, missing = [i for i in row.ids if i not in theirs], [i for i in ref.ids if i not in ours]
         said = [f"{len(missing)} of its examples missing (first: '{missing[0]}')"] if missing else []
         said += [f"{len(extra)} others (first: '{extra[0]}')"] if extra else []
         said = said or ["a repeated example"]  # same sets, other counts
-        raise McqaError(f"{what}: scored on {len(row.ids)} examples, {' and '.join(said)}; "
-                        "a paired test needs every row scored on the same test examples")
+        raise McqaError(
+            f"{what}: scored on {len(row.ids)} examples, {' and '.join(said)}; "
+            "a paired test needs every row scored on the same test examples"
+        )
 
 
 def check_row_name(name: str, names: Sequence[str], flag: str = "--against") -> None:
@@ -107,9 +131,12 @@ def pair(row: Outcomes, ref: Outcomes, idx: np.ndarray) -> dict[str, Any]:
     """`row` minus `ref`, per field and joint, over the bootstrap index rows `idx`."""
     check_pairable(row, ref)
     row = row.aligned(ref.ids)
-    return {"against": ref.name, "n": len(ref.ids),
-            "fields": {f: paired_difference(row.fields[f], ref.fields[f], idx) for f in ref.fields},
-            "joint": paired_difference(row.joint, ref.joint, idx)}
+    return {
+        "against": ref.name,
+        "n": len(ref.ids),
+        "fields": {f: paired_difference(row.fields[f], ref.fields[f], idx) for f in ref.fields},
+        "joint": paired_difference(row.joint, ref.joint, idx),
+    }
 
 
 def pair_rows(rows: Sequence[Outcomes], against: str | None, resamples: int, seed: int) -> dict[str, Any]:
@@ -128,6 +155,10 @@ def pair_rows(rows: Sequence[Outcomes], against: str | None, resamples: int, see
     idx = M.bootstrap_indices(len(rows[0].ids), resamples, seed) if rows else None
     best = _best(rows, range(len(rows)))
     second = _best(rows, [k for k in range(len(rows)) if k != best])
-    return {"reference": None if ref is None else rows[ref].name,
-            "rows": [None if ref is None or k == ref else pair(r, rows[ref], idx) for k, r in enumerate(rows)],
-            "best_two": None if second is None else {"rows": [rows[best].name, rows[second].name], **pair(rows[best], rows[second], idx)}}
+    return {
+        "reference": None if ref is None else rows[ref].name,
+        "rows": [None if ref is None or k == ref else pair(r, rows[ref], idx) for k, r in enumerate(rows)],
+        "best_two": None
+        if second is None
+        else {"rows": [rows[best].name, rows[second].name], **pair(rows[best], rows[second], idx)},
+    }

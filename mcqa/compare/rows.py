@@ -53,23 +53,39 @@ class Row:
     validation: dict[str, list[Record]] | None = None  # fold -> records on its validation split: what a stack fits on
 
 
-def row_from_metrics(name: str, kind: str, metrics: dict[str, Any], folder: Path, extra: dict[str, Any]) -> dict[str, Any]:
+def row_from_metrics(
+    name: str, kind: str, metrics: dict[str, Any], folder: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
     """One table row, every score taken from a scorer's metrics.json."""
     try:
         return _row(name, kind, metrics, folder, extra)
     except (KeyError, TypeError, IndexError, AttributeError):
-        raise McqaError(f"{folder / 'metrics.json'}: not a complete scorer metrics.json; re-score the run "
-                        f"(mcqa score --adapter RUN --split test --out FOLDER)") from None
+        raise McqaError(
+            f"{folder / 'metrics.json'}: not a complete scorer metrics.json; re-score the run "
+            f"(mcqa score --adapter RUN --split test --out FOLDER)"
+        ) from None
 
 
 def _row(name: str, kind: str, metrics: dict[str, Any], folder: Path, extra: dict[str, Any]) -> dict[str, Any]:
     fields = {}
     for f, fm in metrics["fields"].items():
-        fields[f] = {"accuracy": fm["accuracy"], "accuracy_ci": fm["ci"]["accuracy"],
-                     "macro_f1": fm.get("macro_f1"), "macro_f1_ci": fm["ci"].get("macro_f1")}
-    return {"name": name, "kind": kind, "folder": str(folder), "n": metrics["n"], "fields": fields,
-            "joint": metrics["joint"]["accuracy"], "joint_ci": metrics["joint"]["ci"],
-            "parse_failure_rate": metrics["parse"]["failure_rate"], **extra}
+        fields[f] = {
+            "accuracy": fm["accuracy"],
+            "accuracy_ci": fm["ci"]["accuracy"],
+            "macro_f1": fm.get("macro_f1"),
+            "macro_f1_ci": fm["ci"].get("macro_f1"),
+        }
+    return {
+        "name": name,
+        "kind": kind,
+        "folder": str(folder),
+        "n": metrics["n"],
+        "fields": fields,
+        "joint": metrics["joint"]["accuracy"],
+        "joint_ci": metrics["joint"]["ci"],
+        "parse_failure_rate": metrics["parse"]["failure_rate"],
+        **extra,
+    }
 
 
 def protocol_folds(task: Task, protocol: str | None) -> list[str]:
@@ -92,16 +108,18 @@ def _mean(xs: list[float | None]) -> float | None:
     return None if any(x is None for x in xs) else sum(xs) / len(xs)
 
 
-def pooled_row(task: Task, name: str, kind: str, records: list[Record], run: dict, folder: Path,
-                per_fold: list[dict[str, Any]]) -> Row:
+def pooled_row(
+    task: Task, name: str, kind: str, records: list[Record], run: dict, folder: Path, per_fold: list[dict[str, Any]]
+) -> Row:
     """Score pooled per-example records; speed, training time and size are means over folds."""
     scored = score_records(task, records, run)  # written into `folder` by compare(), once every row pairs
     extra = {k: _mean([f[k] for f in per_fold]) for k in per_fold[0]}
     return Row(row_from_metrics(name, kind, scored.metrics, folder, extra), records, scored.metrics)
 
 
-def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path, cache: Path | None = None,
-                  validation: bool = False) -> list[Row]:
+def baseline_rows(
+    task: Task, folds: list[str], names: list[str], out: Path, cache: Path | None = None, validation: bool = False
+) -> list[Row]:
     """`validation`: also predict each fold's validation split (from the same fit), for a stack."""
     rows = []
     for name in names:
@@ -114,9 +132,14 @@ def baseline_rows(task: Task, folds: list[str], names: list[str], out: Path, cac
                 result = run_baseline(name, task, protocol, examples=test + held, cache=cache)
                 records += make_records(task, test, result["predictions"])
                 val[protocol] = make_records(task, held, result["predictions"], progress=False)
-                per_fold.append({"examples_per_second": result["examples_per_second"], "train_seconds": result["fit_seconds"],
-                                 "trained_parameters": result["n_params"],
-                                 "parameters": None if encoder is None else result["n_params"] + encoder})
+                per_fold.append(
+                    {
+                        "examples_per_second": result["examples_per_second"],
+                        "train_seconds": result["fit_seconds"],
+                        "trained_parameters": result["n_params"],
+                        "parameters": None if encoder is None else result["n_params"] + encoder,
+                    }
+                )
         except BaselineNotApplicable as e:
             console.print(f"[dim]skipped {name}: {e}[/]")
             continue
@@ -136,8 +159,16 @@ def model_parameters(model: str | Path | None) -> int | None:
         return None
 
 
-def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str], out: Path,
-                   trust_remote_code: bool = False, cache: Path | None = None, validation: bool = False) -> list[Row]:
+def zero_shot_rows(
+    task: Task,
+    folds: list[str],
+    model: str,
+    readouts: list[str],
+    out: Path,
+    trust_remote_code: bool = False,
+    cache: Path | None = None,
+    validation: bool = False,
+) -> list[Row]:
     """The base LLM with no adapter, read out through the scorer like everything else (rank fits
     its temperature on each fold's own validation split). `cache`: a folder of zero-shot
     predictions (mcqa.compare.zero_shot_cache) to reuse and fill; the model is loaded only if some
@@ -148,7 +179,9 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
     identity = model_identity(model) if cache is not None else None
     code = code_digest(task) if identity else ""
     loaded: Loaded | None = None
-    got: dict[tuple[str, str, str], tuple[list[dict[str, Any]], float]] = {}  # (spec, fold, split) -> predictions, examples/s
+    got: dict[
+        tuple[str, str, str], tuple[list[dict[str, Any]], float]
+    ] = {}  # (spec, fold, split) -> predictions, examples/s
     splits = ("test", "validation") if validation else ("test",)
     data = {(protocol, split): load_split(task, split, protocol) for protocol in folds for split in splits}
     for (protocol, split), test in data.items():
@@ -157,38 +190,76 @@ def zero_shot_rows(task: Task, folds: list[str], model: str, readouts: list[str]
             calibration = calibration_split(task, protocol, CALIBRATION_EXAMPLES)[0]
             for spec in specs:
                 keys[spec] = zero_shot_key(identity, spec, task, protocol, test, calibration, code)
-                hit = load_cached(cache, keys[spec], task, [e.id for e in test], what="zero-shot", redo="reading the model out again")
+                hit = load_cached(
+                    cache, keys[spec], task, [e.id for e in test], what="zero-shot", redo="reading the model out again"
+                )
                 if hit is not None and _speed(hit.get("examples_per_second")):
                     got[spec, protocol, split] = ([hit["predictions"][e.id] for e in test], hit["examples_per_second"])
-                    console.print(f"{Path(model).name} zero-shot {spec} on {protocol} {split}: reusing {hit['cached']}",
-                                  markup=False, highlight=False, soft_wrap=True)
+                    console.print(
+                        f"{Path(model).name} zero-shot {spec} on {protocol} {split}: reusing {hit['cached']}",
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
+                    )
         missing = [spec for spec in specs if (spec, protocol, split) not in got]
         if not missing:
             continue
         loaded = loaded or load_predictor(task, model, None, trust_remote_code=trust_remote_code)
         # Every options rule of one fold comes from one options run (see predict_option_rules).
-        by_rule = {opts["rule"]: spec for spec in missing for name, opts in [specs[spec]] if name == "options" and set(opts) == {"rule"}}
-        fresh = {by_rule[rule]: got_rule for rule, got_rule in
-                 predict_option_rules(task, loaded, test, protocol, list(by_rule)).items()} if by_rule else {}
+        by_rule = {
+            opts["rule"]: spec
+            for spec in missing
+            for name, opts in [specs[spec]]
+            if name == "options" and set(opts) == {"rule"}
+        }
+        fresh = (
+            {
+                by_rule[rule]: got_rule
+                for rule, got_rule in predict_option_rules(task, loaded, test, protocol, list(by_rule)).items()
+            }
+            if by_rule
+            else {}
+        )
         for spec in missing:
             readout, options = specs[spec]
-            outputs, info = fresh[spec] if spec in fresh else predict(task, loaded, test, readout, protocol, options=options)
+            outputs, info = (
+                fresh[spec] if spec in fresh else predict(task, loaded, test, readout, protocol, options=options)
+            )
             got[spec, protocol, split] = (outputs, info["examples_per_second"])
             if spec in keys:
-                store(cache, keys[spec], {"predictions": {o["id"]: o for o in outputs}, "examples_per_second": info["examples_per_second"]})
+                store(
+                    cache,
+                    keys[spec],
+                    {"predictions": {o["id"]: o for o in outputs}, "examples_per_second": info["examples_per_second"]},
+                )
     rows, parameters = [], model_parameters(model)
     for spec in specs:
         records, per_fold = [], []
         for protocol in folds:
             outputs, speed = got[spec, protocol, "test"]
             records += make_records(task, data[protocol, "test"], {o["id"]: o for o in outputs})
-            per_fold.append({"examples_per_second": speed, "train_seconds": 0.0, "trained_parameters": 0, "parameters": parameters})
+            per_fold.append(
+                {"examples_per_second": speed, "train_seconds": 0.0, "trained_parameters": 0, "parameters": parameters}
+            )
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "model": model, "readout": spec}
-        rows.append(pooled_row(task, zero_shot_name(model, spec), "zero-shot", records, run,
-                                sub_folder(out, "zero_shot", f"{Path(model).name}-{spec}"), per_fold))
+        rows.append(
+            pooled_row(
+                task,
+                zero_shot_name(model, spec),
+                "zero-shot",
+                records,
+                run,
+                sub_folder(out, "zero_shot", f"{Path(model).name}-{spec}"),
+                per_fold,
+            )
+        )
         if validation:
-            rows[-1].validation = {p: make_records(task, data[p, "validation"], {o["id"]: o for o in got[spec, p, "validation"][0]},
-                                                   progress=False) for p in folds}
+            rows[-1].validation = {
+                p: make_records(
+                    task, data[p, "validation"], {o["id"]: o for o in got[spec, p, "validation"][0]}, progress=False
+                )
+                for p in folds
+            }
     return rows
 
 
@@ -202,7 +273,7 @@ def _speed(v: Any) -> bool:
 
 
 def parse_readout_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """"options:rule=sum,prompt=task" -> ("options", {"rule": "sum", "prompt": "task"})."""
+    """ "options:rule=sum,prompt=task" -> ("options", {"rule": "sum", "prompt": "task"})."""
     name, _, rest = spec.partition(":")
     return name, parse_options([x for x in rest.split(",") if x], f"zero-shot readout '{spec}'")
 

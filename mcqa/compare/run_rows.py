@@ -25,12 +25,16 @@ def _read_run(run_dir: Path, task: Task, folds: list[str]) -> RunSummary:
         raise McqaError(f"{run_dir}: not a finished training run (no test/metrics.json)")
     if summary.task != task.name or summary.protocol not in folds:
         want = folds[0] if len(folds) == 1 else f"one of {', '.join(folds)}"
-        raise McqaError(f"{run_dir}: trained on {summary.task}/{summary.protocol}, not {task.name}/{want}; "
-                        "compare runs on the same task and split protocol")
+        raise McqaError(
+            f"{run_dir}: trained on {summary.task}/{summary.protocol}, not {task.name}/{want}; "
+            "compare runs on the same task and split protocol"
+        )
     return summary
 
 
-def _tested(task: Task, run_dir: Path, protocol: str, split: str = "test") -> tuple[list[Example], dict[str, dict[str, Any]]]:
+def _tested(
+    task: Task, run_dir: Path, protocol: str, split: str = "test"
+) -> tuple[list[Example], dict[str, dict[str, Any]]]:
     """A run's test (or validation) examples and its raw outputs, to be scored again against the
     task's own gold (make_records): a received run's records are never trusted for gold,
     correctness or probabilities. The run must cover the whole test split: rows are paired
@@ -41,21 +45,35 @@ def _tested(task: Task, run_dir: Path, protocol: str, split: str = "test") -> tu
         where = f"{path}:{lineno}"
         if not isinstance(rec.get("id"), str) or rec["id"] in preds:
             raise McqaError(f"{where}: a record needs a unique string 'id'; re-score the run")
-        preds[rec["id"]] = check_prediction({"id": rec["id"], "output": rec.get("raw"), "truncated": rec.get("status") == "truncated",
-                                             "probs": rec.get("probs")}, where, task)
+        preds[rec["id"]] = check_prediction(
+            {
+                "id": rec["id"],
+                "output": rec.get("raw"),
+                "truncated": rec.get("status") == "truncated",
+                "probs": rec.get("probs"),
+            },
+            where,
+            task,
+        )
     test = load_split(task, split, protocol)
     tested = match_ids(test, preds, str(path), subset=True)  # an unknown id is refused here
     if split == "test" and len(tested) < len(test):
-        raise McqaError(f"{run_dir}: tested on {len(tested)} of the {len(test)} test examples of {protocol} "
-                        "(max_test_examples?); compare pairs rows example by example, so train the run "
-                        "on the whole test split")
+        raise McqaError(
+            f"{run_dir}: tested on {len(tested)} of the {len(test)} test examples of {protocol} "
+            "(max_test_examples?); compare pairs rows example by example, so train the run "
+            "on the whole test split"
+        )
     return tested, preds
 
 
 def _run_extra(summary: RunSummary) -> dict[str, Any]:
     base, trained = model_parameters(summary.model), summary.trainable_parameters
-    return {"examples_per_second": summary.test_examples_per_second, "train_seconds": summary.train_seconds,
-            "trained_parameters": trained, "parameters": None if base is None or trained is None else base + trained}
+    return {
+        "examples_per_second": summary.test_examples_per_second,
+        "train_seconds": summary.train_seconds,
+        "trained_parameters": trained,
+        "parameters": None if base is None or trained is None else base + trained,
+    }
 
 
 def _validated(task: Task, run_dir: Path, protocol: str) -> list[Record] | None:
@@ -80,7 +98,7 @@ def _recipe(summary: RunSummary) -> dict[str, Any] | None:
     for key, value in summary.config.model_dump(mode="json").items():
         if key in _INCIDENTAL:
             continue
-        for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+        for sub, v in value.items() if isinstance(value, dict) else [(None, value)]:
             flat[key if sub is None else f"{key}.{sub}"] = tuple(sorted(map(str, v))) if isinstance(v, list) else v
     return flat
 
@@ -109,7 +127,11 @@ def _recipe_names(keys: list[RecipeKey]) -> dict[RecipeKey, str]:
             names[key] = " ".join(base + ["(settings unknown)"])
             continue
         recipe = {"model": model, **dict(items)}  # org1/x and org2/x are both shown as x, unless told apart
-        siblings = [{"model": k[0], **dict(k[2])} for k in keys if k[2] is not None and Path(k[0]).name == base[0] and k[1] == mode]
+        siblings = [
+            {"model": k[0], **dict(k[2])}
+            for k in keys
+            if k[2] is not None and Path(k[0]).name == base[0] and k[1] == mode
+        ]
         differ = sorted({s for r in siblings for s in r if len({repr(x.get(s)) for x in siblings}) > 1})
         if recipe.get("permutations") and "permutations" not in differ:
             differ.append("permutations")
@@ -131,32 +153,57 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
     summaries = [_read_run(r, task, folds) for r in run_dirs]
     tested = {r: _tested(task, r, s.protocol) for r, s in zip(run_dirs, summaries)}  # all checked before any is parsed
     if len(folds) == 1:
-        return [Row(row_from_metrics(f"{Path(s.model).name} {s.mode} ({r.name})", "trained",
-                                     read_json(r / "test" / "metrics.json"), r / "test", _run_extra(s)),
-                    make_records(task, *tested[r], progress=False), validation=_fold_records({s.protocol: _validated(task, r, s.protocol)}))
-                for r, s in zip(run_dirs, summaries)]
+        return [
+            Row(
+                row_from_metrics(
+                    f"{Path(s.model).name} {s.mode} ({r.name})",
+                    "trained",
+                    read_json(r / "test" / "metrics.json"),
+                    r / "test",
+                    _run_extra(s),
+                ),
+                make_records(task, *tested[r], progress=False),
+                validation=_fold_records({s.protocol: _validated(task, r, s.protocol)}),
+            )
+            for r, s in zip(run_dirs, summaries)
+        ]
     recipes = [_recipe(s) for s in summaries]
-    keys: list[RecipeKey] = [(s.model, s.mode, None if c is None else tuple(sorted(c.items()))) for s, c in zip(summaries, recipes)]
+    keys: list[RecipeKey] = [
+        (s.model, s.mode, None if c is None else tuple(sorted(c.items()))) for s, c in zip(summaries, recipes)
+    ]
     groups: dict[RecipeKey, dict[str, tuple[Path, RunSummary]]] = {k: {} for k in keys}
     names = _recipe_names(list(groups))
     for r, s, key in zip(run_dirs, summaries, keys):
         by_fold = groups[key]
         if s.protocol in by_fold:
-            raise McqaError(f"{r}: a second {names[key]} run on fold {s.protocol} (the first is {by_fold[s.protocol][0]}); "
-                            "pass one run per fold")
+            raise McqaError(
+                f"{r}: a second {names[key]} run on fold {s.protocol} (the first is {by_fold[s.protocol][0]}); "
+                "pass one run per fold"
+            )
         by_fold[s.protocol] = (r, s)
     rows = []
     for key, by_fold in groups.items():
         missing = [p for p in folds if p not in by_fold]
         if missing:
-            raise McqaError(f"{names[key]}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
-                            f"train one per fold (mcqa train --protocol {missing[0]} ...) with the same settings and pass them all to --runs")
+            raise McqaError(
+                f"{names[key]}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+                f"train one per fold (mcqa train --protocol {missing[0]} ...) with the same settings and pass them all to --runs"
+            )
         fold_runs = [by_fold[p] for p in folds]
         records = [rec for r, _ in fold_runs for rec in make_records(task, *tested[r], progress=False)]
         per_fold = [_run_extra(s) for _, s in fold_runs]
         run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "runs": [str(r) for r, _ in fold_runs]}
-        rows.append(pooled_row(task, f"{names[key]} ({len(folds)} folds)", "trained", records, run,
-                                _row_folder(out, names[key], key), per_fold))
+        rows.append(
+            pooled_row(
+                task,
+                f"{names[key]} ({len(folds)} folds)",
+                "trained",
+                records,
+                run,
+                _row_folder(out, names[key], key),
+                per_fold,
+            )
+        )
         rows[-1].validation = _fold_records({s.protocol: _validated(task, r, s.protocol) for r, s in fold_runs})
     return rows
 

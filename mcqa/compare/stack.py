@@ -65,7 +65,9 @@ def fit_weights(logps: list[np.ndarray], gold: np.ndarray, ids: list[str]) -> np
     return minimize(nll, start, jac=True, method="L-BFGS-B", bounds=[(0.0, MAX_WEIGHT)] * len(logps)).x
 
 
-def log_probs(task: Task, field: str, records: dict[str, Record], examples: list[Example], member: str, split: str) -> np.ndarray:
+def log_probs(
+    task: Task, field: str, records: dict[str, Record], examples: list[Example], member: str, split: str
+) -> np.ndarray:
     """A member's log-probabilities for `field` on `examples`, in the field's label order."""
     labels = [str(v) for v in label_fields(task)[field].values]
     out = np.empty((len(examples), len(labels)))
@@ -73,8 +75,10 @@ def log_probs(task: Task, field: str, records: dict[str, Record], examples: list
         probs = records[e.id].get("probs") or {}
         dist = probs.get(field)
         if not isinstance(dist, dict):
-            raise McqaError(f"stack member '{member}' has no probabilities for field '{field}' on {split} example '{e.id}'; "
-                            "stack rows whose readout gives probabilities (rank, options, head, choice, a baseline)")
+            raise McqaError(
+                f"stack member '{member}' has no probabilities for field '{field}' on {split} example '{e.id}'; "
+                "stack rows whose readout gives probabilities (rank, options, head, choice, a baseline)"
+            )
         p = np.array([float(dist.get(lab, 0.0)) for lab in labels])
         total = p.sum()
         p = p / total if total > 0 else np.full(len(labels), 1.0 / len(labels))
@@ -90,20 +94,28 @@ def check_members(task: Task, folds: list[str], members: list[Member]) -> None:
     test_ids = sorted(r["id"] for r in members[0].test)
     for m in members:
         if sorted(r["id"] for r in m.test) != test_ids:
-            raise McqaError(f"stack member '{m.name}' was scored on other test examples than '{members[0].name}'; "
-                            "stack rows scored on the same examples")
+            raise McqaError(
+                f"stack member '{m.name}' was scored on other test examples than '{members[0].name}'; "
+                "stack rows scored on the same examples"
+            )
         if m.validation is None:
-            raise McqaError(f"stack member '{m.name}' has no validation predictions to fit the stack on; "
-                            "a run trained before runs scored their validation split cannot be stacked: train it again")
+            raise McqaError(
+                f"stack member '{m.name}' has no validation predictions to fit the stack on; "
+                "a run trained before runs scored their validation split cannot be stacked: train it again"
+            )
         for fold in folds:
             want = sorted(e.id for e in load_split(task, "validation", fold))
             got = sorted(r["id"] for r in m.validation.get(fold, []))
             if got != want:
-                raise McqaError(f"stack member '{m.name}' has {len(got)} validation predictions on {fold}, not the "
-                                f"{len(want)} of its validation split; stack rows scored on the whole validation split")
+                raise McqaError(
+                    f"stack member '{m.name}' has {len(got)} validation predictions on {fold}, not the "
+                    f"{len(want)} of its validation split; stack rows scored on the whole validation split"
+                )
 
 
-def stack(task: Task, folds: list[str], members: list[Member], fit: Fit = fit_weights) -> tuple[dict[str, Prediction], dict[str, Any]]:
+def stack(
+    task: Task, folds: list[str], members: list[Member], fit: Fit = fit_weights
+) -> tuple[dict[str, Prediction], dict[str, Any]]:
     """The stack's test predictions (the scorer's input format, with probabilities) and its
     weights per fold and field. Each fold is fitted on that fold's validation split alone."""
     check_members(task, folds, members)
@@ -119,17 +131,25 @@ def stack(task: Task, folds: list[str], members: list[Member], fit: Fit = fit_we
         for f, space in fields.items():
             labels = [str(v) for v in space.values]
             answers = np.array([labels.index(str(gold(task, e)[f])) for e in val_ex])
-            w = fit([log_probs(task, f, recs, val_ex, m.name, "validation") for m, recs in zip(members, val_records)],
-                    answers, [e.id for e in val_ex])
+            w = fit(
+                [log_probs(task, f, recs, val_ex, m.name, "validation") for m, recs in zip(members, val_records)],
+                answers,
+                [e.id for e in val_ex],
+            )
             weights[fold][f] = {m.name: float(x) for m, x in zip(members, w)}
-            pooled = sum(x * log_probs(task, f, recs, test_ex, m.name, "test") for m, recs, x in zip(members, test_records, w))
+            pooled = sum(
+                x * log_probs(task, f, recs, test_ex, m.name, "test") for m, recs, x in zip(members, test_records, w)
+            )
             probs[f] = np.exp(log_softmax(pooled, axis=-1))
         mask_choices(task, test_ex, probs)
         out |= predictions(task, test_ex, probs, fill)
     counts = [m.parameters for m in members]
-    info = {"members": [m.name for m in members], "weights": weights, "pooling": "log-linear, one weight per member and field, "
-            "fitted on each fold's validation split",
-            "parameters": None if any(c is None for c in counts) else sum(counts) + len(members) * len(fields)}
+    info = {
+        "members": [m.name for m in members],
+        "weights": weights,
+        "pooling": "log-linear, one weight per member and field, fitted on each fold's validation split",
+        "parameters": None if any(c is None for c in counts) else sum(counts) + len(members) * len(fields),
+    }
     return out, info
 
 

@@ -22,7 +22,16 @@ from typing import Any
 
 from mcqa.compare.baselines import BASELINES
 from mcqa.compare.paired import check_row_name, outcomes, pair_rows
-from mcqa.compare.rows import Row, baseline_rows, default_zero_shot_readouts, protocol_folds, row_from_metrics, sub_folder, zero_shot_name, zero_shot_rows
+from mcqa.compare.rows import (
+    Row,
+    baseline_rows,
+    default_zero_shot_readouts,
+    protocol_folds,
+    row_from_metrics,
+    sub_folder,
+    zero_shot_name,
+    zero_shot_rows,
+)
 from mcqa.compare.run_rows import run_rows
 from mcqa.compare.stack import Member
 from mcqa.compare.stack import stack as stack_predictions
@@ -36,10 +45,20 @@ from mcqa.io import atomic_write_bytes, atomic_write_text, safe_name, write_json
 from mcqa.task import Task
 
 
-def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[str] | None, out: Path,
-            zero_shot: str | list[str] | None = None, zero_shot_readouts: tuple[str, ...] | None = None,
-            trust_remote_code: bool = False, baseline_cache: Path | None = None,
-            zero_shot_cache: Path | None = None, against: str | None = None, stack: list[str] | None = None) -> dict[str, Any]:
+def compare(
+    task: Task,
+    protocol: str | None,
+    runs: list[Path],
+    baselines: list[str] | None,
+    out: Path,
+    zero_shot: str | list[str] | None = None,
+    zero_shot_readouts: tuple[str, ...] | None = None,
+    trust_remote_code: bool = False,
+    baseline_cache: Path | None = None,
+    zero_shot_cache: Path | None = None,
+    against: str | None = None,
+    stack: list[str] | None = None,
+) -> dict[str, Any]:
     """`zero_shot`: one base model or several, each read out with every zero-shot readout.
     `baseline_cache`, `zero_shot_cache`: folders of cached baseline predictions (mcqa.compare.baseline_cache)
     and zero-shot predictions (mcqa.compare.zero_shot_cache) to reuse and fill. `against`: the name of
@@ -60,24 +79,39 @@ def compare(task: Task, protocol: str | None, runs: list[Path], baselines: list[
     if stack is not None:
         for r in rows:  # a run without validation predictions is refused before the slow rows
             if (stack == ["all"] or r.shown["name"] in stack) and r.validation is None:
-                raise McqaError(f"stack member '{r.shown['name']}' has no validation predictions (no validation/ in its run "
-                                "folder) to fit the stack on; train it again, or leave it out of --stack")
+                raise McqaError(
+                    f"stack member '{r.shown['name']}' has no validation predictions (no validation/ in its run "
+                    "folder) to fit the stack on; train it again, or leave it out of --stack"
+                )
     rows = baseline_rows(task, folds, names, out, baseline_cache, validation=stack is not None) + rows
     for model in models:
-        rows += zero_shot_rows(task, folds, model, specs, out, trust_remote_code, zero_shot_cache, validation=stack is not None)
+        rows += zero_shot_rows(
+            task, folds, model, specs, out, trust_remote_code, zero_shot_cache, validation=stack is not None
+        )
     if stack is not None:
         rows.append(stack_row(task, folds, rows, stack, out))
-    paired = pair_rows([outcomes(r.shown["name"], r.shown["kind"], task.name, folds, r.records, task.fields) for r in rows],
-                       against, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+    paired = pair_rows(
+        [outcomes(r.shown["name"], r.shown["kind"], task.name, folds, r.records, task.fields) for r in rows],
+        against,
+        BOOTSTRAP_RESAMPLES,
+        BOOTSTRAP_SEED,
+    )
     for r in rows:
         if r.metrics is not None:
             write_run(r.shown["folder"], r.records, r.metrics)
     shown = folds[0] if len(folds) == 1 else protocol
-    result = {"task": task.name, "protocol": shown, "folds": folds, "split": "test", "fields": task.fields,
-              "rows": [{**r.shown, "paired": p} for r, p in zip(rows, paired["rows"])],
-              "reference": paired["reference"], "best_two": paired["best_two"],
-              "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "interval": "percentile 95%, paired"},
-              "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    result = {
+        "task": task.name,
+        "protocol": shown,
+        "folds": folds,
+        "split": "test",
+        "fields": task.fields,
+        "rows": [{**r.shown, "paired": p} for r, p in zip(rows, paired["rows"])],
+        "reference": paired["reference"],
+        "best_two": paired["best_two"],
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "interval": "percentile 95%, paired"},
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", markdown(result))
     atomic_write_bytes(out / "compare.png", bar_chart(result))
@@ -90,7 +124,9 @@ def stack_row(task: Task, folds: list[str], rows: list[Row], names: list[str], o
     pooled test predictions like any other row. Its train time is its members' and its speed
     theirs run one after another."""
     if names == ["all"]:
-        chosen = [r for r in rows if r.validation is not None and all(isinstance(x.get("probs"), dict) for x in r.records)]
+        chosen = [
+            r for r in rows if r.validation is not None and all(isinstance(x.get("probs"), dict) for x in r.records)
+        ]
     else:
         chosen = [next(r for r in rows if r.shown["name"] == n) for n in names]
     members = [Member(r.shown["name"], r.shown.get("parameters"), r.validation, r.records) for r in chosen]
@@ -98,10 +134,12 @@ def stack_row(task: Task, folds: list[str], rows: list[Row], names: list[str], o
     test = [e for p in folds for e in load_split(task, "test", p)]
     speeds = [r.shown["examples_per_second"] for r in chosen]
     trained = [r.shown["trained_parameters"] for r in chosen]
-    extra = {"examples_per_second": None if any(not x for x in speeds) else 1 / sum(1 / x for x in speeds),
-             "train_seconds": sum(r.shown["train_seconds"] or 0.0 for r in chosen),
-             "trained_parameters": None if None in trained else sum(trained) + len(members) * len(task.label_spaces),
-             "parameters": info["parameters"]}
+    extra = {
+        "examples_per_second": None if any(not x for x in speeds) else 1 / sum(1 / x for x in speeds),
+        "train_seconds": sum(r.shown["train_seconds"] or 0.0 for r in chosen),
+        "trained_parameters": None if None in trained else sum(trained) + len(members) * len(task.label_spaces),
+        "parameters": info["parameters"],
+    }
     run = {"task": task.name, "split": "test", "protocol": ",".join(folds), "stack": info["members"]}
     scored = score_records(task, make_records(task, test, preds), run)
     folder = sub_folder(out, "stack", "-".join(safe_name(n.replace(" ", "-"))[:24] for n in info["members"])[:120])

@@ -36,21 +36,40 @@ def markdown(result: dict[str, Any]) -> str:
     head = ["model", "kind"] + [f"{f} acc [95% CI]" for f in fields] + [f"{f} macro-F1 [95% CI]" for f in fields]
     head += ["joint [95% CI]", "parse fail", "ex/s", "train s", "params trained", "params in all"]
     folds = result.get("folds") or [result["protocol"]]
-    pooled = (f" Cross-validated: test predictions of the {len(folds)} folds ({', '.join(folds)}) are pooled, so each "
-              "example is scored once; ex/s, train s and params are means over the folds.") if len(folds) > 1 else ""
-    lines = [f"# {result['task']} / {result['protocol']}: test split, scored by mcqa's scorer", "",
-             "Accuracy, macro-F1 and joint exact match in %, with 95% bootstrap intervals; parse failures count as wrong."
-             + pooled, "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    pooled = (
+        (
+            f" Cross-validated: test predictions of the {len(folds)} folds ({', '.join(folds)}) are pooled, so each "
+            "example is scored once; ex/s, train s and params are means over the folds."
+        )
+        if len(folds) > 1
+        else ""
+    )
+    lines = [
+        f"# {result['task']} / {result['protocol']}: test split, scored by mcqa's scorer",
+        "",
+        "Accuracy, macro-F1 and joint exact match in %, with 95% bootstrap intervals; parse failures count as wrong."
+        + pooled,
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in result["rows"]:
         cells = [r["name"], r["kind"]]
         cells += [_with_ci(r["fields"][f]["accuracy"], r["fields"][f]["accuracy_ci"]) for f in fields]
-        cells += [_with_ci(r["fields"][f]["macro_f1"], r["fields"][f]["macro_f1_ci"]) if r["fields"][f]["macro_f1"] is not None else "-" for f in fields]
-        cells += [_with_ci(r["joint"], r["joint_ci"]), _pct(r["parse_failure_rate"]),
-                  _rate(r["examples_per_second"]),
-                  "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
-                  "-" if r["trained_parameters"] is None else f"{r['trained_parameters']:,.0f}",
-                  _count(r.get("parameters"))]
+        cells += [
+            _with_ci(r["fields"][f]["macro_f1"], r["fields"][f]["macro_f1_ci"])
+            if r["fields"][f]["macro_f1"] is not None
+            else "-"
+            for f in fields
+        ]
+        cells += [
+            _with_ci(r["joint"], r["joint_ci"]),
+            _pct(r["parse_failure_rate"]),
+            _rate(r["examples_per_second"]),
+            "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
+            "-" if r["trained_parameters"] is None else f"{r['trained_parameters']:,.0f}",
+            _count(r.get("parameters")),
+        ]
         lines.append("| " + " | ".join(map(_cell, cells)) + " |")
     return "\n".join(lines + _paired_table(result) + _stack_lines(result)) + "\n"
 
@@ -60,8 +79,13 @@ def _stack_lines(result: dict[str, Any]) -> list[str]:
     for r in result["rows"]:
         if r.get("stack"):
             info = r["stack"]
-            lines += ["", "## Stack", "", f"'{_cell(r['name'])}': {info['pooling']}; weights {_cell(shown_weights(info))}. "
-                      "Params in all counts every member's parameters at inference and the stack's weights."]
+            lines += [
+                "",
+                "## Stack",
+                "",
+                f"'{_cell(r['name'])}': {info['pooling']}; weights {_cell(shown_weights(info))}. "
+                "Params in all counts every member's parameters at inference and the stack's weights.",
+            ]
     return lines
 
 
@@ -87,14 +111,23 @@ def _paired_table(result: dict[str, Any]) -> list[str]:
     if not pairs:
         return []
     fields = result["fields"]
-    head = ["pair", "model", "vs"] + [f"{f} diff [95% CI], McNemar p" for f in fields] + ["joint diff [95% CI], McNemar p"]
+    head = (
+        ["pair", "model", "vs"] + [f"{f} diff [95% CI], McNemar p" for f in fields] + ["joint diff [95% CI], McNemar p"]
+    )
     n = pairs[0][2]["n"]
-    lines = ["", "## Paired differences", "",
-             f"Accuracy of each model minus that of its 'vs' row, in points, on the same {n} examples: a paired bootstrap "
-             "95% interval (the same resampled examples for both) and McNemar's exact two-sided p-value on the examples "
-             "only one of the two gets right. The reference is "
-             + (f"'{_cell(result['reference'])}'" if result.get("reference") else "none (no baseline row)") + ".", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        "",
+        "## Paired differences",
+        "",
+        f"Accuracy of each model minus that of its 'vs' row, in points, on the same {n} examples: a paired bootstrap "
+        "95% interval (the same resampled examples for both) and McNemar's exact two-sided p-value on the examples "
+        "only one of the two gets right. The reference is "
+        + (f"'{_cell(result['reference'])}'" if result.get("reference") else "none (no baseline row)")
+        + ".",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for what, name, d in pairs:
         cells = [what, name, d["against"]] + [_diff(d["fields"][f]) for f in fields] + [_diff(d["joint"])]
         lines.append("| " + " | ".join(map(_cell, cells)) + " |")
@@ -121,7 +154,11 @@ def bar_chart(result: dict[str, Any]) -> bytes:
     for i, r in enumerate(rows):
         vals, errs = [], [[], []]
         for f, kind in metrics:
-            v, ci = (r["joint"], r["joint_ci"]) if kind == "joint" else (r["fields"][f]["accuracy"], r["fields"][f]["accuracy_ci"])
+            v, ci = (
+                (r["joint"], r["joint_ci"])
+                if kind == "joint"
+                else (r["fields"][f]["accuracy"], r["fields"][f]["accuracy_ci"])
+            )
             vals.append(100 * v)
             errs[0].append(100 * (v - ci[0]))
             errs[1].append(100 * (ci[1] - v))

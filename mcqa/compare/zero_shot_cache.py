@@ -28,8 +28,16 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 # The code between a model's weights and its predictions: an edit to any of it reads the model out again.
 # Each pattern is relative to the package and must match a file (a test checks it, so a moved file
 # cannot silently drop out of the key).
-_CODE = ("readouts/*.py", "prompting.py", "model/encoding.py", "model/choice_rows.py", "eval/calibration.py", "predicting.py",
-         "model/loading.py", "model/lm.py")
+_CODE = (
+    "readouts/*.py",
+    "prompting.py",
+    "model/encoding.py",
+    "model/choice_rows.py",
+    "eval/calibration.py",
+    "predicting.py",
+    "model/loading.py",
+    "model/lm.py",
+)
 
 
 def model_identity(model: str) -> str | None:
@@ -60,6 +68,9 @@ def code_digest(task: Task) -> str:
     return h.hexdigest()
 
 
-def zero_shot_key(identity: str, spec: str, task: Task, protocol: str, test: list[Example], calibration: list[Example],
-                  code: str) -> str:
-    return cache_key(f"zero-shot {identity} {spec}", task, protocol, {"test": test, "calibration": calibration}, code=code)
+def zero_shot_key(
+    identity: str, spec: str, task: Task, protocol: str, test: list[Example], calibration: list[Example], code: str
+) -> str:
+    return cache_key(
+        f"zero-shot {identity} {spec}", task, protocol, {"test": test, "calibration": calibration}, code=code
+    )

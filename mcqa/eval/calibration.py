@@ -12,8 +12,8 @@ import numpy as np
 
 from mcqa.errors import McqaError
 from mcqa.eval.metrics import calibration
-from mcqa.prompting import serialize_target
 from mcqa.eval.records import Prediction, RankGroup
+from mcqa.prompting import serialize_target
 from mcqa.task import Example, Task
 
 
@@ -25,7 +25,9 @@ def rank_record(task: Task, eid: str, groups: list[RankGroup], temperature: floa
     spaces = task.label_spaces
     # Each field's most probable label among those scored (a multiple-choice example may show
     # fewer options than its field has letters).
-    value = {f: max((v for v in spaces[f].values if str(v) in raw[f]), key=lambda v: raw[f][str(v)]) for f in task.fields}
+    value = {
+        f: max((v for v in spaces[f].values if str(v) in raw[f]), key=lambda v: raw[f][str(v)]) for f in task.fields
+    }
     return {"id": eid, "output": serialize_target(task.output, value), "probs": probs, "scores": groups}
 
 
@@ -66,19 +68,25 @@ def _gold_terms(task: Task, examples: list[Example], outputs: list[dict]) -> tup
     rows: list[tuple[np.ndarray, np.ndarray]] = []
     for e in examples:
         if e.target is None:
-            raise McqaError(f"example '{e.id}' has no gold label; temperature scaling needs labeled validation examples")
+            raise McqaError(
+                f"example '{e.id}' has no gold label; temperature scaling needs labeled validation examples"
+            )
         rec = by_id.get(e.id)
         if rec is None or "scores" not in rec:
-            raise McqaError(f"no rank output with scores for example '{e.id}'; fit the temperature on the 'rank' readout's outputs")
+            raise McqaError(
+                f"no rank output with scores for example '{e.id}'; fit the temperature on the 'rank' readout's outputs"
+            )
         gold = task.output.model_validate(e.target).model_dump(mode="json")
         for g in rec["scores"]:
             for k, f in enumerate(g["fields"]):
-                rows.append((np.asarray(g["loglik"], dtype=np.float64), np.array([v[k] == gold[f] for v in g["values"]])))
+                rows.append(
+                    (np.asarray(g["loglik"], dtype=np.float64), np.array([v[k] == gold[f] for v in g["values"]]))
+                )
     width = max(len(ll) for ll, _ in rows)
     ll = np.full((len(rows), width), -np.inf)
     gold_mask = np.zeros((len(rows), width), dtype=bool)
     for i, (x, m) in enumerate(rows):
-        ll[i, :len(x)], gold_mask[i, :len(m)] = x, m
+        ll[i, : len(x)], gold_mask[i, : len(m)] = x, m
     return ll, gold_mask
 
 
@@ -89,7 +97,9 @@ def _nll(terms: tuple[np.ndarray, np.ndarray], t: float) -> float:
     return float(np.mean(logsumexp(ll / t, axis=1) - logsumexp(np.where(gold, ll / t, -np.inf), axis=1)))
 
 
-def fit_temperature(task: Task, examples: list[Example], outputs: list[dict], bounds: tuple[float, float] = (0.05, 20.0)) -> TemperatureFit:
+def fit_temperature(
+    task: Task, examples: list[Example], outputs: list[dict], bounds: tuple[float, float] = (0.05, 20.0)
+) -> TemperatureFit:
     """Fit T on labeled (validation) examples and their rank outputs (bounded search on log T)."""
     from scipy.optimize import minimize_scalar
 
@@ -121,7 +131,9 @@ def with_option_rule(task: Task, outputs: list[Prediction], rule: str) -> list[P
     out = []
     for o in outputs:
         if rule not in o.get("option_scores", {}):
-            raise McqaError(f"prediction '{o['id']}' has no '{rule}' option scores; read it out with the options readout (rule=pmi holds every rule)")
+            raise McqaError(
+                f"prediction '{o['id']}' has no '{rule}' option scores; read it out with the options readout (rule=pmi holds every rule)"
+            )
         groups = [{**g, "loglik": o["option_scores"][rule]} for g in o["scores"]]
         out.append({**o, **rank_record(task, o["id"], groups, 1.0)})
     return out

@@ -54,8 +54,15 @@ def reliability(bins: Sequence[dict[str, float]], ece: float, field: str) -> str
     ax.plot(conf, [b["accuracy"] for b in bins], "-", color=MAIN, linewidth=1, alpha=0.6)
     # a point's area grows with its bin, so a bin of one example does not look like evidence
     top = max(b["count"] for b in bins)
-    ax.scatter(conf, [b["accuracy"] for b in bins], s=[12 + 140 * b["count"] / top for b in bins], color=MAIN, zorder=3,
-               label="this run (area: examples)", clip_on=False)
+    ax.scatter(
+        conf,
+        [b["accuracy"] for b in bins],
+        s=[12 + 140 * b["count"] / top for b in bins],
+        color=MAIN,
+        zorder=3,
+        label="this run (area: examples)",
+        clip_on=False,
+    )
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy")
     ax.set_title(f"{_text(field)}: ECE {ece:.3f}", fontsize=10)
@@ -90,7 +97,13 @@ def loss_curve(points: Sequence[tuple[float, float]], kept_epoch: float | None) 
     """Training loss at each logging step, by epoch; the kept epoch is a vertical line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.9, 3))
-    ax.plot([e for e, _ in points], [v for _, v in points], color=MAIN, linewidth=1.2, marker="." if len(points) < 60 else None)
+    ax.plot(
+        [e for e, _ in points],
+        [v for _, v in points],
+        color=MAIN,
+        linewidth=1.2,
+        marker="." if len(points) < 60 else None,
+    )
     if kept_epoch is not None:
         ax.axvline(kept_epoch, color=MARK, linestyle="--", linewidth=1, label=f"kept: epoch {kept_epoch:g}")
         ax.legend(fontsize=8)
@@ -100,8 +113,9 @@ def loss_curve(points: Sequence[tuple[float, float]], kept_epoch: float | None) 
     return _uri(fig)
 
 
-def validation_curve(epochs: Sequence[float], series: dict[str, Sequence[float | None]], chosen: str,
-                     kept_epoch: float | None) -> str:
+def validation_curve(
+    epochs: Sequence[float], series: dict[str, Sequence[float | None]], chosen: str, kept_epoch: float | None
+) -> str:
     """Each validation metric per epoch; the one that picks the epoch drawn boldest and the kept
     epoch ringed on it."""
     plt = _plt()
@@ -109,13 +123,29 @@ def validation_curve(epochs: Sequence[float], series: dict[str, Sequence[float |
     for name, values in series.items():
         pts = [(e, v) for e, v in zip(epochs, values) if v is not None]
         bold = name == chosen
-        ax.plot([e for e, _ in pts], [v for _, v in pts], marker="o", markersize=4 if bold else 3,
-                linewidth=2.2 if bold else 1, alpha=1 if bold else 0.55, label=_text(name), color=MAIN if bold else None)
+        ax.plot(
+            [e for e, _ in pts],
+            [v for _, v in pts],
+            marker="o",
+            markersize=4 if bold else 3,
+            linewidth=2.2 if bold else 1,
+            alpha=1 if bold else 0.55,
+            label=_text(name),
+            color=MAIN if bold else None,
+        )
         if bold and kept_epoch is not None:
             kept = [v for e, v in pts if e == kept_epoch]
             if kept:
-                ax.plot([kept_epoch], kept, "o", markersize=13, markerfacecolor="none", markeredgecolor=MARK, markeredgewidth=2,
-                        clip_on=False)
+                ax.plot(
+                    [kept_epoch],
+                    kept,
+                    "o",
+                    markersize=13,
+                    markerfacecolor="none",
+                    markeredgecolor=MARK,
+                    markeredgewidth=2,
+                    clip_on=False,
+                )
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation")
     ax.set_ylim(-0.02, 1.05)
@@ -137,17 +167,23 @@ def _span(values: Sequence[float], pad: float, lo: float | None = None, hi: floa
 def compare_rows(names: Sequence[str], panels: Sequence[tuple[str, Sequence[tuple[float, list[float] | None]]]]) -> str:
     """A panel per metric, a line per row: its value and 95% interval (in %)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 2.6, 0.42 * len(names) + 1.1), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2.6 * len(panels) + 2.6, 0.42 * len(names) + 1.1), sharey=True, squeeze=False
+    )
     ends = [100 * x for _, values in panels for v, ci in values for x in (ci or [v])]
     for ax, (title, values) in zip(axes[0], panels):
         for i, (v, ci) in enumerate(values):
             y = len(names) - 1 - i
             if ci:
-                ax.plot([100 * ci[0], 100 * ci[1]], [y, y], color=MAIN, linewidth=2.5, alpha=0.35, solid_capstyle="butt")
+                ax.plot(
+                    [100 * ci[0], 100 * ci[1]], [y, y], color=MAIN, linewidth=2.5, alpha=0.35, solid_capstyle="butt"
+                )
             ax.plot([100 * v], [y], "o", color=MAIN, markersize=4)
         ax.set_title(_text(title), fontsize=9)
         lo, hi = _span(ends, 2, 0, 100)
-        ax.set_xlim(lo - 1, hi + 1)  # one scale for every panel, zoomed to where the rows are; a point at 100 stays whole
+        ax.set_xlim(
+            lo - 1, hi + 1
+        )  # one scale for every panel, zoomed to where the rows are; a point at 100 stays whole
         ax.set_xlabel("accuracy, %", fontsize=8)
         _style(ax)
     axes[0][0].set_yticks(range(len(names)), [_label(n) for n in reversed(names)], fontsize=8)
@@ -159,7 +195,9 @@ def paired(names: Sequence[str], against: str, panels: Sequence[tuple[str, Seque
     """A panel per metric, a line per row: its paired accuracy difference from `against` with the
     paired 95% interval, in points; a difference whose interval excludes 0 is drawn in red."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 2.6, 0.42 * len(names) + 1.3), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2.6 * len(panels) + 2.6, 0.42 * len(names) + 1.3), sharey=True, squeeze=False
+    )
     for ax, (title, diffs) in zip(axes[0], panels):
         ax.axvline(0, color="#71717a", linewidth=1)
         for i, d in enumerate(diffs):

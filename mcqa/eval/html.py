@@ -19,12 +19,12 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from mcqa.eval import charts
 from mcqa.errors import McqaError
-from mcqa.examples import load_file, load_split
-from mcqa.io import atomic_write_text, read_json, read_jsonl
+from mcqa.eval import charts
 from mcqa.eval.metrics import ECE_BINS, FAILURE
 from mcqa.eval.parsing import FAILURES
+from mcqa.examples import load_file, load_split
+from mcqa.io import atomic_write_text, read_json, read_jsonl
 from mcqa.registry import get_task
 
 REPORT, COMPARE = "report.html", "compare.html"
@@ -62,8 +62,13 @@ def _excerpt(text: Any, n: int = EXCERPT) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-_ENV = Environment(loader=PackageLoader("mcqa.eval", "templates"), autoescape=True, undefined=StrictUndefined,
-                   trim_blocks=True, lstrip_blocks=True)
+_ENV = Environment(
+    loader=PackageLoader("mcqa.eval", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 _ENV.filters.update(pct=_pct, ci=_ci, diff=_diff, p=_p, excerpt=_excerpt)
 _ENV.tests["excluding_zero"] = _excludes_zero
 
@@ -79,8 +84,13 @@ def command_line() -> str | None:
 # ---------------------------------------------------------------- report.html
 
 
-def write_report_html(folder: str | Path, records: list[dict], metrics: dict[str, Any],
-                      training: dict[str, Any] | None = None, inputs: dict[str, str] | None = None) -> Path:
+def write_report_html(
+    folder: str | Path,
+    records: list[dict],
+    metrics: dict[str, Any],
+    training: dict[str, Any] | None = None,
+    inputs: dict[str, str] | None = None,
+) -> Path:
     """report.html in a scored run folder. `training`: a training run's history (training_history);
     `inputs`: each example's input text by id (default: read from the task's split or data file
     that metrics["run"] names, when it can be found)."""
@@ -128,8 +138,9 @@ def _input_line(value: Any) -> str:
     return " ".join(str(value).split())
 
 
-def report_context(folder: Path, records: list[dict], m: dict[str, Any], training: dict[str, Any] | None,
-                   inputs: dict[str, str]) -> dict[str, Any]:
+def report_context(
+    folder: Path, records: list[dict], m: dict[str, Any], training: dict[str, Any] | None, inputs: dict[str, str]
+) -> dict[str, Any]:
     run = dict(m.get("run") or {})
     command = command_line()
     intervals = []  # drawn by the template in CSS: crisp, and no figure to render per run
@@ -140,9 +151,14 @@ def report_context(folder: Path, records: list[dict], m: dict[str, Any], trainin
     if len(m["fields"]) > 1:  # with one field, joint match is its accuracy
         intervals.append({"label": "joint exact match", "value": m["joint"]["accuracy"], "ci": m["joint"]["ci"]})
     return {
-        "task": m["task"], "n": m["n"], "run": run, "command": command,
-        "title": f"{m['task']} · {run.get('split') or run.get('data') or 'scored'}" + (f" · {run['model']}" if run.get("model") else ""),
-        "joint": m["joint"], "parse_failure_rate": m["parse"]["failure_rate"],
+        "task": m["task"],
+        "n": m["n"],
+        "run": run,
+        "command": command,
+        "title": f"{m['task']} · {run.get('split') or run.get('data') or 'scored'}"
+        + (f" · {run['model']}" if run.get("model") else ""),
+        "joint": m["joint"],
+        "parse_failure_rate": m["parse"]["failure_rate"],
         "cards": [{"name": f, "accuracy": fm["accuracy"], "ci": fm["ci"]["accuracy"]} for f, fm in m["fields"].items()],
         "intervals": intervals,
         "training": training_context(training) if training else None,
@@ -159,9 +175,17 @@ def report_context(folder: Path, records: list[dict], m: dict[str, Any], trainin
 
 
 def field_context(f: str, fm: dict[str, Any], records: list[dict]) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": f, "accuracy": fm["accuracy"], "ci": fm["ci"], "summary": [],
-                           "per_class": None, "confusion": None, "hidden_classes": 0, "reliability": None,
-                           "calibration": fm.get("calibration")}
+    out: dict[str, Any] = {
+        "name": f,
+        "accuracy": fm["accuracy"],
+        "ci": fm["ci"],
+        "summary": [],
+        "per_class": None,
+        "confusion": None,
+        "hidden_classes": 0,
+        "reliability": None,
+        "calibration": fm.get("calibration"),
+    }
     for k, label in (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"), ("weighted_f1", "weighted-F1")):
         if k in fm:
             out["summary"].append((label, _pct(fm[k])))
@@ -175,7 +199,9 @@ def field_context(f: str, fm: dict[str, Any], records: list[dict]) -> dict[str, 
             out["reliability"] = charts.reliability(bins, c["ece"], f)
     if "per_class" in fm:
         classes = list(fm["per_class"].items())
-        shown = classes if len(classes) <= MAX_CLASSES else sorted(classes, key=lambda kv: -kv[1]["support"])[:MAX_CLASSES]
+        shown = (
+            classes if len(classes) <= MAX_CLASSES else sorted(classes, key=lambda kv: -kv[1]["support"])[:MAX_CLASSES]
+        )
         out["per_class"] = [{"name": c, **s} for c, s in shown]
         out["hidden_classes"] = len(classes) - len(shown)
         out["confusion"] = confusion_context(fm["confusion"], [c for c, _ in shown])
@@ -194,11 +220,25 @@ def confusion_context(cm: dict[str, Any], keep: list[str]) -> dict[str, Any]:
     for g, row in zip(gold, matrix):
         if g not in keep:
             continue
-        counts = [row[j] for j in kept] + ([sum(row[j] for j in other)] if other else []) + [sum(row[j] for j in failed)]
+        counts = (
+            [row[j] for j in kept] + ([sum(row[j] for j in other)] if other else []) + [sum(row[j] for j in failed)]
+        )
         total = sum(counts)
-        rows.append({"gold": g, "total": total, "cells": [
-            {"count": c, "share": c / total if total else 0.0, "diagonal": columns[k] == g, "failure": k == len(counts) - 1}
-            for k, c in enumerate(counts)]})
+        rows.append(
+            {
+                "gold": g,
+                "total": total,
+                "cells": [
+                    {
+                        "count": c,
+                        "share": c / total if total else 0.0,
+                        "diagonal": columns[k] == g,
+                        "failure": k == len(counts) - 1,
+                    }
+                    for k, c in enumerate(counts)
+                ],
+            }
+        )
     return {"columns": columns, "rows": rows}
 
 
@@ -214,18 +254,26 @@ def reliability_bins(records: list[dict], f: str, labels: list[str]) -> list[dic
         top = max(probs)
         right = labels[probs.index(top)] == str(r["gold"][f])
         bins.setdefault(min(int(top * ECE_BINS), ECE_BINS - 1), []).append((top, right))
-    return [{"confidence": sum(c for c, _ in b) / len(b), "accuracy": sum(ok for _, ok in b) / len(b), "count": len(b)}
-            for _, b in sorted(bins.items())]
+    return [
+        {"confidence": sum(c for c, _ in b) / len(b), "accuracy": sum(ok for _, ok in b) / len(b), "count": len(b)}
+        for _, b in sorted(bins.items())
+    ]
 
 
 def positions_context(m: dict[str, Any]) -> dict[str, Any] | None:
     pos = m.get("positions")
     if not pos:
         return None
-    rows = [{"position": x, "predicted": p, "gold": g, "accuracy": a}
-            for x, p, g, a in zip(pos["positions"], pos["predicted"], pos["gold"], pos["accuracy_by_gold"])]
-    return {"rows": rows, "failed": pos["failed"], "consistency": m.get("consistency"),
-            "chart": charts.positions(pos["positions"], pos["gold"], pos["predicted"], pos["failed"])}
+    rows = [
+        {"position": x, "predicted": p, "gold": g, "accuracy": a}
+        for x, p, g, a in zip(pos["positions"], pos["predicted"], pos["gold"], pos["accuracy_by_gold"])
+    ]
+    return {
+        "rows": rows,
+        "failed": pos["failed"],
+        "consistency": m.get("consistency"),
+        "chart": charts.positions(pos["positions"], pos["gold"], pos["predicted"], pos["failed"]),
+    }
 
 
 def parse_context(m: dict[str, Any], records: list[dict]) -> dict[str, Any]:
@@ -235,7 +283,13 @@ def parse_context(m: dict[str, Any], records: list[dict]) -> dict[str, Any]:
         if p["counts"].get(s):
             examples = [r for r in records if r["status"] == s][:FAILURE_EXAMPLES]
             kinds.append({"status": s, "count": p["counts"][s], "examples": examples})
-    return {"counts": p["counts"], "failed": sum(p["counts"].get(s, 0) for s in FAILURES), "failure_rate": p["failure_rate"], "notes": p.get("notes") or {}, "kinds": kinds}
+    return {
+        "counts": p["counts"],
+        "failed": sum(p["counts"].get(s, 0) for s in FAILURES),
+        "failure_rate": p["failure_rate"],
+        "notes": p.get("notes") or {},
+        "kinds": kinds,
+    }
 
 
 def mistakes(records: list[dict], m: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
@@ -248,12 +302,26 @@ def mistakes(records: list[dict], m: dict[str, Any], inputs: dict[str, str]) -> 
         fields = [f for f in m["fields"] if not r["correct"].get(f)]
         probs = [(r.get("probs") or {}).get(f, {}).get(str((r["parsed"] or {}).get(f))) for f in fields]
         known = [p for p in probs if isinstance(p, (int, float))]
-        wrong.append({"id": r["id"], "input": inputs.get(r["id"]), "raw": r["raw"], "parsed": r["parsed"], "gold": r["gold"],
-                      "fields": fields, "probability": max(known) if known else None})
+        wrong.append(
+            {
+                "id": r["id"],
+                "input": inputs.get(r["id"]),
+                "raw": r["raw"],
+                "parsed": r["parsed"],
+                "gold": r["gold"],
+                "fields": fields,
+                "probability": max(known) if known else None,
+            }
+        )
     with_probs = any(w["probability"] is not None for w in wrong)
     wrong.sort(key=lambda w: -w["probability"] if w["probability"] is not None else 1.0)
-    return {"rows": wrong[:MISTAKES], "total": len(wrong), "with_probs": with_probs,
-            "fields": list(m["fields"]), "inputs": bool(inputs)}
+    return {
+        "rows": wrong[:MISTAKES],
+        "total": len(wrong),
+        "with_probs": with_probs,
+        "fields": list(m["fields"]),
+        "inputs": bool(inputs),
+    }
 
 
 # ---------------------------------------------------------------- training history
@@ -265,8 +333,15 @@ def training_history(run_dir: Path) -> dict[str, Any] | None:
     log, val = run_dir / "train_log.jsonl", run_dir / "val_metrics.jsonl"
     if not log.is_file() and not val.is_file():
         return None
-    losses = [(rec["epoch"], rec["loss"]) for _, rec in read_jsonl(log)
-              if isinstance(rec.get("loss"), (int, float)) and isinstance(rec.get("epoch"), (int, float))] if log.is_file() else []
+    losses = (
+        [
+            (rec["epoch"], rec["loss"])
+            for _, rec in read_jsonl(log)
+            if isinstance(rec.get("loss"), (int, float)) and isinstance(rec.get("epoch"), (int, float))
+        ]
+        if log.is_file()
+        else []
+    )
     epochs = [rec for _, rec in read_jsonl(val)] if val.is_file() else []
     summary = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     best = summary.get("best_metric") or "joint"
@@ -280,20 +355,43 @@ def training_history(run_dir: Path) -> dict[str, Any] | None:
 def training_context(t: dict[str, Any]) -> dict[str, Any]:
     epochs = t["epochs"]
     names = [k for k in (epochs[-1] if epochs else {}) if k.startswith("eval_")]
-    series = {k[len("eval_"):]: [e.get(k) for e in epochs] for k in names}
+    series = {k[len("eval_") :]: [e.get(k) for e in epochs] for k in names}
     s = t["summary"]
-    facts = [(label, value) for label, value in (
-        ("train examples", s.get("train_examples")), ("epochs run", s.get("epochs_run")),
-        ("train seconds", s.get("train_seconds")), ("trainable parameters", f"{s['trainable_parameters']:,}" if s.get("trainable_parameters") else None),
-        ("kept by", f"validation {t['best_metric']}" + (f" = {s['best_value']:.3f}" if isinstance(s.get("best_value"), (int, float)) else "")),
-    ) if value is not None]
+    facts = [
+        (label, value)
+        for label, value in (
+            ("train examples", s.get("train_examples")),
+            ("epochs run", s.get("epochs_run")),
+            ("train seconds", s.get("train_seconds")),
+            ("trainable parameters", f"{s['trainable_parameters']:,}" if s.get("trainable_parameters") else None),
+            (
+                "kept by",
+                f"validation {t['best_metric']}"
+                + (f" = {s['best_value']:.3f}" if isinstance(s.get("best_value"), (int, float)) else ""),
+            ),
+        )
+        if value is not None
+    ]
     return {
         "loss_chart": charts.loss_curve(t["losses"], t["kept_epoch"]) if t["losses"] else None,
-        "validation_chart": charts.validation_curve([e.get("epoch") for e in epochs], series, t["best_metric"], t["kept_epoch"]) if epochs else None,
+        "validation_chart": charts.validation_curve(
+            [e.get("epoch") for e in epochs], series, t["best_metric"], t["kept_epoch"]
+        )
+        if epochs
+        else None,
         "columns": list(series),
-        "rows": [{"epoch": e.get("epoch"), "step": e.get("step"), "kept": e.get("epoch") == t["kept_epoch"],
-                  "values": [e.get(f"eval_{c}") for c in series]} for e in epochs],
-        "kept_epoch": t["kept_epoch"], "best_metric": t["best_metric"], "facts": facts,
+        "rows": [
+            {
+                "epoch": e.get("epoch"),
+                "step": e.get("step"),
+                "kept": e.get("epoch") == t["kept_epoch"],
+                "values": [e.get(f"eval_{c}") for c in series],
+            }
+            for e in epochs
+        ],
+        "kept_epoch": t["kept_epoch"],
+        "best_metric": t["best_metric"],
+        "facts": facts,
     }
 
 
@@ -324,22 +422,40 @@ def compare_context(out: Path, result: dict[str, Any]) -> dict[str, Any]:
     names = [r["name"] for r in rows]
 
     def value(r: dict[str, Any], key: str) -> tuple[float, list[float] | None]:
-        return (r["joint"], r["joint_ci"]) if key == "joint" else (r["fields"][key]["accuracy"], r["fields"][key]["accuracy_ci"])
+        return (
+            (r["joint"], r["joint_ci"])
+            if key == "joint"
+            else (r["fields"][key]["accuracy"], r["fields"][key]["accuracy_ci"])
+        )
 
     def pair(r: dict[str, Any], key: str) -> dict[str, Any] | None:
         d = r.get("paired")
         return None if not d else d["joint"] if key == "joint" else d["fields"][key]
 
-    shown = [{**r, "link": report_link(out, r.get("folder")),
-              "marked": any(_excludes_zero(pair(r, k)) for k, _ in metrics + [("joint", "joint")])} for r in rows]
+    shown = [
+        {
+            **r,
+            "link": report_link(out, r.get("folder")),
+            "marked": any(_excludes_zero(pair(r, k)) for k, _ in metrics + [("joint", "joint")]),
+        }
+        for r in rows
+    ]
     reference = result.get("reference")
     has_pairs = any(r.get("paired") for r in rows)
     best = result.get("best_two")
     return {
-        "result": result, "fields": fields, "rows": shown, "reference": reference, "command": command_line(),
-        "folds": result.get("folds") or [result["protocol"]], "n": rows[0]["n"] if rows else 0,
-        "rows_chart": charts.compare_rows(names, [(title, [value(r, k) for r in rows]) for k, title in metrics]) if rows else None,
+        "result": result,
+        "fields": fields,
+        "rows": shown,
+        "reference": reference,
+        "command": command_line(),
+        "folds": result.get("folds") or [result["protocol"]],
+        "n": rows[0]["n"] if rows else 0,
+        "rows_chart": charts.compare_rows(names, [(title, [value(r, k) for r in rows]) for k, title in metrics])
+        if rows
+        else None,
         "paired_chart": charts.paired(names, reference, [(title, [pair(r, k) for r in rows]) for k, title in metrics])
-        if has_pairs and reference else None,
+        if has_pairs and reference
+        else None,
         "best_two": best if best and reference not in best["rows"] else None,
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+
 from mcqa.task import LabelSpace
 
 FAILURE = "<parse failure>"
@@ -50,7 +51,11 @@ def field_metrics(gold: Sequence[Any], pred: Sequence[Any], space: LabelSpace | 
         for i, v in enumerate(space.values)
     }
     cm = confusion_matrix(g, p, labels=labels + [k])[:k]  # gold is never a failure: drop that row
-    out["confusion"] = {"gold": [str(v) for v in space.values], "pred": [str(v) for v in space.values] + [FAILURE], "matrix": cm.tolist()}
+    out["confusion"] = {
+        "gold": [str(v) for v in space.values],
+        "pred": [str(v) for v in space.values] + [FAILURE],
+        "matrix": cm.tolist(),
+    }
     if space.ordinal:
         out.update(ordinal_metrics(g, p, k))
     return out

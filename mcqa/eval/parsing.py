@@ -98,7 +98,11 @@ class OutputParser:
             return self._bare_label(text, notes, json_like)
         if _first_object(text[end:])[0] is not None:
             notes.append("several_objects")  # a hedging model: the first object is the answer
-        if text[:start].strip() or text[end:].strip() or (fence and (raw[: fence.start()].strip() or raw[fence.end():].strip())):
+        if (
+            text[:start].strip()
+            or text[end:].strip()
+            or (fence and (raw[: fence.start()].strip() or raw[fence.end() :].strip()))
+        ):
             notes.append("prose")
         return self.validate(obj, tuple(notes))
 

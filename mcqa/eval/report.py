@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from mcqa.eval.html import write_report_html
-from mcqa.io import atomic_write_bytes, atomic_write_text, write_json, write_jsonl
 from mcqa.eval.parsing import STATUSES
+from mcqa.io import atomic_write_bytes, atomic_write_text, write_json, write_jsonl
 
 
 def _pct(x: float) -> str:
@@ -58,7 +58,9 @@ def confusion_png(field: str, cm: dict) -> bytes:
     for i, row in enumerate(matrix):
         for j, v in enumerate(row):
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if shares[i][j] > 0.5 else "black")
+                ax.text(
+                    j, i, str(v), ha="center", va="center", fontsize=8, color="white" if shares[i][j] > 0.5 else "black"
+                )
     fig.colorbar(im, ax=ax, fraction=0.04, label="share of the gold row")
     return figure_png(fig)
 
@@ -121,20 +123,38 @@ def markdown(m: dict[str, Any]) -> str:
             lines += [f"| {g} | " + " | ".join(map(str, row)) + " |" for g, row in zip(cm["gold"], cm["matrix"])]
     if m.get("groups"):
         fields = list(m["fields"])
-        lines += ["", "## By group (accuracy, 95% CI)", "", "| group | n | joint | 95% CI | " + " | ".join(fields) + " | parse failures |"]
+        lines += [
+            "",
+            "## By group (accuracy, 95% CI)",
+            "",
+            "| group | n | joint | 95% CI | " + " | ".join(fields) + " | parse failures |",
+        ]
         lines.append("|---" * (len(fields) + 5) + "|")
         for g, s in m["groups"].items():
             accs = " | ".join(_group_acc(s, f) for f in fields)
-            lines.append(f"| {g} | {s['n']} | {_pct(s['joint_accuracy'])} | {_ci(s['joint_ci'])} | {accs} | {s['parse_failures']} |")
+            lines.append(
+                f"| {g} | {s['n']} | {_pct(s['joint_accuracy'])} | {_ci(s['joint_ci'])} | {accs} | {s['parse_failures']} |"
+            )
     if "positions" in m:
         pos = m["positions"]
-        lines += ["", "## Option positions", "", "| position | predicted | gold | accuracy when gold is here |", "|---|---|---|---|"]
-        lines += [f"| {x} | {p_} | {g} | {'-' if a is None else _pct(a)} |"
-                  for x, p_, g, a in zip(pos["positions"], pos["predicted"], pos["gold"], pos["accuracy_by_gold"])]
+        lines += [
+            "",
+            "## Option positions",
+            "",
+            "| position | predicted | gold | accuracy when gold is here |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {x} | {p_} | {g} | {'-' if a is None else _pct(a)} |"
+            for x, p_, g, a in zip(pos["positions"], pos["predicted"], pos["gold"], pos["accuracy_by_gold"])
+        ]
         if "consistency" in m:
             c = m["consistency"]
-            lines += ["", f"Consistency over option orders: the same option chosen in every order for {_pct(c['rate'])} "
-                      f"of {c['n']} examples ({c['orders']} orders each)."]
+            lines += [
+                "",
+                f"Consistency over option orders: the same option chosen in every order for {_pct(c['rate'])} "
+                f"of {c['n']} examples ({c['orders']} orders each).",
+            ]
         lines.append(f"| (failed) | {pos['failed']} | |")
     b = m["bootstrap"]
     lines += ["", f"Intervals: {b['interval']} bootstrap, {b['resamples']} resamples, seed {b['seed']}.", ""]
@@ -154,8 +174,10 @@ def _capped(rows: list, what: str) -> tuple[list, str | None]:
     """The first TERMINAL_ROWS rows, and a caption saying what was left out and where it is."""
     if len(rows) <= TERMINAL_ROWS:
         return rows, None
-    return rows[:TERMINAL_ROWS], (f"{len(rows) - TERMINAL_ROWS} more {what} not shown (of {len(rows)}); "
-                                  "report.md and metrics.json in the run folder have them all")
+    return rows[:TERMINAL_ROWS], (
+        f"{len(rows) - TERMINAL_ROWS} more {what} not shown (of {len(rows)}); "
+        "report.md and metrics.json in the run folder have them all"
+    )
 
 
 def tables(m: dict[str, Any]) -> list[Table | Text]:
@@ -200,7 +222,12 @@ def tables(m: dict[str, Any]) -> list[Table | Text]:
         for col in ("group", "n", "joint", *m["fields"], "parse failures"):
             t.add_column(col, justify="left" if col == "group" else "right")
         for g, s in shown:
-            t.add_row(g, str(s["n"]), f"{_pct(s['joint_accuracy'])} {_ci(s['joint_ci'])}",
-                      *(_group_acc(s, f) for f in m["fields"]), str(s["parse_failures"]))
+            t.add_row(
+                g,
+                str(s["n"]),
+                f"{_pct(s['joint_accuracy'])} {_ci(s['joint_ci'])}",
+                *(_group_acc(s, f) for f in m["fields"]),
+                str(s["parse_failures"]),
+            )
         out += [t, Text(f"groups: {caption}")] if caption else [t]
     return out

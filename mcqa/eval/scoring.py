@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from mcqa.eval import metrics as M
 from mcqa.console import track
 from mcqa.errors import DataError, McqaError
-from mcqa.io import is_number, read_jsonl
+from mcqa.eval import metrics as M
 from mcqa.eval.parsing import FAILURES, STATUSES, OutputParser
-from mcqa.prompting import LETTERS
 from mcqa.eval.records import Prediction, Record
 from mcqa.eval.report import write_run
+from mcqa.io import is_number, read_jsonl
+from mcqa.prompting import LETTERS
 from mcqa.schema import task_schema
 from mcqa.task import Example, Task
 
@@ -52,7 +52,7 @@ def read_predictions(path: str | Path, task: Task | None = None) -> dict[str, Pr
         preds[pid] = check_prediction(rec, where, task)
         lines[pid] = lineno
     if not preds:
-        raise DataError(f"{path}: no predictions; expected one JSON object per line ({{\"id\": ..., \"output\": ...}})")
+        raise DataError(f'{path}: no predictions; expected one JSON object per line ({{"id": ..., "output": ...}})')
     return preds
 
 
@@ -60,12 +60,16 @@ def check_prediction(rec: dict, where: str, task: Task | None = None) -> dict:
     """One prediction record, validated; probabilities come back renormalised."""
     output = rec.get("output")
     if output is not None and not isinstance(output, str):
-        raise DataError(f"{where}: 'output' must be the model's raw text (a string), got {type(output).__name__}; "
-                        "serialize a JSON answer to a string")
+        raise DataError(
+            f"{where}: 'output' must be the model's raw text (a string), got {type(output).__name__}; "
+            "serialize a JSON answer to a string"
+        )
     if rec.get("truncated") is not None and not isinstance(rec["truncated"], bool):
         raise DataError(f"{where}: 'truncated' must be true or false, got {rec['truncated']!r}")
     if rec.get("finish_reason") is not None and not isinstance(rec["finish_reason"], str):
-        raise DataError(f"{where}: 'finish_reason' must be a string such as \"stop\" or \"length\", got {rec['finish_reason']!r}")
+        raise DataError(
+            f'{where}: \'finish_reason\' must be a string such as "stop" or "length", got {rec["finish_reason"]!r}'
+        )
     if rec.get("probs") is not None:
         rec = {**rec, "probs": check_probs(rec["probs"], where, task)}
     return rec
@@ -80,9 +84,13 @@ def check_probs(probs: Any, where: str, task: Task | None) -> dict[str, dict[str
     for field, dist in probs.items():
         if spaces is not None and spaces.get(field) is None:
             known = [f for f, sp in spaces.items() if sp is not None]
-            raise DataError(f"{where}: probs for '{field}', which is not a labelled field of '{task.name}' (its fields: {', '.join(known)})")
+            raise DataError(
+                f"{where}: probs for '{field}', which is not a labelled field of '{task.name}' (its fields: {', '.join(known)})"
+            )
         if not isinstance(dist, dict):
-            raise DataError(f"{where}: probs['{field}'] must map each label to a probability, got {type(dist).__name__}")
+            raise DataError(
+                f"{where}: probs['{field}'] must map each label to a probability, got {type(dist).__name__}"
+            )
         labels = [str(v) for v in spaces[field].values] if spaces is not None else None
         for label, p in dist.items():
             if labels is not None and label not in labels:
@@ -91,8 +99,10 @@ def check_probs(probs: Any, where: str, task: Task | None) -> dict[str, dict[str
                 raise DataError(f"{where}: probs['{field}']['{label}'] must be a finite number >= 0, got {p!r}")
         total = sum(dist.values())
         if abs(total - 1) > PROB_TOLERANCE:
-            raise DataError(f"{where}: probs['{field}'] sums to {total:g}, not 1 (tolerance {PROB_TOLERANCE}); "
-                            "give probabilities, not scores or logits")
+            raise DataError(
+                f"{where}: probs['{field}'] sums to {total:g}, not 1 (tolerance {PROB_TOLERANCE}); "
+                "give probabilities, not scores or logits"
+            )
         out[field] = {label: p / total for label, p in dist.items()}
     return out
 
@@ -103,7 +113,9 @@ def match_ids(examples: list[Example], preds: dict[str, Prediction], where: str,
     known = {e.id for e in examples}
     unknown = [i for i in preds if i not in known]
     if unknown:
-        raise DataError(f"{where}: {len(unknown)} ids are not in the examples being scored (first: '{unknown[0]}'); check --split/--protocol or --data")
+        raise DataError(
+            f"{where}: {len(unknown)} ids are not in the examples being scored (first: '{unknown[0]}'); check --split/--protocol or --data"
+        )
     missing = [e.id for e in examples if e.id not in preds]
     if missing and not subset:
         raise DataError(
@@ -120,8 +132,15 @@ class Scored:
     folder: Path | None  # the run folder written, if one was asked for
 
 
-def score(task: Task, examples: list[Example], predictions: dict[str, Prediction] | list[Prediction], run: dict[str, Any],
-          folder: str | Path | None = None, resamples: int = BOOTSTRAP_RESAMPLES, extra: dict[str, Any] | None = None) -> Scored:
+def score(
+    task: Task,
+    examples: list[Example],
+    predictions: dict[str, Prediction] | list[Prediction],
+    run: dict[str, Any],
+    folder: str | Path | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    extra: dict[str, Any] | None = None,
+) -> Scored:
     """Predictions (by id, or a list) of these examples -> records -> metrics, with `run` (what
     was scored: task, split, model, ...) and `extra` sections added to the metrics; written as a
     run folder (mcqa.eval.report.write_run) when `folder` is given."""
@@ -129,8 +148,14 @@ def score(task: Task, examples: list[Example], predictions: dict[str, Prediction
     return score_records(task, make_records(task, examples, preds), run, folder, resamples, extra)
 
 
-def score_records(task: Task, records: list[Record], run: dict[str, Any], folder: str | Path | None = None,
-                  resamples: int = BOOTSTRAP_RESAMPLES, extra: dict[str, Any] | None = None) -> Scored:
+def score_records(
+    task: Task,
+    records: list[Record],
+    run: dict[str, Any],
+    folder: str | Path | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    extra: dict[str, Any] | None = None,
+) -> Scored:
     """Records already made (say, pooled from the test folds of several runs) -> metrics -> folder."""
     metrics = compute_metrics(task, records, resamples=resamples)
     metrics["run"] = run
@@ -138,10 +163,14 @@ def score_records(task: Task, records: list[Record], run: dict[str, Any], folder
     return Scored(records, metrics, write_run(folder, records, metrics) if folder is not None else None)
 
 
-def make_records(task: Task, examples: list[Example], preds: dict[str, Prediction], progress: bool = True) -> list[Record]:
+def make_records(
+    task: Task, examples: list[Example], preds: dict[str, Prediction], progress: bool = True
+) -> list[Record]:
     unlabeled = [e.id for e in examples if e.target is None]
     if unlabeled:
-        raise DataError(f"{len(unlabeled)} examples have no gold label (first: '{unlabeled[0]}'); scoring needs labeled examples")
+        raise DataError(
+            f"{len(unlabeled)} examples have no gold label (first: '{unlabeled[0]}'); scoring needs labeled examples"
+        )
     parser = parser_for(task)
     fields = task.fields
     records = []
@@ -153,9 +182,16 @@ def make_records(task: Task, examples: list[Example], preds: dict[str, Predictio
         value = parsed.value or {}
         correct = {f: parsed.ok and value.get(f) == gold[f] for f in fields}
         rec = {
-            "id": e.id, "raw": p["output"], "status": parsed.status, "notes": list(parsed.notes),
-            "error": parsed.error, "parsed": parsed.value, "gold": gold, "correct": correct,
-            "joint": all(correct.values()), "groups": list(e.groups),
+            "id": e.id,
+            "raw": p["output"],
+            "status": parsed.status,
+            "notes": list(parsed.notes),
+            "error": parsed.error,
+            "parsed": parsed.value,
+            "gold": gold,
+            "correct": correct,
+            "joint": all(correct.values()),
+            "groups": list(e.groups),
         }
         if isinstance(p.get("probs"), dict):
             rec["probs"] = p["probs"]
@@ -195,7 +231,9 @@ def compute_metrics(task: Task, records: list[Record], resamples: int = BOOTSTRA
             fm["ci"]["macro_f1"] = M.percentile_ci(M.macro_f1_batch(g[idx], p[idx], len(spaces[f].values)))
             with_probs = [r for r in records if isinstance((r.get("probs") or {}).get(f), dict)]
             if with_probs:
-                fm["calibration"] = M.calibration([r["probs"][f] for r in with_probs], [r["gold"][f] for r in with_probs], spaces[f])
+                fm["calibration"] = M.calibration(
+                    [r["probs"][f] for r in with_probs], [r["gold"][f] for r in with_probs], spaces[f]
+                )
         out["fields"][f] = fm
     joint = np.array([r["joint"] for r in records], dtype=float)
     out["joint"] = {"accuracy": float(joint.mean()), "ci": M.percentile_ci(joint[idx].mean(axis=1))}
@@ -204,12 +242,17 @@ def compute_metrics(task: Task, records: list[Record], resamples: int = BOOTSTRA
         f = task.choice_field
         letters = [str(v) for v in spaces[f].values] if spaces[f] else list(LETTERS)
         out["positions"] = M.position_histogram(
-            [(r["parsed"] or {}).get(f) if r["status"] == "ok" else None for r in records], [r["gold"][f] for r in records], letters
+            [(r["parsed"] or {}).get(f) if r["status"] == "ok" else None for r in records],
+            [r["gold"][f] for r in records],
+            letters,
         )
         orders = [r["order_choices"] for r in records if r.get("order_choices")]
         if orders:  # read out over several option orders: is the chosen option's text the same in all?
-            out["consistency"] = {"rate": float(np.mean([len(set(c)) == 1 for c in orders])), "n": len(orders),
-                                  "orders": max(len(c) for c in orders)}
+            out["consistency"] = {
+                "rate": float(np.mean([len(set(c)) == 1 for c in orders])),
+                "n": len(orders),
+                "orders": max(len(c) for c in orders),
+            }
     out["bootstrap"] = {"resamples": resamples, "seed": BOOTSTRAP_SEED, "interval": "percentile 95%"}
     return out
 

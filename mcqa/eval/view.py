@@ -34,10 +34,14 @@ def find_page(path: str | Path) -> Path:
             if _plain_file(page):
                 return page
         if any((path / f).is_file() for f in ("metrics.json", "compare.json", "run.json")):
-            raise McqaError(f"{path}: has no report.html or compare.html (written before mcqa wrote them); "
-                            "score it again (mcqa score ... --out FOLDER) to get one")
-        raise McqaError(f"{path}: not a scored run, training run or compare folder (none of compare.html, "
-                        "report.html, test/report.html in it)")
+            raise McqaError(
+                f"{path}: has no report.html or compare.html (written before mcqa wrote them); "
+                "score it again (mcqa score ... --out FOLDER) to get one"
+            )
+        raise McqaError(
+            f"{path}: not a scored run, training run or compare folder (none of compare.html, "
+            "report.html, test/report.html in it)"
+        )
     if not path.exists():
         raise McqaError(f"{path}: no such folder")
     raise McqaError(f"{path}: not a run or compare folder, nor a report.html or compare.html")

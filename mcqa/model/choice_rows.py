@@ -19,15 +19,17 @@ from typing import Any
 
 import torch
 
-from mcqa.model.encoding import end_of_turn, message_ids
 from mcqa.errors import McqaError
+from mcqa.model.encoding import end_of_turn, message_ids
 from mcqa.task import Example, Task
 
 
 def check_choice_task(task: Task) -> None:
     if task.options is None or task.choice_field is None:
-        raise McqaError(f"task '{task.name}' declares no options; the choice, content and listwise modes need a "
-                        "multiple-choice task (Task(options=..., choice_field=...)); use --mode generate or head")
+        raise McqaError(
+            f"task '{task.name}' declares no options; the choice, content and listwise modes need a "
+            "multiple-choice task (Task(options=..., choice_field=...)); use --mode generate or head"
+        )
 
 
 def cloze_messages(task: Task, e: Example) -> list[dict[str, str]]:
@@ -50,8 +52,16 @@ def encode_choice(tokenizer, task: Task, examples: list[Example]) -> list[dict[s
         options = [tokenizer(t + eot, add_special_tokens=False)["input_ids"] for t in task.options(e)]
         label = letters.index(e.target[task.choice_field]) if e.target is not None else None
         ids = prompt + [t for o in options for t in o]
-        rows.append({"id": e.id, "input_ids": ids, "prompt_length": len(prompt), "option_lengths": [len(o) for o in options],
-                     "choice_label": label, "length": len(ids)})
+        rows.append(
+            {
+                "id": e.id,
+                "input_ids": ids,
+                "prompt_length": len(prompt),
+                "option_lengths": [len(o) for o in options],
+                "choice_label": label,
+                "length": len(ids),
+            }
+        )
     return rows
 
 
@@ -84,7 +94,7 @@ class ChoiceCollator:
             p, ids = f["prompt_length"], f["input_ids"]
             prompt, out, start = ids[:p], [], p
             for m in f["option_lengths"]:
-                option = ids[start:start + m]
+                option = ids[start : start + m]
                 if self.trees:
                     if not out:
                         rows.append(list(prompt))
@@ -98,7 +108,7 @@ class ChoiceCollator:
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         for r, row in enumerate(rows):
-            ids[r, :len(row)] = torch.tensor(row)
+            ids[r, : len(row)] = torch.tensor(row)
         k = max(len(f["option_lengths"]) for f in features)
         ends = torch.full((len(features), k), -1, dtype=torch.long)
         for i, out in enumerate(spans):

@@ -33,7 +33,7 @@ def end_of_turn(tokenizer) -> str:
         probe + [{"role": "assistant", "content": "PROBE"}], tokenize=False, enable_thinking=False
     )
     if full.startswith(prompt) and "PROBE" in full:
-        tail = full[full.index("PROBE") + len("PROBE"):]
+        tail = full[full.index("PROBE") + len("PROBE") :]
         stop = tail.rstrip("\n")
         if stop:
             return stop
@@ -80,15 +80,21 @@ class LeftPadCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         if self.prefix:
             p = len(self.prefix)
-            features = [{**f, "input_ids": f["input_ids"][p:], **({"labels": f["labels"][p:]} if f.get("labels") is not None else {})}
-                        for f in features]
+            features = [
+                {
+                    **f,
+                    "input_ids": f["input_ids"][p:],
+                    **({"labels": f["labels"][p:]} if f.get("labels") is not None else {}),
+                }
+                for f in features
+            ]
         width = max(len(f["input_ids"]) for f in features)
         ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(features), width), dtype=torch.long)
         for i, f in enumerate(features):
             n = len(f["input_ids"])
-            ids[i, width - n:] = torch.tensor(f["input_ids"])
-            mask[i, width - n:] = 1
+            ids[i, width - n :] = torch.tensor(f["input_ids"])
+            mask[i, width - n :] = 1
         batch: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": mask,
@@ -97,7 +103,7 @@ class LeftPadCollator:
         if features[0].get("labels") is not None:
             labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
             for i, f in enumerate(features):
-                labels[i, width - len(f["labels"]):] = torch.tensor(f["labels"])
+                labels[i, width - len(f["labels"]) :] = torch.tensor(f["labels"])
             batch["labels"] = labels
             # Logits are needed from the position before each row's first target token onwards.
             target_len = max(sum(x != IGNORE for x in f["labels"]) for f in features)
@@ -131,8 +137,15 @@ def row_chunks(batch: dict[str, Any], max_tokens: int | None) -> list[dict[str, 
         return [batch]
     n = -(-rows // per)
     size = -(-rows // n)
-    return [{k: v[i:i + size] if k != "prefix_ids" and isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows else v
-             for k, v in batch.items()} for i in range(0, rows, size)]
+    return [
+        {
+            k: v[i : i + size]
+            if k != "prefix_ids" and isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows
+            else v
+            for k, v in batch.items()
+        }
+        for i in range(0, rows, size)
+    ]
 
 
 def chunk_share(loss_items: str, chunk: dict[str, Any], batch: dict[str, Any], num_items_in_batch=None) -> float:
@@ -174,7 +187,9 @@ def head_sizes(task: Task) -> dict[str, int]:
     spaces = task.label_spaces
     free = [f for f, s in spaces.items() if s is None]
     if free:
-        raise McqaError(f"task '{task.name}' has free fields ({', '.join(free)}); head mode needs a label space for every field, use --mode generate")
+        raise McqaError(
+            f"task '{task.name}' has free fields ({', '.join(free)}); head mode needs a label space for every field, use --mode generate"
+        )
     return {f: len(s.values) for f, s in spaces.items()}
 
 

@@ -124,8 +124,10 @@ class CausalLM:
         base = base_model(model)
         self.caps = capabilities(base)
         if not self.caps.takes_4d_mask:
-            raise McqaError(f"the prefix-cached readouts build their own attention masks, which needs attention 'sdpa' or "
-                            f"'eager' (the model uses '{self.caps.attn_implementation}'); load it with attn_implementation='sdpa'")
+            raise McqaError(
+                f"the prefix-cached readouts build their own attention masks, which needs attention 'sdpa' or "
+                f"'eager' (the model uses '{self.caps.attn_implementation}'); load it with attn_implementation='sdpa'"
+            )
         model.eval()
         self.config = text_config(base)
         self.decoder = base.get_decoder()
@@ -189,7 +191,9 @@ def output_cache(outputs):
 
 def expand_cache(cache, batch_size: int):
     """A batch-of-one key/value cache seen by `batch_size` rows (views; a forward concatenates onto them)."""
-    return DynamicCache([(x.keys.expand(batch_size, -1, -1, -1), x.values.expand(batch_size, -1, -1, -1)) for x in cache.layers])
+    return DynamicCache(
+        [(x.keys.expand(batch_size, -1, -1, -1), x.values.expand(batch_size, -1, -1, -1)) for x in cache.layers]
+    )
 
 
 def copy_rows(cache, rows: int):
@@ -225,9 +229,11 @@ def check_head_is_last(model) -> None:
     finally:
         base.train(training)
     if full.shape != own.shape or not torch.allclose(full, own, rtol=1e-3, atol=1e-3):
-        raise McqaError(f"model type '{base.config.model_type}' changes its logits after its LM head (a scale or a "
-                        "softcap), which the prefix-cached readouts (rank, options, constrained) and the listwise "
-                        "mode do not reproduce; use the 'generate' readout and --mode generate, head or choice")
+        raise McqaError(
+            f"model type '{base.config.model_type}' changes its logits after its LM head (a scale or a "
+            "softcap), which the prefix-cached readouts (rank, options, constrained) and the listwise "
+            "mode do not reproduce; use the 'generate' readout and --mode generate, head or choice"
+        )
 
 
 def lora_targets(model) -> list[str]:
@@ -235,7 +241,11 @@ def lora_targets(model) -> list[str]:
     last name (Qwen3: q/k/v/o and gate/up/down; Qwen3.5 adds its linear-attention projections;
     LFM2 its convolution blocks' in/out projections), never the embeddings or the LM head."""
     decoder = base_model(model).get_decoder()
-    names = {name.rsplit(".", 1)[-1] for name, mod in decoder.named_modules() if isinstance(mod, nn.Linear) and ".layers." in f".{name}"}
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, mod in decoder.named_modules()
+        if isinstance(mod, nn.Linear) and ".layers." in f".{name}"
+    }
     return sorted(names)
 
 

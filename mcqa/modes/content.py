@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcqa.model.choice_rows import check_choice_task, cloze_prompt_ids
 from mcqa.model.encoding import IGNORE, end_of_turn
 from mcqa.modes.base import Mode, register_mode
-from mcqa.model.choice_rows import check_choice_task, cloze_prompt_ids
 from mcqa.modes.generate import GENERATE
 from mcqa.task import Example, Task
 
@@ -31,19 +31,21 @@ def encode_content(tokenizer, task: Task, examples: list[Example]) -> list[dict[
     return rows
 
 
-CONTENT = register_mode(Mode(
-    name="content",
-    description="multiple choice, generative: LoRA on the causal LM with the gold option's text as the target; "
-                "read out by option-text likelihood",
-    encode=encode_content,
-    # the model, PEFT settings and loss of generate mode: only the rows and the readouts differ
-    columns=GENERATE.columns,
-    build=GENERATE.build,
-    peft_kwargs=GENERATE.peft_kwargs,
-    loss=GENERATE.loss,
-    model_takes_prefix=GENERATE.model_takes_prefix,
-    eval_readout="options",
-    default_readout="options",
-    check=check_choice_task,
-    loss_items="target_tokens",
-))
+CONTENT = register_mode(
+    Mode(
+        name="content",
+        description="multiple choice, generative: LoRA on the causal LM with the gold option's text as the target; "
+        "read out by option-text likelihood",
+        encode=encode_content,
+        # the model, PEFT settings and loss of generate mode: only the rows and the readouts differ
+        columns=GENERATE.columns,
+        build=GENERATE.build,
+        peft_kwargs=GENERATE.peft_kwargs,
+        loss=GENERATE.loss,
+        model_takes_prefix=GENERATE.model_takes_prefix,
+        eval_readout="options",
+        default_readout="options",
+        check=check_choice_task,
+        loss_items="target_tokens",
+    )
+)

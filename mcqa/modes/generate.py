@@ -31,7 +31,7 @@ def target_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
     k = logits.shape[1]
     pred = logits[:, :-1].float()
-    gold = labels[:, -(k - 1):].to(pred.device)
+    gold = labels[:, -(k - 1) :].to(pred.device)
     loss = torch.nn.functional.cross_entropy(
         pred.reshape(-1, pred.shape[-1]), gold.reshape(-1), ignore_index=IGNORE, reduction="sum"
     )
@@ -39,16 +39,18 @@ def target_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch
     return loss / n
 
 
-GENERATE = register_mode(Mode(
-    name="generate",
-    description="LoRA on the causal LM; the target is the answer's JSON text",
-    encode=encode_generative,
-    columns=("labels",),
-    build=lambda causal_lm, tokenizer, task: causal_lm,
-    peft_kwargs=lambda task: {"task_type": "CAUSAL_LM"},
-    loss=target_loss,
-    model_takes_prefix=False,
-    eval_readout="generate",  # free generation, so validation counts parse failures
-    default_readout="constrained",
-    loss_items="target_tokens",
-))
+GENERATE = register_mode(
+    Mode(
+        name="generate",
+        description="LoRA on the causal LM; the target is the answer's JSON text",
+        encode=encode_generative,
+        columns=("labels",),
+        build=lambda causal_lm, tokenizer, task: causal_lm,
+        peft_kwargs=lambda task: {"task_type": "CAUSAL_LM"},
+        loss=target_loss,
+        model_takes_prefix=False,
+        eval_readout="generate",  # free generation, so validation counts parse failures
+        default_readout="constrained",
+        loss_items="target_tokens",
+    )
+)

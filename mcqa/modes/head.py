@@ -40,7 +40,9 @@ class HeadModel(nn.Module):
         if prefix_ids is not None:
             cache = prefix_cache(self.backbone, prefix_ids, input_ids.shape[0], lm_head=False)
         extra = cache_kwargs(self.backbone, cache) if cache is not None else {}
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **extra).last_hidden_state
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **extra
+        ).last_hidden_state
         last = hidden[:, -1]  # rows are left-padded: the last position is the last prompt token
         logits = [self.heads[f](last).float() for f in self.fields]
         out = {"logits": tuple(logits)}
@@ -75,18 +77,20 @@ def build_head_model(causal_lm, tokenizer, task: Task) -> HeadModel:
     return model.to(causal_lm.dtype)
 
 
-HEAD = register_mode(Mode(
-    name="head",
-    description="LoRA on the decoder plus one linear head per field on the last prompt token",
-    encode=encode_head,
-    columns=("field_labels",),
-    build=build_head_model,
-    # The heads are saved beside the adapter and restored on load.
-    peft_kwargs=lambda task: {"modules_to_save": [f"{HEADS_MODULE}.{f}" for f in task.fields]},
-    loss=None,  # the model's own loss; Trainer then averages it over accumulation steps
-    model_takes_prefix=True,
-    eval_readout="head",
-    default_readout="head",
-    check=lambda task: head_sizes(task) and None,
-    loss_items="rows",
-))
+HEAD = register_mode(
+    Mode(
+        name="head",
+        description="LoRA on the decoder plus one linear head per field on the last prompt token",
+        encode=encode_head,
+        columns=("field_labels",),
+        build=build_head_model,
+        # The heads are saved beside the adapter and restored on load.
+        peft_kwargs=lambda task: {"modules_to_save": [f"{HEADS_MODULE}.{f}" for f in task.fields]},
+        loss=None,  # the model's own loss; Trainer then averages it over accumulation steps
+        model_takes_prefix=True,
+        eval_readout="head",
+        default_readout="head",
+        check=lambda task: head_sizes(task) and None,
+        loss_items="rows",
+    )
+)

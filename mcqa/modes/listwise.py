@@ -49,9 +49,11 @@ class ListwiseCollator:
     trees: bool = True
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        options = [f["input_ids"][f["prompt_length"]:] for f in features]
-        neutral = [{**f, "input_ids": f["neutral_ids"] + o, "prompt_length": len(f["neutral_ids"])}
-                   for f, o in zip(features, options)]
+        options = [f["input_ids"][f["prompt_length"] :] for f in features]
+        neutral = [
+            {**f, "input_ids": f["neutral_ids"] + o, "prompt_length": len(f["neutral_ids"])}
+            for f, o in zip(features, options)
+        ]
         both = list(features) + neutral
         batch, spans = ChoiceCollator(self.pad_token_id, trees=self.trees).build(both)
         k = batch.pop("option_ends").shape[1]
@@ -61,13 +63,13 @@ class ListwiseCollator:
                 # The prompt's last position predicts the option's first token (a branch sees only the prompt).
                 rows += [s.row] * s.length
                 pos += [s.prompt_end] + list(range(s.start, s.start + s.length - 1))
-                tok += batch["input_ids"][s.row, s.start:s.start + s.length].tolist()
+                tok += batch["input_ids"][s.row, s.start : s.start + s.length].tolist()
                 slot += [i * k + j] * s.length
         batch["targets"] = torch.tensor([rows, pos, tok, slot], dtype=torch.long)
         batch["n_options"] = torch.tensor(k)
         batch["n_examples"] = torch.tensor(len(both))
         if "labels" in batch:  # renamed: Trainer counts "labels" as shifted next-token targets
-            batch["choice_labels"] = batch.pop("labels")[:len(features)]
+            batch["choice_labels"] = batch.pop("labels")[: len(features)]
         return batch
 
 
@@ -95,8 +97,12 @@ def listwise_loss(model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     kwargs = {}
     if "attention_mask" in inputs:  # tree rows; unrolled rows need no mask (mcqa.model.choice_rows)
         pos = inputs["position_ids"]
-        kwargs = {"attention_mask": layer_masks(capabilities(base), inputs["attention_mask"], pos, pos, next(model.parameters()).dtype),
-                  "position_ids": pos}
+        kwargs = {
+            "attention_mask": layer_masks(
+                capabilities(base), inputs["attention_mask"], pos, pos, next(model.parameters()).dtype
+            ),
+            "position_ids": pos,
+        }
     rows, pos, _, _ = inputs["targets"]
     hook = base.get_output_embeddings().register_forward_pre_hook(lambda _head, args: (args[0][rows, pos], *args[1:]))
     try:
@@ -109,24 +115,28 @@ def listwise_loss(model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
 
 def build_listwise(causal_lm, tokenizer, task: Task):
     check_choice_task(task)
-    check_head_is_last(causal_lm)  # the options readout that validates and reads the run must be able to read this model
+    check_head_is_last(
+        causal_lm
+    )  # the options readout that validates and reads the run must be able to read this model
     return causal_lm
 
 
-LISTWISE = register_mode(Mode(
-    name="listwise",
-    description="multiple choice, listwise over option likelihoods: softmax over each option's PMI (its text's "
-                "likelihood after the question minus after an empty one); LoRA on the causal LM; read out by options",
-    encode=encode_listwise,
-    columns=("prompt_length", "option_lengths", "choice_label", "neutral_ids"),
-    build=build_listwise,
-    peft_kwargs=GENERATE.peft_kwargs,
-    loss=None,
-    compute=listwise_loss,
-    model_takes_prefix=True,
-    eval_readout="options",  # rule pmi: the score trained
-    default_readout="options",
-    check=check_choice_task,
-    collator=ListwiseCollator,
-    shares="options",
-))
+LISTWISE = register_mode(
+    Mode(
+        name="listwise",
+        description="multiple choice, listwise over option likelihoods: softmax over each option's PMI (its text's "
+        "likelihood after the question minus after an empty one); LoRA on the causal LM; read out by options",
+        encode=encode_listwise,
+        columns=("prompt_length", "option_lengths", "choice_label", "neutral_ids"),
+        build=build_listwise,
+        peft_kwargs=GENERATE.peft_kwargs,
+        loss=None,
+        compute=listwise_loss,
+        model_takes_prefix=True,
+        eval_readout="options",  # rule pmi: the score trained
+        default_readout="options",
+        check=check_choice_task,
+        collator=ListwiseCollator,
+        shares="options",
+    )
+)

@@ -15,12 +15,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError, did_you_mean
+from mcqa.eval.records import Prediction
 from mcqa.io import validation_problems
+from mcqa.model.encoding import end_of_turn
 from mcqa.names import Registry
 from mcqa.prompting import serialize_target
-from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
 FREE_MAX_NEW_TOKENS = 256
@@ -68,6 +68,7 @@ def register_readout(name: str, description: str, needs: str, options: type[Opti
     def wrap(fn):
         READOUTS.register(name, Readout(name, fn, description, needs, options, calibrated))
         return fn
+
     return wrap
 
 
@@ -85,7 +86,9 @@ def check_options(readout: Readout, opts: dict[str, Any]) -> Options:
     known = list(readout.options.model_fields)
     for key in opts:
         if key not in known:
-            raise McqaError(f"readout '{readout.name}' has no option '{key}'{did_you_mean(key, known)} (its options: {', '.join(known) or 'none'})")
+            raise McqaError(
+                f"readout '{readout.name}' has no option '{key}'{did_you_mean(key, known)} (its options: {', '.join(known) or 'none'})"
+            )
     try:
         return readout.options(**opts)
     except ValidationError as e:
@@ -99,7 +102,9 @@ def run_readout(name: str, model, tokenizer, task: Task, examples: list[Example]
     options = check_options(readout, opts)
     has = offers(model)
     if readout.needs != "none" and has != readout.needs:
-        raise McqaError((_REFUSALS[has] if readout.needs == "lm" and has in _REFUSALS else _NEEDS[readout.needs]).format(name=name))
+        raise McqaError(
+            (_REFUSALS[has] if readout.needs == "lm" and has in _REFUSALS else _NEEDS[readout.needs]).format(name=name)
+        )
     return readout.fn(model, tokenizer, task, examples, **options.model_dump())
 
 

@@ -11,9 +11,9 @@ from typing import Any, Callable
 import torch
 
 from mcqa.console import track
+from mcqa.eval.records import Prediction
 from mcqa.model.encoding import common_prefix_len, prompt_ids
 from mcqa.model.lm import CausalLM
-from mcqa.eval.records import Prediction
 from mcqa.readouts.decoding import SharedPrefix, open_streams, plan_chunks
 from mcqa.task import Example, Task
 
@@ -23,12 +23,18 @@ def length_batches(rows: list, size: int):
     # comes first, so the progress estimate errs on the safe side.
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
     for start in range(0, len(order), size):
-        yield [rows[i] for i in order[start:start + size]]
+        yield [rows[i] for i in order[start : start + size]]
 
 
 @torch.no_grad()
-def read_batches(model, rows: list[dict], batch_size: int, what: str, collate: Callable[[list[dict]], dict],
-                 read: Callable[[list[dict], dict[str, torch.Tensor]], list[Prediction]]) -> list[Prediction]:
+def read_batches(
+    model,
+    rows: list[dict],
+    batch_size: int,
+    what: str,
+    collate: Callable[[list[dict]], dict],
+    read: Callable[[list[dict], dict[str, torch.Tensor]], list[Prediction]],
+) -> list[Prediction]:
     """One prediction per row, in the rows' order: the model in eval mode, the rows in batches
     of `batch_size` (length_batches) behind a progress line saying `what`, each batch collated,
     moved to the model's device and given to `read(batch, encoded)`, which returns one
@@ -43,8 +49,18 @@ def read_batches(model, rows: list[dict], batch_size: int, what: str, collate: C
     return [out[row["id"]] for row in rows]
 
 
-def prefix_batches(lm: CausalLM, tokenizer, task: Task, examples: list[Example], batch_size: int, row_tokens: int | None,
-                   prefix_cache: bool, what: str, extra: int | list[int] = 0, prompts: list[list[int]] | None = None):
+def prefix_batches(
+    lm: CausalLM,
+    tokenizer,
+    task: Task,
+    examples: list[Example],
+    batch_size: int,
+    row_tokens: int | None,
+    prefix_cache: bool,
+    what: str,
+    extra: int | list[int] = 0,
+    prompts: list[list[int]] | None = None,
+):
     """(example indices, Streams, prompt suffixes) per batch of at most `batch_size` examples,
     longest prompts first; the shared prefix is encoded once for all batches. By default the
     batches are cut where the prompt lengths make it cheaper (decoding.plan_chunks) and
@@ -63,7 +79,7 @@ def prefix_batches(lm: CausalLM, tokenizer, task: Task, examples: list[Example],
         order.sort(key=lambda i: -first_feed[i])  # stable: longest prompts first where first feeds tie
         chunks = [order[a:b] for a, b in plan_chunks([first_feed[i] for i in order], n, batch_size, lm.pairs_per_token)]
     else:
-        chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     for chunk in track(chunks, f"{what} ({len(examples)} examples, {n} prefix tokens shared)", total=len(chunks)):
         width = row_tokens if row_tokens is not None else first_feed[chunk[0]]
         yield chunk, open_streams(lm, prefix, len(chunk), width), [prompts[i][n:] for i in chunk]

@@ -9,15 +9,15 @@ import json
 
 import torch
 
-from mcqa.model.encoding import stop_token_ids
 from mcqa.errors import McqaError
+from mcqa.eval.records import Prediction
+from mcqa.model.encoding import stop_token_ids
+from mcqa.model.lm import CausalLM
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, FREE_MAX_NEW_TOKENS, Options, register_readout
 from mcqa.readouts.batching import Row, prefix_batches
-from mcqa.model.lm import CausalLM
 from mcqa.readouts.decoding import Tree
 from mcqa.readouts.trie import JOINT_LIMIT, LabelCandidates
-from mcqa.eval.records import Prediction
 from mcqa.schema import task_schema
 from mcqa.task import Example, Task
 
@@ -30,15 +30,38 @@ class ConstrainedOptions(Options):
     max_new_tokens: int | None = None
 
 
-@register_readout("constrained", "greedy decoding forced into the schema (label tries; xgrammar for free fields)", needs="lm",
-                  options=ConstrainedOptions)
-def constrained(model, tokenizer, task: Task, examples: list[Example], *, batch_size: int = BATCH_SIZE, row_tokens: int | None = None,
-                prefix_cache: bool = True, joint_limit: int = JOINT_LIMIT, max_new_tokens: int | None = None) -> list[Prediction]:
+@register_readout(
+    "constrained",
+    "greedy decoding forced into the schema (label tries; xgrammar for free fields)",
+    needs="lm",
+    options=ConstrainedOptions,
+)
+def constrained(
+    model,
+    tokenizer,
+    task: Task,
+    examples: list[Example],
+    *,
+    batch_size: int = BATCH_SIZE,
+    row_tokens: int | None = None,
+    prefix_cache: bool = True,
+    joint_limit: int = JOINT_LIMIT,
+    max_new_tokens: int | None = None,
+) -> list[Prediction]:
     lm = CausalLM(model)
     free = any(s is None for s in task.label_spaces.values())
     plan = None if free else LabelCandidates(tokenizer, task, joint_limit)
-    batches = prefix_batches(lm, tokenizer, task, examples, batch_size, row_tokens, prefix_cache, "constrained decoding",
-                       0 if free else plan.forced_start())
+    batches = prefix_batches(
+        lm,
+        tokenizer,
+        task,
+        examples,
+        batch_size,
+        row_tokens,
+        prefix_cache,
+        "constrained decoding",
+        0 if free else plan.forced_start(),
+    )
     if free:
         return _grammar(lm, tokenizer, task, examples, batches, max_new_tokens or FREE_MAX_NEW_TOKENS)
     out: dict[int, dict] = {}
@@ -48,12 +71,18 @@ def constrained(model, tokenizer, task: Task, examples: list[Example], *, batch_
         while live:
             done = {r for r in live if not _advance(plan, states[r])}
             for r in done:
-                out[chunk[r]] = {"id": examples[chunk[r]].id, "output": serialize_target(task.output, states[r].fixed), "truncated": False}
+                out[chunk[r]] = {
+                    "id": examples[chunk[r]].id,
+                    "output": serialize_target(task.output, states[r].fixed),
+                    "truncated": False,
+                }
             streams.finish(done)
             live -= done
             if not live:
                 break
-            lps = streams.feed({r: Tree.chain(states[r].pending + states[r].path[states[r].fed:]) for r in sorted(live)})
+            lps = streams.feed(
+                {r: Tree.chain(states[r].pending + states[r].path[states[r].fed :]) for r in sorted(live)}
+            )
             for r, lp in lps.items():
                 st = states[r]
                 st.fed, st.pending = len(st.path), []
@@ -90,11 +119,14 @@ def _grammar(lm: CausalLM, tokenizer, task: Task, examples: list[Example], batch
     try:
         import xgrammar as xgr
     except ImportError:
-        raise McqaError(f"task '{task.name}' has free fields; constrained decoding of free fields needs xgrammar: pip install xgrammar") from None
+        raise McqaError(
+            f"task '{task.name}' has free fields; constrained decoding of free fields needs xgrammar: pip install xgrammar"
+        ) from None
     stops = stop_token_ids(tokenizer)
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=lm.vocab_size, stop_token_ids=stops)
     grammar = xgr.GrammarCompiler(info).compile_json_schema(
-        json.dumps(task_schema(task)), any_whitespace=False, separators=(",", ":"), strict_mode=True)
+        json.dumps(task_schema(task)), any_whitespace=False, separators=(",", ":"), strict_mode=True
+    )
     bitmask = xgr.allocate_token_bitmask(1, lm.vocab_size)
     closers = _closing_tokens(tokenizer, stops)
     reserve = min(6 * len(task.fields) + 4, max_new_tokens // 2)

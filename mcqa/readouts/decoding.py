@@ -29,7 +29,9 @@ from transformers import DynamicCache
 from mcqa.model.lm import CausalLM, copy_rows, expand_cache
 
 
-def plan_chunks(lengths: list[int], prefix: int, max_streams: int, pairs_per_token: float, overhead: float = 16.0) -> list[tuple[int, int]]:
+def plan_chunks(
+    lengths: list[int], prefix: int, max_streams: int, pairs_per_token: float, overhead: float = 16.0
+) -> list[tuple[int, int]]:
     """Split streams, sorted longest first, into consecutive chunks (start, end) decoded
     together, each in cache rows as wide as its longest stream (shorter ones packed back to
     back), at the least estimated cost. One forward computes rows x width tokens, padding
@@ -110,7 +112,9 @@ class Streams:
         self.lm, self.prefix, self.n, self.capacity = lm, prefix, n, capacity
         p = len(prefix.ids)
         if not lm.caps.trees:
-            raise ValueError("Streams feeds token trees under one mask; a model with stateful layers needs StateStreams")
+            raise ValueError(
+                "Streams feeds token trees under one mask; a model with stateful layers needs StateStreams"
+            )
         self.visible = torch.ones(n, p, dtype=torch.bool)  # per stream: the columns of its row it sees
         self.next_pos = [p] * n
         self.row: list[int] | None = None  # each stream's cache row, set by the first feed
@@ -177,20 +181,25 @@ class Streams:
             for s, t, off in row:
                 anc, at = _ancestors(t.parents, self.next_pos[s])
                 m = len(t.tokens)
-                ids[r, off:off + m] = t.tokens
-                pos[r, off:off + m] = at
-                allow[r, off:off + m, :k0] = visible[s]
-                allow[r, off:off + m, k0 + off:k0 + off + m] = anc
+                ids[r, off : off + m] = t.tokens
+                pos[r, off : off + m] = at
+                allow[r, off : off + m, :k0] = visible[s]
+                allow[r, off : off + m, k0 + off : k0 + off + m] = anc
                 self._last[s] = (off, anc, at)
             for j in range(fill[r], q):  # padding sees itself only (no empty softmax rows)
                 allow[r, j, k0 + j] = True
         dev = self.lm.device
         k_pos = np.concatenate([self.col_pos, pos], axis=1)
-        mask = self.lm.attention_mask(torch.from_numpy(allow).to(dev), torch.from_numpy(pos).to(dev), torch.from_numpy(k_pos).to(dev))
+        mask = self.lm.attention_mask(
+            torch.from_numpy(allow).to(dev), torch.from_numpy(pos).to(dev), torch.from_numpy(k_pos).to(dev)
+        )
         self.col_pos = k_pos
         hidden = self.lm.decoder(
-            input_ids=torch.from_numpy(ids).to(dev), attention_mask=mask, position_ids=torch.from_numpy(pos).to(dev),
-            **{self.lm.cache_kw: self.cache}, use_cache=True,
+            input_ids=torch.from_numpy(ids).to(dev),
+            attention_mask=mask,
+            position_ids=torch.from_numpy(pos).to(dev),
+            **{self.lm.cache_kw: self.cache},
+            use_cache=True,
         ).last_hidden_state
         order = [(s, t) for s, t in trees.items()]
         rows = [self.row[s] for s, t in order for _ in t.read]
@@ -198,7 +207,7 @@ class Streams:
         lp = self.lm.logprobs(hidden[rows, cols]).cpu() if rows else torch.empty(0, self.lm.vocab_size)
         out, start = {}, 0
         for s, t in order:
-            out[s] = lp[start:start + len(t.read)]
+            out[s] = lp[start : start + len(t.read)]
             start += len(t.read)
         self.visible = torch.cat([self.visible, torch.zeros(self.n, q, dtype=torch.bool)], dim=1)
         for s, t in order:
@@ -211,11 +220,11 @@ class Streams:
         stays where it was before that feed); every other token of that feed is hidden from
         later ones. A readout that picks a path after reading the log-probs calls this again."""
         off, anc, at = self._last[stream]
-        self.visible[stream, self._k0:] = False
+        self.visible[stream, self._k0 :] = False
         if index is None:
             self.next_pos[stream] = int(at[0]) if len(at) else self.next_pos[stream]
         else:
-            self.visible[stream, self._k0 + off:self._k0 + off + len(anc)] = torch.from_numpy(anc[index])
+            self.visible[stream, self._k0 + off : self._k0 + off + len(anc)] = torch.from_numpy(anc[index])
             self.next_pos[stream] = int(at[index]) + 1
 
 
@@ -233,7 +242,9 @@ class StateStreams:
     def __init__(self, lm: CausalLM, prefix: SharedPrefix, n: int, capacity: int | None = None):
         self.lm, self.prefix, self.n = lm, prefix, n
         self.ends: list = [prefix.cache] * n  # each stream's cache after its committed tokens (None: nothing yet)
-        self._last: dict[int, tuple[Tree, object, list[int], object]] = {}  # stream -> (tree, start, trunk, cache after it)
+        self._last: dict[
+            int, tuple[Tree, object, list[int], object]
+        ] = {}  # stream -> (tree, start, trunk, cache after it)
         self.n_rows = 0
 
     @torch.inference_mode()
@@ -253,9 +264,11 @@ class StateStreams:
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.PAD, dtype=torch.long)
         for r, row in enumerate(rows):
-            ids[r, :len(row)] = torch.tensor(row)
+            ids[r, : len(row)] = torch.tensor(row)
         self.n_rows = max(self.n_rows, len(rows))
-        return self.lm.decoder(input_ids=ids.to(self.lm.device), **{self.lm.cache_kw: cache}, use_cache=True).last_hidden_state
+        return self.lm.decoder(
+            input_ids=ids.to(self.lm.device), **{self.lm.cache_kw: cache}, use_cache=True
+        ).last_hidden_state
 
     def _copy(self, cache, rows: int):
         return copy_rows(cache, rows) if cache is not None else self.lm.new_cache()
@@ -263,7 +276,12 @@ class StateStreams:
     def _feed(self, s: int, t: Tree) -> torch.Tensor:
         start = self.ends[s]
         paths = [_path(t.parents, leaf) for leaf in _leaves(t.parents)]
-        trunk = paths[0][:next((k for k in range(len(paths[0])) if any(len(p) <= k or p[k] != paths[0][k] for p in paths)), len(paths[0]))]
+        trunk = paths[0][
+            : next(
+                (k for k in range(len(paths[0])) if any(len(p) <= k or p[k] != paths[0][k] for p in paths)),
+                len(paths[0]),
+            )
+        ]
         where: dict[int, torch.Tensor] = {}
         after = start
         if trunk:
@@ -274,7 +292,7 @@ class StateStreams:
                 after = self._copy(start, 1)
             hidden = self._run([[t.tokens[j] for j in trunk]], after)
             where |= {j: hidden[0, c] for c, j in enumerate(trunk)}
-        branches = [p[len(trunk):] for p in paths if len(p) > len(trunk)]
+        branches = [p[len(trunk) :] for p in paths if len(p) > len(trunk)]
         if branches:
             hidden = self._run([[t.tokens[j] for j in b] for b in branches], self._copy(after, len(branches)))
             for r, b in enumerate(branches):

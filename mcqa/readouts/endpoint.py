@@ -39,13 +39,13 @@ from typing import Any
 
 from pydantic import Field
 
-from mcqa.eval.calibration import group_probs
 from mcqa.console import track
 from mcqa.errors import McqaError
+from mcqa.eval.calibration import group_probs
+from mcqa.eval.records import Prediction, RankGroup
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import Options, register_readout
 from mcqa.readouts.trie import JOINT_LIMIT
-from mcqa.eval.records import Prediction, RankGroup
 from mcqa.schema import task_schema
 from mcqa.task import Example, Task
 
@@ -77,7 +77,10 @@ def answer_choices(task: Task, joint_limit: int = JOINT_LIMIT) -> list[str] | No
         return None
     if math.prod(len(s.values) for s in spaces.values()) > joint_limit:
         return None
-    return [serialize_target(task.output, dict(zip(spaces, combo))) for combo in itertools.product(*(s.values for s in spaces.values()))]
+    return [
+        serialize_target(task.output, dict(zip(spaces, combo)))
+        for combo in itertools.product(*(s.values for s in spaces.values()))
+    ]
 
 
 def structured_outputs(task: Task, joint_limit: int = JOINT_LIMIT) -> dict[str, Any]:
@@ -85,12 +88,22 @@ def structured_outputs(task: Task, joint_limit: int = JOINT_LIMIT) -> dict[str, 
     return {"choice": choices} if choices is not None else {"json": task_schema(task)}
 
 
-def build_request(task: Task, e: Example, served_model: str, max_tokens: int = 256, top_logprobs: int = TOP_LOGPROBS,
-                  joint_limit: int = JOINT_LIMIT) -> dict[str, Any]:
+def build_request(
+    task: Task,
+    e: Example,
+    served_model: str,
+    max_tokens: int = 256,
+    top_logprobs: int = TOP_LOGPROBS,
+    joint_limit: int = JOINT_LIMIT,
+) -> dict[str, Any]:
     """The body of one /chat/completions request (vLLM's extensions under their own keys)."""
     return {
-        "model": served_model, "messages": task.messages(e), "temperature": 0.0, "max_tokens": max_tokens,
-        "logprobs": top_logprobs > 0, **({"top_logprobs": top_logprobs} if top_logprobs > 0 else {}),
+        "model": served_model,
+        "messages": task.messages(e),
+        "temperature": 0.0,
+        "max_tokens": max_tokens,
+        "logprobs": top_logprobs > 0,
+        **({"top_logprobs": top_logprobs} if top_logprobs > 0 else {}),
         "structured_outputs": structured_outputs(task, joint_limit),
         "chat_template_kwargs": {"enable_thinking": False},
     }
@@ -108,7 +121,7 @@ def branch_probs(steps: list[tuple[str, dict[str, float]]], start: int, candidat
     i = next((k for k in range(len(steps)) if offsets[k] <= start < offsets[k + 1]), None)
     if i is None:
         return {}
-    pre = "".join(t for t, _ in steps)[offsets[i]:start]  # the token's text before the label starts
+    pre = "".join(t for t, _ in steps)[offsets[i] : start]  # the token's text before the label starts
     probs = dict.fromkeys(candidates, 0.0)
     alive, consumed, mass = list(candidates), "", 1.0
     while alive and i < len(steps):
@@ -118,7 +131,7 @@ def branch_probs(steps: list[tuple[str, dict[str, float]]], start: int, candidat
         for a in alts:
             if not a.startswith(pre):
                 continue
-            text = consumed + a[len(pre):]
+            text = consumed + a[len(pre) :]
             cs = [c for c in alive if c.startswith(text) or text.startswith(c)]
             if cs:
                 fits[a] = cs
@@ -131,7 +144,7 @@ def branch_probs(steps: list[tuple[str, dict[str, float]]], start: int, candidat
                 for c in cs:
                     probs[c] += mass * weights[a] / total / len(cs)
         mass *= weights[token] / total
-        consumed += token[len(pre):]
+        consumed += token[len(pre) :]
         pre, alive, i = "", fits[token], i + 1
         done = [c for c in alive if len(consumed) >= len(c)]
         if done or len(alive) == 1:
@@ -148,7 +161,9 @@ def _value_start(text: str, field: str) -> int | None:
     return m.end() if m else None
 
 
-def score_groups(task: Task, text: str, steps: list[tuple[str, dict[str, float]]], joint_limit: int = JOINT_LIMIT) -> list[RankGroup]:
+def score_groups(
+    task: Task, text: str, steps: list[tuple[str, dict[str, float]]], joint_limit: int = JOINT_LIMIT
+) -> list[RankGroup]:
     """rank-style scores (log-probabilities of candidate labels) read from a reply."""
     if not steps:
         return []
@@ -158,8 +173,13 @@ def score_groups(task: Task, text: str, steps: list[tuple[str, dict[str, float]]
         combos = list(itertools.product(*(s.values for s in spaces.values())))
         if not p:
             return []
-        return [{"fields": list(spaces), "values": [list(c) for c in combos],
-                 "loglik": [math.log(max(p[s], 1e-300)) for s in choices]}]
+        return [
+            {
+                "fields": list(spaces),
+                "values": [list(c) for c in combos],
+                "loglik": [math.log(max(p[s], 1e-300)) for s in choices],
+            }
+        ]
     groups: list[RankGroup] = []
     for f, space in spaces.items():
         start = _value_start(text, f) if space is not None else None
@@ -168,23 +188,39 @@ def score_groups(task: Task, text: str, steps: list[tuple[str, dict[str, float]]
         serial = [json.dumps(v, ensure_ascii=False) for v in space.values]
         p = branch_probs(steps, start, serial)
         if p:
-            groups.append({"fields": [f], "values": [[v] for v in space.values], "loglik": [math.log(max(p[s], 1e-300)) for s in serial]})
+            groups.append(
+                {
+                    "fields": [f],
+                    "values": [[v] for v in space.values],
+                    "loglik": [math.log(max(p[s], 1e-300)) for s in serial],
+                }
+            )
     return groups
 
 
-def read_reply(task: Task, eid: str, reply: dict[str, Any], temperature: float = 1.0, joint_limit: int = JOINT_LIMIT) -> Prediction:
+def read_reply(
+    task: Task, eid: str, reply: dict[str, Any], temperature: float = 1.0, joint_limit: int = JOINT_LIMIT
+) -> Prediction:
     """One /chat/completions reply (a JSON object) -> a Prediction. A reply of the wrong shape
     is the server's error, named with the example."""
     try:
         choice = reply["choices"][0]
         text = choice["message"]["content"] or ""
         content = ((choice.get("logprobs") or {}).get("content")) or []
-        steps = [(c["token"], {a["token"]: float(a["logprob"]) for a in (c.get("top_logprobs") or [])} or {c["token"]: float(c["logprob"])})
-                 for c in content]
+        steps = [
+            (
+                c["token"],
+                {a["token"]: float(a["logprob"]) for a in (c.get("top_logprobs") or [])}
+                or {c["token"]: float(c["logprob"])},
+            )
+            for c in content
+        ]
         finish = choice.get("finish_reason")
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        raise McqaError(f"example '{eid}': the server's reply is not a chat completion with a message "
-                        f"({json.dumps(reply)[:200]}); check --endpoint and --served-model") from None
+        raise McqaError(
+            f"example '{eid}': the server's reply is not a chat completion with a message "
+            f"({json.dumps(reply)[:200]}); check --endpoint and --served-model"
+        ) from None
     groups = score_groups(task, text, steps, joint_limit)
     out: Prediction = {"id": eid, "output": text, "truncated": finish == "length"}
     if groups:
@@ -199,7 +235,9 @@ def read_journal(path: Path, ids: set[str], served_model: str) -> dict[str, Pred
     """Predictions an interrupted run already appended. A last line cut off by a kill is
     dropped; any other bad line is an error naming the file and line."""
     if path.is_symlink():  # appended to with O_NOFOLLOW, so never read through a link either
-        raise McqaError(f"{path}: --out is a symbolic link; an endpoint run appends to its own file only, give another --out")
+        raise McqaError(
+            f"{path}: --out is a symbolic link; an endpoint run appends to its own file only, give another --out"
+        )
     if not path.is_file():
         return {}
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
@@ -212,15 +250,21 @@ def read_journal(path: Path, ids: set[str], served_model: str) -> dict[str, Pred
         except json.JSONDecodeError:
             if n == len(lines):  # no newline after it: the write was cut off
                 break
-            raise McqaError(f"{path}:{n}: not a JSON line; this file is not an interrupted endpoint run's; give another --out") from None
+            raise McqaError(
+                f"{path}:{n}: not a JSON line; this file is not an interrupted endpoint run's; give another --out"
+            ) from None
         if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("output"), str)):
             raise McqaError(f"{path}:{n}: not a prediction ({{id, output}}); give another --out")
         if row["id"] not in ids:
-            raise McqaError(f"{path}:{n}: id '{row['id'][:80]}' is not among the examples being predicted; "
-                            "this file belongs to another run; give another --out")
+            raise McqaError(
+                f"{path}:{n}: id '{row['id'][:80]}' is not among the examples being predicted; "
+                "this file belongs to another run; give another --out"
+            )
         if not isinstance(row.get("endpoint"), dict):
-            raise McqaError(f"{path}:{n}: this file holds finished predictions, not an interrupted endpoint run; "
-                            "give another --out or delete it")
+            raise McqaError(
+                f"{path}:{n}: this file holds finished predictions, not an interrupted endpoint run; "
+                "give another --out or delete it"
+            )
         served = row["endpoint"].get("model")
         if served != served_model:
             raise McqaError(f"{path}:{n}: written by served model {served!r}, not '{served_model}'; give another --out")
@@ -255,36 +299,60 @@ def client(url: str, api_key_env: str, max_retries: int, timeout: float):
     try:
         import openai
     except ImportError:
-        raise McqaError("the endpoint readout needs the openai client: pip install 'openai>=1.40' (or mcqa[serve])") from None
-    return openai.OpenAI(base_url=url, api_key=os.environ.get(api_key_env) or "EMPTY", max_retries=max_retries, timeout=timeout)
+        raise McqaError(
+            "the endpoint readout needs the openai client: pip install 'openai>=1.40' (or mcqa[serve])"
+        ) from None
+    return openai.OpenAI(
+        base_url=url, api_key=os.environ.get(api_key_env) or "EMPTY", max_retries=max_retries, timeout=timeout
+    )
 
 
 def ask(api, task: Task, e: Example, o: EndpointOptions) -> Prediction:
     import openai
 
     body = build_request(task, e, o.served_model, o.max_tokens, o.top_logprobs, o.joint_limit)
-    standard = {k: body.pop(k) for k in ("model", "messages", "temperature", "max_tokens", "logprobs", "top_logprobs") if k in body}
+    standard = {
+        k: body.pop(k)
+        for k in ("model", "messages", "temperature", "max_tokens", "logprobs", "top_logprobs")
+        if k in body
+    }
     started = time.perf_counter()
     try:
         raw = api.chat.completions.with_raw_response.create(**standard, extra_body=body)
     except openai.APIStatusError as err:
-        raise McqaError(f"{o.url}: example '{e.id}': the server answered {err.status_code} ({str(err)[:200]}); "
-                        "check --endpoint, --served-model and the server's log") from None
+        raise McqaError(
+            f"{o.url}: example '{e.id}': the server answered {err.status_code} ({str(err)[:200]}); "
+            "check --endpoint, --served-model and the server's log"
+        ) from None
     except openai.APIConnectionError as err:
-        raise McqaError(f"{o.url}: example '{e.id}': no answer after {o.max_retries} retries ({type(err).__name__}); "
-                        "is the server running?") from None
+        raise McqaError(
+            f"{o.url}: example '{e.id}': no answer after {o.max_retries} retries ({type(err).__name__}); "
+            "is the server running?"
+        ) from None
     try:
         reply = json.loads(raw.http_response.text)
     except ValueError:
-        raise McqaError(f"{o.url}: example '{e.id}': the reply is not JSON; is --endpoint an OpenAI-compatible /v1 URL?") from None
+        raise McqaError(
+            f"{o.url}: example '{e.id}': the reply is not JSON; is --endpoint an OpenAI-compatible /v1 URL?"
+        ) from None
     p = read_reply(task, e.id, reply, o.temperature, o.joint_limit)
-    p["endpoint"] = {"server": o.url, "model": o.served_model, "latency_s": round(time.perf_counter() - started, 4),
-                     "retries": int(getattr(raw, "retries_taken", 0) or 0), "finish_reason": reply["choices"][0].get("finish_reason")}
+    p["endpoint"] = {
+        "server": o.url,
+        "model": o.served_model,
+        "latency_s": round(time.perf_counter() - started, 4),
+        "retries": int(getattr(raw, "retries_taken", 0) or 0),
+        "finish_reason": reply["choices"][0].get("finish_reason"),
+    }
     return p
 
 
-@register_readout("endpoint", "an OpenAI-compatible server (vLLM, SGLang, ...): structured outputs from the task's schema, "
-                  "label probabilities from its logprobs", needs="none", options=EndpointOptions)
+@register_readout(
+    "endpoint",
+    "an OpenAI-compatible server (vLLM, SGLang, ...): structured outputs from the task's schema, "
+    "label probabilities from its logprobs",
+    needs="none",
+    options=EndpointOptions,
+)
 def endpoint(model, tokenizer, task: Task, examples: list[Example], **opts) -> list[Prediction]:
     o = EndpointOptions(**opts)
     journal = Journal(Path(o.journal) if o.journal else None)

@@ -4,10 +4,10 @@ token came within max_new_tokens."""
 
 from __future__ import annotations
 
+from mcqa.eval.records import Prediction
 from mcqa.model.encoding import LeftPadCollator, pad_id, prompt_ids, stop_token_ids
 from mcqa.readouts.base import BATCH_SIZE, Options, default_max_new_tokens, register_readout
 from mcqa.readouts.batching import read_batches
-from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
 
@@ -17,12 +17,23 @@ class GenerateOptions(Options):
 
 
 @register_readout("generate", "free greedy generation, parsed by the scorer", needs="lm", options=GenerateOptions)
-def generate(model, tokenizer, task: Task, examples: list[Example], *, max_new_tokens: int | None = None,
-             batch_size: int = BATCH_SIZE) -> list[Prediction]:
-    return generate_outputs(model, tokenizer, task, examples, max_new_tokens or default_max_new_tokens(tokenizer, task), batch_size)
+def generate(
+    model,
+    tokenizer,
+    task: Task,
+    examples: list[Example],
+    *,
+    max_new_tokens: int | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> list[Prediction]:
+    return generate_outputs(
+        model, tokenizer, task, examples, max_new_tokens or default_max_new_tokens(tokenizer, task), batch_size
+    )
 
 
-def generate_outputs(model, tokenizer, task: Task, examples: list[Example], max_new_tokens: int, batch_size: int = 16) -> list[Prediction]:
+def generate_outputs(
+    model, tokenizer, task: Task, examples: list[Example], max_new_tokens: int, batch_size: int = 16
+) -> list[Prediction]:
     """Greedy generation, batched and left-padded; `truncated` when no stop token came."""
     stops = stop_token_ids(tokenizer)
     pad = pad_id(tokenizer)
@@ -37,7 +48,7 @@ def generate_outputs(model, tokenizer, task: Task, examples: list[Example], max_
             pad_token_id=pad,
         )
         out = []
-        for row, seq in zip(batch, gen[:, enc["input_ids"].shape[1]:].tolist()):
+        for row, seq in zip(batch, gen[:, enc["input_ids"].shape[1] :].tolist()):
             ended = next((i for i, t in enumerate(seq) if t in stops), None)
             text = tokenizer.decode(seq[:ended] if ended is not None else seq, skip_special_tokens=False)
             out.append({"id": row["id"], "output": text, "truncated": ended is None})

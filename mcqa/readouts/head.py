@@ -8,12 +8,12 @@ from dataclasses import replace
 
 import torch
 
+from mcqa.eval.records import Prediction
 from mcqa.model.encoding import LeftPadCollator, encode_head, pad_id, shared_prefix
 from mcqa.model.lm import capabilities
 from mcqa.prompting import serialize_target
 from mcqa.readouts.base import BATCH_SIZE, Options, register_readout
 from mcqa.readouts.batching import read_batches
-from mcqa.eval.records import Prediction
 from mcqa.task import Example, Task
 
 
@@ -26,10 +26,14 @@ def head(model, tokenizer, task: Task, examples: list[Example], *, batch_size: i
     return head_outputs(model, tokenizer, task, examples, batch_size)
 
 
-def head_outputs(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16, share_prefix: bool = True) -> list[Prediction]:
+def head_outputs(
+    model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16, share_prefix: bool = True
+) -> list[Prediction]:
     """Argmax of each field's head as the output JSON, with the softmax as probabilities."""
     spaces = task.label_spaces
-    rows = [{**r, "field_labels": None} for r in encode_head(tokenizer, task, [replace(e, target=None) for e in examples])]
+    rows = [
+        {**r, "field_labels": None} for r in encode_head(tokenizer, task, [replace(e, target=None) for e in examples])
+    ]
     # The prompt prefix every example shares (system prompt, instructions) is encoded once per
     # batch, where the model's layers allow it exactly.
     share_prefix = share_prefix and bool(rows) and capabilities(model).prefix_shared(max(r["length"] for r in rows))[0]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 from mcqa.errors import McqaError
-from mcqa.prompting import serialize_target
-from mcqa.readouts.base import BATCH_SIZE, Options, READOUTS, register_readout, run_readout
 from mcqa.eval.records import Prediction
+from mcqa.prompting import serialize_target
+from mcqa.readouts.base import BATCH_SIZE, READOUTS, Options, register_readout, run_readout
 from mcqa.splits import other_orders
 from mcqa.task import Example, Task
 
@@ -24,12 +24,27 @@ class PermutedOptions(Options):
     batch_size: int = BATCH_SIZE
 
 
-@register_readout("permuted", "a letter readout averaged over several option orders (position bias cancels)", needs="lm",
-                  options=PermutedOptions)
-def permuted(model, tokenizer, task: Task, examples: list[Example], *, orders: int = 4, seed: int = 0, readout: str = "rank",
-             batch_size: int = BATCH_SIZE) -> list[Prediction]:
+@register_readout(
+    "permuted",
+    "a letter readout averaged over several option orders (position bias cancels)",
+    needs="lm",
+    options=PermutedOptions,
+)
+def permuted(
+    model,
+    tokenizer,
+    task: Task,
+    examples: list[Example],
+    *,
+    orders: int = 4,
+    seed: int = 0,
+    readout: str = "rank",
+    batch_size: int = BATCH_SIZE,
+) -> list[Prediction]:
     if task.reorder is None or task.options is None:
-        raise McqaError(f"task '{task.name}' cannot reorder its options (Task.reorder); the 'permuted' readout needs one that can")
+        raise McqaError(
+            f"task '{task.name}' cannot reorder its options (Task.reorder); the 'permuted' readout needs one that can"
+        )
     if orders < 1:
         raise McqaError("readout 'permuted': orders must be at least 1")
     field, letters = task.choice_field, [str(v) for v in task.label_spaces[task.choice_field].values]
@@ -57,6 +72,12 @@ def permuted(model, tokenizer, task: Task, examples: list[Example], *, orders: i
                 avg[original] += dist.get(letters[pos], 0.0) / len(plan)
             chosen.append(order[letters.index(str(json.loads(o["output"])[field]))])
         best = max(range(n), key=lambda i: avg[i])
-        result.append({"id": e.id, "output": serialize_target(task.output, {field: task.label_spaces[field].values[best]}),
-                       "probs": {field: {letters[i]: avg[i] for i in range(n)}}, "order_choices": chosen})
+        result.append(
+            {
+                "id": e.id,
+                "output": serialize_target(task.output, {field: task.label_spaces[field].values[best]}),
+                "probs": {field: {letters[i]: avg[i] for i in range(n)}},
+                "order_choices": chosen,
+            }
+        )
     return result

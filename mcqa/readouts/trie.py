@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError
+from mcqa.model.encoding import end_of_turn
 from mcqa.prompting import serialize_target
 from mcqa.readouts.decoding import Tree
 from mcqa.task import Task, completion, consistent
@@ -43,8 +43,10 @@ class LabelCandidates:
         spaces = task.label_spaces
         free = [f for f, s in spaces.items() if s is None]
         if free:
-            raise McqaError(f"task '{task.name}' has free fields ({', '.join(free)}); rank needs a label space for "
-                            "every field: use the 'constrained' or 'generate' readout")
+            raise McqaError(
+                f"task '{task.name}' has free fields ({', '.join(free)}); rank needs a label space for "
+                "every field: use the 'constrained' or 'generate' readout"
+            )
         self.task, self.tokenizer, self.spaces = task, tokenizer, spaces
         self.eot = end_of_turn(tokenizer)
         size = math.prod(len(s.values) for s in spaces.values())
@@ -60,7 +62,12 @@ class LabelCandidates:
                 if not consistent(self.task, fixed | chosen):  # a combination the task does not allow
                     continue
                 # later fields are held at a value that keeps the target allowed
-                values = {f: self.spaces[f].values[0] for f in self.task.fields} | completion(self.task, fixed | chosen) | fixed | chosen
+                values = (
+                    {f: self.spaces[f].values[0] for f in self.task.fields}
+                    | completion(self.task, fixed | chosen)
+                    | fixed
+                    | chosen
+                )
                 text = serialize_target(self.task.output, values) + self.eot
                 out.append(Candidate(chosen, tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])))
             self._memo[key] = out
@@ -77,8 +84,10 @@ class LabelCandidates:
         n = len(path)
         out = [c for c in self.candidates(fixed, group) if list(c.ids[:n]) == path]
         if not out:
-            raise McqaError(f"task '{self.task.name}': the tokens of field(s) {', '.join(group)} depend on the fields "
-                            f"after them; rank them jointly (raise joint_limit)")
+            raise McqaError(
+                f"task '{self.task.name}': the tokens of field(s) {', '.join(group)} depend on the fields "
+                f"after them; rank them jointly (raise joint_limit)"
+            )
         return out
 
 

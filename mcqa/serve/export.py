@@ -22,11 +22,11 @@ from mcqa.io import atomic_write_text, check_out_folder, write_json
 from mcqa.model import resolve_model
 from mcqa.readouts.endpoint import TOP_LOGPROBS, build_request
 from mcqa.registry import get_task
-from mcqa.train.folder import read_config, read_summary
-from mcqa.train.runs import load_run
 from mcqa.schema import task_schema
 from mcqa.serve import ENGINES
 from mcqa.serve.engines import Bundle, Engine
+from mcqa.train.folder import read_config, read_summary
+from mcqa.train.runs import load_run
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TOKENIZER_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken")
@@ -45,17 +45,23 @@ def _copy_plain(src: Path, dst: Path, names: list[str]) -> list[str]:
     return copied
 
 
-def export(run_dir: str | Path, out: str | Path, engine: str = "vllm", merge: bool = False, name: str | None = None) -> Path:
+def export(
+    run_dir: str | Path, out: str | Path, engine: str = "vllm", merge: bool = False, name: str | None = None
+) -> Path:
     serving = ENGINES.resolve(engine)  # a wrong name: one line with its did-you-mean, before anything is read
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)  # finished, and run.json agrees with config.yaml
     config = read_config(run_dir)
     if config.mode in ("content", "listwise"):
-        raise McqaError(f"{run_dir}: a {config.mode}-mode run is read out by option-text likelihood (the options readout), "
-                        "which mcqa does not read through a server; export a generate-mode run (mcqa train mode=generate)")
+        raise McqaError(
+            f"{run_dir}: a {config.mode}-mode run is read out by option-text likelihood (the options readout), "
+            "which mcqa does not read through a server; export a generate-mode run (mcqa train mode=generate)"
+        )
     if config.mode != "generate":
-        raise McqaError(f"{run_dir}: a {config.mode}-mode run scores with its own head, which a serving engine has no "
-                        "counterpart for; export a generate-mode run (mcqa train mode=generate)")
+        raise McqaError(
+            f"{run_dir}: a {config.mode}-mode run scores with its own head, which a serving engine has no "
+            "counterpart for; export a generate-mode run (mcqa train mode=generate)"
+        )
     task = get_task(config.task)
     final = check_out_folder(Path(out))
     out = final.parent / f".{final.name}.partial-{os.getpid()}"  # filled, then renamed: never half a bundle
@@ -75,7 +81,9 @@ def export(run_dir: str | Path, out: str | Path, engine: str = "vllm", merge: bo
 def _fill(run_dir: Path, summary, config, task, out: Path, merge: bool, name: str | None, serving: Engine) -> None:
     served = name or f"{task.name}-{run_dir.name}"[:64]
     if not served.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise McqaError(f"--name {served!r}: use letters, digits, '-', '_' and '.' only (it goes on serve.sh's command line)")
+        raise McqaError(
+            f"--name {served!r}: use letters, digits, '-', '_' and '.' only (it goes on serve.sh's command line)"
+        )
     tok_src = run_dir / "tokenizer"
     if not tok_src.is_dir():
         raise McqaError(f"{tok_src}: missing from the run folder; retrain or re-copy the whole run")
@@ -87,11 +95,15 @@ def _fill(run_dir: Path, summary, config, task, out: Path, merge: bool, name: st
         _copy_plain(tok_src, out / "model", tok_names)
         base = None
     else:
-        model, _, _, _ = load_run(run_dir, task=task.name)  # every file of the run checked: it loads, as a server would load it
+        model, _, _, _ = load_run(
+            run_dir, task=task.name
+        )  # every file of the run checked: it loads, as a server would load it
         copied = _copy_plain(run_dir / "adapter", out / "adapter", list(ADAPTER_FILES))
         if copied != list(ADAPTER_FILES):
-            raise McqaError(f"{run_dir / 'adapter'}: needs {' and '.join(ADAPTER_FILES)} (safetensors; vLLM loads no pickles); "
-                            "retrain or re-copy the run")
+            raise McqaError(
+                f"{run_dir / 'adapter'}: needs {' and '.join(ADAPTER_FILES)} (safetensors; vLLM loads no pickles); "
+                "retrain or re-copy the run"
+            )
         base = resolve_model(config.model)
     _copy_plain(tok_src, out / "tokenizer", tok_names)
     # vLLM reads a --tokenizer folder's config.json for the model type (else two ERROR lines and
@@ -104,12 +116,25 @@ def _fill(run_dir: Path, summary, config, task, out: Path, merge: bool, name: st
     if example is not None:
         write_json(out / "request.json", build_request(task, example, served))
     most = max([len(v) for v in labels.values() if v] + [TOP_LOGPROBS])
-    write_json(out / "mcqa.json", {
-        "task": task.name, "protocol": summary.protocol, "mode": config.mode, "base_model": config.model,
-        "base_model_path": str(base) if base is not None else None, "served_model": served, "merged": merge,
-        "lora_r": config.lora.r, "max_logprobs": most, "temperature": None,
-        "temperature_note": "a generate-mode run fits no temperature; pass --readout-opt temperature=T to apply one",
-        "run": str(run_dir.resolve()), "engine": serving.name, "exported_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+    write_json(
+        out / "mcqa.json",
+        {
+            "task": task.name,
+            "protocol": summary.protocol,
+            "mode": config.mode,
+            "base_model": config.model,
+            "base_model_path": str(base) if base is not None else None,
+            "served_model": served,
+            "merged": merge,
+            "lora_r": config.lora.r,
+            "max_logprobs": most,
+            "temperature": None,
+            "temperature_note": "a generate-mode run fits no temperature; pass --readout-opt temperature=T to apply one",
+            "run": str(run_dir.resolve()),
+            "engine": serving.name,
+            "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
     bundle = Bundle(task.name, summary.protocol, served, base, merge, config.lora.r, most)
     for file_name, text in serving.files(bundle).items():
         atomic_write_text(out / file_name, text)

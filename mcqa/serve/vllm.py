@@ -34,20 +34,41 @@ def serve_script(served: str, base: Path | str | None, merge: bool, r: int, max_
     if not merge and any(c in str(base) for c in '"$`\\\n'):
         raise McqaError(f"base model path {str(base)!r} holds characters a shell script cannot quote plainly; move it")
     model = '"$HERE/model"' if merge else f'"${{MODEL:-{base}}}"'
-    lora = [] if merge else ["--served-model-name", "base", "--enable-lora", f'--lora-modules "{served}=$HERE/adapter"',
-                             f"--max-lora-rank {lora_rank_flag(r)}"]
+    lora = (
+        []
+        if merge
+        else [
+            "--served-model-name",
+            "base",
+            "--enable-lora",
+            f'--lora-modules "{served}=$HERE/adapter"',
+            f"--max-lora-rank {lora_rank_flag(r)}",
+        ]
+    )
     served_flag = [f"--served-model-name {served}"] if merge else []
-    flags = [f"--model {model}", '--tokenizer "$HERE/tokenizer"', *served_flag, *lora, f"--max-logprobs {max_logprobs}",
-             "--logprobs-mode processed_logprobs", "--generation-config vllm", '--dtype "${DTYPE:-float32}"',
-             '--host "${HOST:-127.0.0.1}"', '--port "${PORT:-8000}"']
-    return ("#!/bin/sh\n"
-            "# Serve this bundle with vLLM's OpenAI-compatible server (exported by `mcqa export`).\n"
-            "# PYTHON: the Python of an environment with vLLM; MODEL: the base model (a folder or hub id);\n"
-            "# extra arguments go to the server (e.g. --tensor-parallel-size 2 on GPUs).\n"
-            "set -e\n"
-            'HERE="$(cd "$(dirname "$0")" && pwd)"\n'
-            'exec "${PYTHON:-python}" -m vllm.entrypoints.openai.api_server \\\n    '
-            + " \\\n    ".join(flags) + ' \\\n    "$@"\n')
+    flags = [
+        f"--model {model}",
+        '--tokenizer "$HERE/tokenizer"',
+        *served_flag,
+        *lora,
+        f"--max-logprobs {max_logprobs}",
+        "--logprobs-mode processed_logprobs",
+        "--generation-config vllm",
+        '--dtype "${DTYPE:-float32}"',
+        '--host "${HOST:-127.0.0.1}"',
+        '--port "${PORT:-8000}"',
+    ]
+    return (
+        "#!/bin/sh\n"
+        "# Serve this bundle with vLLM's OpenAI-compatible server (exported by `mcqa export`).\n"
+        "# PYTHON: the Python of an environment with vLLM; MODEL: the base model (a folder or hub id);\n"
+        "# extra arguments go to the server (e.g. --tensor-parallel-size 2 on GPUs).\n"
+        "set -e\n"
+        'HERE="$(cd "$(dirname "$0")" && pwd)"\n'
+        'exec "${PYTHON:-python}" -m vllm.entrypoints.openai.api_server \\\n    '
+        + " \\\n    ".join(flags)
+        + ' \\\n    "$@"\n'
+    )
 
 
 def readme(task: str, served: str, protocol: str) -> str:
@@ -70,9 +91,17 @@ tensor parallelism (`./serve.sh --tensor-parallel-size 2`) or data parallelism
 
 
 def files(b: Bundle) -> dict[str, str]:
-    return {"serve.sh": serve_script(b.served, b.base, b.merged, b.lora_r, b.max_logprobs),
-            "README.md": readme(b.task, b.served, b.protocol)}
+    return {
+        "serve.sh": serve_script(b.served, b.base, b.merged, b.lora_r, b.max_logprobs),
+        "README.md": readme(b.task, b.served, b.protocol),
+    }
 
 
-register_engine(Engine("vllm", "vLLM's OpenAI-compatible server: the adapter as a LoRA module (or the merged model), "
-                       "structured outputs and log-probabilities after the grammar mask", files))
+register_engine(
+    Engine(
+        "vllm",
+        "vLLM's OpenAI-compatible server: the adapter as a LoRA module (or the merged model), "
+        "structured outputs and log-probabilities after the grammar mask",
+        files,
+    )
+)

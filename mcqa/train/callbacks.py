@@ -27,7 +27,16 @@ class TrainProgress(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         if "loss" in logs:
-            say(step_line(state.global_step, state.max_steps, state.epoch or 0.0, logs, time.time() - self.started, self.done_before))
+            say(
+                step_line(
+                    state.global_step,
+                    state.max_steps,
+                    state.epoch or 0.0,
+                    logs,
+                    time.time() - self.started,
+                    self.done_before,
+                )
+            )
         elif "train_runtime" in logs:
             say(fit_line(state.global_step, logs["train_runtime"], logs.get("train_loss")))
 

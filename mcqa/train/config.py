@@ -19,8 +19,20 @@ from mcqa.registry import get_task
 # transformers' own scheduler names, checked here rather than by TrainingArguments after the model has loaded.
 # transformers' SchedulerType values, written out so that reading a run's config imports no
 # transformers (`mcqa runs` stays light); a test checks they are still the same.
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
-              "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+)
 Scheduler = Literal[SCHEDULERS]  # type: ignore[valid-type]
 
 
@@ -32,12 +44,18 @@ class LoraSettings(BaseModel):
     # pass (smollm2-135m, head mode); set 0.05 or 0.1 for long runs that overfit.
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | None = Field(
-        None, min_length=1, description="module names that get LoRA adapters; none: every linear projection in the "
+        None,
+        min_length=1,
+        description="module names that get LoRA adapters; none: every linear projection in the "
         "decoder layers, whatever the family calls them (Qwen3: q/k/v/o and gate/up/down; Qwen3.5 adds its "
         "linear-attention projections)",
     )
-    layers: int | None = Field(None, ge=1, description="LoRA on the last N decoder layers only: the backward pass stops "
-                               "there (faster on a CPU); none: every layer")
+    layers: int | None = Field(
+        None,
+        ge=1,
+        description="LoRA on the last N decoder layers only: the backward pass stops "
+        "there (faster on a CPU); none: every layer",
+    )
 
 
 # A setting marked so changes how fast a run goes, how much memory it takes or what it may run,
@@ -55,30 +73,56 @@ class TrainConfig(BaseModel):
     task: str
     protocol: str | None = Field(None, description="split protocol; default: the task's first")
     model: str = Field(DEFAULT_MODEL, description="hub id, local folder, or an alias from `mcqa models`")
-    mode: str = Field("generate", pattern=r"^[A-Za-z0-9_]+$", description="training mode (`mcqa train --help` lists them; "
-                      "checked against the registry before a run folder is made)")
+    mode: str = Field(
+        "generate",
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="training mode (`mcqa train --help` lists them; "
+        "checked against the registry before a run folder is made)",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     learning_rate: float = Field(3e-4, gt=0)
     lr_scheduler: Scheduler = "cosine"
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(16, ge=1, description="effective batch: micro batch x accumulation x processes")
-    micro_batch_size: int = Field(8, ge=1, description="examples per forward pass on one process", json_schema_extra=_SPEED)
-    max_batch_tokens: int | None = Field(1024, ge=16, json_schema_extra=_SPEED, description="tokens per forward pass (rows x padded width, plus the "
-                                         "shared prefix once): a bigger micro batch runs as row chunks with the same "
-                                         "gradient; bounds memory (bench/train_memory.md); null: no bound")
+    micro_batch_size: int = Field(
+        8, ge=1, description="examples per forward pass on one process", json_schema_extra=_SPEED
+    )
+    max_batch_tokens: int | None = Field(
+        1024,
+        ge=16,
+        json_schema_extra=_SPEED,
+        description="tokens per forward pass (rows x padded width, plus the "
+        "shared prefix once): a bigger micro batch runs as row chunks with the same "
+        "gradient; bounds memory (bench/train_memory.md); null: no bound",
+    )
     epochs: float = Field(3, gt=0, le=10_000)
-    max_steps: int | None = Field(None, ge=1, description="stop after N optimizer steps (a smoke run or a memory probe: the "
-                                  "first batch holds the longest example); validation and test still run")
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="stop after N optimizer steps (a smoke run or a memory probe: the "
+        "first batch holds the longest example); validation and test still run",
+    )
     max_length: int = Field(1024, ge=16, description="longer examples are dropped from training, with a count")
-    permutations: int = Field(0, ge=0, description="multiple choice: also train on each example with this many other "
-                              "option orders (the gold letter follows the gold option)")
+    permutations: int = Field(
+        0,
+        ge=0,
+        description="multiple choice: also train on each example with this many other "
+        "option orders (the gold letter follows the gold option)",
+    )
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample (quick runs)")
-    max_eval_examples: int | None = Field(None, ge=1, description="validate on a seeded sample of N validation examples (quick runs)")
-    max_test_examples: int | None = Field(None, ge=1, description="test on a seeded sample of N test examples (quick runs; "
-                                          "run.json and the test report say so)")
+    max_eval_examples: int | None = Field(
+        None, ge=1, description="validate on a seeded sample of N validation examples (quick runs)"
+    )
+    max_test_examples: int | None = Field(
+        None,
+        ge=1,
+        description="test on a seeded sample of N test examples (quick runs; run.json and the test report say so)",
+    )
     group_by_length: bool = Field(True, description="batch examples of similar length together (less padding)")
-    share_prefix: bool = Field(True, description="encode the prompt prefix all examples share once per batch", json_schema_extra=_SPEED)
+    share_prefix: bool = Field(
+        True, description="encode the prompt prefix all examples share once per batch", json_schema_extra=_SPEED
+    )
     eval_batch_size: int = Field(16, ge=1, json_schema_extra=_SPEED)
     eval_max_new_tokens: int | None = Field(None, ge=1, description="default: longest target + 16")
     best_metric: str = Field("joint", description="joint, parse_failure_rate, <field>_accuracy or <field>_macro_f1")
@@ -89,16 +133,22 @@ class TrainConfig(BaseModel):
     qlora: bool = Field(False, description="load the base model in 4 bits (bitsandbytes, CUDA only)")
     trust_remote_code: bool = Field(False, json_schema_extra=_SPEED)
     logging_steps: int = Field(5, ge=1, json_schema_extra=_SPEED)
-    output_dir: str | None = Field(None, description="run folder; default runs/train/<task>-<mode>-<time>", json_schema_extra=_SPEED)
+    output_dir: str | None = Field(
+        None, description="run folder; default runs/train/<task>-<mode>-<time>", json_schema_extra=_SPEED
+    )
 
     @model_validator(mode="after")
     def _check_batch(self) -> "TrainConfig":
         if self.batch_size % self.micro_batch_size:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
+            )
         return self
 
 
-INCIDENTAL = frozenset(name for name, f in TrainConfig.model_fields.items() if (f.json_schema_extra or {}).get("incidental"))
+INCIDENTAL = frozenset(
+    name for name, f in TrainConfig.model_fields.items() if (f.json_schema_extra or {}).get("incidental")
+)
 
 
 def best_metric_names(task: Any) -> list[str]:
@@ -115,24 +165,32 @@ def settings_problems(config: TrainConfig, task: Any, weight_names: set[str] | N
     not have (checked against its parameter names, when its files are here)."""
     problems = []
     if config.protocol is not None and config.protocol not in task.protocols:
-        problems.append(f"protocol: task '{task.name}' has no split protocol '{config.protocol}'; choose one of: {', '.join(task.protocols)}")
+        problems.append(
+            f"protocol: task '{task.name}' has no split protocol '{config.protocol}'; choose one of: {', '.join(task.protocols)}"
+        )
     metrics = best_metric_names(task)
     name = config.best_metric.removeprefix("eval_")
     if name not in metrics:
-        problems.append(f"best_metric: '{config.best_metric}' is not reported for task '{task.name}'{did_you_mean(name, metrics)} "
-                        f"(choose from: {', '.join(metrics)})")
+        problems.append(
+            f"best_metric: '{config.best_metric}' is not reported for task '{task.name}'{did_you_mean(name, metrics)} "
+            f"(choose from: {', '.join(metrics)})"
+        )
     if weight_names is not None:
         # PEFT matches a target against a module's full name or its last parts; LoRA needs a weight matrix.
         layers = {n.rsplit(".", 1)[0] for n in weight_names if n.endswith(".weight")}
         have = sorted({m.rsplit(".", 1)[-1] for m in layers} | {"lm_head"})
         blocks = {m.group(1) for n in weight_names if (m := re.search(r"\.layers\.(\d+)\.", n))}
         if config.lora.layers is not None and blocks and config.lora.layers > len(blocks):
-            problems.append(f"lora.layers: {config.lora.layers}, but the model '{config.model}' has {len(blocks)} decoder layers; "
-                            f"use at most {len(blocks)}")
+            problems.append(
+                f"lora.layers: {config.lora.layers}, but the model '{config.model}' has {len(blocks)} decoder layers; "
+                f"use at most {len(blocks)}"
+            )
         for t in config.lora.target_modules or ():
             if t != "lm_head" and not any(m == t or m.endswith(f".{t}") for m in layers):
-                problems.append(f"lora.target_modules: the model '{config.model}' has no module '{t}'{did_you_mean(t, have)} "
-                                f"(its modules: {', '.join(have)})")
+                problems.append(
+                    f"lora.target_modules: the model '{config.model}' has no module '{t}'{did_you_mean(t, have)} "
+                    f"(its modules: {', '.join(have)})"
+                )
     return problems
 
 
@@ -197,8 +255,11 @@ def defaults_used(task_name: str, path: str | Path | None, overrides: dict) -> d
     """The task's train_defaults (flat, as key=value names them) that the config file and the
     overrides leave in force."""
     mine = flat_settings(_merge(read_config_file(path) if path is not None else {}, overrides))
-    return {k: v for k, v in flat_settings(task_defaults(task_name)).items()
-            if k not in mine and not any(k.startswith(g + ".") for g in mine)}
+    return {
+        k: v
+        for k, v in flat_settings(task_defaults(task_name)).items()
+        if k not in mine and not any(k.startswith(g + ".") for g in mine)
+    }
 
 
 def defaults_note(task_name: str, path: str | Path | None, overrides: dict) -> str | None:
@@ -207,7 +268,11 @@ def defaults_note(task_name: str, path: str | Path | None, overrides: dict) -> s
     used = defaults_used(task_name, path, overrides)
     if not used:
         return None
-    return f"task '{task_name}' defaults: " + " ".join(f"{k}={v}" for k, v in used.items()) + " (a config file or key=value overrides win)"
+    return (
+        f"task '{task_name}' defaults: "
+        + " ".join(f"{k}={v}" for k, v in used.items())
+        + " (a config file or key=value overrides win)"
+    )
 
 
 def task_defaults(name: Any) -> dict:
@@ -223,7 +288,9 @@ def task_defaults(name: Any) -> dict:
     try:
         TrainConfig.model_validate({**defaults, "task": name})
     except ValidationError as e:
-        raise McqaError(f"{task.source or name}: task '{name}' has invalid train_defaults ({validation_problems(e)})") from None
+        raise McqaError(
+            f"{task.source or name}: task '{name}' has invalid train_defaults ({validation_problems(e)})"
+        ) from None
     return defaults
 
 

@@ -28,13 +28,20 @@ RUN_MARKER = "run.json"
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".mcqa.lock"
 # What a run writes before its first checkpoint: a folder holding only these kept no work.
-STARTED = {CONFIG_FILE, "schema.json", "tokenizer", "train_log.jsonl", "val_metrics.jsonl", "checkpoints", ".adapter.tmp"}
+STARTED = {
+    CONFIG_FILE,
+    "schema.json",
+    "tokenizer",
+    "train_log.jsonl",
+    "val_metrics.jsonl",
+    "checkpoints",
+    ".adapter.tmp",
+}
 _REMOTE_CODE_FLAG = "--trust-remote-code"
 
 
 def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
@@ -43,7 +50,9 @@ def read_config(run_dir: str | Path) -> TrainConfig:
     config = load_config(path)
     task = _task_of(path, config.task)
     if config.protocol is not None and config.protocol not in task.protocols:
-        raise McqaError(f"{path}: protocol '{config.protocol}' is not one of task '{task.name}': {', '.join(task.protocols)}")
+        raise McqaError(
+            f"{path}: protocol '{config.protocol}' is not one of task '{task.name}': {', '.join(task.protocols)}"
+        )
     return config
 
 
@@ -61,7 +70,9 @@ def _number(where: Path, summary: dict, key: str) -> float | None:
     if v is None:
         return None
     if not is_number(v) or v < 0:
-        raise McqaError(f"{where}: '{key}' must be a non-negative number, got {v!r}; the file is damaged, retrain or re-copy the run")
+        raise McqaError(
+            f"{where}: '{key}' must be a non-negative number, got {v!r}; the file is damaged, retrain or re-copy the run"
+        )
     return v
 
 
@@ -89,10 +100,14 @@ def read_summary(run_dir: str | Path) -> RunSummary:
         raise McqaError(_unfinished(run_dir))
     s = read_json(path)
     if not isinstance(s, dict):
-        raise McqaError(f"{path}: expected a JSON object, got {type(s).__name__}; the file is damaged, retrain or re-copy the run")
+        raise McqaError(
+            f"{path}: expected a JSON object, got {type(s).__name__}; the file is damaged, retrain or re-copy the run"
+        )
     task = _task_of(path, s.get("task"))
     if s.get("protocol") not in task.protocols:
-        raise McqaError(f"{path}: protocol {s.get('protocol')!r} is not one of task '{task.name}': {', '.join(task.protocols)}")
+        raise McqaError(
+            f"{path}: protocol {s.get('protocol')!r} is not one of task '{task.name}': {', '.join(task.protocols)}"
+        )
     if not isinstance(s.get("mode"), str) or not re.fullmatch(r"[A-Za-z0-9_]+", s["mode"]):
         raise McqaError(f"{path}: 'mode' must be a training mode's name, got {s.get('mode')!r}")
     if not isinstance(s.get("model"), str) or not s["model"].strip() or not s["model"].isprintable():
@@ -101,20 +116,35 @@ def read_summary(run_dir: str | Path) -> RunSummary:
     if config is not None:
         for key in ("task", "mode", "model"):
             if s[key] != getattr(config, key):
-                raise McqaError(f"{path}: {key} '{s[key]}' disagrees with {CONFIG_FILE} ('{getattr(config, key)}'); the run folder was edited")
-    return RunSummary(run_dir, task.name, s["protocol"], s["model"], s["mode"], _number(path, s, "train_seconds"),
-                      _number(path, s, "trainable_parameters"), _number(path, s, "test_examples_per_second"), config)
+                raise McqaError(
+                    f"{path}: {key} '{s[key]}' disagrees with {CONFIG_FILE} ('{getattr(config, key)}'); the run folder was edited"
+                )
+    return RunSummary(
+        run_dir,
+        task.name,
+        s["protocol"],
+        s["model"],
+        s["mode"],
+        _number(path, s, "train_seconds"),
+        _number(path, s, "trainable_parameters"),
+        _number(path, s, "test_examples_per_second"),
+        config,
+    )
 
 
 def _unfinished(run_dir: Path) -> str:
     if (run_dir / CONFIG_FILE).is_file():
-        return f"{run_dir}: not a finished training run (no {RUN_MARKER}); finish it with `mcqa train --resume {run_dir}`"
+        return (
+            f"{run_dir}: not a finished training run (no {RUN_MARKER}); finish it with `mcqa train --resume {run_dir}`"
+        )
     return f"{run_dir}: not a training run folder (no {RUN_MARKER}, no {CONFIG_FILE}); pass a folder written by `mcqa train`"
 
 
 def check_remote_code(config: TrainConfig, where: Path, trust_remote_code: bool) -> None:
     """A run folder never turns on remote code by itself: only the user's own flag does."""
     if config.trust_remote_code and not trust_remote_code:
-        raise McqaError(f"{where / CONFIG_FILE}: this run's model '{config.model}' runs its own Python code "
-                        f"(trust_remote_code: true); mcqa runs it only if you pass {_REMOTE_CODE_FLAG} yourself, "
-                        "and only do so if you trust where the run came from")
+        raise McqaError(
+            f"{where / CONFIG_FILE}: this run's model '{config.model}' runs its own Python code "
+            f"(trust_remote_code: true); mcqa runs it only if you pass {_REMOTE_CODE_FLAG} yourself, "
+            "and only do so if you trust where the run came from"
+        )

@@ -46,14 +46,15 @@ def _test_scores(folder: Path) -> dict[str, float]:
     test = summary.get("test") if isinstance(summary, dict) else None
     if not isinstance(test, dict):
         return {}
-    return {str(k): float(v) for k, v in test.items()
-            if is_number(v)}
+    return {str(k): float(v) for k, v in test.items() if is_number(v)}
 
 
 def _read(folder: Path) -> FoundRun:
     marker = folder / RUN_MARKER
     if not marker.is_file():
-        return FoundRun(folder, None, {}, f"unfinished: no {RUN_MARKER}; resume it with `mcqa train --resume {folder}`", 0.0)
+        return FoundRun(
+            folder, None, {}, f"unfinished: no {RUN_MARKER}; resume it with `mcqa train --resume {folder}`", 0.0
+        )
     finished_at = marker.stat().st_mtime
     try:
         summary = read_summary(folder)
@@ -81,10 +82,16 @@ def latest_run_to_score(task: str, root: str | Path = DEFAULT_ROOT) -> Path:
     """With nothing to score named: the newest finished run of the task, said in one line."""
     run = latest_run(task, root)
     if run is None:
-        raise McqaError(f"nothing to score: no finished `mcqa train` run of task '{task}' under {root}/; "
-                        "pass --predictions FILE.jsonl (outputs from anywhere), --model M (zero-shot) or --adapter RUN")
-    console.print(f"scoring the most recent finished run of '{task}': {run} (pass --adapter RUN for another)",
-                  markup=False, highlight=False, soft_wrap=True)
+        raise McqaError(
+            f"nothing to score: no finished `mcqa train` run of task '{task}' under {root}/; "
+            "pass --predictions FILE.jsonl (outputs from anywhere), --model M (zero-shot) or --adapter RUN"
+        )
+    console.print(
+        f"scoring the most recent finished run of '{task}': {run} (pass --adapter RUN for another)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     return run
 
 
@@ -113,22 +120,44 @@ def runs_table(found: list[FoundRun], root: str | Path, width: int = 80, wide: b
     metrics = [MAIN_METRIC]
     if wide:
         metrics += sorted({k for r in finished for k in r.test} - {MAIN_METRIC})
-    rows = [[r.summary.task, r.summary.protocol, r.summary.model, r.summary.mode,
-             *(f"{r.test[m]:.3f}" if m in r.test else "-" for m in metrics), when[r.folder]] for r in finished]
+    rows = [
+        [
+            r.summary.task,
+            r.summary.protocol,
+            r.summary.model,
+            r.summary.mode,
+            *(f"{r.test[m]:.3f}" if m in r.test else "-" for m in metrics),
+            when[r.folder],
+        ]
+        for r in finished
+    ]
     headers = ["task", "protocol", "model", "mode", *metrics, "finished"]
     if wide:
         headers, rows = ["run folder", *headers], [[str(r.folder), *row] for r, row in zip(finished, rows)]
     hint = "" if wide else "; `mcqa runs --wide`: run folders, every test metric"
-    table = Table(title=f"finished runs under {root}/, newest first", caption=f"{MAIN_METRIC}: on the test split{hint}",
-                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, _GAP // 2), collapse_padding=True,
-                  title_justify="left", caption_justify="left")
+    table = Table(
+        title=f"finished runs under {root}/, newest first",
+        caption=f"{MAIN_METRIC}: on the test split{hint}",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, _GAP // 2),
+        collapse_padding=True,
+        title_justify="left",
+        caption_justify="left",
+    )
     sizes = [max([cell_len(h), *(cell_len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
     model = headers.index("model")
     room = width - sum(sizes) + sizes[model] - _GAP * (len(headers) - 1) - 1
     for i, h in enumerate(headers):
         cut = not wide and i == model
-        table.add_column(h, no_wrap=True, overflow="ellipsis" if cut else "ignore", max_width=max(room, 8) if cut else None,
-                         justify="right" if h in metrics else "left")
+        table.add_column(
+            h,
+            no_wrap=True,
+            overflow="ellipsis" if cut else "ignore",
+            max_width=max(room, 8) if cut else None,
+            justify="right" if h in metrics else "left",
+        )
     for row in rows:
         table.add_row(*row)
     return table

@@ -25,16 +25,23 @@ def build_model(config: TrainConfig, task: Task, tokenizer):
     kwargs: dict[str, Any] = {}
     if config.qlora:
         kwargs["quantization_config"] = qlora_config(config)
-    base = load_causal_lm(config.model, dtype=torch_dtype(config.dtype), trust_remote_code=config.trust_remote_code, **kwargs)
+    base = load_causal_lm(
+        config.model, dtype=torch_dtype(config.dtype), trust_remote_code=config.trust_remote_code, **kwargs
+    )
     if config.qlora:
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()
     mode = get_mode(config.mode)
-    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules or lora_targets(base), **last_layers(base, config.lora.layers),
-                      **mode.peft_kwargs(task))
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules or lora_targets(base),
+        **last_layers(base, config.lora.layers),
+        **mode.peft_kwargs(task),
+    )
     return get_peft_model(mode.build(base, tokenizer, task), lora)
 
 
@@ -58,4 +65,9 @@ def last_layers(base, n: int | None) -> dict[str, Any]:
 
 def qlora_config(config: TrainConfig):
     """4-bit NF4 weights; mcqa.train.start.qlora_problems has checked for CUDA and bitsandbytes before any folder was made."""
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )

@@ -15,21 +15,44 @@ from mcqa.console import console
 
 def optimizer_steps(train_rows: int, micro_batch: int, batch: int, epochs: float, world: int = 1) -> int:
     """Optimizer steps as Trainer counts them: batches per epoch, grouped by accumulation."""
-    per_epoch = max(1, math.ceil(math.ceil(train_rows / (micro_batch * world)) / max(1, batch // (micro_batch * world))))
+    per_epoch = max(
+        1, math.ceil(math.ceil(train_rows / (micro_batch * world)) / max(1, batch // (micro_batch * world)))
+    )
     return math.ceil(per_epoch * epochs)
 
 
-def header(task: str, protocol: str, model: str, mode: str, sizes: dict[str, str], steps: int, batch: int,
-           micro_batch: int, epochs: float, run_dir: Path, resume: bool, max_steps: int | None = None,
-           layers: str = "", sharing: str = "") -> Table:
+def header(
+    task: str,
+    protocol: str,
+    model: str,
+    mode: str,
+    sizes: dict[str, str],
+    steps: int,
+    batch: int,
+    micro_batch: int,
+    epochs: float,
+    run_dir: Path,
+    resume: bool,
+    max_steps: int | None = None,
+    layers: str = "",
+    sharing: str = "",
+) -> Table:
     t = Table(title="mcqa train" + (" (resumed)" if resume else ""), show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value")
-    for what, value in (("task", f"{task} (protocol {protocol})"), ("model", model + (f" ({layers})" if layers else "")), ("mode", mode),
-                        *((("shared", sharing),) if sharing else ()),
-                        ("examples", ", ".join(f"{k} {v}" for k, v in sizes.items())),
-                        ("steps", f"{steps} optimizer steps" + (f" (max_steps={max_steps})" if max_steps else f" over {epochs:g} epochs")),
-                        ("effective batch", f"{batch} (micro batch {micro_batch})"), ("run folder", str(run_dir))):
+    for what, value in (
+        ("task", f"{task} (protocol {protocol})"),
+        ("model", model + (f" ({layers})" if layers else "")),
+        ("mode", mode),
+        *((("shared", sharing),) if sharing else ()),
+        ("examples", ", ".join(f"{k} {v}" for k, v in sizes.items())),
+        (
+            "steps",
+            f"{steps} optimizer steps" + (f" (max_steps={max_steps})" if max_steps else f" over {epochs:g} epochs"),
+        ),
+        ("effective batch", f"{batch} (micro batch {micro_batch})"),
+        ("run folder", str(run_dir)),
+    ):
         t.add_row(what, value)
     return t
 
@@ -44,11 +67,11 @@ def validation_table(history: list[dict[str, float]], prefix: str, best: str, hi
     t = Table(title=f"validation after epoch {round(history[-1].get('epoch', 0), 2):g}")
     t.add_column("epoch", justify="right")
     for n in names:
-        t.add_column(n[len(prefix):], justify="right")
+        t.add_column(n[len(prefix) :], justify="right")
     for h, v in zip(history, values):
         mark = " *" if v is not None and v == top else ""
         t.add_row(f"{round(h.get('epoch', 0), 2):g}{mark}", *(f"{h[n]:.3f}" for n in names))
-    t.caption = f"* best so far by {key[len(prefix):]}"
+    t.caption = f"* best so far by {key[len(prefix) :]}"
     return t
 
 

@@ -65,13 +65,21 @@ def flat_metrics(task: Task, m: dict[str, Any], prefix: str = "eval_") -> dict[s
     return out
 
 
-def read_out(model, tokenizer, task: Task, mode: Mode, examples: list[Example], config: TrainConfig) -> list[Prediction]:
+def read_out(
+    model, tokenizer, task: Task, mode: Mode, examples: list[Example], config: TrainConfig
+) -> list[Prediction]:
     """The mode's own readout (validation every epoch, and the test split at the end), with the
     run's batch size and answer-length limit where that readout takes them."""
     known = get_readout(mode.eval_readout).options.model_fields
     opts = {"batch_size": config.eval_batch_size, "max_new_tokens": config.eval_max_new_tokens}
-    return run_readout(mode.eval_readout, model, tokenizer, task, examples,
-                       **{k: v for k, v in opts.items() if k in known and v is not None})
+    return run_readout(
+        mode.eval_readout,
+        model,
+        tokenizer,
+        task,
+        examples,
+        **{k: v for k, v in opts.items() if k in known and v is not None},
+    )
 
 
 def batch_loss(model, mode: Mode, inputs: dict[str, Any], num_items_in_batch=None) -> tuple[Any, Any]:
@@ -93,7 +101,9 @@ def batch_loss(model, mode: Mode, inputs: dict[str, Any], num_items_in_batch=Non
     return mode.loss(outputs, labels, num_items_in_batch), outputs
 
 
-def collator_for(mode: Mode, caps: Capabilities, rows: list[dict[str, Any]], pad_token_id: int, share_prefix: bool = True):
+def collator_for(
+    mode: Mode, caps: Capabilities, rows: list[dict[str, Any]], pad_token_id: int, share_prefix: bool = True
+):
     """The mode's collator for these rows, sharing what the model's layers allow exactly: the
     prompt prefix every row starts with, or each question among its options (tree rows)."""
     if mode.shares == "options":
@@ -153,7 +163,14 @@ class McqaTrainer(Trainer):
                 f.write(json.dumps({"epoch": self.state.epoch, "step": self.state.global_step, **metrics}) + "\n")
             self.history.append(metrics)
             config = e["config"]
-            show(validation_table(self.history, f"{metric_key_prefix}_", config.best_metric, config.best_metric != "parse_failure_rate"))
+            show(
+                validation_table(
+                    self.history,
+                    f"{metric_key_prefix}_",
+                    config.best_metric,
+                    config.best_metric != "parse_failure_rate",
+                )
+            )
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
@@ -164,10 +181,15 @@ def permuted_copies(task: Task, examples: list[Example], k: int, seed: int) -> l
     if k == 0:
         return []
     if task.reorder is None:  # raised even for no examples: setup checks this before any folder is made
-        raise McqaError(f"permutations={k} needs a multiple-choice task that can reorder its options (Task.reorder); "
-                        f"task '{task.name}' cannot")
-    return [replace(task.reorder(e, order), id=f"{e.id}#order{j + 1}")
-            for e in examples for j, order in enumerate(other_orders(seed, e.id, len(task.options(e)), k))]
+        raise McqaError(
+            f"permutations={k} needs a multiple-choice task that can reorder its options (Task.reorder); "
+            f"task '{task.name}' cannot"
+        )
+    return [
+        replace(task.reorder(e, order), id=f"{e.id}#order{j + 1}")
+        for e in examples
+        for j, order in enumerate(other_orders(seed, e.id, len(task.options(e)), k))
+    ]
 
 
 @dataclass
@@ -228,10 +250,15 @@ def setup(config: TrainConfig | None, resume: str | Path | None, trust_remote_co
     if not kept:
         raise McqaError(f"every training example is longer than max_length={config.max_length}; raise it")
     if len(kept) < len(rows):
-        console.print(f"[yellow]dropped {len(rows) - len(kept)} of {len(rows)} training examples longer than max_length={config.max_length}[/]")
+        console.print(
+            f"[yellow]dropped {len(rows) - len(kept)} of {len(rows)} training examples longer than max_length={config.max_length}[/]"
+        )
     claim_run_dir(run_dir, fresh=resume is None)
     if is_main():
-        atomic_write_text(run_dir / "config.yaml", dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})))
+        atomic_write_text(
+            run_dir / "config.yaml",
+            dump_config(config.model_copy(update={"protocol": protocol, "output_dir": str(run_dir)})),
+        )
         write_json(run_dir / "schema.json", task_schema(task))
         tokenizer.save_pretrained(run_dir / "tokenizer")  # includes the chat template used
     return Setup(config, run_dir, task, mode, protocol, tokenizer, kept, val_ex, resume is not None, started, caps)
@@ -241,7 +268,9 @@ def fit(s: Setup) -> McqaTrainer:
     """Train with validation every epoch; the best epoch's weights are loaded at the end."""
     config, world = s.config, int(os.environ.get("WORLD_SIZE", "1"))
     if config.batch_size % (config.micro_batch_size * world):
-        raise McqaError(f"batch_size {config.batch_size} is not divisible by micro_batch_size {config.micro_batch_size} x {world} processes")
+        raise McqaError(
+            f"batch_size {config.batch_size} is not divisible by micro_batch_size {config.micro_batch_size} x {world} processes"
+        )
     train_ds = Dataset.from_list([{k: r[k] for k in ("input_ids", *s.mode.columns, "length")} for r in s.rows])
     model = build_model(config, s.task, s.tokenizer)
     if s.caps is None:
@@ -251,7 +280,9 @@ def fit(s: Setup) -> McqaTrainer:
     # The prompt prefix every example shares is encoded once per batch where the model's layers
     # allow it exactly. Not under DDP, where a second forward call per step would confuse the
     # gradient reducer.
-    collator = collator_for(s.mode, s.caps, s.rows, s.tokenizer.pad_token_id, share_prefix=config.share_prefix and world == 1)
+    collator = collator_for(
+        s.mode, s.caps, s.rows, s.tokenizer.pad_token_id, share_prefix=config.share_prefix and world == 1
+    )
     args = TrainingArguments(
         output_dir=str(s.run_dir / "checkpoints"),
         per_device_train_batch_size=config.micro_batch_size,
@@ -293,8 +324,14 @@ def fit(s: Setup) -> McqaTrainer:
         data_collator=collator,
         compute_loss_func=s.mode.loss,
         callbacks=callbacks,
-        mcqa_eval={"task": s.task, "tokenizer": s.tokenizer, "mode": s.mode, "examples": s.val, "config": config,
-                   "log": s.run_dir / "val_metrics.jsonl"},
+        mcqa_eval={
+            "task": s.task,
+            "tokenizer": s.tokenizer,
+            "mode": s.mode,
+            "examples": s.val,
+            "config": config,
+            "log": s.run_dir / "val_metrics.jsonl",
+        },
     )
     trainer.remove_callback(PrinterCallback)  # its raw dicts of strings; TrainProgress says it readably
     trainer.add_callback(TrainProgress())
@@ -320,14 +357,28 @@ def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
     all_test = load_split(s.task, "test", s.protocol)
     test_ex = sample_examples(all_test, s.config.max_test_examples, s.config.seed)
     if len(test_ex) < len(all_test):
-        console.print(f"testing on a seeded sample of {len(test_ex)} of {len(all_test)} test examples "
-                      f"(max_test_examples={s.config.max_test_examples}, seed {s.config.seed})", soft_wrap=True)
+        console.print(
+            f"testing on a seeded sample of {len(test_ex)} of {len(all_test)} test examples "
+            f"(max_test_examples={s.config.max_test_examples}, seed {s.config.seed})",
+            soft_wrap=True,
+        )
     predict_started = time.time()
     outputs = read_out(trainer.model, s.tokenizer, s.task, s.mode, test_ex, s.config)
     predict_seconds = time.time() - predict_started
     config = s.config
-    run = {"task": s.task.name, "split": "test", "protocol": s.protocol, "model": config.model, "mode": config.mode, "run": str(s.run_dir),
-           **({"sample": f"a seeded sample of {len(test_ex)} of {len(all_test)} examples"} if len(test_ex) < len(all_test) else {})}
+    run = {
+        "task": s.task.name,
+        "split": "test",
+        "protocol": s.protocol,
+        "model": config.model,
+        "mode": config.mode,
+        "run": str(s.run_dir),
+        **(
+            {"sample": f"a seeded sample of {len(test_ex)} of {len(all_test)} examples"}
+            if len(test_ex) < len(all_test)
+            else {}
+        ),
+    }
     metrics = score(s.task, test_ex, outputs, run, folder=s.run_dir / "test").metrics
     # The kept model's outputs on the whole validation split: what a stack of this run with
     # others is fitted on (mcqa.compare.stack), so the test split never reaches that fit.
@@ -336,15 +387,28 @@ def score_test(s: Setup, trainer: McqaTrainer) -> dict[str, Any]:
         say(f"reading out the validation split ({len(val_ex)} examples) for stacking")
         val_run = {**run, "split": "validation"}
         val_run.pop("sample", None)
-        score(s.task, val_ex, read_out(trainer.model, s.tokenizer, s.task, s.mode, val_ex, s.config), val_run,
-              folder=s.run_dir / "validation")
+        score(
+            s.task,
+            val_ex,
+            read_out(trainer.model, s.tokenizer, s.task, s.mode, val_ex, s.config),
+            val_run,
+            folder=s.run_dir / "validation",
+        )
     return {
-        "task": s.task.name, "protocol": s.protocol, "model": config.model, "mode": config.mode,
-        "best_checkpoint": trainer.state.best_model_checkpoint, "best_metric": config.best_metric,
-        "best_value": trainer.state.best_metric, "epochs_run": trainer.state.epoch,
-        "train_examples": len(s.rows), "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "task": s.task.name,
+        "protocol": s.protocol,
+        "model": config.model,
+        "mode": config.mode,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_metric": config.best_metric,
+        "best_value": trainer.state.best_metric,
+        "epochs_run": trainer.state.epoch,
+        "train_examples": len(s.rows),
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "train_seconds": round(train_seconds, 1),
-        "test_examples": len(test_ex), "test_split_examples": len(all_test), "test_examples_per_second": round(len(test_ex) / predict_seconds, 2),
+        "test_examples": len(test_ex),
+        "test_split_examples": len(all_test),
+        "test_examples_per_second": round(len(test_ex) / predict_seconds, 2),
         "test": flat_metrics(s.task, metrics, prefix=""),
     }
 
@@ -353,15 +417,39 @@ def show_header(s: Setup) -> None:
     """What is about to happen, before the model loads: the first thing a user sees."""
     c, world = s.config, int(os.environ.get("WORLD_SIZE", "1"))
     n_test = len(load_split(s.task, "test", s.protocol))
-    test = f"{min(n_test, c.max_test_examples)} of {n_test}" if c.max_test_examples and c.max_test_examples < n_test else str(n_test)
+    test = (
+        f"{min(n_test, c.max_test_examples)} of {n_test}"
+        if c.max_test_examples and c.max_test_examples < n_test
+        else str(n_test)
+    )
     sizes = {"train": str(len(s.rows)), "validation": str(len(s.val)), "test": test}
     steps = c.max_steps or optimizer_steps(len(s.rows), c.micro_batch_size, c.batch_size, c.epochs, world)
-    show(header(s.task.name, s.protocol, c.model, c.mode, sizes, steps, c.batch_size, c.micro_batch_size, c.epochs, s.run_dir,
-                s.resume, c.max_steps, layers=s.caps.describe() if s.caps else "", sharing=s.sharing()[1]))
+    show(
+        header(
+            s.task.name,
+            s.protocol,
+            c.model,
+            c.mode,
+            sizes,
+            steps,
+            c.batch_size,
+            c.micro_batch_size,
+            c.epochs,
+            s.run_dir,
+            s.resume,
+            c.max_steps,
+            layers=s.caps.describe() if s.caps else "",
+            sharing=s.sharing()[1],
+        )
+    )
 
 
-def train(config: TrainConfig | None, resume: str | Path | None = None, trust_remote_code: bool = False,
-          note: str | None = None) -> Path:
+def train(
+    config: TrainConfig | None,
+    resume: str | Path | None = None,
+    trust_remote_code: bool = False,
+    note: str | None = None,
+) -> Path:
     """Train, keep the best epoch, score it on the test split; return the run folder.
     `trust_remote_code` is the user's own flag: a run folder's config cannot turn it on.
     `note` (the settings taken from the task's defaults) is said once the run is set up."""

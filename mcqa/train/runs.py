@@ -47,7 +47,9 @@ def load_run(run_dir: str | Path, task: str | None = None, model: str | None = N
             raise McqaError(f"{run_dir / need}: missing from the run folder; retrain or re-copy the whole run")
     adapter_config = read_json(run_dir / "adapter" / "adapter_config.json")
     if not isinstance(adapter_config, dict):
-        raise McqaError(f"{run_dir / 'adapter' / 'adapter_config.json'}: expected a JSON object; retrain or re-copy the run")
+        raise McqaError(
+            f"{run_dir / 'adapter' / 'adapter_config.json'}: expected a JSON object; retrain or re-copy the run"
+        )
     problem = weights_problem(run_dir / "adapter")
     if problem:
         raise McqaError(f"{problem}; retrain or re-copy the run")
@@ -57,7 +59,9 @@ def load_run(run_dir: str | Path, task: str | None = None, model: str | None = N
     try:
         net = PeftModel.from_pretrained(net, run_dir / "adapter")
     except Exception as e:  # a refused pickle, mismatched shapes, a bad config: one line naming the folder
-        raise McqaError(f"{run_dir / 'adapter'}: could not load the adapter ({first_line(e)}); retrain or re-copy the run") from None
+        raise McqaError(
+            f"{run_dir / 'adapter'}: could not load the adapter ({first_line(e)}); retrain or re-copy the run"
+        ) from None
     net.eval()
     return net, tokenizer, run_task, config
 
@@ -87,7 +91,13 @@ def weights_problem(folder: Path, load_pickles: bool = True) -> str | None:
     for f in sorted([*folder.glob("*.pt"), *folder.glob("*.pth"), *folder.glob("*.bin")]):
         if f.name == _TRAINING_ARGS:
             continue
-        problem = _pickle_problem(f) if load_pickles else None if zipfile.is_zipfile(f) else f"{f}: truncated or not a torch file"
+        problem = (
+            _pickle_problem(f)
+            if load_pickles
+            else None
+            if zipfile.is_zipfile(f)
+            else f"{f}: truncated or not a torch file"
+        )
         if problem:
             return problem
     return None
@@ -122,8 +132,10 @@ def complete_checkpoint(ckpt_root: Path) -> str | None:
     damaged-checkpoint-N, with a line saying so, and the one before it is used."""
     if not ckpt_root.is_dir():
         return None
-    ckpts = sorted((c for c in ckpt_root.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]))
+    ckpts = sorted(
+        (c for c in ckpt_root.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
     for c in reversed(ckpts):
         if not (c / "trainer_state.json").is_file():
             if is_main():
@@ -136,8 +148,13 @@ def complete_checkpoint(ckpt_root: Path) -> str | None:
             aside = c.with_name(f"damaged-{c.name}")
             shutil.rmtree(aside, ignore_errors=True)
             os.replace(c, aside)
-            console.print(f"{problem}: set aside as {aside.name}; falling back to the checkpoint before it",
-                          style="yellow", markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"{problem}: set aside as {aside.name}; falling back to the checkpoint before it",
+                style="yellow",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     return None
 
 

@@ -19,12 +19,12 @@ from typing import Iterator
 import torch
 from huggingface_hub import try_to_load_from_cache
 
-from mcqa.train.config import TrainConfig, settings_problems
 from mcqa.errors import McqaError
 from mcqa.model import ALIASES, check_causal_lm, load_model_config, resolve_model
 from mcqa.modes import get_mode
 from mcqa.paths import TRAIN, train_dir
 from mcqa.registry import get_task
+from mcqa.train.config import TrainConfig, settings_problems
 from mcqa.train.folder import CONFIG_FILE, LOCK_FILE, RUN_MARKER, STARTED, check_remote_code, is_main, read_config
 from mcqa.train.runs import weight_names, weights_problem
 
@@ -56,7 +56,9 @@ def lock_run_dir(run_dir: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise McqaError(f"{run_dir}: another `mcqa train` is writing to this folder; wait for it to end or pick another output_dir") from None
+        raise McqaError(
+            f"{run_dir}: another `mcqa train` is writing to this folder; wait for it to end or pick another output_dir"
+        ) from None
     _LOCKS[key] = fd
 
 
@@ -67,7 +69,9 @@ def _held(run_dir: Path) -> set[str]:
 _MADE: set[str] = set()  # run folders this process created (claim_run_dir), so a refusal may remove them
 
 
-def open_run(config: TrainConfig | None, resume: str | Path | None, trust_remote_code: bool = False) -> tuple[Path, TrainConfig]:
+def open_run(
+    config: TrainConfig | None, resume: str | Path | None, trust_remote_code: bool = False
+) -> tuple[Path, TrainConfig]:
     """The run folder and the config to train with, after every check that needs no model
     weights. A run to resume is locked now; a fresh run's folder is only checked (claim_run_dir
     makes it once its examples are encoded): it must be new, empty, or left by a run that failed
@@ -113,7 +117,9 @@ def _check_fresh(run_dir: Path) -> None:
     if RUN_MARKER in held:
         raise McqaError(f"{run_dir}: holds a finished run; pick another output_dir")
     if _has_checkpoint(run_dir):
-        raise McqaError(f"{run_dir}: folder holds an interrupted run; resume it with --resume {run_dir} or pick another output_dir")
+        raise McqaError(
+            f"{run_dir}: folder holds an interrupted run; resume it with --resume {run_dir} or pick another output_dir"
+        )
     if held and not held <= STARTED:
         raise McqaError(f"{run_dir}: folder exists and is not empty; pick another output_dir")
 
@@ -136,7 +142,9 @@ def removed_if_refused(run_dir: Path, fresh: bool) -> Iterator[None]:
             else:
                 for name in [*_held(run_dir), LOCK_FILE]:
                     p = run_dir / name
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(
+                        missing_ok=True
+                    )
         raise
 
 
@@ -170,8 +178,12 @@ def qlora_problems(config: TrainConfig) -> list[str]:
         cuda = torch.cuda.is_available()
     if not cuda:
         why = "".join(f" ({str(w.message).strip().splitlines()[0]})" for w in said[:1] if str(w.message).strip())
-        return [f"qlora: qlora=true needs a CUDA GPU and bitsandbytes; this machine has no CUDA device{why}, so drop qlora=true"]
-    if importlib.util.find_spec("bitsandbytes") is None:  # found, not imported: its import prints on a machine it cannot use
+        return [
+            f"qlora: qlora=true needs a CUDA GPU and bitsandbytes; this machine has no CUDA device{why}, so drop qlora=true"
+        ]
+    if (
+        importlib.util.find_spec("bitsandbytes") is None
+    ):  # found, not imported: its import prints on a machine it cannot use
         return ["qlora: qlora=true needs bitsandbytes: pip install bitsandbytes"]
     return []
 
@@ -187,5 +199,9 @@ def check_model_weights(model: str) -> None:
         where = Path(hit).parent
     problem = weights_problem(where, load_pickles=False)
     if problem:
-        fix = f"reinstall it with `mcqa models install {model} --force`" if model in ALIASES else "re-download or re-copy the model"
+        fix = (
+            f"reinstall it with `mcqa models install {model} --force`"
+            if model in ALIASES
+            else "re-download or re-copy the model"
+        )
         raise McqaError(f"{problem}; {fix}")
