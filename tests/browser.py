@@ -20,9 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-extensions", "--disable-sync", "--mute-audio", "--hide-scrollbars",
-         "--host-resolver-rules=MAP * ~NOTFOUND", "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-extensions",
+    "--disable-sync",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--remote-debugging-pipe",
+]
 
 
 def chromium() -> str | None:
@@ -57,9 +67,14 @@ class Browser:
             os.dup2(r, 3)
             os.dup2(w, 4)
 
-        self.proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     close_fds=False, preexec_fn=pipes_on_3_and_4)
+        self.proc = subprocess.Popen(
+            [exe, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=False,
+            preexec_fn=pipes_on_3_and_4,
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._ids = iter(range(1, 1 << 30))
@@ -84,7 +99,9 @@ class Browser:
             raise RuntimeError("chromium closed its DevTools pipe")
         return msg
 
-    def call(self, method: str, params: dict | None = None, session: str | None = None, events: list | None = None) -> dict:
+    def call(
+        self, method: str, params: dict | None = None, session: str | None = None, events: list | None = None
+    ) -> dict:
         """Send one command and wait for its reply; events that arrive meanwhile go to `events`."""
         cid = next(self._ids)
         msg = {"id": cid, "method": method, "params": params or {}, **({"sessionId": session} if session else {})}
@@ -99,8 +116,9 @@ class Browser:
             if events is not None and "method" in reply:
                 events.append(reply)
 
-    def open(self, path: Path, measure: str, screenshot: Path | None = None, width: int = 1200,
-             height: int | None = None) -> Page:
+    def open(
+        self, path: Path, measure: str, screenshot: Path | None = None, width: int = 1200, height: int | None = None
+    ) -> Page:
         """Load a file offline, wait for its load event, evaluate `measure` (a JS expression whose
         value must be JSON) and optionally save a PNG of the page (its whole height unless
         `height` is given)."""
@@ -110,10 +128,18 @@ class Browser:
         try:
             for method in ("Page.enable", "Runtime.enable", "Log.enable", "Network.enable"):
                 self.call(method, session=session, events=events)
-            self.call("Network.emulateNetworkConditions", {"offline": True, "latency": 0, "downloadThroughput": -1,
-                                                           "uploadThroughput": -1}, session, events)
-            self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height or 900, "deviceScaleFactor": 1,
-                                                             "mobile": False}, session, events)
+            self.call(
+                "Network.emulateNetworkConditions",
+                {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+                session,
+                events,
+            )
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height or 900, "deviceScaleFactor": 1, "mobile": False},
+                session,
+                events,
+            )
             self.call("Page.navigate", {"url": path.resolve().as_uri()}, session, events)
             deadline = time.time() + self.timeout
             while not any(e["method"] == "Page.loadEventFired" and e.get("sessionId") == session for e in events):
@@ -126,11 +152,17 @@ class Browser:
             if screenshot is not None:
                 if height is None:
                     full = self.call("Page.getLayoutMetrics", session=session, events=events)["cssContentSize"]
-                    self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": int(full["height"]),
-                                                                     "deviceScaleFactor": 1, "mobile": False}, session, events)
+                    self.call(
+                        "Emulation.setDeviceMetricsOverride",
+                        {"width": width, "height": int(full["height"]), "deviceScaleFactor": 1, "mobile": False},
+                        session,
+                        events,
+                    )
                 shot = self.call("Page.captureScreenshot", {"format": "png"}, session, events)
                 screenshot.write_bytes(base64.b64decode(shot["data"]))
-            return Page(errors=_errors(events, session), requests=_requests(events, session), value=value["result"].get("value"))
+            return Page(
+                errors=_errors(events, session), requests=_requests(events, session), value=value["result"].get("value")
+            )
         finally:
             self.call("Target.closeTarget", {"targetId": target})
 
@@ -164,5 +196,8 @@ def _errors(events: list[dict], session: str) -> list[str]:
 
 
 def _requests(events: list[dict], session: str) -> list[str]:
-    return [e["params"]["request"]["url"] for e in events
-            if e.get("sessionId") == session and e["method"] == "Network.requestWillBeSent"]
+    return [
+        e["params"]["request"]["url"]
+        for e in events
+        if e.get("sessionId") == session and e["method"] == "Network.requestWillBeSent"
+    ]

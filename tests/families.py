@@ -20,18 +20,35 @@ WINDOW = 16
 
 def config(family: str, tokenizer):
     eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-    common = dict(vocab_size=-(-len(tokenizer) // 128) * 128, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                  num_attention_heads=4, num_key_value_heads=2, bos_token_id=pad, eos_token_id=eos, pad_token_id=pad,
-                  tie_word_embeddings=True)
+    common = dict(
+        vocab_size=-(-len(tokenizer) // 128) * 128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        tie_word_embeddings=True,
+    )
     if family == "qwen3":
         return tf.Qwen3Config(**common, head_dim=16)
     if family == "qwen3_5":
-        return tf.Qwen3_5TextConfig(**common, head_dim=16, layer_types=["linear_attention"] * 3 + ["full_attention"],
-                                    linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
-                                    linear_value_head_dim=16, linear_conv_kernel_dim=4)
+        return tf.Qwen3_5TextConfig(
+            **common,
+            head_dim=16,
+            layer_types=["linear_attention"] * 3 + ["full_attention"],
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            linear_key_head_dim=16,
+            linear_value_head_dim=16,
+            linear_conv_kernel_dim=4,
+        )
     if family == "gemma3":
-        return tf.Gemma3TextConfig(**common, head_dim=16, sliding_window=WINDOW,
-                                   layer_types=["sliding_attention"] * 3 + ["full_attention"])
+        return tf.Gemma3TextConfig(
+            **common, head_dim=16, sliding_window=WINDOW, layer_types=["sliding_attention"] * 3 + ["full_attention"]
+        )
     if family == "llama":
         return tf.LlamaConfig(**common, head_dim=16)
     if family == "qwen2":

@@ -74,9 +74,19 @@ def gold_rows(task_name: str = "notification", split: str = "test", protocol: st
     return [{"id": e.id, "output": serialize_target(task.output, e.target)} for e in load(task_name, split, protocol)]
 
 
-def fake_run(folder: Path, *, task: str = "notification", protocol: str = "seed", model: str = "tiny-qwen3",
-             mode: str = "generate", config: dict | None = None, summary: dict | None = None,
-             test: dict | None = None, records=None, finished_at: float | None = None) -> Path:
+def fake_run(
+    folder: Path,
+    *,
+    task: str = "notification",
+    protocol: str = "seed",
+    model: str = "tiny-qwen3",
+    mode: str = "generate",
+    config: dict | None = None,
+    summary: dict | None = None,
+    test: dict | None = None,
+    records=None,
+    finished_at: float | None = None,
+) -> Path:
     """A finished run folder as someone else might hand it over, with no adapter (nothing here
     loads a model): config.yaml written as given, unchecked, so a test can hand over hostile
     settings (`config` overrides the task, protocol, model and mode); run.json naming the same
@@ -87,7 +97,9 @@ def fake_run(folder: Path, *, task: str = "notification", protocol: str = "seed"
     cfg = {"task": task, "model": model, "mode": mode, "protocol": protocol, **(config or {})}
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     s = {k: cfg[k] for k in ("task", "protocol", "model", "mode")}
-    (folder / "run.json").write_text(json.dumps({**s, "test": {"joint": 0.5} if test is None else test, **(summary or {})}))
+    (folder / "run.json").write_text(
+        json.dumps({**s, "test": {"joint": 0.5} if test is None else test, **(summary or {})})
+    )
     (folder / "test").mkdir()
     (folder / "test" / "metrics.json").write_text("{}")
     if records is not None:
@@ -160,24 +172,39 @@ def synth_env(**extra: str) -> dict[str, str]:
     return cli_env(MCQA_TASKS_PATH=str(SYNTH), PYTHONUNBUFFERED="1", **extra)
 
 
-def run_cli(args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180, cli: Path = CLI,
-            fresh: bool = False) -> Result:
+def run_cli(
+    args: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180, cli: Path = CLI, fresh: bool = False
+) -> Result:
     """cli.py (or another checkout's, `cli`) run as a user runs it: in this process unless the
     run needs a new one (module docstring); `timeout` bounds a subprocess only."""
     env = env or cli_env()
     t0 = time.perf_counter()
     if needs_process(env, cli, fresh):
         p = subprocess.run(
-            [sys.executable, str(cli), *map(str, args)], cwd=cwd, env=env,
-            capture_output=True, text=True, timeout=timeout, check=False,
+            [sys.executable, str(cli), *map(str, args)],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         result, where = Result(p.returncode, p.stdout, p.stderr), "process"
     else:
         result, where = _in_process(list(map(str, args)), cwd, env), "in-process"
     if os.environ.get("MCQA_TEST_CLI_LOG"):  # where the suite's time goes: one line per CLI run
         with open(os.environ["MCQA_TEST_CLI_LOG"], "a") as f:
-            f.write(json.dumps({"s": round(time.perf_counter() - t0, 2), "rc": result.rc, "how": where,
-                                "args": list(map(str, args))[:6]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "s": round(time.perf_counter() - t0, 2),
+                        "rc": result.rc,
+                        "how": where,
+                        "args": list(map(str, args))[:6],
+                    }
+                )
+                + "\n"
+            )
     return result
 
 
@@ -188,8 +215,13 @@ def needs_process(env: dict[str, str] | None, cli: Path = CLI, fresh: bool = Fal
 
 # Python's own warning filters at start-up (pytest's are in force inside a test), so a warning
 # reaches the run's stderr exactly when it would in `python cli.py`.
-_STARTUP_FILTERS = (("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, ""),
-                    ("ignore", PendingDeprecationWarning, ""), ("ignore", ImportWarning, ""), ("ignore", ResourceWarning, ""))
+_STARTUP_FILTERS = (
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, ""),
+    ("ignore", PendingDeprecationWarning, ""),
+    ("ignore", ImportWarning, ""),
+    ("ignore", ResourceWarning, ""),
+)
 _ONE_AT_A_TIME = threading.Lock()  # a run owns the process's environment, folder and streams
 
 
@@ -270,11 +302,16 @@ class CliRuns:
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self.futures: dict[str, Future] = {}
 
-    def start(self, name: str, args: list, env: dict[str, str] | None = None, cli: Path = CLI, fresh: bool = False) -> None:
+    def start(
+        self, name: str, args: list, env: dict[str, str] | None = None, cli: Path = CLI, fresh: bool = False
+    ) -> None:
         """A run that needs its own process (run_cli) starts on the pool; one in this process
         runs now, on the calling thread (it owns the process while it runs)."""
-        self.futures[name] = self.pool.submit(run_cli, args, self.cwd, env, cli=cli, fresh=True) \
-            if needs_process(env, cli, fresh) else _done(run_cli, args, self.cwd, env)
+        self.futures[name] = (
+            self.pool.submit(run_cli, args, self.cwd, env, cli=cli, fresh=True)
+            if needs_process(env, cli, fresh)
+            else _done(run_cli, args, self.cwd, env)
+        )
 
     def chain(self, steps: list[tuple[str, list]], env: dict[str, str] | None = None) -> None:
         """Runs that depend on each other (install, then verify), one after another: on one

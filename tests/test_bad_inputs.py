@@ -28,8 +28,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import (CLI, SYNTH, Result, assert_user_error, cli_env, cli_module, fake_run, gold_rows, jsonl, load, tree,
-                     write_jsonl)
+from helpers import (
+    CLI,
+    SYNTH,
+    Result,
+    assert_user_error,
+    cli_env,
+    cli_module,
+    fake_run,
+    gold_rows,
+    jsonl,
+    load,
+    tree,
+    write_jsonl,
+)
 
 from mcqa.registry import get_task
 
@@ -49,6 +61,7 @@ def run(capsys, monkeypatch, tmp_path):
             rc = e.code
         out, err = capsys.readouterr()
         return Result(rc, out, err)
+
     return go
 
 
@@ -73,17 +86,25 @@ SCORE = ["score", "--task", "notification", "--split", "test", "--resamples", "2
 # ---------------------------------------------------------------- remote code, paths from run folders, --out
 
 
-@pytest.mark.parametrize("command", [
-    ["score", "--task", "notification", "--split", "test"],
-    ["predict", "--task", "notification", "--split", "test"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["score", "--task", "notification", "--split", "test"],
+        ["predict", "--task", "notification", "--split", "test"],
+    ],
+)
 def test_a_run_folder_cannot_turn_on_remote_code(run, tmp_path, command):
     """trust_remote_code comes only from the user's command line; a run asking for it is
     refused, naming the flag, before any model is loaded."""
     fake_run(tmp_path / "run", config={"trust_remote_code": True})
     before = tree(tmp_path)
-    refused(run(*command, "--adapter", "run", "--out", "o.jsonl" if command[0] == "predict" else "o"),
-            tmp_path, before, "trust_remote_code", "--trust-remote-code")
+    refused(
+        run(*command, "--adapter", "run", "--out", "o.jsonl" if command[0] == "predict" else "o"),
+        tmp_path,
+        before,
+        "trust_remote_code",
+        "--trust-remote-code",
+    )
 
 
 def test_resume_of_a_received_run_cannot_turn_on_remote_code(run, tmp_path):
@@ -94,12 +115,15 @@ def test_resume_of_a_received_run_cannot_turn_on_remote_code(run, tmp_path):
     refused(run("train", "--resume", "run"), tmp_path, before, "--trust-remote-code")
 
 
-@pytest.mark.parametrize(("summary", "fragment"), [
-    ({"mode": "../../X"}, "mode"),
-    ({"task": "../../x"}, "unknown task"),
-    ({"protocol": "../../seed"}, "protocol"),
-    ({"model": ["x"]}, "model"),
-])
+@pytest.mark.parametrize(
+    ("summary", "fragment"),
+    [
+        ({"mode": "../../X"}, "mode"),
+        ({"task": "../../x"}, "unknown task"),
+        ({"protocol": "../../seed"}, "protocol"),
+        ({"model": ["x"]}, "model"),
+    ],
+)
 def test_values_in_run_json_are_validated_before_use(run, tmp_path, summary, fragment):
     """Names read from run.json are checked against the registries before anything uses them."""
     run_dir = fake_run(tmp_path / "run")
@@ -107,8 +131,13 @@ def test_values_in_run_json_are_validated_before_use(run, tmp_path, summary, fra
     (run_dir / "run.json").write_text(json.dumps({**s, **summary}))
     (run_dir / "config.yaml").unlink()
     before = tree(tmp_path)
-    refused(run("compare", "--task", "notification", "--runs", "run", "--baselines", "", "--out", "out"),
-            tmp_path, before, "run.json", fragment)
+    refused(
+        run("compare", "--task", "notification", "--runs", "run", "--baselines", "", "--out", "out"),
+        tmp_path,
+        before,
+        "run.json",
+        fragment,
+    )
 
 
 def test_a_hostile_model_name_never_builds_a_path_outside_out(run, tmp_path, synth):
@@ -119,11 +148,18 @@ def test_a_hostile_model_name_never_builds_a_path_outside_out(run, tmp_path, syn
     for k in range(3):
         test = load("synth", "test", f"cv3-{k}")
         records = make_records(synth, list(test), {r["id"]: r for r in gold_rows("synth", "test", f"cv3-{k}")})
-        runs.append(fake_run(tmp_path / f"fold{k}", config={"task": "synth", "protocol": f"cv3-{k}", "model": "../../evil", "mode": "head"},
-                             records=records))
+        runs.append(
+            fake_run(
+                tmp_path / f"fold{k}",
+                config={"task": "synth", "protocol": f"cv3-{k}", "model": "../../evil", "mode": "head"},
+                records=records,
+            )
+        )
     (tmp_path / "deep" / "er").mkdir(parents=True)
     before = tree(tmp_path)
-    r = run("compare", "--task", "synth", "--protocol", "cv3", "--baselines", "", "--runs", *runs, "--out", "deep/er/out")
+    r = run(
+        "compare", "--task", "synth", "--protocol", "cv3", "--baselines", "", "--runs", *runs, "--out", "deep/er/out"
+    )
     assert r.rc == 0, r.err
     written = tree(tmp_path) - before
     assert written and all(w.startswith("deep/er/out") for w in written), written
@@ -146,8 +182,12 @@ def test_predict_out_must_be_a_regular_file(run, tmp_path, out):
     """predict --out (a file) naming a device or a folder is refused before any model loads."""
     (tmp_path / "folder").mkdir()
     before = tree(tmp_path)
-    refused(run("predict", "--task", "notification", "--split", "test", "--model", "tiny-qwen3", "--out", out),
-            tmp_path, before, out)
+    refused(
+        run("predict", "--task", "notification", "--split", "test", "--model", "tiny-qwen3", "--out", out),
+        tmp_path,
+        before,
+        out,
+    )
 
 
 # ---------------------------------------------------------------- training settings, the run folder
@@ -159,8 +199,15 @@ def test_settings_transformers_would_check_late_are_all_refused_at_once(run, tmp
     """An unknown scheduler, a negative seed, infinite epochs: refused together, before
     anything loads, and no run folder is left behind."""
     before = tree(tmp_path)
-    line = refused(run(*TRAIN, "lr_scheduler=cosin", "seed=-1", "epochs=.inf", "output_dir=run"), tmp_path, before,
-                   "3 problems", "lr_scheduler", "seed", "epochs")
+    line = refused(
+        run(*TRAIN, "lr_scheduler=cosin", "seed=-1", "epochs=.inf", "output_dir=run"),
+        tmp_path,
+        before,
+        "3 problems",
+        "lr_scheduler",
+        "seed",
+        "epochs",
+    )
     assert "cosine" in line
 
 
@@ -168,15 +215,21 @@ def test_best_metric_and_lora_targets_are_checked_against_the_task_and_model(run
     """A best_metric the scorer never reports (which failed after a whole epoch) and LoRA
     target modules the model lacks, checked from the task and the model's weight names."""
     before = tree(tmp_path)
-    refused(run(*TRAIN, "best_metric=folder_acc", "lora.target_modules=[q_proj,qkv_proj]", "output_dir=run"), tmp_path, before,
-            "2 problems", "did you mean 'folder_accuracy'", "'qkv_proj'")
+    refused(
+        run(*TRAIN, "best_metric=folder_acc", "lora.target_modules=[q_proj,qkv_proj]", "output_dir=run"),
+        tmp_path,
+        before,
+        "2 problems",
+        "did you mean 'folder_accuracy'",
+        "'qkv_proj'",
+    )
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_the_next(tmp_path):
     """A folder holding only what a run writes before its first checkpoint is started
     over; one with a checkpoint says how to resume; anything else is refused."""
-    from mcqa.train.config import load_config
     from mcqa.errors import McqaError
+    from mcqa.train.config import load_config
     from mcqa.train.start import claim_run_dir, open_run
 
     started = tmp_path / "started"
@@ -223,8 +276,8 @@ def adapter_run(tmp_path: Path) -> Path:
 
 
 def _truncated_safetensors(path: Path) -> None:
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(64, 64)}, path)
     path.write_bytes(path.read_bytes()[:-100])
@@ -236,13 +289,19 @@ def _unsafe_pickle(path: Path) -> None:
     torch.save({"state": Path("x")}, path)  # an object that is not a tensor: weights_only refuses it
 
 
-@pytest.mark.parametrize(("damage", "fragment"), [
-    (lambda f: _truncated_safetensors(f / "adapter" / "adapter_model.safetensors"), "adapter_model.safetensors: truncated"),
-    (lambda f: (f / "adapter" / "adapter_config.json").write_text("{peft"), "adapter_config.json"),
-    (lambda f: (f / "tokenizer").rmdir(), "tokenizer"),
-    (lambda f: (f / "run.json").write_text(""), "run.json"),
-    (lambda f: _unsafe_pickle(f / "adapter" / "adapter_model.bin"), "adapter_model.bin: refused"),
-])
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (
+            lambda f: _truncated_safetensors(f / "adapter" / "adapter_model.safetensors"),
+            "adapter_model.safetensors: truncated",
+        ),
+        (lambda f: (f / "adapter" / "adapter_config.json").write_text("{peft"), "adapter_config.json"),
+        (lambda f: (f / "tokenizer").rmdir(), "tokenizer"),
+        (lambda f: (f / "run.json").write_text(""), "run.json"),
+        (lambda f: _unsafe_pickle(f / "adapter" / "adapter_model.bin"), "adapter_model.bin: refused"),
+    ],
+)
 def test_a_damaged_run_folder_is_one_line_naming_the_file(run, tmp_path, damage, fragment):
     """A truncated adapter, malformed adapter_config.json, no tokenizer/, an empty
     run.json, a pickle weights_only refuses: one line naming the file, before the model loads."""
@@ -256,7 +315,12 @@ def test_compare_refuses_an_empty_or_corrupt_run_json(run, tmp_path, content):
     folder = fake_run(tmp_path / "run")
     (folder / "run.json").write_text(content)
     before = tree(tmp_path)
-    refused(run("compare", "--task", "notification", "--runs", "run", "--baselines", "", "--out", "o"), tmp_path, before, "run.json")
+    refused(
+        run("compare", "--task", "notification", "--runs", "run", "--baselines", "", "--out", "o"),
+        tmp_path,
+        before,
+        "run.json",
+    )
 
 
 def test_a_truncated_base_model_is_one_line(run, tmp_path):
@@ -268,7 +332,9 @@ def test_a_truncated_base_model_is_one_line(run, tmp_path):
     weights = tmp_path / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100_000])
     before = tree(tmp_path)
-    refused(run(*SCORE, "--model", "model", "--readout", "rank", "--out", "o"), tmp_path, before, "safetensors", "truncated")
+    refused(
+        run(*SCORE, "--model", "model", "--readout", "rank", "--out", "o"), tmp_path, before, "safetensors", "truncated"
+    )
 
 
 def test_a_corrupt_model_manifest_is_one_line(run, tmp_path, monkeypatch):
@@ -306,7 +372,12 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_says_so(tmp_path, capsy
     said = err.out + err.err
     for name in ("checkpoint-4/optimizer.pt", "checkpoint-3/trainer_state.json", "checkpoint-2/optimizer.pt"):
         assert name in said, said
-    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-1", "damaged-checkpoint-2", "damaged-checkpoint-3", "damaged-checkpoint-4"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "checkpoint-1",
+        "damaged-checkpoint-2",
+        "damaged-checkpoint-3",
+        "damaged-checkpoint-4",
+    ]
 
 
 def test_the_scheduler_names_are_transformers_own():
@@ -339,12 +410,19 @@ def _bad_file(tmp_path: Path, kind: str) -> Path:
     return f
 
 
-@pytest.mark.parametrize(("kind", "fragment"), [
-    ("latin1", "in.jsonl:241: not UTF-8"), ("png", "binary file"), ("truncated_gzip", "gzip"),
-    ("deep", "in.jsonl:1: JSON nested too deeply"), ("huge_int", "in.jsonl:1: not valid JSON"),
-    ("nan", "NaN is not valid JSON"), ("surrogate", "lone surrogate"),
-    ("empty", "no predictions"),  # no progress bar before the error
-])
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("latin1", "in.jsonl:241: not UTF-8"),
+        ("png", "binary file"),
+        ("truncated_gzip", "gzip"),
+        ("deep", "in.jsonl:1: JSON nested too deeply"),
+        ("huge_int", "in.jsonl:1: not valid JSON"),
+        ("nan", "NaN is not valid JSON"),
+        ("surrogate", "lone surrogate"),
+        ("empty", "no predictions"),  # no progress bar before the error
+    ],
+)
 def test_predictions_files_the_decoder_refuses(run, tmp_path, kind, fragment):
     """Bytes that are not UTF-8 text, a damaged gzip file, an empty --subset file, JSON
     Python's parser refuses without a JSONDecodeError, a lone surrogate, NaN."""
@@ -369,9 +447,16 @@ def test_data_files_the_decoder_refuses(run, tmp_path, kind):
     rows = [{"id": "u1", "app": "Slack", "title": "Boss", "body": "call now", "folder": "Work", "priority": 3}]
     f = write_jsonl(tmp_path / "data.jsonl", rows)
     extra = 'body": "caf\xe9"'.encode("latin-1") if kind == "latin1" else b'body": "\\udc80"'
-    f.write_bytes(f.read_bytes() + b'{"id": "u2", "app": "a", "title": "t", "folder": "Work", "priority": 1, "' + extra + b"}\n")
+    f.write_bytes(
+        f.read_bytes() + b'{"id": "u2", "app": "a", "title": "t", "folder": "Work", "priority": 1, "' + extra + b"}\n"
+    )
     before = tree(tmp_path)
-    refused(run("score", "--task", "notification", "--data", f, "--predictions", f, "--out", "o"), tmp_path, before, "data.jsonl:2")
+    refused(
+        run("score", "--task", "notification", "--data", f, "--predictions", f, "--out", "o"),
+        tmp_path,
+        before,
+        "data.jsonl:2",
+    )
 
 
 def test_a_config_file_that_is_not_utf8(run, tmp_path):
@@ -399,21 +484,24 @@ def test_deep_or_huge_model_outputs_are_a_parse_status_not_a_crash(run, tmp_path
 # ---------------------------------------------------------------- prediction fields
 
 
-@pytest.mark.parametrize(("change", "fragment"), [
-    ({"output": 3}, "'output' must be the model's raw text"),
-    ({"output": {"folder": "Work", "priority": 1}}, "'output' must be the model's raw text"),
-    ({"truncated": "false"}, "'truncated' must be true or false"),
-    ({"truncated": 7}, "'truncated' must be true or false"),
-    ({"probs": {"folder": {"Work": "0.9", "Alerts": 0.1}}}, "finite number"),
-    ({"probs": {"folder": {"Work": None, "Alerts": 1}}}, "finite number"),
-    ({"probs": {"folder": {"Work": [1], "Alerts": 0}}}, "finite number"),
-    ({"probs": [0.5, 0.5]}, "'probs' must map each field"),
-    ({"probs": {"folder": [0.5, 0.5]}}, "probs['folder'] must map each label"),
-    ({"probs": {"folder": {"Work": -0.5, "Alerts": 1.5}}}, "finite number >= 0"),
-    ({"probs": {"folder": {"Work": 5}}}, "sums to 5"),
-    ({"probs": {"folder": {"Family": 1.0}}}, "label 'Family'"),
-    ({"probs": {"urgency": {"high": 1.0}}}, "'urgency'"),
-])
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"output": 3}, "'output' must be the model's raw text"),
+        ({"output": {"folder": "Work", "priority": 1}}, "'output' must be the model's raw text"),
+        ({"truncated": "false"}, "'truncated' must be true or false"),
+        ({"truncated": 7}, "'truncated' must be true or false"),
+        ({"probs": {"folder": {"Work": "0.9", "Alerts": 0.1}}}, "finite number"),
+        ({"probs": {"folder": {"Work": None, "Alerts": 1}}}, "finite number"),
+        ({"probs": {"folder": {"Work": [1], "Alerts": 0}}}, "finite number"),
+        ({"probs": [0.5, 0.5]}, "'probs' must map each field"),
+        ({"probs": {"folder": [0.5, 0.5]}}, "probs['folder'] must map each label"),
+        ({"probs": {"folder": {"Work": -0.5, "Alerts": 1.5}}}, "finite number >= 0"),
+        ({"probs": {"folder": {"Work": 5}}}, "sums to 5"),
+        ({"probs": {"folder": {"Family": 1.0}}}, "label 'Family'"),
+        ({"probs": {"urgency": {"high": 1.0}}}, "'urgency'"),
+    ],
+)
 def test_prediction_fields_are_validated_where_the_file_enters(run, tmp_path, change, fragment):
     """Output that is not text, truncated that is not a boolean, probabilities
     that are not a distribution over the task's labels: refused naming the line."""
@@ -435,7 +523,9 @@ def test_probabilities_close_to_one_are_renormalised_and_metrics_are_strict_json
     r = run(*SCORE, "--predictions", write_jsonl(tmp_path / "p.jsonl", rows), "--out", "o")
     assert r.rc == 0, r.err
     text = (tmp_path / "o" / "metrics.json").read_text()
-    cal = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))["fields"]["folder"]["calibration"]
+    cal = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))["fields"]["folder"][
+        "calibration"
+    ]
     assert 0 <= cal["ece"] <= 1 and 0 <= cal["brier"] <= 2
     assert dumps({"x": float("nan"), "y": [float("inf")]}) == '{"x": null, "y": [null]}'
 
@@ -447,29 +537,52 @@ def test_probabilities_close_to_one_are_renormalised_and_metrics_are_strict_json
 def test_recipe_mpr_query_type_of_the_wrong_shape(run, tmp_path, query_type):
     """query_type as a list or a string crashed from_record; now the line is named."""
     options = {f"o{i}": f"recipe {i}" for i in range(5)}
-    f = write_jsonl(tmp_path / "d.jsonl", [{"id": "r1", "query": "soup", "options": options, "answer": "o0", "query_type": query_type}])
+    f = write_jsonl(
+        tmp_path / "d.jsonl",
+        [{"id": "r1", "query": "soup", "options": options, "answer": "o0", "query_type": query_type}],
+    )
     before = tree(tmp_path)
-    refused(run("score", "--task", "recipe_mpr", "--data", f, "--predictions", f, "--out", "o"), tmp_path, before,
-            "d.jsonl:1", "query_type")
+    refused(
+        run("score", "--task", "recipe_mpr", "--data", f, "--predictions", f, "--out", "o"),
+        tmp_path,
+        before,
+        "d.jsonl:1",
+        "query_type",
+    )
 
 
 @pytest.mark.parametrize("priority", ["3", 2.0, True])
 def test_gold_labels_are_held_to_the_output_contract(run, tmp_path, priority):
-    """"3", 2.0 and true were coerced to labels in --data; they are refused as in outputs."""
-    f = write_jsonl(tmp_path / "d.jsonl", [{"id": "u1", "app": "a", "title": "t", "body": "b", "folder": "Work", "priority": priority}])
+    """ "3", 2.0 and true were coerced to labels in --data; they are refused as in outputs."""
+    f = write_jsonl(
+        tmp_path / "d.jsonl",
+        [{"id": "u1", "app": "a", "title": "t", "body": "b", "folder": "Work", "priority": priority}],
+    )
     before = tree(tmp_path)
-    refused(run("score", "--task", "notification", "--data", f, "--predictions", f, "--out", "o"), tmp_path, before,
-            "d.jsonl:1", "priority")
+    refused(
+        run("score", "--task", "notification", "--data", f, "--predictions", f, "--out", "o"),
+        tmp_path,
+        before,
+        "d.jsonl:1",
+        "priority",
+    )
 
 
 # ---------------------------------------------------------------- flags and paths
 
 
-@pytest.mark.parametrize("args", [[*SCORE[:-1], "0"], [*SCORE[:-1], "-5"], ["show", "--task", "notification", "-n", "-1"]])
+@pytest.mark.parametrize(
+    "args", [[*SCORE[:-1], "0"], [*SCORE[:-1], "-5"], ["show", "--task", "notification", "-n", "-1"]]
+)
 def test_counts_out_of_range(run, tmp_path, args):
     """--resamples 0 or negative, show -n -1 (which printed all but one example)."""
     before = tree(tmp_path)
-    refused(run(*args, "--predictions", "p.jsonl") if args[0] == "score" else run(*args), tmp_path, before, "must be at least")
+    refused(
+        run(*args, "--predictions", "p.jsonl") if args[0] == "score" else run(*args),
+        tmp_path,
+        before,
+        "must be at least",
+    )
 
 
 @pytest.mark.parametrize("case", ["folder_as_file", "parent_is_a_file", "unreadable"])
@@ -478,9 +591,11 @@ def test_os_errors_on_paths(run, tmp_path, case):
     preds = write_jsonl(tmp_path / "p.jsonl", gold_rows())
     (tmp_path / "dir.jsonl").mkdir()
     (tmp_path / "afile").write_text("x")
-    args = {"folder_as_file": ["--predictions", "dir.jsonl", "--out", "o"],
-            "parent_is_a_file": ["--predictions", preds, "--out", "afile/o"],
-            "unreadable": ["--predictions", preds, "--out", "o"]}[case]
+    args = {
+        "folder_as_file": ["--predictions", "dir.jsonl", "--out", "o"],
+        "parent_is_a_file": ["--predictions", preds, "--out", "afile/o"],
+        "unreadable": ["--predictions", preds, "--out", "o"],
+    }[case]
     if case == "unreadable":
         if os.geteuid() == 0:
             pytest.skip("root reads any file")
@@ -506,9 +621,15 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path):
 
     preds = write_jsonl(tmp_path / "p.jsonl", gold_rows())
     limit = 64 * 1024
-    p = subprocess.run([sys.executable, str(CLI), *SCORE, "--predictions", str(preds), "--out", "o"], cwd=tmp_path, env=cli_env(),
-                       capture_output=True, text=True, timeout=180,
-                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    p = subprocess.run(
+        [sys.executable, str(CLI), *SCORE, "--predictions", str(preds), "--out", "o"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
     # the progress bar of the work done before the write may precede the error line
     last = p.stderr.strip().splitlines()[-1]
     assert_user_error(Result(p.returncode, p.stdout, last), "could not write", "predictions.jsonl")
@@ -529,8 +650,12 @@ def test_wrong_task_or_readout_is_refused_before_the_model_loads(run, tmp_path, 
     monkeypatch.setattr(mcqa.train.runs, "get_mode", lambda *a, **k: pytest.fail("the model was built"))
     adapter_run(tmp_path)
     before = tree(tmp_path)
-    refused(run("score", "--task", "recipe_mpr", "--split", "test", "--adapter", "run", "--out", "o"), tmp_path, before,
-            "trained on task 'notification'")
+    refused(
+        run("score", "--task", "recipe_mpr", "--split", "test", "--adapter", "run", "--out", "o"),
+        tmp_path,
+        before,
+        "trained on task 'notification'",
+    )
     refused(run(*SCORE, "--adapter", "run", "--model", "other", "--out", "o"), tmp_path, before, "drop --model")
     refused(run(*SCORE, "--adapter", "run", "--readout", "rnk", "--out", "o"), tmp_path, before, "did you mean 'rank'")
 

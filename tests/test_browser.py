@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from browser import Browser, chromium
 from test_html_report import compare_folder, score_run, training_run
 
 EXE = chromium()
-pytestmark = [pytest.mark.skipif(EXE is None, reason="chromium is not installed (apt-get install chromium)"),
-              pytest.mark.usefixtures("synth_tasks")]
+pytestmark = [
+    pytest.mark.skipif(EXE is None, reason="chromium is not installed (apt-get install chromium)"),
+    pytest.mark.usefixtures("synth_tasks"),
+]
 
 # What the test reads from a loaded page: every image and chart with its drawn size (an <img>
 # also says whether it decoded), the report's headline and the compare table's joint column.
@@ -36,9 +37,11 @@ def pages(tmp_path_factory, synth_tasks):
     root = tmp_path_factory.mktemp("pages")
     scored, run = score_run(root), training_run(root)
     cmp, result = compare_folder(root, run)
-    return {"score": (scored / "report.html", json.loads((scored / "metrics.json").read_text())),
-            "train": (run / "test" / "report.html", json.loads((run / "test" / "metrics.json").read_text())),
-            "compare": (cmp / "compare.html", result)}
+    return {
+        "score": (scored / "report.html", json.loads((scored / "metrics.json").read_text())),
+        "train": (run / "test" / "report.html", json.loads((run / "test" / "metrics.json").read_text())),
+        "compare": (cmp / "compare.html", result),
+    }
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from helpers import REPO, CliRuns, assert_user_error, cli_env, gold_rows, load, run_cli, synth_env, write_jsonl
 
+from mcqa.eval.scoring import parser_for
 from mcqa.model import qwen3_tokenizer_dir
 from mcqa.prompting import render_prompt, serialize_target
 from mcqa.registry import get_task
 from mcqa.schema import schema_file
-from mcqa.eval.scoring import parser_for
 
 BUILTIN = ("mmlu_pro", "mmlu_pro_answer", "notification", "recipe_mpr")
 FOLDERS = ["Work", "Personal", "Promotions", "Alerts"]
@@ -29,7 +29,9 @@ def partial_output(i: int, target: dict) -> str:
     if i % 5 == 0:
         return "I am not sure about this one."
     if i % 4 == 0:
-        return json.dumps({"folder": FOLDERS[(FOLDERS.index(target["folder"]) + 1) % 4], "priority": target["priority"]})
+        return json.dumps(
+            {"folder": FOLDERS[(FOLDERS.index(target["folder"]) + 1) % 4], "priority": target["priority"]}
+        )
     if i % 7 == 0:
         return json.dumps({"folder": target["folder"], "priority": 1 if target["priority"] != 1 else 3})
     if i % 3 == 0:
@@ -42,8 +44,11 @@ def with_probs(i: int, target: dict) -> dict:
     priority probabilities on even examples only."""
     folder = target["folder"] if i % 3 else FOLDERS[(FOLDERS.index(target["folder"]) + 1) % 4]
     c = 0.4 + 0.05 * (i * 7 % 10)
-    rec = {"id": None, "output": json.dumps({"folder": folder, "priority": target["priority"]}),
-           "probs": {"folder": {f: c if f == folder else (1 - c) / 3 for f in FOLDERS}}}
+    rec = {
+        "id": None,
+        "output": json.dumps({"folder": folder, "priority": target["priority"]}),
+        "probs": {"folder": {f: c if f == folder else (1 - c) / 3 for f in FOLDERS}},
+    }
     if i % 2 == 0:
         rec["probs"]["priority"] = {str(p): 0.7 if p == target["priority"] else 0.15 for p in (1, 2, 3)}
     return rec
@@ -63,12 +68,33 @@ def ece_and_brier(probs: list[dict], gold: list, labels: list[str]) -> tuple[flo
 
 
 USER_DATA = [
-    {"id": "u1", "app": "Slack", "title": "Boss", "body": "Can you join the incident call now?", "folder": "Work", "priority": 3},
+    {
+        "id": "u1",
+        "app": "Slack",
+        "title": "Boss",
+        "body": "Can you join the incident call now?",
+        "folder": "Work",
+        "priority": 3,
+    },
     {"id": "u2", "app": "WhatsApp", "title": "Mom", "body": "Dinner on Sunday?", "folder": "Personal", "priority": 1},
     {"id": "u3", "app": "Shop", "title": "SALE", "body": "50% off today only", "folder": "Promotions", "priority": 1},
     {"id": "u4", "app": "Bank", "title": "Login", "body": "New sign-in from Berlin", "folder": "Alerts", "priority": 3},
-    {"id": "u5", "app": "Jira", "title": "PROJ-12", "body": "You were assigned a ticket", "folder": "Work", "priority": 2},
-    {"id": "u6", "app": "Gmail", "title": "Newsletter", "body": "This week in tech", "folder": "Promotions", "priority": 1},
+    {
+        "id": "u5",
+        "app": "Jira",
+        "title": "PROJ-12",
+        "body": "You were assigned a ticket",
+        "folder": "Work",
+        "priority": 2,
+    },
+    {
+        "id": "u6",
+        "app": "Gmail",
+        "title": "Newsletter",
+        "body": "This week in tech",
+        "folder": "Promotions",
+        "priority": 1,
+    },
 ]
 USER_OUTPUTS = {
     "u1": '{"folder": "Work", "priority": 3}',
@@ -85,7 +111,9 @@ def cli(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     test = load("notification", "test", "seed")
     gold = write_jsonl(d / "gold.jsonl", gold_rows("notification", "test", "seed"))
-    partial = write_jsonl(d / "partial.jsonl", [{"id": e.id, "output": partial_output(i, e.target)} for i, e in enumerate(test)])
+    partial = write_jsonl(
+        d / "partial.jsonl", [{"id": e.id, "output": partial_output(i, e.target)} for i, e in enumerate(test)]
+    )
     first10 = write_jsonl(d / "first10.jsonl", [{"id": e.id, "output": json.dumps(e.target)} for e in test[:10]])
     lines = gold.read_text().splitlines()
     (d / "bad.jsonl").write_text("\n".join(lines[:2] + ['{"id": "x", "output": '] + lines[3:]) + "\n")
@@ -97,7 +125,9 @@ def cli(tmp_path_factory):
     two_preds = write_jsonl(d / "two_preds.jsonl", [{"id": k, "output": USER_OUTPUTS[k]} for k in ("u1", "u2")])
     data_bad = write_jsonl(d / "data_bad.jsonl", [USER_DATA[0], {k: v for k, v in USER_DATA[1].items() if k != "body"}])
     data_bad_label = write_jsonl(d / "data_bad_label.jsonl", [USER_DATA[0], {**USER_DATA[1], "folder": "Family"}])
-    unlabeled = write_jsonl(d / "unlabeled.jsonl", [{k: v for k, v in r.items() if k not in ("folder", "priority")} for r in USER_DATA])
+    unlabeled = write_jsonl(
+        d / "unlabeled.jsonl", [{k: v for k, v in r.items() if k not in ("folder", "priority")} for r in USER_DATA]
+    )
 
     probs = write_jsonl(d / "probs.jsonl", [{**with_probs(i, e.target), "id": e.id} for i, e in enumerate(test)])
     # A copy of the code with one schema file missing and one stale, for `schema --write`.
@@ -122,28 +152,63 @@ def cli(tmp_path_factory):
     # One intra-op thread each: several model runs at once on a busy machine otherwise spin
     # OpenMP threads against each other.
     models = cli_env(MCQA_CACHE=str(d / "cache"), OMP_NUM_THREADS="1")
-    runs.chain([
-        ("models_install", ["models", "install", "tiny-qwen3"]),
-        ("models_verify", ["models", "verify", "tiny-qwen3"]),
-        ("models_list", ["models", "list"]),
-    ], models | {"COLUMNS": "250"})
+    runs.chain(
+        [
+            ("models_install", ["models", "install", "tiny-qwen3"]),
+            ("models_verify", ["models", "verify", "tiny-qwen3"]),
+            ("models_list", ["models", "list"]),
+        ],
+        models | {"COLUMNS": "250"},
+    )
     synth_score = ["score", "--task", "synth", "--split", "test", "--resamples", "50"]  # 80 short examples
-    runs.chain([
-        ("predict_data", ["predict", "--task", "notification", "--data", unlabeled, "--model", "tiny-qwen3",
-                          "--readout", "constrained", "--out", d / "pred_data.jsonl"]),
-        ("score_rank", [*synth_score, "--model", "tiny-qwen3", "--readout", "rank", "--out", d / "out_rank"]),
-        ("score_rank_uncalibrated", [*synth_score, "--model", "tiny-qwen3", "--readout", "rank", "--no-calibrate",
-                                     "--out", d / "out_rank_nocal"]),
-    ], synth_env(OMP_NUM_THREADS="1"))
+    runs.chain(
+        [
+            (
+                "predict_data",
+                [
+                    "predict",
+                    "--task",
+                    "notification",
+                    "--data",
+                    unlabeled,
+                    "--model",
+                    "tiny-qwen3",
+                    "--readout",
+                    "constrained",
+                    "--out",
+                    d / "pred_data.jsonl",
+                ],
+            ),
+            ("score_rank", [*synth_score, "--model", "tiny-qwen3", "--readout", "rank", "--out", d / "out_rank"]),
+            (
+                "score_rank_uncalibrated",
+                [
+                    *synth_score,
+                    "--model",
+                    "tiny-qwen3",
+                    "--readout",
+                    "rank",
+                    "--no-calibrate",
+                    "--out",
+                    d / "out_rank_nocal",
+                ],
+            ),
+        ],
+        synth_env(OMP_NUM_THREADS="1"),
+    )
     runs.start("show_tokenizer", ["show", "--task", "notification", "-n", "1", "--tokenizer", tok], WIDE)
     runs.start("score_probs", [*score, "--split", "test", "--predictions", probs, "--out", d / "out_probs"])
-    runs.start("baseline", ["baseline", "--task", "notification", "--baseline", "majority", "--out", d / "majority.jsonl"])
+    runs.start(
+        "baseline", ["baseline", "--task", "notification", "--baseline", "majority", "--out", d / "majority.jsonl"]
+    )
     runs.start("schema_write", ["schema", "--write"], cli=repo / "cli.py")
     # The slow ones first, so the error runs fill the gaps.
     runs.start("show", ["show", "--task", "notification", "--split", "train", "-n", "2"])
     runs.start("score_gold", [*score, "--split", "test", "--predictions", gold, "--out", d / "out_gold"])
     runs.start("score_partial", [*score, "--split", "test", "--predictions", partial, "--out", d / "out_partial"])
-    runs.start("score_subset", [*score, "--split", "test", "--predictions", first10, "--subset", "--out", d / "out_subset"])
+    runs.start(
+        "score_subset", [*score, "--split", "test", "--predictions", first10, "--subset", "--out", d / "out_subset"]
+    )
     runs.start("score_data", [*score, "--data", data, "--predictions", data_preds, "--out", d / "out_data"])
     runs.start("tasks", ["tasks"], WIDE)
     runs.start("tasks_80", ["tasks"])
@@ -163,8 +228,16 @@ def cli(tmp_path_factory):
         "unknown_protocol": [*score, "--split", "test", "--protocol", "cv9", "--predictions", gold],
         "split_and_data": [*score, "--split", "test", "--data", data, "--predictions", gold],
         "bad_flag": [*score, "--split", "test", "--predictions", gold, "--frobnicate"],
-        "train_unknown_protocol": ["train", "--task", "notification", "--model", "tiny-qwen3", "--protocol", "cv9",
-                                   f"output_dir={d / 'never'}"],
+        "train_unknown_protocol": [
+            "train",
+            "--task",
+            "notification",
+            "--model",
+            "tiny-qwen3",
+            "--protocol",
+            "cv9",
+            f"output_dir={d / 'never'}",
+        ],
         "baseline_unknown": ["baseline", "--task", "notification", "--baseline", "tfdif"],
         "schema_nothing": ["schema"],
         "predict_no_model": ["predict", "--task", "notification", "--data", unlabeled],
@@ -399,7 +472,10 @@ def test_models_install_verify_and_list_in_an_empty_cache(cli):
     assert (cli.cwd / "cache" / "models" / "tiny-qwen3" / "model.safetensors").is_file()
     assert "installed tiny-qwen3" in installed.err + installed.out
     assert "'eos': '<|im_end|>'" in verified.out + verified.err
-    row = {alias: next(line for line in listed.out.splitlines() if f" {alias} " in line) for alias in ("tiny-qwen3", "smollm2-135m")}
+    row = {
+        alias: next(line for line in listed.out.splitlines() if f" {alias} " in line)
+        for alias in ("tiny-qwen3", "smollm2-135m")
+    }
     assert "│ yes " in row["tiny-qwen3"]
     assert "│ no " in row["smollm2-135m"]
 
@@ -433,8 +509,10 @@ def test_score_a_model_with_the_rank_readout_calibrated_or_not(cli):
     fit = m_cal["calibration_fit"]
     assert fit["n"] == 80 and fit["temperature"] > 0  # fitted on synth's validation split
     assert "calibration_fit" not in m_raw
-    recs = {name: [json.loads(x) for x in (cli.cwd / name / "predictions.jsonl").read_text().splitlines()]
-            for name in ("out_rank", "out_rank_nocal")}
+    recs = {
+        name: [json.loads(x) for x in (cli.cwd / name / "predictions.jsonl").read_text().splitlines()]
+        for name in ("out_rank", "out_rank_nocal")
+    }
     # The temperature changes the probabilities, never the answers.
     assert [x["raw"] for x in recs["out_rank"]] == [x["raw"] for x in recs["out_rank_nocal"]]
     assert m_cal["joint"]["accuracy"] == m_raw["joint"]["accuracy"]
@@ -448,9 +526,10 @@ def test_schema_write_regenerates_missing_and_stale_schema_files(cli):
     assert r.rc == 0, r.err
     written = cli.cwd / "repo" / "schemas"
     for name in BUILTIN:
-        assert json.loads((written / f"{name}.schema.json").read_text()) == json.loads(schema_file(get_task(name)).read_text()), name
+        assert json.loads((written / f"{name}.schema.json").read_text()) == json.loads(
+            schema_file(get_task(name)).read_text()
+        ), name
         assert f"{name}.schema.json" in r.out + r.err
-
 
 
 def test_train_names_the_settings_it_took_from_the_task_and_not_the_users(tmp_path):
@@ -459,11 +538,16 @@ def test_train_names_the_settings_it_took_from_the_task_and_not_the_users(tmp_pa
     from helpers import _cli_module
 
     note = _cli_module()._task_defaults_note
-    assert note("notification", None, {}) == ("task 'notification' defaults: mode=head learning_rate=0.001 epochs=2 "
-                                             "(a config file or key=value overrides win)")
+    assert note("notification", None, {}) == (
+        "task 'notification' defaults: mode=head learning_rate=0.001 epochs=2 "
+        "(a config file or key=value overrides win)"
+    )
     cfg = tmp_path / "run.yaml"
     cfg.write_text("task: notification\nmode: generate\n")
-    assert note("notification", cfg, {"epochs": 3}) == "task 'notification' defaults: learning_rate=0.001 (a config file or key=value overrides win)"
+    assert (
+        note("notification", cfg, {"epochs": 3})
+        == "task 'notification' defaults: learning_rate=0.001 (a config file or key=value overrides win)"
+    )
     assert note("notification", None, {"mode": "head", "learning_rate": 1e-4, "epochs": 1}) is None
     assert note("recipe_mpr", None, {}) is None  # no train_defaults
 
@@ -471,7 +555,19 @@ def test_train_names_the_settings_it_took_from_the_task_and_not_the_users(tmp_pa
 def test_predict_on_labeled_examples_also_scores_them_into_a_run_folder(tmp_path):
     """`mcqa predict` on a split (labeled) writes the predictions and a scored run folder named
     like them, report.html included; that folder is checked before the model runs."""
-    cmd = ["predict", "--task", "synth", "--split", "test", "--model", "tiny-qwen3", "--readout", "constrained", "--limit", "8"]
+    cmd = [
+        "predict",
+        "--task",
+        "synth",
+        "--split",
+        "test",
+        "--model",
+        "tiny-qwen3",
+        "--readout",
+        "constrained",
+        "--limit",
+        "8",
+    ]
     done = run_cli(cmd + ["--out", tmp_path / "p.jsonl"], tmp_path, synth_env(OMP_NUM_THREADS="1"))
     assert done.rc == 0, done.err[-2000:]
     metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())

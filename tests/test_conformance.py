@@ -22,7 +22,6 @@ from mcqa.prompting import LETTERS, render_prompt
 from mcqa.registry import all_tasks, get_task
 from mcqa.task import SPLITS
 
-
 TASKS = all_tasks()
 NAMES = [t.name for t in TASKS]
 TASK_PROTOCOLS = [(t.name, p) for t in TASKS for p in t.protocols]
@@ -74,8 +73,15 @@ def fresh_process_digests(tmp_path_factory):
     seed = str(int(ours) + 1) if ours.isdigit() else "1"  # ours is random unless pinned
     env = {k: v for k, v in os.environ.items() if k != "MCQA_TASKS_PATH"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    p = subprocess.run([sys.executable, "-c", _DIGEST_SCRIPT, str(REPO / "tests")], cwd=tmp_path_factory.mktemp("digests"),
-                       capture_output=True, text=True, timeout=300, check=False, env={**env, "PYTHONHASHSEED": seed})
+    p = subprocess.run(
+        [sys.executable, "-c", _DIGEST_SCRIPT, str(REPO / "tests")],
+        cwd=tmp_path_factory.mktemp("digests"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**env, "PYTHONHASHSEED": seed},
+    )
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -84,7 +90,9 @@ def fresh_process_digests(tmp_path_factory):
 def test_splits_are_the_same_in_a_fresh_process(name, protocol, fresh_process_digests):
     for s in SPLITS:
         here = split_digest(load(name, s, protocol))
-        assert fresh_process_digests[f"{name}/{protocol}/{s}"] == here, f"{name}/{protocol}/{s} depends on the hash seed"
+        assert fresh_process_digests[f"{name}/{protocol}/{s}"] == here, (
+            f"{name}/{protocol}/{s} depends on the hash seed"
+        )
 
 
 # --- task-specific promises -------------------------------------------------------------
@@ -143,12 +151,15 @@ def _assert_fractions(counts: dict[str, int], fractions: tuple[float, float, flo
         assert abs(counts[s] - f * n) <= slack, (counts, fractions)
 
 
-@pytest.mark.parametrize("name,protocol,fractions,stratum", [
-    ("notification", "seed", (0.6, 0.2, 0.2), lambda e: (e.target["folder"], e.target["priority"])),
-    ("mmlu_pro", "seed", (0.6, 0.2, 0.2), lambda e: e.target["category"]),
-    ("mmlu_pro", "full", (0.8, 0.1, 0.1), lambda e: e.target["category"]),
-    ("recipe_mpr", "split", (0.8, 0.1, 0.1), None),
-])
+@pytest.mark.parametrize(
+    "name,protocol,fractions,stratum",
+    [
+        ("notification", "seed", (0.6, 0.2, 0.2), lambda e: (e.target["folder"], e.target["priority"])),
+        ("mmlu_pro", "seed", (0.6, 0.2, 0.2), lambda e: e.target["category"]),
+        ("mmlu_pro", "full", (0.8, 0.1, 0.1), lambda e: e.target["category"]),
+        ("recipe_mpr", "split", (0.8, 0.1, 0.1), None),
+    ],
+)
 def test_split_fractions_and_stratification(name, protocol, fractions, stratum):
     splits = {s: load(name, s, protocol) for s in SPLITS}
     _assert_fractions({s: len(v) for s, v in splits.items()}, fractions, slack=1)

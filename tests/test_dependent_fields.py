@@ -32,21 +32,32 @@ class Output(BaseModel):
 # by field, a majority baseline would predict (Work, 1), which the task does not allow; the likeliest
 # allowed pair is (Personal, 1) at 9/49, above (Work, 2) and (Work, 3) at 6/49.
 TRAIN = [("Work", 2), ("Work", 3), ("Work", 2), ("Personal", 1), ("Personal", 1), ("Personal", 1), ("Alerts", 3)]
-ROWS = {"train": TRAIN, "validation": [("Work", 3), ("Personal", 1)], "test": [("Alerts", 3), ("Work", 2), ("Personal", 1)]}
+ROWS = {
+    "train": TRAIN,
+    "validation": [("Work", 3), ("Personal", 1)],
+    "test": [("Alerts", 3), ("Work", 2), ("Personal", 1)],
+}
 
 
 def load(split, protocol):
-    return [Example(f"{split}{i}", {"text": f"message {i} about {f.lower()}"}, {"folder": f, "priority": p})
-            for i, (f, p) in enumerate(ROWS[split])]
+    return [
+        Example(f"{split}{i}", {"text": f"message {i} about {f.lower()}"}, {"folder": f, "priority": p})
+        for i, (f, p) in enumerate(ROWS[split])
+    ]
 
 
 def messages(e):
-    return [{"role": "system", "content": 'Reply with JSON {"folder": ..., "priority": 1-3}.'},
-            {"role": "user", "content": e.input["text"]}]
+    return [
+        {"role": "system", "content": 'Reply with JSON {"folder": ..., "priority": 1-3}.'},
+        {"role": "user", "content": e.input["text"]},
+    ]
 
 
-TASK = check_task(Task(name="pairs", output=Output, load=load, from_record=lambda r: None, messages=messages, allowed=ALLOWED),
-                  "pairs", "tests/test_dependent_fields.py")
+TASK = check_task(
+    Task(name="pairs", output=Output, load=load, from_record=lambda r: None, messages=messages, allowed=ALLOWED),
+    "pairs",
+    "tests/test_dependent_fields.py",
+)
 
 
 def test_candidates_are_only_the_allowed_combinations(qwen_tokenizer):
@@ -65,13 +76,27 @@ def test_constrained_and_rank_produce_only_allowed_combinations(tiny, readout, o
     examples = load("train", "default") + load("test", "default")
 
     def picked(task):
-        return [tuple(json.loads(o["output"]).values()) for o in run_readout(readout, model, tok, task, examples, **options)]
+        return [
+            tuple(json.loads(o["output"]).values()) for o in run_readout(readout, model, tok, task, examples, **options)
+        ]
 
-    free = check_task(Task(name="pairs", output=Output, load=load, from_record=lambda r: None, messages=messages), "pairs", "x")
+    free = check_task(
+        Task(name="pairs", output=Output, load=load, from_record=lambda r: None, messages=messages), "pairs", "x"
+    )
     unconstrained = set(picked(free))
     rest = [(f, p) for f in ("Work", "Personal", "Alerts") for p in (1, 2, 3) if (f, p) not in unconstrained]
-    strict = check_task(Task(name="pairs", output=Output, load=load, from_record=lambda r: None, messages=messages,
-                             allowed=tuple({"folder": f, "priority": p} for f, p in rest)), "pairs", "x")
+    strict = check_task(
+        Task(
+            name="pairs",
+            output=Output,
+            load=load,
+            from_record=lambda r: None,
+            messages=messages,
+            allowed=tuple({"folder": f, "priority": p} for f, p in rest),
+        ),
+        "pairs",
+        "x",
+    )
     got = picked(strict)
     assert set(got) <= set(rest), (got, unconstrained)
 
@@ -93,8 +118,13 @@ def test_a_baseline_predicts_an_allowed_combination():
 )
 def test_an_allowed_declaration_outside_the_label_spaces_is_refused(allowed, fragment):
     with pytest.raises(TaskContractError) as e:
-        check_task(Task(name="pairs", output=Output, load=load, from_record=lambda r: None, messages=messages, allowed=allowed),
-                   "pairs", "tests/x.py")
+        check_task(
+            Task(
+                name="pairs", output=Output, load=load, from_record=lambda r: None, messages=messages, allowed=allowed
+            ),
+            "pairs",
+            "tests/x.py",
+        )
     assert fragment in str(e.value) and "tests/x.py" in str(e.value)
 
 
@@ -102,7 +132,12 @@ def test_conformance_holds_the_gold_to_the_allowed_combinations():
     from mcqa.conformance import check_rule
 
     assert check_rule(TASK, "gold_parses_back") is None
-    strict = check_task(Task(name="pairs", output=Output, load=load, from_record=lambda r: None, messages=messages,
-                             allowed=ALLOWED[:-1]), "pairs", "tests/x.py")  # Alerts no longer allowed
+    strict = check_task(
+        Task(
+            name="pairs", output=Output, load=load, from_record=lambda r: None, messages=messages, allowed=ALLOWED[:-1]
+        ),
+        "pairs",
+        "tests/x.py",
+    )  # Alerts no longer allowed
     failure = check_rule(strict, "gold_parses_back")
     assert failure is not None and "not one of the task's allowed combinations" in str(failure)

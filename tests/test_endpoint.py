@@ -48,7 +48,7 @@ def generate(candidates: list[str], probs: list[float], noise: bool) -> list[dic
             return out
         mass: dict[str, float] = {}
         for c, p in alive:
-            mass[c[len(text):len(text) + CHUNK]] = mass.get(c[len(text):len(text) + CHUNK], 0.0) + p
+            mass[c[len(text) : len(text) + CHUNK]] = mass.get(c[len(text) : len(text) + CHUNK], 0.0) + p
         total = sum(mass.values())
         token = max(mass, key=mass.get)
         alts = [{"token": t, "logprob": math.log(m / total)} for t, m in mass.items()]
@@ -95,9 +95,19 @@ class Fake:
                 steps += generate(values, fake_distribution(content + f, len(values)), self.noise)
             steps.append({"token": "}", "logprob": 0.0, "top_logprobs": [{"token": "}", "logprob": 0.0}]})
         text = "".join(s["token"] for s in steps)
-        return 200, {"id": f"c{n}", "object": "chat.completion", "model": body["model"], "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": self.finish,
-             "logprobs": {"content": steps}}]}
+        return 200, {
+            "id": f"c{n}",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": self.finish,
+                    "logprobs": {"content": steps},
+                }
+            ],
+        }
 
 
 @pytest.fixture()
@@ -137,10 +147,12 @@ def _synth_task(synth_tasks):
 
 def test_branch_probs_follow_the_generated_branch_and_share_the_others():
     start = len('{"folder":')
-    steps = [('{"folder":', {}),
-             ('"F', {'"F': math.log(0.6), '"W': math.log(0.2), " ": math.log(0.2)}),  # " " fits no label: dropped
-             ("un", {"un": math.log(0.3), "amily": math.log(0.15), "am": math.log(0.05), "}": math.log(0.5)}),  # "}" too
-             ('",', {'",': 0.0})]
+    steps = [
+        ('{"folder":', {}),
+        ('"F', {'"F': math.log(0.6), '"W': math.log(0.2), " ": math.log(0.2)}),  # " " fits no label: dropped
+        ("un", {"un": math.log(0.3), "amily": math.log(0.15), "am": math.log(0.05), "}": math.log(0.5)}),  # "}" too
+        ('",', {'",': 0.0}),
+    ]
     p = branch_probs(steps, start, ['"Work"', '"Family"', '"Fun"'])
     assert p == pytest.approx({'"Work"': 0.25, '"Fun"': 0.75 * 0.6, '"Family"': 0.75 * 0.4})
     assert branch_probs(steps, start, ['"Home"']) == {}  # the reply is none of them
@@ -163,8 +175,17 @@ def test_probabilities_are_the_servers_renormalised_over_the_labels(server, monk
     task = synth()
     examples = list(task.load("test", "default"))[:12]
     monkeypatch.setenv("MCQA_TEST_KEY", "sekret")
-    out = run_readout("endpoint", None, None, task, examples, url=server.url, served_model="m", api_key_env="MCQA_TEST_KEY",
-                      max_in_flight=3)
+    out = run_readout(
+        "endpoint",
+        None,
+        None,
+        task,
+        examples,
+        url=server.url,
+        served_model="m",
+        api_key_env="MCQA_TEST_KEY",
+        max_in_flight=3,
+    )
     labels = task.label_spaces["label"].values
     for e, o in zip(examples, out):
         true = fake_distribution(e.input["text"], len(labels))
@@ -199,10 +220,30 @@ def test_length_finish_is_truncated_and_busy_answers_are_retried(server):
 def test_a_server_that_keeps_failing_is_one_line(server, tmp_path):
     server.always_fail, server.fail_status = True, 500
     cli = CliRuns(tmp_path, workers=2)
-    cli.start("failing", ["predict", "--task", "synth", "--split", "test", "--endpoint", server.url, "--served-model", "m",
-                          "--readout-opt", "max_retries=0", "--out", tmp_path / "p.jsonl"], synth_env())
-    cli.start("no_model", ["predict", "--task", "synth", "--split", "test", "--endpoint", server.url, "--out", tmp_path / "q.jsonl"],
-              synth_env())
+    cli.start(
+        "failing",
+        [
+            "predict",
+            "--task",
+            "synth",
+            "--split",
+            "test",
+            "--endpoint",
+            server.url,
+            "--served-model",
+            "m",
+            "--readout-opt",
+            "max_retries=0",
+            "--out",
+            tmp_path / "p.jsonl",
+        ],
+        synth_env(),
+    )
+    cli.start(
+        "no_model",
+        ["predict", "--task", "synth", "--split", "test", "--endpoint", server.url, "--out", tmp_path / "q.jsonl"],
+        synth_env(),
+    )
     assert_user_error(cli["failing"], "500", "--served-model")
     assert_user_error(cli["no_model"], "--served-model")
     cli.close()
@@ -226,15 +267,31 @@ def test_a_journal_from_elsewhere_is_refused(tmp_path):
 
 def test_a_killed_run_resumes_and_ends_with_the_same_file(server, tmp_path):
     server.delay = 0.03
-    cmd = ["predict", "--task", "synth", "--split", "test", "--endpoint", server.url, "--served-model", "m",
-           "--readout-opt", "max_in_flight=2"]
+    cmd = [
+        "predict",
+        "--task",
+        "synth",
+        "--split",
+        "test",
+        "--endpoint",
+        server.url,
+        "--served-model",
+        "m",
+        "--readout-opt",
+        "max_in_flight=2",
+    ]
     whole = run_cli([*cmd, "--out", tmp_path / "whole.jsonl"], tmp_path, synth_env())
     assert whole.rc == 0, whole.err
     assert "resumed" not in whole.err  # a fresh run resumes nothing (its first, lone request is no resume)
     first = len(server.requests)
     cut = tmp_path / "cut.jsonl"
-    proc = subprocess.Popen([sys.executable, str(CLI), *map(str, [*cmd, "--out", cut])], cwd=tmp_path, env=synth_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(CLI), *map(str, [*cmd, "--out", cut])],
+        cwd=tmp_path,
+        env=synth_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (cut.is_file() and cut.read_text().count("\n") >= 10):
         assert proc.poll() is None and time.time() < deadline, "the run ended before it was cut"
@@ -257,12 +314,31 @@ def test_a_killed_run_resumes_and_ends_with_the_same_file(server, tmp_path):
 
 def test_score_reads_out_a_server_and_scores_it_like_any_predictions(server, tmp_path):
     out = tmp_path / "scored"
-    r = run_cli(["score", "--task", "synth", "--split", "test", "--endpoint", server.url, "--served-model", "m",
-                 "--resamples", "50", "--out", out], tmp_path, synth_env())
+    r = run_cli(
+        [
+            "score",
+            "--task",
+            "synth",
+            "--split",
+            "test",
+            "--endpoint",
+            server.url,
+            "--served-model",
+            "m",
+            "--resamples",
+            "50",
+            "--out",
+            out,
+        ],
+        tmp_path,
+        synth_env(),
+    )
     assert r.rc == 0, r.err
     task, labels = synth(), synth().label_spaces["label"].values
     test = list(task.load("test", "default"))
-    expected = sum(labels[max(range(4), key=fake_distribution(e.input["text"], 4).__getitem__)] == e.target["label"] for e in test)
+    expected = sum(
+        labels[max(range(4), key=fake_distribution(e.input["text"], 4).__getitem__)] == e.target["label"] for e in test
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fields"]["label"]["accuracy"] == pytest.approx(expected / len(test))
     assert "calibration" in metrics["fields"]["label"]  # the server's probabilities reach the report
@@ -275,8 +351,24 @@ def test_score_reads_out_a_server_and_scores_it_like_any_predictions(server, tmp
 def generate_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
     run = d / "run"
-    r = run_cli(["train", "--task", "synth", "--model", "tiny-qwen3", "epochs=1", "max_train_examples=16", "max_eval_examples=8",
-                 "max_test_examples=8", "micro_batch_size=8", "eval_max_new_tokens=8", f"output_dir={run}"], d, synth_env(OMP_NUM_THREADS="1"))
+    r = run_cli(
+        [
+            "train",
+            "--task",
+            "synth",
+            "--model",
+            "tiny-qwen3",
+            "epochs=1",
+            "max_train_examples=16",
+            "max_eval_examples=8",
+            "max_test_examples=8",
+            "micro_batch_size=8",
+            "eval_max_new_tokens=8",
+            f"output_dir={run}",
+        ],
+        d,
+        synth_env(OMP_NUM_THREADS="1"),
+    )
     assert r.rc == 0, r.err[-2000:]
     return run
 
@@ -285,14 +377,23 @@ def test_export_writes_a_bundle_vllm_serves_as_is(generate_run, tmp_path):
     out = tmp_path / "bundle"
     r = run_cli(["export", generate_run, "--to", "vllm", out, "--name", "synth-lora"], tmp_path, synth_env())
     assert r.rc == 0, r.err
-    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == (generate_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        generate_run / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
     assert (out / "tokenizer" / "tokenizer_config.json").is_file()
     assert json.loads((out / "tokenizer" / "config.json").read_text())["model_type"] == "qwen3"  # vLLM reads it
     assert json.loads((out / "labels.json").read_text()) == {"label": ["north", "south", "east", "west"]}
     assert json.loads((out / "schema.json").read_text()) == task_schema(synth())
     serve = (out / "serve.sh").read_text()
-    for flag in ("--enable-lora", '--lora-modules "synth-lora=$HERE/adapter"', "--max-lora-rank 16", "--max-logprobs 20",
-                 "--logprobs-mode processed_logprobs", "--generation-config vllm", "vllm.entrypoints.openai.api_server"):
+    for flag in (
+        "--enable-lora",
+        '--lora-modules "synth-lora=$HERE/adapter"',
+        "--max-lora-rank 16",
+        "--max-logprobs 20",
+        "--logprobs-mode processed_logprobs",
+        "--generation-config vllm",
+        "vllm.entrypoints.openai.api_server",
+    ):
         assert flag in serve, flag
     assert os.access(out / "serve.sh", os.X_OK)
     meta = json.loads((out / "mcqa.json").read_text())
@@ -307,7 +408,9 @@ def test_export_refuses_what_it_cannot_serve(generate_run, tmp_path):
     (full / "x").write_text("")
     head = tmp_path / "head"
     head.mkdir()
-    (head / "run.json").write_text(json.dumps({"task": "synth", "protocol": "default", "model": "tiny-qwen3", "mode": "head"}))
+    (head / "run.json").write_text(
+        json.dumps({"task": "synth", "protocol": "default", "model": "tiny-qwen3", "mode": "head"})
+    )
     cli = CliRuns(tmp_path, workers=3)
     cli.start("full", ["export", generate_run, "--to", "vllm", full], synth_env())
     cli.start("head", ["export", head, "--to", "vllm", tmp_path / "b"], synth_env())
@@ -338,23 +441,52 @@ def vllm_sized_run(d: Path) -> Path:
     from mcqa.model import load_tokenizer, resolve_model
 
     config = AutoConfig.from_pretrained(resolve_model("tiny-qwen3"))
-    config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim = 128, 256, 2, 1, 64
+    (
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.head_dim,
+    ) = 128, 256, 2, 1, 64
     torch.manual_seed(0)
     Qwen3ForCausalLM(config).save_pretrained(d / "base")
     load_tokenizer("tiny-qwen3").save_pretrained(d / "base")
     run = d / "run"
-    r = run_cli(["train", "--task", "synth", "--model", d / "base", "epochs=8", "max_train_examples=120", "max_eval_examples=40",
-                 "max_test_examples=8", "micro_batch_size=4", "batch_size=4", "learning_rate=5e-3", "patience=null",
-                 f"output_dir={run}"], d, synth_env(), timeout=900)
+    r = run_cli(
+        [
+            "train",
+            "--task",
+            "synth",
+            "--model",
+            d / "base",
+            "epochs=8",
+            "max_train_examples=120",
+            "max_eval_examples=40",
+            "max_test_examples=8",
+            "micro_batch_size=4",
+            "batch_size=4",
+            "learning_rate=5e-3",
+            "patience=null",
+            f"output_dir={run}",
+        ],
+        d,
+        synth_env(),
+        timeout=900,
+    )
     assert r.rc == 0, r.err[-2000:]
     return run
 
 
-@pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason="no vLLM serving environment: set MCQA_VLLM_PYTHON (scripts/vllm-serve.sh makes one)")
+@pytest.mark.skipif(
+    not VLLM_PYTHON.is_file(),
+    reason="no vLLM serving environment: set MCQA_VLLM_PYTHON (scripts/vllm-serve.sh makes one)",
+)
 def test_a_real_vllm_server_reads_out_like_mcqa(tmp_path):
     generate_run = vllm_sized_run(tmp_path)
     bundle = tmp_path / "bundle"
-    assert run_cli(["export", generate_run, "--to", "vllm", bundle, "--name", "synth-lora"], tmp_path, synth_env()).rc == 0
+    assert (
+        run_cli(["export", generate_run, "--to", "vllm", bundle, "--name", "synth-lora"], tmp_path, synth_env()).rc == 0
+    )
     port = 18000 + os.getpid() % 1000
     env = {**os.environ, "PYTHON": str(VLLM_PYTHON), "PORT": str(port), "VLLM_CPU_KVCACHE_SPACE": "1"}
     log = tmp_path / "server.log"
@@ -377,12 +509,44 @@ def test_a_real_vllm_server_reads_out_like_mcqa(tmp_path):
                 assert proc.poll() is None and time.time() < deadline, f"vLLM did not start:\n{server_said()}"
                 time.sleep(2)
         preds = tmp_path / "served.jsonl"
-        r = run_cli(["predict", "--task", "synth", "--split", "test", "--endpoint", url, "--served-model", "synth-lora",
-                     "--out", preds], tmp_path, synth_env(), timeout=600)
+        r = run_cli(
+            [
+                "predict",
+                "--task",
+                "synth",
+                "--split",
+                "test",
+                "--endpoint",
+                url,
+                "--served-model",
+                "synth-lora",
+                "--out",
+                preds,
+            ],
+            tmp_path,
+            synth_env(),
+            timeout=600,
+        )
         assert r.rc == 0, f"{r.err}\nthe server said:\n{server_said()}"
         mine = tmp_path / "mine.jsonl"
-        r = run_cli(["predict", "--task", "synth", "--split", "test", "--adapter", generate_run, "--readout", "constrained",
-                     "--out", mine], tmp_path, synth_env(), timeout=600)
+        r = run_cli(
+            [
+                "predict",
+                "--task",
+                "synth",
+                "--split",
+                "test",
+                "--adapter",
+                generate_run,
+                "--readout",
+                "constrained",
+                "--out",
+                mine,
+            ],
+            tmp_path,
+            synth_env(),
+            timeout=600,
+        )
         assert r.rc == 0, r.err
         served = [json.loads(x)["output"] for x in preds.read_text().splitlines()]
         local = [json.loads(x)["output"] for x in mine.read_text().splitlines()]

@@ -13,7 +13,6 @@ import sys
 import pytest
 from helpers import REPO, CliRuns, assert_user_error, cli_env
 
-
 PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=68"]
@@ -70,7 +69,7 @@ TASK = Task(name="sentiment", output=Output, load=load, from_record=from_record,
             description="review -> sentiment (demo plug-in)")
 '''
 
-LOOSE_TASK = '''\
+LOOSE_TASK = """\
 from typing import Literal
 
 from pydantic import BaseModel
@@ -83,7 +82,7 @@ class Output(BaseModel):  # no extra="forbid": breaks the contract
 
 
 TASK = Task(name="loose", output=Output, load=lambda s, p: [], from_record=lambda r: None, messages=lambda e: [])
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +93,33 @@ def plugin(tmp_path_factory):
     (pkg / "pyproject.toml").write_text(PYPROJECT)
     (pkg / "mcqa_demo_task.py").write_text(DEMO_TASK)
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-         "--disable-pip-version-check", "--target", str(site), str(pkg)],
-        capture_output=True, text=True, timeout=300, cwd=root, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(pkg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+        check=False,
     )
     assert install.returncode == 0, install.stdout + install.stderr
     preds = root / "preds.jsonl"
     preds.write_text(
-        json.dumps({"id": "r5", "output": '{"sentiment": "pos"}'}) + "\n"  # right
-        + json.dumps({"id": "r6", "output": "pos"}) + "\n"  # a bare label, wrong
+        json.dumps({"id": "r5", "output": '{"sentiment": "pos"}'})
+        + "\n"  # right
+        + json.dumps({"id": "r6", "output": "pos"})
+        + "\n"  # a bare label, wrong
     )
     bad = {name: root / name for name in ("loose", "notask", "broken")}
     for d in bad.values():
@@ -115,14 +132,32 @@ def plugin(tmp_path_factory):
     env = cli_env(PYTHONPATH=path, COLUMNS="250")
     runs = CliRuns(root)
     runs.start("tasks", ["tasks"], env)
-    runs.start("score", ["score", "--task", "sentiment", "--split", "test", "--predictions", preds,
-                         "--out", root / "out", "--resamples", "50"], env)
+    runs.start(
+        "score",
+        [
+            "score",
+            "--task",
+            "sentiment",
+            "--split",
+            "test",
+            "--predictions",
+            preds,
+            "--out",
+            root / "out",
+            "--resamples",
+            "50",
+        ],
+        env,
+    )
     runs.start("loose", ["show", "--task", "loose"], cli_env(MCQA_TASKS_PATH=str(bad["loose"])))
     # every broken module at once, beside the installed plugin: `tasks` lists the rest
     broken_path = os.pathsep.join(str(d) for d in bad.values())
     runs.start("tasks_with_broken", ["tasks"], cli_env(PYTHONPATH=path, COLUMNS="250", MCQA_TASKS_PATH=broken_path))
-    runs.start("notask", ["score", "--task", "notask", "--split", "test", "--predictions", preds],
-               cli_env(MCQA_TASKS_PATH=str(bad["notask"])))
+    runs.start(
+        "notask",
+        ["score", "--task", "notask", "--split", "test", "--predictions", preds],
+        cli_env(MCQA_TASKS_PATH=str(bad["notask"])),
+    )
     runs.start("broken", ["show", "--task", "broken"], cli_env(MCQA_TASKS_PATH=str(bad["broken"])))
     runs.bad = bad
 
@@ -138,8 +173,10 @@ def plugin(tmp_path_factory):
     (root / "stale" / "stale.schema.json").write_text("{}")
     (root / "leaky").mkdir()
     (root / "leaky" / "leaky.py").write_text(
-        DEMO_TASK.replace('name="sentiment"', 'name="leaky"').replace('"test": ["r5", "r6"]', '"test": ["r5", "r1"]')
-        .replace('"content": e.input["text"]}', '"content": e.input["text"] + str(e.target)}'))
+        DEMO_TASK.replace('name="sentiment"', 'name="leaky"')
+        .replace('"test": ["r5", "r6"]', '"test": ["r5", "r1"]')
+        .replace('"content": e.input["text"]}', '"content": e.input["text"] + str(e.target)}')
+    )
     folders = cli_env(PYTHONPATH=path, MCQA_TASKS_PATH=os.pathsep.join([str(root / "stale"), str(root / "leaky")]))
     runs.start("schema_write", ["schema", "--write"], folders, cli=repo / "cli.py")
     runs.start("check_plugin", ["check", "--task", "sentiment"], env)
@@ -202,7 +239,6 @@ def test_task_module_breaking_the_contract_is_refused(plugin, name, fragments):
     assert str(plugin.bad[name]) in line, "the message must name the module's file"
 
 
-
 def test_schema_write_says_what_it_did_for_each_task_and_writes_nothing_for_a_plugin(plugin):
     r = plugin["schema_write"]
     assert r.rc == 0, r.err
@@ -235,4 +271,6 @@ def test_check_names_each_failed_rule_in_one_line_and_exits_2(plugin):
     assert any("splits_sound:" in x and "ids in both train and test" in x for x in fails), out
     assert "2 of 7" in line
     stale = assert_user_error(plugin["check_stale"], "schema_up_to_date")
-    assert "FAIL schema_up_to_date:" in plugin["check_stale"].out and "stale.schema.json" in plugin["check_stale"].out, stale
+    assert (
+        "FAIL schema_up_to_date:" in plugin["check_stale"].out and "stale.schema.json" in plugin["check_stale"].out
+    ), stale

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from helpers import REPO, SYNTH
 
-from mcqa.train.config import load_config
 from mcqa.modes import MODES
 from mcqa.predicting import default_readout, load_predictor, predict
 from mcqa.readouts import READOUTS, run_readout
 from mcqa.registry import get_task
+from mcqa.train.config import load_config
 from mcqa.train.recipe import train
 
 EXTENSIONS = REPO / "tests" / "extensions"
@@ -48,9 +48,21 @@ def test_each_toy_is_one_file_and_registers_under_its_name(toys):
 
 
 def test_a_run_trains_validates_reloads_and_predicts_through_the_toy_mode_and_readout(toys, tmp_path):
-    config = load_config(None, {"task": "synth", "model": "tiny-qwen3", "mode": "first_token", "epochs": 1,
-                                "max_train_examples": 16, "max_eval_examples": 8, "micro_batch_size": 8, "batch_size": 8,
-                                "patience": None, "output_dir": str(tmp_path / "run")})
+    config = load_config(
+        None,
+        {
+            "task": "synth",
+            "model": "tiny-qwen3",
+            "mode": "first_token",
+            "epochs": 1,
+            "max_train_examples": 16,
+            "max_eval_examples": 8,
+            "micro_batch_size": 8,
+            "batch_size": 8,
+            "patience": None,
+            "output_dir": str(tmp_path / "run"),
+        },
+    )
     run = train(config)
     summary = json.loads((run / "run.json").read_text())
     history = [json.loads(x) for x in (run / "val_metrics.jsonl").read_text().splitlines()]
@@ -63,7 +75,9 @@ def test_a_run_trains_validates_reloads_and_predicts_through_the_toy_mode_and_re
     examples = task.load("test", task.default_protocol)[:5]
     outputs, info = predict(task, loaded, examples, default_readout(loaded), None)
     assert [o["id"] for o in outputs] == [e.id for e in examples] and info["readout"] == "first_token"
-    recorded = {r["id"]: r["raw"] for r in map(json.loads, (run / "test" / "predictions.jsonl").read_text().splitlines())}
+    recorded = {
+        r["id"]: r["raw"] for r in map(json.loads, (run / "test" / "predictions.jsonl").read_text().splitlines())
+    }
     assert all(o["output"] == recorded[o["id"]] for o in outputs)  # reloaded: the same answers as the run gave
     with pytest.raises(Exception, match="has no option 'prefx'.*did you mean 'prefix'"):
         run_readout("first_token", loaded.model, loaded.tokenizer, task, examples, prefx="x")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from families import FAMILIES, WINDOW, family_model, save_family
-from helpers import load, messages_ids, plain_logprobs, plain_loglik, run_cli
+from helpers import load, messages_ids, plain_loglik, plain_logprobs, run_cli
 
 from mcqa.conformance import check
 from mcqa.model.choice_rows import cloze_messages
@@ -42,6 +42,7 @@ def random_notifications(tok, n: int, seed: int) -> list[Example]:
 
     def text(k):
         return tok.decode([rng.randrange(151_000) for _ in range(k)])
+
     return [Example(f"r{i}", {"app": text(2), "title": text(4), "body": text(rng.randrange(3, 30))}) for i in range(n)]
 
 
@@ -84,7 +85,9 @@ def test_streams_read_what_a_plain_forward_reads(family):
     streams.finish([1])
     got = streams.feed({2: Tree.chain([30]), 0: Tree.chain([31, 32])})
     for s, extra in ((2, [30]), (0, [31, 32])):
-        assert float((got[s][0] - plain_logprobs(model, prompts[s] + [11, 20, 21] + extra, last=1)[-1]).abs().max()) < TOL
+        assert (
+            float((got[s][0] - plain_logprobs(model, prompts[s] + [11, 20, 21] + extra, last=1)[-1]).abs().max()) < TOL
+        )
 
 
 # ------------------------------------------------------------ readouts against the brute force
@@ -105,7 +108,11 @@ class PlainStreams:
     def feed(self, trees):
         out = {}
         for s, t in trees.items():
-            out[s] = torch.stack([plain_logprobs(self.model, self.ends[s] + tree_path(t, j), last=1)[-1] for j in t.read]) if t.read else torch.empty(0)
+            out[s] = (
+                torch.stack([plain_logprobs(self.model, self.ends[s] + tree_path(t, j), last=1)[-1] for j in t.read])
+                if t.read
+                else torch.empty(0)
+            )
             self.last[s] = (self.ends[s], t)
             self.commit(s, t.commit)
         return out
@@ -121,10 +128,12 @@ class PlainStreams:
 @pytest.fixture
 def oracle(monkeypatch):
     """Run a readout again with PlainStreams in place of the model-layer streams."""
+
     def run(name, model, tok, task, examples, **opts):
         with monkeypatch.context() as m:
             m.setattr(batching, "open_streams", lambda lm, prefix, n, capacity=512: PlainStreams(model, prefix.ids, n))
             return run_readout(name, model, tok, task, examples, **opts)
+
     return run
 
 
@@ -142,7 +151,9 @@ def test_rank_and_constrained_equal_plain_forwards(family, oracle):
         assert [o["output"] for o in got] == [o["output"] for o in want]
         assert all(close(g["loglik"], w["loglik"]) for a, b in zip(got, want) for g, w in zip(a["scores"], b["scores"]))
     got = run_readout("constrained", model, tok, task, examples, batch_size=3)
-    assert [o["output"] for o in got] == [o["output"] for o in oracle("constrained", model, tok, task, examples, batch_size=3)]
+    assert [o["output"] for o in got] == [
+        o["output"] for o in oracle("constrained", model, tok, task, examples, batch_size=3)
+    ]
 
 
 def test_options_under_every_rule_and_permuted_equal_plain_forwards(family, oracle):
@@ -159,11 +170,15 @@ def test_options_under_every_rule_and_permuted_equal_plain_forwards(family, orac
     messages = cloze_messages(task, e)
     cont = tok(task.options(e)[0] + eot, add_special_tokens=False)["input_ids"]
 
-    pmi = plain_loglik(model, messages_ids(tok, messages), cont) - plain_loglik(model, messages_ids(tok, neutral_messages(messages)), cont)
+    pmi = plain_loglik(model, messages_ids(tok, messages), cont) - plain_loglik(
+        model, messages_ids(tok, neutral_messages(messages)), cont
+    )
     assert o["option_scores"]["pmi"][0] == pytest.approx(pmi, abs=TOL)
     got = run_readout("permuted", model, tok, task, examples, orders=2)
     want = oracle("permuted", model, tok, task, examples, orders=2)
-    assert all(close(list(g["probs"]["answer"].values()), list(w["probs"]["answer"].values())) for g, w in zip(got, want))
+    assert all(
+        close(list(g["probs"]["answer"].values()), list(w["probs"]["answer"].values())) for g, w in zip(got, want)
+    )
 
 
 def test_constrained_free_fields_equal_plain_forwards(family, oracle):
@@ -218,22 +233,54 @@ def test_head_and_choice_readouts_equal_plain_forwards(family):
     for e, o in zip(examples, got):
         prompt = messages_ids(tok, cloze_messages(task, e))
         with torch.no_grad():
-            scores = [float(choice.choice_head(choice.backbone(input_ids=torch.tensor([prompt + tok(t + eot, add_special_tokens=False)["input_ids"]])).last_hidden_state[0, -1]))
-                      for t in task.options(e)]
+            scores = [
+                float(
+                    choice.choice_head(
+                        choice.backbone(
+                            input_ids=torch.tensor([prompt + tok(t + eot, add_special_tokens=False)["input_ids"]])
+                        ).last_hidden_state[0, -1]
+                    )
+                )
+                for t in task.options(e)
+            ]
         assert close(list(o["probs"]["answer"].values()), torch.softmax(torch.tensor(scores), -1).tolist())
 
 
 # ------------------------------------------------------------ the commands, on a hybrid and a sliding-window model
 
 
-@pytest.mark.parametrize("name,mode,task", [("qwen3_5", "head", "notification"), ("gemma3", "generate", "notification"),
-                                            ("qwen3_5", "listwise", "recipe_mpr"), ("gemma3", "choice", "recipe_mpr")])
+@pytest.mark.parametrize(
+    "name,mode,task",
+    [
+        ("qwen3_5", "head", "notification"),
+        ("gemma3", "generate", "notification"),
+        ("qwen3_5", "listwise", "recipe_mpr"),
+        ("gemma3", "choice", "recipe_mpr"),
+    ],
+)
 def test_train_and_score_run_on_hybrid_and_sliding_window_models(tmp_path, name, mode, task):
     folder = save_family(name, tmp_path / name)
     protocol = ["--protocol", "cv5-0"] if task == "recipe_mpr" else []
-    r = run_cli(["train", "--task", task, *protocol, "--model", str(folder), "--mode", mode, "max_steps=1", "max_train_examples=4",
-                "max_eval_examples=4", "max_test_examples=4", "batch_size=4", "micro_batch_size=4", f"output_dir={tmp_path / 'run'}"],
-                cwd=tmp_path)
+    r = run_cli(
+        [
+            "train",
+            "--task",
+            task,
+            *protocol,
+            "--model",
+            str(folder),
+            "--mode",
+            mode,
+            "max_steps=1",
+            "max_train_examples=4",
+            "max_eval_examples=4",
+            "max_test_examples=4",
+            "batch_size=4",
+            "micro_batch_size=4",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+    )
     assert r.rc == 0, r.out + r.err
     said = r.out + r.err
     assert "Traceback" not in said and "falling back" not in said
@@ -244,8 +291,25 @@ def test_train_and_score_run_on_hybrid_and_sliding_window_models(tmp_path, name,
         assert "sliding attention" in said
     assert json.loads((tmp_path / "run" / "run.json").read_text())["test_examples"] == 4
     readout = "options" if mode == "listwise" else "constrained" if task == "recipe_mpr" else "rank"
-    r = run_cli(["score", "--task", task, *protocol, "--split", "test", "--model", str(folder), "--readout", readout, "--limit", "3",
-                 "--calibration-examples", "3"], cwd=tmp_path)
+    r = run_cli(
+        [
+            "score",
+            "--task",
+            task,
+            *protocol,
+            "--split",
+            "test",
+            "--model",
+            str(folder),
+            "--readout",
+            readout,
+            "--limit",
+            "3",
+            "--calibration-examples",
+            "3",
+        ],
+        cwd=tmp_path,
+    )
     assert r.rc == 0, r.out + r.err
 
 
@@ -253,14 +317,24 @@ def test_a_model_that_is_no_causal_lm_is_one_line_before_any_run_folder(tmp_path
     from transformers import BertConfig
 
     folder = tmp_path / "encoder"
-    BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-               architectures=["BertForMaskedLM"]).save_pretrained(folder)
-    for args in (("train", "--task", "notification", "--model", str(folder), f"output_dir={tmp_path / 'run'}"),
-                 ("score", "--task", "notification", "--split", "test", "--model", str(folder), "--limit", "2")):
+    BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        architectures=["BertForMaskedLM"],
+    ).save_pretrained(folder)
+    for args in (
+        ("train", "--task", "notification", "--model", str(folder), f"output_dir={tmp_path / 'run'}"),
+        ("score", "--task", "notification", "--split", "test", "--model", str(folder), "--limit", "2"),
+    ):
         r = run_cli(list(args), cwd=tmp_path)
         assert r.rc == 2, r.out + r.err
         lines = [x for x in (r.out + r.err).splitlines() if x.strip()]
-        assert len(lines) == 1 and "model type 'bert' (BertForMaskedLM) is not a decoder with a causal LM head" in lines[0], lines
+        assert (
+            len(lines) == 1 and "model type 'bert' (BertForMaskedLM) is not a decoder with a causal LM head" in lines[0]
+        ), lines
     assert not (tmp_path / "run").exists()
 
 
@@ -268,9 +342,11 @@ def test_a_template_without_a_system_role_gets_the_system_text_in_the_first_user
     """Gemma 2's template raises on a system message; the system text then opens the first
     user turn, every built-in task still renders, and the conformance rules still pass."""
     tok = copy.deepcopy(qwen_tokenizer)
-    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
-                         "{% endif %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
-                         "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    )
     text = render_prompt(tok, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
     assert text == "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
     task = get_task("notification")

@@ -30,8 +30,14 @@ def family(request):
     return request.param, *family_model(request.param)
 
 
-MODES = [("generate", "notification"), ("head", "notification"), ("content", "recipe_mpr"), ("choice", "recipe_mpr"),
-         ("listwise", "recipe_mpr"), ("permutations", "recipe_mpr")]
+MODES = [
+    ("generate", "notification"),
+    ("head", "notification"),
+    ("content", "recipe_mpr"),
+    ("choice", "recipe_mpr"),
+    ("listwise", "recipe_mpr"),
+    ("permutations", "recipe_mpr"),
+]
 
 
 def plain_loss(peft, mode: str, tok, task, rows, examples) -> torch.Tensor:
@@ -48,21 +54,33 @@ def plain_loss(peft, mode: str, tok, task, rows, examples) -> torch.Tensor:
             n += int((gold != IGNORE).sum())
         return nll / n
     if mode in ("head", "permutations"):
-        return sum(peft(input_ids=torch.tensor([r["input_ids"]]), labels=torch.tensor([r["field_labels"]]))["loss"] for r in rows) / len(rows)
+        return sum(
+            peft(input_ids=torch.tensor([r["input_ids"]]), labels=torch.tensor([r["field_labels"]]))["loss"]
+            for r in rows
+        ) / len(rows)
     losses = []
     for r, e in zip(rows, examples):
         p = r["prompt_length"]
         starts = np.cumsum([p] + r["option_lengths"][:-1])
-        options = [r["input_ids"][s:s + m] for s, m in zip(starts, r["option_lengths"])]
+        options = [r["input_ids"][s : s + m] for s, m in zip(starts, r["option_lengths"])]
         if mode == "choice":
-            scores = torch.stack([inner.choice_head(inner.backbone(input_ids=torch.tensor([r["input_ids"][:p] + o])).last_hidden_state[0, -1])[0]
-                                  for o in options])
+            scores = torch.stack(
+                [
+                    inner.choice_head(
+                        inner.backbone(input_ids=torch.tensor([r["input_ids"][:p] + o])).last_hidden_state[0, -1]
+                    )[0]
+                    for o in options
+                ]
+            )
         else:
             neutral = messages_ids(tok, neutral_messages(cloze_messages(task, e)))
 
             def loglik(prompt, o):
-                lp = torch.log_softmax(peft(input_ids=torch.tensor([prompt + o]), logits_to_keep=len(o) + 1).logits[0].float(), -1)
+                lp = torch.log_softmax(
+                    peft(input_ids=torch.tensor([prompt + o]), logits_to_keep=len(o) + 1).logits[0].float(), -1
+                )
                 return sum(lp[k, t] for k, t in enumerate(o))
+
             scores = torch.stack([loglik(r["input_ids"][:p], o) - loglik(neutral, o) for o in options])
         losses.append(torch.nn.functional.cross_entropy(scores.float()[None], torch.tensor([r["choice_label"]])))
     return sum(losses) / len(losses)
@@ -85,8 +103,10 @@ def test_every_mode_trains_on_a_batch_exactly_as_on_plain_rows(family, mode_name
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         base = copy.deepcopy(model)
-        peft = get_peft_model(mode.build(base, tok, task), LoraConfig(r=4, lora_alpha=8, target_modules=lora_targets(base),
-                                                                      **mode.peft_kwargs(task)))
+        peft = get_peft_model(
+            mode.build(base, tok, task),
+            LoraConfig(r=4, lora_alpha=8, target_modules=lora_targets(base), **mode.peft_kwargs(task)),
+        )
         for n, p in peft.named_parameters():
             if p.requires_grad and ("lora_B" in n or "head" in n):
                 torch.nn.init.normal_(p, std=0.05)
@@ -109,5 +129,3 @@ def test_every_mode_trains_on_a_batch_exactly_as_on_plain_rows(family, mode_name
         if p.requires_grad:
             scale = float(p.grad.abs().max()) + 1e-8
             assert float((got[n] - p.grad).abs().max()) <= 1e-3 * scale + 1e-6, n
-
-

@@ -28,9 +28,28 @@ def first(tmp_path_factory):
     gold = write_jsonl(d / "gold.jsonl", gold_rows("synth", "test", "default"))
     r = CliRuns(d)
     env = synth_env()
-    r.start("no_split", ["score", "--task", "synth", "--predictions", gold, "--out", d / "out", "--resamples", "20"], env)
-    r.start("limit", ["score", "--task", "synth", "--model", "tiny-qwen3", "--readout", "constrained", "--limit", "5",
-                      "--out", d / "out_limit", "--resamples", "20"], synth_env(OMP_NUM_THREADS="1"))
+    r.start(
+        "no_split", ["score", "--task", "synth", "--predictions", gold, "--out", d / "out", "--resamples", "20"], env
+    )
+    r.start(
+        "limit",
+        [
+            "score",
+            "--task",
+            "synth",
+            "--model",
+            "tiny-qwen3",
+            "--readout",
+            "constrained",
+            "--limit",
+            "5",
+            "--out",
+            d / "out_limit",
+            "--resamples",
+            "20",
+        ],
+        synth_env(OMP_NUM_THREADS="1"),
+    )
     r.start("limit_with_predictions", ["score", "--task", "synth", "--predictions", gold, "--limit", "5"], env)
     r.cwd = empty
     r.start("nothing_to_score", ["score", "--task", "synth"], env)
@@ -42,17 +61,58 @@ def first(tmp_path_factory):
     (work / "runs" / "train" / "damaged").mkdir(parents=True)
     (work / "runs" / "train" / "damaged" / "run.json").write_text("{")
     chain = CliRuns(work, workers=1)
-    chain.chain([
-        ("train", ["train", "--task", "synth", "--model", "tiny-qwen3", "--mode", "generate", "epochs=2", "max_train_examples=32",
-                   "max_eval_examples=8", "max_test_examples=10", "micro_batch_size=16", "batch_size=16",
-                   "logging_steps=2", "output_dir=runs/train/smoke"]),
-        ("runs", ["runs", "--wide"]),  # the run folders, every metric
-        ("score_latest", ["score", "--task", "synth", "--out", "scored", "--resamples", "20"]),
-        *[(f"rank_{i}", ["score", "--task", "synth", "--adapter", "runs/train/smoke", "--readout", "rank", "--limit", "5",
-                         "--calibration-examples", "10", "--out", f"rank_{i}", "--resamples", "20"]) for i in (1, 2)],
-        ("baseline", ["baseline", "--task", "synth", "--baseline", "majority"]),
-        ("compare", ["compare", "--task", "synth", "--baselines", "majority,tfidf"]),
-    ], synth_env(OMP_NUM_THREADS="1", COLUMNS="200"))
+    chain.chain(
+        [
+            (
+                "train",
+                [
+                    "train",
+                    "--task",
+                    "synth",
+                    "--model",
+                    "tiny-qwen3",
+                    "--mode",
+                    "generate",
+                    "epochs=2",
+                    "max_train_examples=32",
+                    "max_eval_examples=8",
+                    "max_test_examples=10",
+                    "micro_batch_size=16",
+                    "batch_size=16",
+                    "logging_steps=2",
+                    "output_dir=runs/train/smoke",
+                ],
+            ),
+            ("runs", ["runs", "--wide"]),  # the run folders, every metric
+            ("score_latest", ["score", "--task", "synth", "--out", "scored", "--resamples", "20"]),
+            *[
+                (
+                    f"rank_{i}",
+                    [
+                        "score",
+                        "--task",
+                        "synth",
+                        "--adapter",
+                        "runs/train/smoke",
+                        "--readout",
+                        "rank",
+                        "--limit",
+                        "5",
+                        "--calibration-examples",
+                        "10",
+                        "--out",
+                        f"rank_{i}",
+                        "--resamples",
+                        "20",
+                    ],
+                )
+                for i in (1, 2)
+            ],
+            ("baseline", ["baseline", "--task", "synth", "--baseline", "majority"]),
+            ("compare", ["compare", "--task", "synth", "--baselines", "majority,tfidf"]),
+        ],
+        synth_env(OMP_NUM_THREADS="1", COLUMNS="200"),
+    )
     r.chained = chain
     yield r
     chain.close()
@@ -85,7 +145,9 @@ def test_find_runs_lists_finished_newest_first_and_damaged_in_one_line(tmp_path)
     fake_run(tmp_path / "train" / "a", **SYNTH_RUN, finished_at=1_000_000, test={"joint": 0.25, "label_accuracy": 0.25})
     fake_run(tmp_path / "train" / "b", **SYNTH_RUN, finished_at=2_000_000)
     bad = fake_run(tmp_path / "train" / "c", **SYNTH_RUN, finished_at=3_000_000)
-    (bad / "run.json").write_text(json.dumps({"task": "synth", "protocol": "nope", "model": "tiny-qwen3", "mode": "generate"}))
+    (bad / "run.json").write_text(
+        json.dumps({"task": "synth", "protocol": "nope", "model": "tiny-qwen3", "mode": "generate"})
+    )
     unfinished = tmp_path / "train" / "d"
     unfinished.mkdir()
     (unfinished / "config.yaml").write_text("task: synth\n")
@@ -108,7 +170,9 @@ def test_limit_runs_the_model_on_a_seeded_sample_and_says_so(first):
     assert "running on a seeded sample of 5 of 80 examples" in r.err
     assert "sample" in (first.cwd / "out_limit" / "report.md").read_text()
     # stderr is a pipe here, not a terminal: progress still comes as plain lines
-    assert any(line.startswith("constrained decoding (5 examples") and "1/1" in line for line in r.err.splitlines()), r.err
+    assert any(line.startswith("constrained decoding (5 examples") and "1/1" in line for line in r.err.splitlines()), (
+        r.err
+    )
     assert "parsing outputs: 5/5 (" in r.err
 
 
@@ -141,10 +205,17 @@ def test_train_starts_with_a_header_shows_validation_tables_and_ends_with_the_te
     assert r.rc == 0, r.err
     err = r.err
     header = err.index("mcqa train")
-    for fragment in ("synth (protocol default)", "tiny-qwen3", "generate", "train 32, validation 8, test 10 of 80",
-                     "4 optimizer steps over 2 epochs", "16 (micro batch 16)", "runs/train/smoke"):
-        assert fragment in err[header:err.index("validation after epoch 1")], fragment
-    epoch2 = err[err.index("validation after epoch 2"):]
+    for fragment in (
+        "synth (protocol default)",
+        "tiny-qwen3",
+        "generate",
+        "train 32, validation 8, test 10 of 80",
+        "4 optimizer steps over 2 epochs",
+        "16 (micro batch 16)",
+        "runs/train/smoke",
+    ):
+        assert fragment in err[header : err.index("validation after epoch 1")], fragment
+    epoch2 = err[err.index("validation after epoch 2") :]
     assert "joint" in epoch2 and "label_accuracy" in epoch2
     assert len([line for line in epoch2.splitlines() if line.startswith("│")]) >= 2  # epochs 1 and 2 as rows
     assert "deprecated" not in (r.err + r.out).lower()  # past_key_values, is_gradient_checkpointing: not shown
@@ -221,8 +292,13 @@ def test_rank_fits_its_temperature_on_a_sample_and_the_run_folder_keeps_the_fit(
     m1, m2 = (json.loads((first.chained.cwd / f"rank_{i}" / "metrics.json").read_text()) for i in (1, 2))
     assert m1["calibration_fit"]["fitted_on"] == said and m1["calibration_fit"]["n"] == 10
     assert m2["calibration_fit"]["temperature"] == m1["calibration_fit"]["temperature"]
-    assert [r["probs"] for r in map(json.loads, (first.chained.cwd / "rank_2" / "predictions.jsonl").read_text().splitlines())] == \
-        [r["probs"] for r in map(json.loads, (first.chained.cwd / "rank_1" / "predictions.jsonl").read_text().splitlines())]
+    assert [
+        r["probs"]
+        for r in map(json.loads, (first.chained.cwd / "rank_2" / "predictions.jsonl").read_text().splitlines())
+    ] == [
+        r["probs"]
+        for r in map(json.loads, (first.chained.cwd / "rank_1" / "predictions.jsonl").read_text().splitlines())
+    ]
 
 
 def test_compare_reuses_the_predictions_mcqa_baseline_made(first):
@@ -254,14 +330,26 @@ def test_baseline_cache_is_keyed_by_the_data_and_a_damaged_entry_is_refitted(tmp
 def test_a_cached_temperature_is_used_only_when_every_value_checks_out(tmp_path):
     from mcqa.predicting import _read_fit
 
-    good = {"temperature": 1.5, "validation_nll": [1.2, 1.1], "validation_ece_before": {"label": 0.1},
-            "validation_ece_after": {"label": 0.05}, "n": 10, "fitted_on": "all 10 validation examples", "key": "k"}
+    good = {
+        "temperature": 1.5,
+        "validation_nll": [1.2, 1.1],
+        "validation_ece_before": {"label": 0.1},
+        "validation_ece_after": {"label": 0.05},
+        "n": 10,
+        "fitted_on": "all 10 validation examples",
+        "key": "k",
+    }
     path = tmp_path / "k.json"
     path.write_text(json.dumps(good))
     assert _read_fit(path, "k") == good
     assert _read_fit(path, "other") is None  # another readout, sample or protocol
-    for bad in ({**good, "temperature": -1}, {**good, "temperature": "1.5"}, {**good, "validation_nll": [1.0]},
-                {**good, "validation_ece_after": {"label": "x"}}, [good]):
+    for bad in (
+        {**good, "temperature": -1},
+        {**good, "temperature": "1.5"},
+        {**good, "validation_nll": [1.0]},
+        {**good, "validation_ece_after": {"label": "x"}},
+        [good],
+    ):
         path.write_text(json.dumps(bad))
         assert _read_fit(path, "k") is None, bad
     path.write_text('{"temperature": NaN')

@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import CLI, REPO, assert_user_error, cli_env, fake_run, gold_rows, load, run_cli, tree, write_jsonl
 from markupsafe import escape
+
 from mcqa.compare.table import compare
 from mcqa.eval.html import write_compare_html, write_training_report
-from mcqa.prompting import serialize_target
-from mcqa.registry import get_task
 from mcqa.eval.scoring import score
 from mcqa.eval.view import make_server
-
-from helpers import CLI, REPO, assert_user_error, cli_env, fake_run, gold_rows, load, run_cli, tree, write_jsonl
+from mcqa.prompting import serialize_target
+from mcqa.registry import get_task
 
 pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
 
@@ -42,10 +42,19 @@ def notification_outputs() -> list[dict]:
         gold = json.loads(g["output"])
         folder = NEXT_FOLDER[gold["folder"]] if i % 9 == 0 else gold["folder"]
         output = json.dumps({"folder": folder, "priority": gold["priority"]})
-        output = {3: HOSTILE, 7: '{"folder": "Work", "priority":', 11: json.dumps({"folder": "Spam", "priority": 1})}.get(i % 41, output)
+        output = {
+            3: HOSTILE,
+            7: '{"folder": "Work", "priority":',
+            11: json.dumps({"folder": "Spam", "priority": 1}),
+        }.get(i % 41, output)
         sure = 0.5 + 0.05 * (i % 10)
-        rows.append({"id": g["id"], "output": output,
-                     "probs": {"folder": {lab: sure if lab == folder else (1 - sure) / 3 for lab in NEXT_FOLDER}}})
+        rows.append(
+            {
+                "id": g["id"],
+                "output": output,
+                "probs": {"folder": {lab: sure if lab == folder else (1 - sure) / 3 for lab in NEXT_FOLDER}},
+            }
+        )
     return rows
 
 
@@ -53,8 +62,23 @@ def score_run(root: Path) -> Path:
     """`mcqa score` of notification_outputs: a run folder as a user gets it."""
     preds = write_jsonl(root / "preds.jsonl", notification_outputs())
     out = root / "scored"
-    done = run_cli(["score", "--task", "notification", "--split", "test", "--predictions", preds, "--out", out,
-                    "--resamples", "200"], root, cli_env())
+    done = run_cli(
+        [
+            "score",
+            "--task",
+            "notification",
+            "--split",
+            "test",
+            "--predictions",
+            preds,
+            "--out",
+            out,
+            "--resamples",
+            "200",
+        ],
+        root,
+        cli_env(),
+    )
     assert done.rc == 0, done.err[-2000:]
     return out
 
@@ -68,9 +92,19 @@ def training_run(root: Path) -> Path:
     epochs, the second kept."""
     task = get_task("synth")
     best = root / "run" / "checkpoints" / f"checkpoint-{KEPT_STEP}"
-    run = fake_run(root / "run", config={"task": "synth", "protocol": "default", "mode": "head"},
-                   summary={"best_checkpoint": str(best), "best_metric": "joint", "best_value": 0.8, "epochs_run": 3.0,
-                            "train_examples": 240, "trainable_parameters": 33028, "train_seconds": 12.5})
+    run = fake_run(
+        root / "run",
+        config={"task": "synth", "protocol": "default", "mode": "head"},
+        summary={
+            "best_checkpoint": str(best),
+            "best_metric": "joint",
+            "best_value": 0.8,
+            "epochs_run": 3.0,
+            "train_examples": 240,
+            "trainable_parameters": 33028,
+            "train_seconds": 12.5,
+        },
+    )
     log, val = [], []
     for step in range(1, 10):
         log.append({"step": step, "epoch": step / 3, "loss": 1.4 / step, "grad_norm": 1.0, "learning_rate": 3e-3})
@@ -83,12 +117,34 @@ def training_run(root: Path) -> Path:
     write_jsonl(run / "val_metrics.jsonl", val)
     test = list(load("synth", "test", "default"))
     wrong = {"north": "south", "south": "east", "east": "west", "west": "north"}
-    outputs = {e.id: {"id": e.id, "output": serialize_target(task.output, e.target if j % 4 else {"label": wrong[e.target["label"]]}),
-                      "probs": {"label": {lab: 0.7 if lab == (e.target["label"] if j % 4 else wrong[e.target["label"]]) else 0.1
-                                          for lab in wrong}}}
-               for j, e in enumerate(test)}
-    score(task, test, outputs, {"task": "synth", "split": "test", "protocol": "default", "model": "tiny-qwen3", "mode": "head",
-                                "run": str(run)}, folder=run / "test", resamples=200)
+    outputs = {
+        e.id: {
+            "id": e.id,
+            "output": serialize_target(task.output, e.target if j % 4 else {"label": wrong[e.target["label"]]}),
+            "probs": {
+                "label": {
+                    lab: 0.7 if lab == (e.target["label"] if j % 4 else wrong[e.target["label"]]) else 0.1
+                    for lab in wrong
+                }
+            },
+        }
+        for j, e in enumerate(test)
+    }
+    score(
+        task,
+        test,
+        outputs,
+        {
+            "task": "synth",
+            "split": "test",
+            "protocol": "default",
+            "model": "tiny-qwen3",
+            "mode": "head",
+            "run": str(run),
+        },
+        folder=run / "test",
+        resamples=200,
+    )
     write_training_report(run)
     return run
 
@@ -115,7 +171,7 @@ def _links(html: str) -> tuple[list[str], list[str]]:
 
 def _rows_table(html: str) -> str:
     start = html.index('id="rows"')
-    return html[start:html.index("</table>", start)]
+    return html[start : html.index("</table>", start)]
 
 
 def _self_contained(html: str) -> None:
@@ -137,11 +193,11 @@ def test_a_scored_run_has_one_self_contained_page_with_the_numbers_of_metrics_js
     joint = m["joint"]["accuracy"]
     assert f'id="headline" data-value="{joint}">{100 * joint:.1f}%<' in html
     assert f"95% CI [{100 * m['joint']['ci'][0]:.1f}, {100 * m['joint']['ci'][1]:.1f}]" in html
-    for f, fm in m["fields"].items():
+    for fm in m["fields"].values():
         assert f"<b>{100 * fm['accuracy']:.1f}%</b>" in html
     assert "mcqa score --task notification --split test --predictions" in html  # the command that made it
     # confusion matrices: a row per gold class, the parse-failure column last, counts as metrics.json has them
-    for f, fm in m["fields"].items():
+    for fm in m["fields"].values():
         for gold, row in zip(fm["confusion"]["gold"], fm["confusion"]["matrix"]):
             cells = re.search(rf'<tr><th class="gold">{gold}</th>(.*?)</tr>', html, re.S)
             shown = [int(c or 0) for c in re.findall(r">(\d*)</td>", cells.group(1))]
@@ -157,13 +213,17 @@ def test_the_most_confident_mistakes_come_first_with_their_inputs(folders):
     folder = folders["scored"]
     html = (folder / "report.html").read_text(encoding="utf-8")
     records = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
-    wrong = sorted((r for r in records if r["status"] == "ok" and not r["joint"]),
-                   key=lambda r: -r["probs"]["folder"][r["parsed"]["folder"]])
-    table = html[html.index("Most confident mistakes"):]
+    wrong = sorted(
+        (r for r in records if r["status"] == "ok" and not r["joint"]),
+        key=lambda r: -r["probs"]["folder"][r["parsed"]["folder"]],
+    )
+    table = html[html.index("Most confident mistakes") :]
     shown = re.findall(r'<tr><td class="mono">([^<]+)</td>', table)
     assert shown[0] == wrong[0]["id"] and len(shown) == 12
     probs = [float(p) for p in re.findall(r'<td class="num">(0\.\d{3})</td></tr>', table)]
-    assert probs == sorted(probs, reverse=True) and probs[0] == pytest.approx(wrong[0]["probs"]["folder"][wrong[0]["parsed"]["folder"]], abs=1e-3)
+    assert probs == sorted(probs, reverse=True) and probs[0] == pytest.approx(
+        wrong[0]["probs"]["folder"][wrong[0]["parsed"]["folder"]], abs=1e-3
+    )
     example = next(e for e in load("notification", "test", "seed") if e.id == wrong[0]["id"])
     assert escape(f"title: {example.input['title']}") in table  # the input excerpt
 
@@ -193,7 +253,9 @@ def test_compare_html_links_each_row_to_its_report_and_marks_the_paired_differen
         d = r["paired"]
         marked = bool(d) and any(x["ci"][0] > 0 or x["ci"][1] < 0 for x in [d["joint"], *d["fields"].values()])
         assert ('class="marked"' in cell) == marked, r["name"]
-    assert [float(v) for v in re.findall(r'class="num joint" data-value="([^"]+)"', html)] == [r["joint"] for r in result["rows"]]
+    assert [float(v) for v in re.findall(r'class="num joint" data-value="([^"]+)"', html)] == [
+        r["joint"] for r in result["rows"]
+    ]
     assert "../run/test/report.html" in html  # the training run's own report, outside the compare folder
 
 
@@ -211,12 +273,18 @@ def test_compare_html_from_the_compare_json_of_real_runs(tmp_path):
     def clear(d: dict) -> bool:
         return d["ci"][0] > 0 or d["ci"][1] < 0
 
-    want = {r["name"] for r in result["rows"] if r["paired"] and (clear(r["paired"]["joint"]) or any(map(clear, r["paired"]["fields"].values())))}
+    want = {
+        r["name"]
+        for r in result["rows"]
+        if r["paired"] and (clear(r["paired"]["joint"]) or any(map(clear, r["paired"]["fields"].values())))
+    }
     assert {n for n, mark in names.items() if mark} == want and {"majority", "knn"} < want
     assert "<a href" not in _rows_table(html)
     stack = next(r for r in result["rows"] if r["kind"] == "stack")
     d = stack["paired"]["joint"]
-    assert f"{100 * d['difference']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]" in html  # as compare.md says
+    assert (
+        f"{100 * d['difference']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]" in html
+    )  # as compare.md says
     assert "<h2>Stack</h2>" in html
 
 
@@ -224,8 +292,11 @@ def test_compare_html_from_the_compare_json_of_real_runs(tmp_path):
 
 
 def test_view_print_names_the_page_of_each_kind_of_folder_and_refuses_other_paths(folders, tmp_path):
-    for folder, page in ((folders["scored"], folders["scored"] / "report.html"), (folders["run"], folders["run"] / "test" / "report.html"),
-                         (folders["cmp"], folders["cmp"] / "compare.html")):
+    for folder, page in (
+        (folders["scored"], folders["scored"] / "report.html"),
+        (folders["run"], folders["run"] / "test" / "report.html"),
+        (folders["cmp"], folders["cmp"] / "compare.html"),
+    ):
         done = run_cli(["view", "--print", folder], tmp_path)
         assert done.rc == 0 and done.out.strip() == str(page), done.err
     old = tmp_path / "old"
@@ -263,7 +334,15 @@ def test_the_server_serves_that_folder_only_and_writes_nothing(tmp_path):
         status, headers, _ = _get(port, "/")
         assert status == 302 and headers["Location"] == "/report.html"
         assert _get(port, "/sub/note.txt")[2] == b"inside"
-        for path in ("/secret", "/up/secret.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/sub/..%2f..%2fsecret.txt", "/sub/", "/nothing"):
+        for path in (
+            "/secret",
+            "/up/secret.txt",
+            "/../secret.txt",
+            "/%2e%2e/secret.txt",
+            "/sub/..%2f..%2fsecret.txt",
+            "/sub/",
+            "/nothing",
+        ):
             status, _, body = _get(port, path)
             assert status == 404 and b"outside" not in body, path
     finally:
@@ -278,9 +357,14 @@ def test_view_serves_until_ctrl_c_and_stops_without_a_traceback(folders):
     # Ctrl-C as at a terminal: an ignored SIGINT is inherited across exec (a test runner started
     # in the background, or a library that ignored it in this worker, passes it on), and Python
     # then keeps it ignored, so the child gets the default disposition back first.
-    proc = subprocess.Popen([sys.executable, str(CLI), "view", str(folders["cmp"])], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=cli_env(),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, str(CLI), "view", str(folders["cmp"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     said, url = [], None
     try:
         deadline = time.monotonic() + 60  # a loaded machine starts Python slowly

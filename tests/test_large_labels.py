@@ -31,8 +31,15 @@ TASK = Task(name="many", output=Output, load=lambda s, p: [], from_record=lambda
 @pytest.fixture(scope="module")
 def metrics():
     # c00 is the largest class (support 40); every 7th example is wrong in label, every 5th in size
-    examples = [Example(f"e{i:03d}", {"text": str(i)}, {"label": CLASSES[0 if i < 40 else i % 30], "size": "sl"[i % 2]},
-                        groups=(f"g{i % 3}",)) for i in range(300)]
+    examples = [
+        Example(
+            f"e{i:03d}",
+            {"text": str(i)},
+            {"label": CLASSES[0 if i < 40 else i % 30], "size": "sl"[i % 2]},
+            groups=(f"g{i % 3}",),
+        )
+        for i in range(300)
+    ]
     preds = {}
     for i, e in enumerate(examples):
         label = CLASSES[(CLASSES.index(e.target["label"]) + 1) % 30] if i % 7 == 0 else e.target["label"]
@@ -70,16 +77,21 @@ def test_group_table_shows_an_interval_for_every_field(metrics):
         (row,) = [line for line in text.splitlines() if f"│ {g} " in line]
         assert row.count("[") == 3, row  # joint, label and size each with an interval
     report = markdown(metrics)
-    assert report.count("| g0 |") == 1 and "]" in next(x for x in report.splitlines() if x.startswith("| g0 |")).split("|")[5]
+    assert (
+        report.count("| g0 |") == 1
+        and "]" in next(x for x in report.splitlines() if x.startswith("| g0 |")).split("|")[5]
+    )
 
 
 def test_confusion_png_is_coloured_by_row_share(metrics, monkeypatch):
     seen = []
     real = matplotlib.axes.Axes.imshow
-    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda self, X, **kw: seen.append((X, kw)) or real(self, X, **kw))
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "imshow", lambda self, X, **kw: seen.append((X, kw)) or real(self, X, **kw)
+    )
     cm = metrics["fields"]["label"]["confusion"]
     assert confusion_png("label", cm).startswith(b"\x89PNG")
-    (shares, kw), = seen
+    ((shares, kw),) = seen
     assert shares == row_normalised(cm["matrix"])
     assert kw.get("vmin") == 0 and kw.get("vmax") == 1
     assert all(abs(sum(row) - 1) < 1e-9 for row, counts in zip(shares, cm["matrix"]) if sum(counts))

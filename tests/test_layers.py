@@ -30,8 +30,10 @@ LAZY_OK_IN = {
     "mcqa.eval.metrics": {"sklearn"},
 }
 # The scoring side: every module of mcqa/eval/, and what a predictions file from anywhere needs.
-SCORING_SIDE = sorted({f"mcqa.eval.{p.stem}" for p in (PACKAGE / "eval").glob("*.py") if p.stem != "__init__"}
-                      | {"mcqa.eval", "mcqa.schema", "mcqa.compare.paired"})
+SCORING_SIDE = sorted(
+    {f"mcqa.eval.{p.stem}" for p in (PACKAGE / "eval").glob("*.py") if p.stem != "__init__"}
+    | {"mcqa.eval", "mcqa.schema", "mcqa.compare.paired"}
+)
 # Light commands: each runs in a fresh process, and none may import these.
 HEAVY = ("torch", "transformers", "peft")
 # Where mcqa imports its own modules by name (importlib): the lazy re-exports, and the CLI loading
@@ -46,7 +48,9 @@ def module_name(path: Path, root: Path = ROOT) -> str:
 
 def modules(package: Path = PACKAGE) -> dict[str, ast.Module]:
     root = package.parent
-    return {module_name(p, root): ast.parse(p.read_text(encoding="utf-8"), str(p)) for p in sorted(package.rglob("*.py"))}
+    return {
+        module_name(p, root): ast.parse(p.read_text(encoding="utf-8"), str(p)) for p in sorted(package.rglob("*.py"))
+    }
 
 
 def imported(node: ast.AST, known: set[str]) -> list[str]:
@@ -67,7 +71,12 @@ def top_level_imports(tree: ast.Module, known: set[str]) -> set[str]:
         node = stack.pop()
         found.update(imported(node, known))
         if isinstance(node, (ast.If, ast.Try)):
-            stack += node.body + node.orelse + getattr(node, "finalbody", []) + [s for h in getattr(node, "handlers", []) for s in h.body]
+            stack += (
+                node.body
+                + node.orelse
+                + getattr(node, "finalbody", [])
+                + [s for h in getattr(node, "handlers", []) for s in h.body]
+            )
     return found
 
 
@@ -155,8 +164,12 @@ def test_mcqa_has_no_import_cycle_and_no_function_level_import_of_its_own_module
 def test_only_the_cli_and_the_lazy_exports_import_modules_by_name():
     """importlib.import_module hides an import from the layer check, so it is allowed only where
     loading by name is the point (BY_NAME_OK)."""
-    found = {m for m, tree in modules().items() for node in ast.walk(tree)
-             if isinstance(node, ast.Attribute) and node.attr == "import_module"}
+    found = {
+        m
+        for m, tree in modules().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "import_module"
+    }
     assert found <= BY_NAME_OK, f"{sorted(found - BY_NAME_OK)} import by name"
 
 
@@ -166,7 +179,9 @@ def test_the_check_catches_a_cycle_and_a_hidden_import(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from mcqa.b import g\n\ndef f():\n    return g()\n")
-    (pkg / "b.py").write_text("from mcqa import a\n\ndef g():\n    from mcqa.c import h\n    import requests\n    return h()\n")
+    (pkg / "b.py").write_text(
+        "from mcqa import a\n\ndef g():\n    from mcqa.c import h\n    import requests\n    return h()\n"
+    )
     (pkg / "c.py").write_text("def h():\n    import xgrammar\n    return 1\n")
     problems = layer_problems(pkg)
     assert "import cycle: mcqa.a <-> mcqa.b" in problems
@@ -180,14 +195,26 @@ def test_the_check_counts_package_init_files(tmp_path):
     modules import each other, but each package's __init__ imports the module that reaches into
     the other package, so importing either package runs the other's: a cycle."""
     pkg = tmp_path / "mcqa"
-    for sub, init, files in (("modes", "from mcqa.modes import listwise, choice\n", {"listwise": "from mcqa.readouts.decoding import f\n", "choice": ""}),
-                             ("readouts", "from mcqa.readouts import choice, decoding\n", {"choice": "from mcqa.modes.choice import g\n", "decoding": ""})):
+    for sub, init, files in (
+        (
+            "modes",
+            "from mcqa.modes import listwise, choice\n",
+            {"listwise": "from mcqa.readouts.decoding import f\n", "choice": ""},
+        ),
+        (
+            "readouts",
+            "from mcqa.readouts import choice, decoding\n",
+            {"choice": "from mcqa.modes.choice import g\n", "decoding": ""},
+        ),
+    ):
         (pkg / sub).mkdir(parents=True)
         (pkg / sub / "__init__.py").write_text(init)
         for name, text in files.items():
             (pkg / sub / f"{name}.py").write_text(text)
     (pkg / "__init__.py").write_text("")
-    assert any(p.startswith("import cycle:") and "mcqa.modes" in p and "mcqa.readouts" in p for p in layer_problems(pkg))
+    assert any(
+        p.startswith("import cycle:") and "mcqa.modes" in p and "mcqa.readouts" in p for p in layer_problems(pkg)
+    )
     (pkg / "readouts" / "choice.py").write_text("")
     assert layer_problems(pkg) == []
 
@@ -195,7 +222,11 @@ def test_the_check_counts_package_init_files(tmp_path):
 def test_modes_and_readouts_never_import_each_other():
     graph = import_graph(modules())
     for a, b in (("mcqa.modes", "mcqa.readouts"), ("mcqa.readouts", "mcqa.modes")):
-        bad = sorted(m for m, deps in graph.items() if (m == a or m.startswith(a + ".")) and any(d == b or d.startswith(b + ".") for d in deps))
+        bad = sorted(
+            m
+            for m, deps in graph.items()
+            if (m == a or m.startswith(a + ".")) and any(d == b or d.startswith(b + ".") for d in deps)
+        )
         assert bad == [], f"{bad} import {b}"
 
 
@@ -203,28 +234,39 @@ def test_a_command_that_refuses_or_lists_imports_no_torch_and_no_sklearn():
     """What the CLI touches before any model or split is needed (the package, its errors, the task
     registry with every built-in task, the model aliases) loads none of the heavy libraries: a
     wrong name is answered at once, not after seconds of imports."""
-    code = ("import sys, mcqa, mcqa.errors, mcqa.model, mcqa.registry, mcqa.eval.scoring, mcqa.schema;"
-            "[mcqa.registry.get_task(t) for t in ('notification', 'recipe_mpr', 'mmlu_pro', 'mmlu_pro_answer')];"
-            "mcqa.model.list_models(); mcqa.model.get_alias('tiny-qwen3');"
-            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'sklearn') if m in sys.modules))")
+    code = (
+        "import sys, mcqa, mcqa.errors, mcqa.model, mcqa.registry, mcqa.eval.scoring, mcqa.schema;"
+        "[mcqa.registry.get_task(t) for t in ('notification', 'recipe_mpr', 'mmlu_pro', 'mmlu_pro_answer')];"
+        "mcqa.model.list_models(); mcqa.model.get_alias('tiny-qwen3');"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'sklearn') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]", f"a refusal would first import {out.strip()}"
     # ... and the lazy names still resolve to what they name.
-    code = "import mcqa, mcqa.model as m; from mcqa.model import *; print(m.verify.__module__, mcqa.k_fold.__module__, m.DEFAULT_MODEL)"
+    code = (
+        "import mcqa, mcqa.model as m; from mcqa.model import *; "
+        "print(m.verify.__module__, mcqa.k_fold.__module__, m.DEFAULT_MODEL)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.split() == ["mcqa.model.verify", "mcqa.splits", "Qwen/Qwen3-0.6B"]
 
 
 def test_the_scoring_side_never_imports_torch():
-    code = f"import sys; import {', '.join(SCORING_SIDE)}; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    code = (
+        f"import sys; import {', '.join(SCORING_SIDE)}; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]", f"the scoring side imported {out.strip()}"
 
 
 def _light_run(argv: list[str], cwd: Path) -> tuple[int, list[str], str]:
     """`mcqa ARGV` in a fresh Python process: its exit code, which heavy libraries it imported, stderr."""
-    code = ("import sys\nfrom mcqa._cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
-            f"print('HEAVY', ' '.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\nsys.exit(rc)")
+    code = (
+        "import sys\nfrom mcqa._cli import main\n"
+        "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+        f"print('HEAVY', ' '.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\nsys.exit(rc)"
+    )
     p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=cwd, timeout=120)
     heavy = next(line for line in p.stderr.splitlines() if line.startswith("HEAVY")).split()[1:]
     return p.returncode, heavy, p.stderr
@@ -236,9 +278,15 @@ def test_light_commands_never_import_torch_transformers_or_peft(tmp_path):
     preds = write_jsonl(tmp_path / "preds.jsonl", gold_rows("notification", "test", "seed"))
     runs = tmp_path / "runs"
     runs.mkdir()
-    commands = [["--help"], ["tasks"], ["schema", "--task", "notification"], ["check", "--task", "notification"],
-                ["show", "--task", "recipe_mpr", "-n", "1"], ["runs", str(runs)],
-                ["score", "--task", "notification", "--predictions", str(preds), "--out", str(tmp_path / "scored")]]
+    commands = [
+        ["--help"],
+        ["tasks"],
+        ["schema", "--task", "notification"],
+        ["check", "--task", "notification"],
+        ["show", "--task", "recipe_mpr", "-n", "1"],
+        ["runs", str(runs)],
+        ["score", "--task", "notification", "--predictions", str(preds), "--out", str(tmp_path / "scored")],
+    ]
     for argv in commands:
         rc, heavy, err = _light_run(argv, tmp_path)
         assert rc == 0, f"mcqa {' '.join(argv)} failed: {err[-500:]}"

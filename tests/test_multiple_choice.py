@@ -11,15 +11,16 @@ import sys
 
 import pytest
 import torch
+from helpers import CLI, cli_env, messages_ids, plain_loglik, run_cli
 from peft import LoraConfig, get_peft_model
 from transformers import CohereConfig, CohereForCausalLM
 
-from mcqa.train.config import load_config
-from mcqa.model.encoding import end_of_turn
 from mcqa.errors import McqaError
+from mcqa.eval.scoring import score
 from mcqa.examples import load_split
-from mcqa.modes import get_mode
 from mcqa.model.choice_rows import ChoiceCollator, encode_choice
+from mcqa.model.encoding import end_of_turn
+from mcqa.modes import get_mode
 from mcqa.modes.choice import build_choice_model
 from mcqa.modes.generate import target_loss
 from mcqa.modes.listwise import ListwiseCollator, listwise_loss
@@ -27,11 +28,9 @@ from mcqa.prompting import neutral_messages, serialize_target
 from mcqa.readouts import run_readout
 from mcqa.readouts.options import option_texts, question_messages
 from mcqa.registry import all_tasks, get_task
-from mcqa.eval.scoring import score
 from mcqa.splits import other_orders
+from mcqa.train.config import load_config
 from mcqa.train.recipe import train
-
-from helpers import CLI, cli_env, messages_ids, plain_loglik, run_cli
 
 TOL = 1e-3
 
@@ -62,7 +61,7 @@ def test_options_readout_scores_each_option_as_a_plain_forward_would(tiny, task_
             assert s["char"][j] == pytest.approx(full / len(text), abs=TOL)
             assert s["pmi"][j] == pytest.approx(full - neutral, abs=TOL)
         probs = o["probs"]["answer"]
-        assert list(probs) == [str(x) for x in letters[:len(texts)]] and sum(probs.values()) == pytest.approx(1.0)
+        assert list(probs) == [str(x) for x in letters[: len(texts)]] and sum(probs.values()) == pytest.approx(1.0)
         best = max(range(len(texts)), key=lambda j: o["option_scores"]["pmi"][j])
         assert json.loads(o["output"]) == {"answer": letters[best]}
 
@@ -95,14 +94,44 @@ def test_choice_rows_score_each_option_as_if_it_followed_the_question_alone(tiny
 
 
 def test_choice_run_reloads_in_a_fresh_process_with_identical_probabilities(tmp_path):
-    config = load_config(None, {"task": "recipe_mpr", "protocol": "split", "model": "tiny-qwen3", "mode": "choice",
-                                "epochs": 1, "max_train_examples": 16, "max_eval_examples": 8, "micro_batch_size": 8,
-                                "batch_size": 8, "learning_rate": 1e-3, "patience": None, "output_dir": str(tmp_path / "run")})
+    config = load_config(
+        None,
+        {
+            "task": "recipe_mpr",
+            "protocol": "split",
+            "model": "tiny-qwen3",
+            "mode": "choice",
+            "epochs": 1,
+            "max_train_examples": 16,
+            "max_eval_examples": 8,
+            "micro_batch_size": 8,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "patience": None,
+            "output_dir": str(tmp_path / "run"),
+        },
+    )
     run = train(config)
     before = {r["id"]: r for r in map(json.loads, (run / "test" / "predictions.jsonl").read_text().splitlines())}
     out = tmp_path / "again.jsonl"
-    proc = subprocess.run([sys.executable, str(CLI), "predict", "--task", "recipe_mpr", "--adapter", str(run),
-                           "--split", "test", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(CLI),
+            "predict",
+            "--task",
+            "recipe_mpr",
+            "--adapter",
+            str(run),
+            "--split",
+            "test",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     after = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(after) == len(before) and all(a["output"] == before[a["id"]]["raw"] for a in after)
@@ -145,16 +174,23 @@ def test_permuted_readout_averages_each_options_probability_over_its_orders(tiny
         shown = run_readout("rank", model, tok, task, [task.reorder(e, p) for p in plan])
         want = [sum(s["probs"]["answer"]["ABCDE"[p.index(i)]] for s, p in zip(shown, plan)) / 3 for i in range(5)]
         assert [o["probs"]["answer"][x] for x in "ABCDE"] == pytest.approx(want, abs=1e-5)
-        assert len(o["order_choices"]) == 3 and json.loads(o["output"])["answer"] == "ABCDE"[max(range(5), key=want.__getitem__)]
-        for p, s in zip(plan, shown):  # the same option text carries the same gold under every order
+        assert (
+            len(o["order_choices"]) == 3
+            and json.loads(o["output"])["answer"] == "ABCDE"[max(range(5), key=want.__getitem__)]
+        )
+        for p, _s in zip(plan, shown):  # the same option text carries the same gold under every order
             r = task.reorder(e, p)
-            assert task.options(r)["ABCDE".index(r.target["answer"])] == task.options(e)["ABCDE".index(e.target["answer"])]
+            assert (
+                task.options(r)["ABCDE".index(r.target["answer"])] == task.options(e)["ABCDE".index(e.target["answer"])]
+            )
     m = score(task, examples, out, {"task": task.name}, resamples=10).metrics
     same = [len(set(o["order_choices"])) == 1 for o in out]
     assert m["consistency"] == {"rate": pytest.approx(sum(same) / 3), "n": 3, "orders": 3}
     by_gold = m["positions"]["accuracy_by_gold"]
     for k, letter in enumerate("ABCDE"):
-        at = [(json.loads(o["output"])["answer"] == letter) for e, o in zip(examples, out) if e.target["answer"] == letter]
+        at = [
+            (json.loads(o["output"])["answer"] == letter) for e, o in zip(examples, out) if e.target["answer"] == letter
+        ]
         assert by_gold[k] == (sum(at) / len(at) if at else None)
 
 
@@ -185,7 +221,9 @@ def test_one_pmi_run_holds_every_rule(tiny):
         again = with_option_rule(task, pmi, rule)
         assert [o["output"] for o in again] == [o["output"] for o in direct]
         for a, d in zip(again, direct):
-            assert [a["probs"]["answer"][x] for x in "ABCDE"] == pytest.approx([d["probs"]["answer"][x] for x in "ABCDE"], abs=1e-6)
+            assert [a["probs"]["answer"][x] for x in "ABCDE"] == pytest.approx(
+                [d["probs"]["answer"][x] for x in "ABCDE"], abs=1e-6
+            )
 
 
 @pytest.mark.parametrize("task_name,protocol", [("recipe_mpr", "split"), ("mmlu_pro_answer", "seed")])
@@ -234,7 +272,9 @@ def test_listwise_mode_trains_the_softmax_over_the_pmi_the_options_readout_reads
         expected -= float(torch.log_softmax(torch.tensor(pmi), 0)[gold])
     assert float(loss) == pytest.approx(expected / len(examples), abs=TOL)
     # Through PEFT's wrapper (as Trainer calls it) the loss is the same: LoRA starts as a no-op.
-    wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    wrapped = get_peft_model(
+        copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
     with torch.no_grad():
         assert float(listwise_loss(wrapped, batch)[0]) == pytest.approx(float(loss), abs=TOL)
 
@@ -261,8 +301,17 @@ def test_a_model_that_scales_its_logits_after_the_head_is_refused_by_the_readout
     _, tok = tiny
     task = get_task("recipe_mpr")
     examples = load_split(task, "train", "split")[:2]
-    config = CohereConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                          num_key_value_heads=1, logit_scale=0.25, pad_token_id=tok.pad_token_id, attn_implementation="sdpa")
+    config = CohereConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        logit_scale=0.25,
+        pad_token_id=tok.pad_token_id,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(0)
     cohere = CohereForCausalLM(config).eval()
     with pytest.raises(McqaError, match="changes its logits after its LM head"):
@@ -274,16 +323,32 @@ def test_a_model_that_scales_its_logits_after_the_head_is_refused_by_the_readout
 
 
 def test_a_listwise_run_trains_saves_and_reads_out_by_options(tmp_path):
-    config = load_config(None, {"task": "recipe_mpr", "protocol": "split", "model": "tiny-qwen3", "mode": "listwise",
-                                "epochs": 1, "max_train_examples": 16, "max_eval_examples": 8, "micro_batch_size": 4,
-                                "batch_size": 8, "learning_rate": 1e-3, "patience": None, "logging_steps": 1,
-                                "output_dir": str(tmp_path / "run")})
+    config = load_config(
+        None,
+        {
+            "task": "recipe_mpr",
+            "protocol": "split",
+            "model": "tiny-qwen3",
+            "mode": "listwise",
+            "epochs": 1,
+            "max_train_examples": 16,
+            "max_eval_examples": 8,
+            "micro_batch_size": 4,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "patience": None,
+            "logging_steps": 1,
+            "output_dir": str(tmp_path / "run"),
+        },
+    )
     run = train(config)
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r and r["loss"] > 0 for r in log)
     before = {r["id"]: r for r in map(json.loads, (run / "test" / "predictions.jsonl").read_text().splitlines())}
     out = tmp_path / "again.jsonl"
-    done = run_cli(["predict", "--task", "recipe_mpr", "--adapter", run, "--split", "test", "--out", out], tmp_path, cli_env())
+    done = run_cli(
+        ["predict", "--task", "recipe_mpr", "--adapter", run, "--split", "test", "--out", out], tmp_path, cli_env()
+    )
     assert done.rc == 0, done.err[-2000:]
     after = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(after) == len(before) and all(a["output"] == before[a["id"]]["raw"] for a in after)

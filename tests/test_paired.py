@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mcqa.eval import metrics as M
-from mcqa.errors import McqaError
+
 from mcqa.compare.paired import Outcomes, check_pairable, mcnemar_exact, pair_rows, paired_difference
+from mcqa.errors import McqaError
+from mcqa.eval import metrics as M
 
 RESAMPLES, SEED = 1000, 0
 
 
-def row(name: str, right: list[int], kind: str = "baseline", ids: list[str] | None = None,
-        task: str = "t", folds: tuple[str, ...] = ("seed",)) -> Outcomes:
+def row(
+    name: str,
+    right: list[int],
+    kind: str = "baseline",
+    ids: list[str] | None = None,
+    task: str = "t",
+    folds: tuple[str, ...] = ("seed",),
+) -> Outcomes:
     """A one-field row whose example k is right when right[k] (the joint is the field)."""
     v = np.array(right, dtype=bool)
     return Outcomes(name, kind, task, folds, tuple(ids or [f"e{k}" for k in range(len(right))]), {"label": v}, v)
@@ -74,10 +81,13 @@ def test_mcnemar_agrees_with_scipy(b, c):
 
 def test_every_row_pairs_with_the_best_baseline_and_the_best_two_with_each_other():
     ref = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
-    rows = [row("majority", [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]), row("tfidf", ref),
-            row("run", [1, 1, 1, 0, 0, 1, 1, 1, 1, 1], kind="trained"),
-            # the same outcomes listed in another order: pairing goes by id, not by position
-            row("zero-shot", list(reversed(ref)), kind="zero-shot", ids=[f"e{k}" for k in reversed(range(10))])]
+    rows = [
+        row("majority", [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        row("tfidf", ref),
+        row("run", [1, 1, 1, 0, 0, 1, 1, 1, 1, 1], kind="trained"),
+        # the same outcomes listed in another order: pairing goes by id, not by position
+        row("zero-shot", list(reversed(ref)), kind="zero-shot", ids=[f"e{k}" for k in reversed(range(10))]),
+    ]
     got = pair_rows(rows, None, RESAMPLES, SEED)
     assert got["reference"] == "tfidf"
     assert got["rows"][1] is None
@@ -101,13 +111,21 @@ def test_an_unknown_against_name_is_one_line_listing_the_rows():
     assert str(e.value) == "--against: no row 'tfdf'; did you mean 'tfidf'? (rows: 'majority', 'tfidf')"
 
 
-@pytest.mark.parametrize("other, said", [
-    (row("run", [1, 1, 0], ids=["e0", "e1", "x9"]), ("cannot pair 'run' with 'tfidf': scored on 3 examples, "
-                                                     "1 of its examples missing (first: 'e2') and 1 others (first: 'x9')")),
-    (row("run", [1, 1]), "scored on 2 examples, 1 of its examples missing (first: 'e2')"),
-    (row("run", [1, 1, 0], folds=("cv5-0",)), "scored on cv5-0, not seed"),
-    (row("run", [1, 1, 0], task="other"), "scored on task 'other', not 't'"),
-])
+@pytest.mark.parametrize(
+    "other, said",
+    [
+        (
+            row("run", [1, 1, 0], ids=["e0", "e1", "x9"]),
+            (
+                "cannot pair 'run' with 'tfidf': scored on 3 examples, "
+                "1 of its examples missing (first: 'e2') and 1 others (first: 'x9')"
+            ),
+        ),
+        (row("run", [1, 1]), "scored on 2 examples, 1 of its examples missing (first: 'e2')"),
+        (row("run", [1, 1, 0], folds=("cv5-0",)), "scored on cv5-0, not seed"),
+        (row("run", [1, 1, 0], task="other"), "scored on task 'other', not 't'"),
+    ],
+)
 def test_rows_that_cannot_be_paired_are_refused_naming_the_row_and_what_differs(other, said):
     ref = row("tfidf", [1, 0, 1])
     with pytest.raises(McqaError, match="^cannot pair 'run' with 'tfidf'") as e:

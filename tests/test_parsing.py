@@ -12,10 +12,10 @@ from hypothesis import find, given, note
 from hypothesis import strategies as st
 
 from mcqa.eval.parsing import FAILURES, STATUSES, OutputParser, StrictValidator
+from mcqa.eval.scoring import parser_for
 from mcqa.prompting import serialize_target
 from mcqa.registry import all_tasks, get_task
 from mcqa.schema import task_schema
-from mcqa.eval.scoring import parser_for
 
 NAMES = [t.name for t in all_tasks()]
 
@@ -28,6 +28,8 @@ def parser(name: str) -> OutputParser:
 @cache
 def validator(name: str):
     return StrictValidator(task_schema(get_task(name)))
+
+
 GOOD = '{"folder": "Work", "priority": 2}'
 
 
@@ -86,8 +88,12 @@ def test_schema_error(notif, raw, why):
 
 @pytest.mark.parametrize(
     "raw",
-    ['{"folder": "Spam", "priority": 2}', '{"folder": "Work", "priority": 4}', '{"folder": "Work", "priority": 0}',
-     '{"folder": "work", "priority": 2}'],
+    [
+        '{"folder": "Spam", "priority": 2}',
+        '{"folder": "Work", "priority": 4}',
+        '{"folder": "Work", "priority": 0}',
+        '{"folder": "work", "priority": 2}',
+    ],
 )
 def test_out_of_label_set(notif, raw):
     p = notif.parse(raw)
@@ -132,7 +138,9 @@ def test_prose(notif):
     assert (p.status, set(p.notes)) == ("ok", {"fenced", "prose"})
 
 
-@pytest.mark.parametrize("raw", ["Computer Science", "computer science", "COMPUTER SCIENCE.", '"computer science"', "**Computer Science**"])
+@pytest.mark.parametrize(
+    "raw", ["Computer Science", "computer science", "COMPUTER SCIENCE.", '"computer science"', "**Computer Science**"]
+)
 def test_bare_label_mmlu_is_case_insensitive(mmlu, raw):
     p = mmlu.parse(raw)
     assert (p.status, p.value, p.notes) == ("ok", {"category": "computer science"}, ("bare_label",))
@@ -185,10 +193,48 @@ def test_parse_never_raises_on_any_text(name, raw, truncated):
 
 
 FRAGMENTS = [
-    "{", "}", "[", "]", ":", ",", '"', " ", "\n", "```", "```json\n", "<think>", "</think>", "\\", "\\u00e9", "\\ud800",
-    '"folder"', '"priority"', '"category"', '"answer"', '"Work"', '"Alerts"', '"math"', '"computer science"', '"B"',
-    "1", "2", "3", "2.0", "-1", "1e400", "true", "false", "null", "NaN", "Infinity", "B", "Work", "Computer Science",
-    "Here is the answer:", "é", "\x00",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    '"',
+    " ",
+    "\n",
+    "```",
+    "```json\n",
+    "<think>",
+    "</think>",
+    "\\",
+    "\\u00e9",
+    "\\ud800",
+    '"folder"',
+    '"priority"',
+    '"category"',
+    '"answer"',
+    '"Work"',
+    '"Alerts"',
+    '"math"',
+    '"computer science"',
+    '"B"',
+    "1",
+    "2",
+    "3",
+    "2.0",
+    "-1",
+    "1e400",
+    "true",
+    "false",
+    "null",
+    "NaN",
+    "Infinity",
+    "B",
+    "Work",
+    "Computer Science",
+    "Here is the answer:",
+    "é",
+    "\x00",
 ]
 
 
@@ -209,7 +255,9 @@ def test_any_valid_output_parses_back_even_wrapped(name, data):
     task = get_task(name)
     value = data.draw(_valid_value(task))
     text = serialize_target(task.output, value)
-    wrapped = data.draw(st.sampled_from([text, f"```json\n{text}\n```", f"Answer: {text} (done)", json.dumps(value, indent=2)]))
+    wrapped = data.draw(
+        st.sampled_from([text, f"```json\n{text}\n```", f"Answer: {text} (done)", json.dumps(value, indent=2)])
+    )
     p = parser(name).parse(wrapped)
     assert (p.status, p.value) == ("ok", value), wrapped
 
@@ -220,8 +268,14 @@ def _json_like_dicts(task):
     labels = [v for s in task.label_spaces.values() if s is not None for v in s.values]
     scalar = st.one_of(
         st.sampled_from(labels) if labels else st.nothing(),
-        st.integers(-3, 12), st.integers(), st.sampled_from([1.0, 2.0, 3.0, 2.5, -0.0]), st.floats(allow_nan=False),
-        st.booleans(), st.text(max_size=8), st.sampled_from([str(x).upper() for x in labels] or ["x"]), st.none(),
+        st.integers(-3, 12),
+        st.integers(),
+        st.sampled_from([1.0, 2.0, 3.0, 2.5, -0.0]),
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.text(max_size=8),
+        st.sampled_from([str(x).upper() for x in labels] or ["x"]),
+        st.none(),
     )
     value = st.one_of(scalar, st.lists(scalar, max_size=3), st.dictionaries(st.text(max_size=3), scalar, max_size=2))
 

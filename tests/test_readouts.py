@@ -21,19 +21,18 @@ import torch
 from helpers import load, plain_logprobs
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcqa.model.encoding import IGNORE, end_of_turn, prompt_ids
-from mcqa.modes.generate import encode_generative
 from mcqa.errors import McqaError
-from mcqa.model.encoding import common_prefix_len
-from mcqa.model.lm import PROBE_TOKENS, CausalLM
-from mcqa.readouts.decoding import SharedPrefix, Streams, Tree
-from mcqa.prompting import serialize_target
 from mcqa.eval.calibration import apply_temperature, fit_temperature, group_probs
-from mcqa.readouts import READOUTS, run_readout
-from mcqa.registry import get_task
 from mcqa.eval.scoring import parser_for
-from mcqa.task import Example, Task, check_task
+from mcqa.model.encoding import IGNORE, common_prefix_len, end_of_turn, prompt_ids
+from mcqa.model.lm import PROBE_TOKENS, CausalLM
+from mcqa.modes.generate import encode_generative
+from mcqa.prompting import serialize_target
+from mcqa.readouts import READOUTS, run_readout
+from mcqa.readouts.decoding import SharedPrefix, Streams, Tree
 from mcqa.readouts.trie import LabelCandidates
+from mcqa.registry import get_task
+from mcqa.task import Example, Task, check_task
 
 TOL = 1e-4  # float32 log-probs; a batched, cached forward differs from a plain one by ~1e-6
 
@@ -54,18 +53,24 @@ class Free(BaseModel):
 
 def synthetic(name: str, output) -> Task:
     def messages(e: Example) -> list[dict[str, str]]:
-        return [{"role": "system", "content": "Label the text. Reply with one JSON object."}, {"role": "user", "content": e.input["text"]}]
+        return [
+            {"role": "system", "content": "Label the text. Reply with one JSON object."},
+            {"role": "user", "content": e.input["text"]},
+        ]
 
     def unavailable(*_):
         raise ValueError("synthetic task: examples are made by the test")
 
-    return check_task(Task(name=name, output=output, load=unavailable, from_record=unavailable, messages=messages), name, __file__)
+    return check_task(
+        Task(name=name, output=output, load=unavailable, from_record=unavailable, messages=messages), name, __file__
+    )
 
 
 SHARED, FREE = synthetic("shared_prefixes", Shared), synthetic("free_fields", Free)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny inputs, one intra-op thread
+
 
 def random_text(rng: random.Random, tokenizer, n: int) -> str:
     """Random tokens of the vocabulary (any script, punctuation, code) decoded to text."""
@@ -77,8 +82,11 @@ def random_examples(task: Task, tokenizer, n: int, seed: int) -> list[Example]:
     out = []
     for i in range(n):
         if task.name == "notification":
-            inp = {"app": random_text(rng, tokenizer, 2), "title": random_text(rng, tokenizer, 4),
-                   "body": random_text(rng, tokenizer, rng.randrange(3, 30))}
+            inp = {
+                "app": random_text(rng, tokenizer, 2),
+                "title": random_text(rng, tokenizer, 4),
+                "body": random_text(rng, tokenizer, rng.randrange(3, 30)),
+            }
         elif task.name == "mmlu_pro":
             inp = {"question": random_text(rng, tokenizer, rng.randrange(3, 40))}
         else:
@@ -136,7 +144,9 @@ def test_cached_prefix_and_trees_match_a_full_forward(tiny, row_tokens):
     assert streams.n_rows == 1
     got = streams.feed({2: Tree.chain([30]), 0: Tree.chain([31, 32])})
     for s, extra in ((2, [30]), (0, [31, 32])):
-        assert float((got[s][0] - plain_logprobs(model, prompts[s] + [11, 20, 21] + extra, last=1)[-1]).abs().max()) < TOL
+        assert (
+            float((got[s][0] - plain_logprobs(model, prompts[s] + [11, 20, 21] + extra, last=1)[-1]).abs().max()) < TOL
+        )
 
 
 def test_common_prefix_leaves_every_prompt_a_token():
@@ -170,12 +180,12 @@ def test_constrained_is_always_valid_and_equals_plain_greedy(tiny, name):
                 lp = plain_logprobs(model, prompt + path, last=1)[-1]
                 nxt = [max(nxt, key=lambda t: float(lp[t]))]
             path.append(nxt[0])
-            left = [c for c in left if list(c.ids[:len(path)]) == path]
+            left = [c for c in left if list(c.ids[: len(path)]) == path]
         assert o["output"] == serialize_target(task.output, left[0].values)
 
 
 def test_constrained_reaches_labels_behind_a_shared_first_token(tiny):
-    """"computer" / "computer science" / "computer engineering" share their first token: the
+    """ "computer" / "computer science" / "computer engineering" share their first token: the
     choice among them is made one level down the trie, and each can come out."""
     model, tok = tiny
     cands = LabelCandidates(tok, SHARED).candidates({}, SHARED.fields)
@@ -206,7 +216,10 @@ def test_constrained_with_free_fields_goes_through_the_grammar(tiny):
 # ------------------------------------------------------------ rank
 
 
-@pytest.mark.parametrize("name,score", [("notification", "prefix"), ("notification", "full"), ("shared_prefixes", "prefix"), ("mmlu_pro", "prefix")])
+@pytest.mark.parametrize(
+    "name,score",
+    [("notification", "prefix"), ("notification", "full"), ("shared_prefixes", "prefix"), ("mmlu_pro", "prefix")],
+)
 def test_rank_equals_brute_force_scoring_of_every_candidate(tiny, name, score):
     model, tok = tiny
     task = task_named(name)
@@ -235,7 +248,9 @@ def test_rank_reads_vocabulary_logits_only_where_it_scores(tiny):
     model, tok = tiny
     task = get_task("mmlu_pro")
     rows = []
-    hook = model.get_output_embeddings().register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[:-1].numel()))
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda mod, args, out: rows.append(args[0].shape[:-1].numel())
+    )
     try:
         run_readout("rank", model, tok, task, random_examples(task, tok, 5, seed=2))
     finally:
@@ -252,7 +267,11 @@ def test_rank_field_by_field_fixes_earlier_fields_to_their_argmax(tiny):
     folder, priority = o["scores"]
     assert folder["fields"] == ["folder"] and priority["fields"] == ["priority"]
     plan, prompt = LabelCandidates(tok, task, joint_limit=1), prompt_ids(tok, task, e)
-    assert np.allclose(folder["loglik"], brute_loglik(model, prompt, [c.ids for c in plan.candidates({}, ["folder"])], "prefix"), atol=TOL)
+    assert np.allclose(
+        folder["loglik"],
+        brute_loglik(model, prompt, [c.ids for c in plan.candidates({}, ["folder"])], "prefix"),
+        atol=TOL,
+    )
     best = folder["values"][int(np.argmax(folder["loglik"]))][0]
     later = brute_loglik(model, prompt, [c.ids for c in plan.candidates({"folder": best}, ["priority"])], "prefix")
     # Scores within a group may differ by a constant (the shared tokens before the group's
@@ -273,14 +292,18 @@ def test_rank_full_score_is_minus_the_training_loss_of_the_gold_target(tiny):
         gold = group["values"].index([e.target["folder"], e.target["priority"]])
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].float()
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(row["labels"][1:]), ignore_index=IGNORE, reduction="sum")
+        loss = torch.nn.functional.cross_entropy(
+            logits, torch.tensor(row["labels"][1:]), ignore_index=IGNORE, reduction="sum"
+        )
         assert group["loglik"][gold] == pytest.approx(-loss.item(), abs=1e-3)
 
 
 # ------------------------------------------------------------ temperature scaling
 
 
-def fake_rank_outputs(rng: np.random.Generator, n: int, sharpness: float, accuracy: float) -> tuple[Task, list[Example], list[dict]]:
+def fake_rank_outputs(
+    rng: np.random.Generator, n: int, sharpness: float, accuracy: float
+) -> tuple[Task, list[Example], list[dict]]:
     task = get_task("notification")
     examples, outputs = [], []
     values = [[f, p] for f in ("Work", "Personal", "Promotions", "Alerts") for p in (1, 2, 3)]
@@ -290,7 +313,13 @@ def fake_rank_outputs(rng: np.random.Generator, n: int, sharpness: float, accura
         top = values.index(gold) if rng.random() < accuracy else int(rng.integers(len(values)))
         ll[top] += sharpness
         examples.append(Example(f"v{i}", {}, {"folder": gold[0], "priority": gold[1]}))
-        outputs.append({"id": f"v{i}", "output": "", "scores": [{"fields": ["folder", "priority"], "values": values, "loglik": ll.tolist()}]})
+        outputs.append(
+            {
+                "id": f"v{i}",
+                "output": "",
+                "scores": [{"fields": ["folder", "priority"], "values": values, "loglik": ll.tolist()}],
+            }
+        )
     return task, examples, outputs
 
 
@@ -330,7 +359,9 @@ def ece(examples: list[Example], outputs: list[dict], t: float, field: str) -> f
         right.append(top == str(e.target[field]))
     conf, right = np.array(conf), np.array(right, dtype=float)
     bins = np.minimum((conf * 15).astype(int), 14)
-    return float(sum(abs(right[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins)))
+    return float(
+        sum(abs(right[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins))
+    )
 
 
 GRID = np.exp(np.linspace(math.log(0.05), math.log(20.0), 1201))  # 0.5% steps in T
@@ -387,12 +418,16 @@ def test_calibration_never_changes_the_prediction(tiny):
     examples = random_examples(task, tok, 8, seed=21)
     plain = run_readout("rank", model, tok, task, examples)
     for t in (0.05, 3.0):
-        assert [o["output"] for o in run_readout("rank", model, tok, task, examples, temperature=t)] == [o["output"] for o in plain]
+        assert [o["output"] for o in run_readout("rank", model, tok, task, examples, temperature=t)] == [
+            o["output"] for o in plain
+        ]
     # A fitted temperature leaves accuracy as it was.
     task, val, outputs = fake_rank_outputs(np.random.default_rng(5), 200, 8.0, 0.6)
     fit = fit_temperature(task, val, outputs)
     assert fit.temperature > 1.5
-    assert [o["output"] for o in apply_temperature(task, outputs, fit.temperature)] == [o["output"] for o in apply_temperature(task, outputs, 1.0)]
+    assert [o["output"] for o in apply_temperature(task, outputs, fit.temperature)] == [
+        o["output"] for o in apply_temperature(task, outputs, 1.0)
+    ]
 
 
 def test_temperature_fit_keeps_t_1_when_nothing_is_better():

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from helpers import REPO, load
 
+from mcqa.eval.scoring import compute_metrics, make_records, match_ids, parser_for, read_predictions
 from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
-from mcqa.eval.scoring import compute_metrics, make_records, match_ids, parser_for, read_predictions
 from mcqa.task import SPLITS, Example
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,7 +21,9 @@ NOTIFICATION = get_task("notification")
 
 
 def _example(i: int, folder: str = "Work", priority: int = 2, groups: tuple[str, ...] = ()) -> Example:
-    return Example(f"x{i}", {"app": "a", "title": "t", "body": f"b{i}"}, {"folder": folder, "priority": priority}, groups)
+    return Example(
+        f"x{i}", {"app": "a", "title": "t", "body": f"b{i}"}, {"folder": folder, "priority": priority}, groups
+    )
 
 
 # ------------------------------------------------------------ the predictions file
@@ -30,9 +32,11 @@ def _example(i: int, folder: str = "Work", priority: int = 2, groups: tuple[str,
 def test_finish_reason_length_counts_as_truncated():
     cut = '{"folder": "Wo'
     examples = [_example(0), _example(1), _example(2)]
-    preds = {"x0": {"id": "x0", "output": cut, "finish_reason": "length"},
-             "x1": {"id": "x1", "output": cut, "finish_reason": "stop"},
-             "x2": {"id": "x2", "output": cut, "truncated": True}}
+    preds = {
+        "x0": {"id": "x0", "output": cut, "finish_reason": "length"},
+        "x1": {"id": "x1", "output": cut, "finish_reason": "stop"},
+        "x2": {"id": "x2", "output": cut, "truncated": True},
+    }
     records = make_records(NOTIFICATION, examples, preds)
     assert [r["status"] for r in records] == ["truncated", "invalid_json", "truncated"]
     assert compute_metrics(NOTIFICATION, records, resamples=20)["parse"]["counts"]["truncated"] == 2
@@ -40,10 +44,14 @@ def test_finish_reason_length_counts_as_truncated():
 
 def test_integer_ids_in_a_predictions_file_match_string_example_ids(tmp_path):
     path = tmp_path / "preds.jsonl"
-    path.write_text('{"id": 7, "output": "{\\"folder\\": \\"Work\\", \\"priority\\": 2}"}\n{"id": "8", "output": "nope"}\n')
+    path.write_text(
+        '{"id": 7, "output": "{\\"folder\\": \\"Work\\", \\"priority\\": 2}"}\n{"id": "8", "output": "nope"}\n'
+    )
     preds = read_predictions(path)
     assert set(preds) == {"7", "8"}
-    examples = [Example(i, {"app": "a", "title": "t", "body": "b"}, {"folder": "Work", "priority": 2}) for i in ("7", "8")]
+    examples = [
+        Example(i, {"app": "a", "title": "t", "body": "b"}, {"folder": "Work", "priority": 2}) for i in ("7", "8")
+    ]
     records = make_records(NOTIFICATION, match_ids(examples, preds, str(path)), preds)
     assert [r["joint"] for r in records] == [True, False]
 
@@ -53,7 +61,9 @@ def test_several_objects_take_the_first_and_are_noted():
     parsed = parser_for(NOTIFICATION).parse(text)
     assert parsed.status == "ok" and parsed.value == {"folder": "Work", "priority": 3}
     assert "several_objects" in parsed.notes
-    m = compute_metrics(NOTIFICATION, make_records(NOTIFICATION, [_example(0)], {"x0": {"id": "x0", "output": text}}), resamples=20)
+    m = compute_metrics(
+        NOTIFICATION, make_records(NOTIFICATION, [_example(0)], {"x0": {"id": "x0", "output": text}}), resamples=20
+    )
     assert m["parse"]["notes"]["several_objects"] == 1
 
 
@@ -83,7 +93,9 @@ def test_per_group_accuracy_and_intervals_on_imperfect_predictions():
         assert s["n"] == len(members)
         assert s["joint_accuracy"] == pytest.approx(joint)
         for f in ("folder", "priority"):
-            assert s["accuracy"][f] == pytest.approx(np.mean([p is not None and p[f] == e.target[f] for e, p in members]))
+            assert s["accuracy"][f] == pytest.approx(
+                np.mean([p is not None and p[f] == e.target[f] for e, p in members])
+            )
         assert s["parse_failures"] == sum(p is None for _, p in members)
         lo, hi = s["joint_ci"]
         half = 1.96 * np.sqrt(joint * (1 - joint) / len(members))

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_user_error, fake_run, load, run_cli, synth_env
+
 from mcqa.compare import stack as stack_module
+from mcqa.compare.stack import Member, fit_weights, stack
 from mcqa.compare.table import compare
 from mcqa.errors import McqaError
+from mcqa.eval.scoring import make_records
 from mcqa.io import write_jsonl
 from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
-from mcqa.eval.scoring import make_records
-from mcqa.compare.stack import Member, fit_weights, stack
-
-from helpers import assert_user_error, fake_run, load, run_cli, synth_env
 
 LABELS = ["north", "south", "east", "west"]
 WRONG = {"north": "south", "south": "east", "east": "west", "west": "north"}
@@ -115,7 +115,9 @@ def test_a_member_that_cannot_be_stacked_is_refused_in_one_line(synth_tasks):
         stack(task, folds, [a, other])
     with pytest.raises(McqaError, match=r"^stack member 'b' has no validation predictions"):
         stack(task, folds, [a, Member("b", 10, None, b.test)])
-    bare = Member("bare", 10, {"cv3-0": [{k: v for k, v in r.items() if k != "probs"} for r in b.validation["cv3-0"]]}, b.test)
+    bare = Member(
+        "bare", 10, {"cv3-0": [{k: v for k, v in r.items() if k != "probs"} for r in b.validation["cv3-0"]]}, b.test
+    )
     with pytest.raises(McqaError, match=r"^stack member 'bare' has no probabilities for field 'label' on validation"):
         stack(task, folds, [a, bare])
     with pytest.raises(McqaError, match=r"^a stack needs at least two members"):
@@ -125,10 +127,14 @@ def test_a_member_that_cannot_be_stacked_is_refused_in_one_line(synth_tasks):
 def _run(folder: Path, task, fold: str, every: int, sure: float, shift: int, validation: bool = True) -> Path:
     """A fake run folder of a member sure when right and unsure (0.35) when wrong."""
     config = {"task": "synth", "protocol": fold, "model": "m", "mode": "head", "epochs": every}
-    run = fake_run(folder, config=config, records=records(task, list(load("synth", "test", fold)), every, sure, shift, 0.35))
+    run = fake_run(
+        folder, config=config, records=records(task, list(load("synth", "test", fold)), every, sure, shift, 0.35)
+    )
     if validation:
-        write_jsonl(run / "validation" / "predictions.jsonl",
-                    records(task, list(load("synth", "validation", fold)), every, sure, shift, 0.35))
+        write_jsonl(
+            run / "validation" / "predictions.jsonl",
+            records(task, list(load("synth", "validation", fold)), every, sure, shift, 0.35),
+        )
     return run
 
 
@@ -163,9 +169,13 @@ def test_compare_stacks_runs_and_a_baseline_per_fold(tmp_path, synth_tasks):
 
     # a run without validation predictions, a name that is no row: one line, nothing written
     bare = [_run(tmp_path / f"c{k}", task, p, 4, 0.6, 0, validation=False) for k, p in enumerate(folds)]
-    refused = run_cli(cmp + ["--runs", *runs, *bare, "--stack", "all", "--out", tmp_path / "bad"], tmp_path, synth_env())
+    refused = run_cli(
+        cmp + ["--runs", *runs, *bare, "--stack", "all", "--out", tmp_path / "bad"], tmp_path, synth_env()
+    )
     assert_user_error(refused, "stack member 'm head epochs=4 (3 folds)' has no validation predictions")
-    typo = run_cli(cmp + ["--runs", *runs, "--stack", "majority", "majorty", "--out", tmp_path / "bad"], tmp_path, synth_env())
+    typo = run_cli(
+        cmp + ["--runs", *runs, "--stack", "majority", "majorty", "--out", tmp_path / "bad"], tmp_path, synth_env()
+    )
     assert_user_error(typo, "--stack: no row 'majorty'; did you mean 'majority'?")
     assert not (tmp_path / "bad").exists()
 
@@ -175,5 +185,6 @@ def test_stack_all_takes_every_row_with_probabilities(tmp_path, synth_tasks):
     runs = [_run(tmp_path / f"a{k}", task, p, 2, 0.6, 0) for k, p in enumerate(["cv3-0", "cv3-1", "cv3-2"])]
     result = compare(task, "cv3", runs, ["majority", "tfidf"], tmp_path / "cmp", stack=["all"])
     assert result["rows"][-1]["stack"]["members"] == ["majority", "tfidf", "m head (3 folds)"]
-    assert stack_module.MAX_WEIGHT >= max(w for fold in result["rows"][-1]["stack"]["weights"].values()
-                                          for w in fold["label"].values())
+    assert stack_module.MAX_WEIGHT >= max(
+        w for fold in result["rows"][-1]["stack"]["weights"].values() for w in fold["label"].values()
+    )

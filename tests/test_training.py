@@ -16,26 +16,36 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from helpers import CLI, CliRuns, assert_user_error, load, run_cli, synth_env
+from safetensors.torch import load_file
 
+from mcqa.errors import McqaError
 from mcqa.model.encoding import prompt_ids
 from mcqa.modes.head import build_head_model
 from mcqa.prompting import serialize_target
 from mcqa.registry import get_task
 from mcqa.train.config import load_config, parse_overrides
-from mcqa.errors import McqaError
 
 TINY = "tiny-qwen3"
 # Small and fast, with learning rates high enough for a random 2-layer model to learn in minutes.
 # Generation learns slower than a head (the label must be routed to frozen, random output
 # embeddings), so it gets smaller batches and more epochs.
-BASE = {"task": "synth", "model": TINY, "micro_batch_size": 16, "batch_size": 16, "learning_rate": 3e-3,
-        "eval_batch_size": 40, "patience": None, "logging_steps": 1}
+BASE = {
+    "task": "synth",
+    "model": TINY,
+    "micro_batch_size": 16,
+    "batch_size": 16,
+    "learning_rate": 3e-3,
+    "eval_batch_size": 40,
+    "patience": None,
+    "logging_steps": 1,
+}
 # generate: 120 examples in batches of 4 learn as fast in steps as 240 in batches of 8, at half the
 # vocabulary-wide logits (151k Qwen3 tokens: the LM head is most of a tiny model's step).
-PER_MODE = {"head": {"epochs": 4},
-            "generate": {"epochs": 8, "learning_rate": 5e-3, "micro_batch_size": 4, "batch_size": 4, "max_train_examples": 120}}
+PER_MODE = {
+    "head": {"epochs": 4},
+    "generate": {"epochs": 8, "learning_rate": 5e-3, "micro_batch_size": 4, "batch_size": 4, "max_train_examples": 120},
+}
 
 
 pytestmark = pytest.mark.usefixtures("synth_tasks")  # conftest: the `synth` task is discoverable
@@ -74,6 +84,7 @@ def task_with_defaults(monkeypatch):
         task = dataclasses.replace(get_task("synth"), train_defaults=defaults)
         monkeypatch.setattr(C, "get_task", lambda name: task if name == "synth" else get_task(name))
         return task
+
     return use
 
 
@@ -92,7 +103,12 @@ def test_invalid_train_defaults_are_one_error_that_names_the_task(task_with_defa
     with pytest.raises(McqaError) as e:
         load_config(None, {"task": "synth", "epochs": 2})  # an override does not hide a broken default
     msg = str(e.value)
-    assert "task 'synth' has invalid train_defaults" in msg and "lr_scheduler" in msg and "epochs" in msg and "\n" not in msg
+    assert (
+        "task 'synth' has invalid train_defaults" in msg
+        and "lr_scheduler" in msg
+        and "epochs" in msg
+        and "\n" not in msg
+    )
 
 
 def test_an_unknown_mode_is_refused_with_its_did_you_mean_before_a_run_folder(tmp_path, monkeypatch):
@@ -127,9 +143,9 @@ def test_batch_must_divide_into_micro_batches():
 
 
 def test_only_target_tokens_carry_labels(tiny):
+    from mcqa.examples import load_split
     from mcqa.model.encoding import IGNORE, end_of_turn
     from mcqa.modes.generate import encode_generative
-    from mcqa.examples import load_split
     from mcqa.prompting import serialize_target
     from mcqa.registry import get_task
 
@@ -149,9 +165,9 @@ def test_only_target_tokens_carry_labels(tiny):
 def test_kept_logits_loss_equals_full_sequence_loss(tiny):
     """The loss from logits at the last K positions of a left-padded batch equals the plain
     full-logits loss computed one unpadded example at a time."""
+    from mcqa.examples import load_split
     from mcqa.model.encoding import IGNORE, LeftPadCollator, end_of_turn
     from mcqa.modes.generate import encode_generative, target_loss
-    from mcqa.examples import load_split
     from mcqa.registry import get_task
 
     model, tok = tiny
@@ -175,10 +191,10 @@ def test_kept_logits_loss_equals_full_sequence_loss(tiny):
 def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
     """Encoding the shared system prompt once per batch (its KV cache expanded to every row)
     changes nothing but the cost: same loss, same gradients, prefix included."""
+    from mcqa.examples import load_split
     from mcqa.model.encoding import end_of_turn, shared_prefix
     from mcqa.model.lm import cache_kwargs, prefix_cache
     from mcqa.modes.generate import encode_generative, target_loss
-    from mcqa.examples import load_split
     from mcqa.registry import get_task
 
     model, tok = tiny
@@ -198,16 +214,18 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny):
 
 
 @pytest.mark.parametrize("mode_name, count_items", [("head", False), ("generate", False), ("generate", True)])
-def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_and_gradient(mode_name, count_items, tmp_path):
+def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_and_gradient(
+    mode_name, count_items, tmp_path
+):
     """max_batch_tokens: six rows cut into three chunks of two, each its own forward and backward
     (McqaTrainer.training_step), give the loss and gradient of the six at once; with the target
     count of the whole batch given (num_items_in_batch) or not."""
     from transformers import TrainingArguments
 
     import mcqa.train.recipe as T
-    from mcqa.model.encoding import IGNORE, batch_tokens, row_chunks, shared_prefix
     from mcqa.examples import load_split
     from mcqa.model import load_tokenizer
+    from mcqa.model.encoding import IGNORE, batch_tokens, row_chunks, shared_prefix
     from mcqa.modes import get_mode
     from mcqa.registry import get_task
 
@@ -217,15 +235,26 @@ def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_a
     collate = mode.collator(tok.pad_token_id, prefix=shared_prefix(rows))
     config = load_config(None, {"task": "notification", "model": TINY, "mode": mode_name})
     model = T.build_model(config, task, tok)
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], remove_unused_columns=False,
-                             label_names=["labels"], disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to=[],
+        remove_unused_columns=False,
+        label_names=["labels"],
+        disable_tqdm=True,
+    )
     batch = collate(features)
     width, prefix = batch["input_ids"].shape[1], batch["prefix_ids"].shape[1]
     assert batch_tokens(batch) == 6 * width + prefix
 
     def step(max_tokens):
-        trainer = T.McqaTrainer(model=model, args=args, data_collator=collate, compute_loss_func=mode.loss,
-                                mcqa_eval={"mode": mode, "config": config.model_copy(update={"max_batch_tokens": max_tokens})})
+        trainer = T.McqaTrainer(
+            model=model,
+            args=args,
+            data_collator=collate,
+            compute_loss_func=mode.loss,
+            mcqa_eval={"mode": mode, "config": config.model_copy(update={"max_batch_tokens": max_tokens})},
+        )
         trainer.current_gradient_accumulation_steps = 1
         batch = collate(features)
         n = int((batch["labels"] != IGNORE).sum()) if count_items else None
@@ -248,20 +277,30 @@ def test_a_micro_batch_over_the_token_budget_runs_in_chunks_with_the_same_loss_a
 def test_lora_layers_puts_adapters_on_the_last_layers_only(tmp_path):
     """lora.layers=N: LoRA weights only in the last N decoder layers (tiny-qwen3 has 2), so the
     backward pass stops there; more layers than the model has is one clear error."""
-    from mcqa.registry import get_task
     from mcqa.model import load_tokenizer
+    from mcqa.registry import get_task
     from mcqa.train.recipe import build_model
 
     task, tok = get_task("synth"), load_tokenizer(TINY)
+
     def lora_layers(overrides):
         model = build_model(load_config(None, {"task": "synth", "model": TINY, **overrides}), task, tok)
-        return {int(n.split("layers.")[1].split(".")[0]) for n, p in model.named_parameters() if "lora_" in n and p.requires_grad}
+        return {
+            int(n.split("layers.")[1].split(".")[0])
+            for n, p in model.named_parameters()
+            if "lora_" in n and p.requires_grad
+        }
+
     assert lora_layers({}) == {0, 1}
     assert lora_layers({"lora": {"layers": 1}}) == {1}
     with pytest.raises(McqaError, match="lora.layers=3, but the model has 2 decoder layers"):
         lora_layers({"lora": {"layers": 3}})
     # `mcqa train` refuses it before it makes the run folder
-    r = run_cli(["train", "--task", "synth", "--model", TINY, "lora.layers=3", f"output_dir={tmp_path / 'run'}"], tmp_path, synth_env())
+    r = run_cli(
+        ["train", "--task", "synth", "--model", TINY, "lora.layers=3", f"output_dir={tmp_path / 'run'}"],
+        tmp_path,
+        synth_env(),
+    )
     assert_user_error(r, "lora.layers: 3, but the model 'tiny-qwen3' has 2 decoder layers")
     assert not (tmp_path / "run").exists()
 
@@ -288,9 +327,8 @@ def _assert_shared_prefix_changes_nothing(module, weight, rows, prefix, pad, los
 def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities(tiny):
     """Head mode encodes the shared prompt prefix once per batch too (HeadModel takes
     prefix_ids): same loss and gradients in training, same head probabilities when reading out."""
-    from mcqa.model.encoding import shared_prefix
     from mcqa.examples import load_split
-    from mcqa.model.encoding import encode_head
+    from mcqa.model.encoding import encode_head, shared_prefix
     from mcqa.modes.head import build_head_model
     from mcqa.readouts.head import head_outputs
     from mcqa.registry import get_task
@@ -304,7 +342,9 @@ def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities
     assert len(prefix) > 50
     weight = heads.backbone.layers[0].self_attn.q_proj.weight  # acts on the prefix tokens too
 
-    _assert_shared_prefix_changes_nothing(heads, weight, rows, prefix, tok.pad_token_id, lambda batch: heads(**batch)["loss"])
+    _assert_shared_prefix_changes_nothing(
+        heads, weight, rows, prefix, tok.pad_token_id, lambda batch: heads(**batch)["loss"]
+    )
     plain = head_outputs(heads, tok, task, examples, batch_size=2, share_prefix=False)
     shared = head_outputs(heads, tok, task, examples, batch_size=2)
     assert [o["output"] for o in shared] == [o["output"] for o in plain]
@@ -316,8 +356,8 @@ def test_head_mode_shared_prefix_gives_the_same_loss_gradients_and_probabilities
 def test_max_eval_examples_samples_validation_across_classes_not_its_first_rows():
     """mmlu_pro's validation file is ordered by subject: its first 150 rows hold 7 of the 14."""
     from mcqa.examples import load_split
-    from mcqa.registry import get_task
     from mcqa.examples import sample_examples as _sample
+    from mcqa.registry import get_task
 
     val = load_split(get_task("mmlu_pro"), "validation", "seed")
     sample = _sample(val, 150, 0)
@@ -378,10 +418,20 @@ def test_training_lifts_validation_accuracy_from_chance_to_90_percent(trained, m
     assert summary["best_value"] >= 0.9, history
     assert summary["test"]["joint"] >= 0.85  # four classes: chance is 25%
     assert summary["test"]["parse_failure_rate"] <= 0.05
-    for name in ("config.yaml", "schema.json", "tokenizer/tokenizer_config.json", "train_log.jsonl",
-                 "adapter/adapter_config.json", "test/metrics.json", "test/report.md", "test/report.html"):
+    for name in (
+        "config.yaml",
+        "schema.json",
+        "tokenizer/tokenizer_config.json",
+        "train_log.jsonl",
+        "adapter/adapter_config.json",
+        "test/metrics.json",
+        "test/report.md",
+        "test/report.html",
+    ):
         assert (run / name).is_file(), name
-    page = (run / "test" / "report.html").read_text(encoding="utf-8")  # with the run's own curves, its kept epoch marked
+    page = (run / "test" / "report.html").read_text(
+        encoding="utf-8"
+    )  # with the run's own curves, its kept epoch marked
     assert 'alt="training loss by epoch"' in page and page.count('<tr class="kept">') == 1
 
 
@@ -389,8 +439,8 @@ def test_training_lifts_validation_accuracy_from_chance_to_90_percent(trained, m
 def test_saved_and_reloaded_run_predicts_identically(trained, mode):
     from mcqa.examples import load_split
     from mcqa.modes import get_mode
-    from mcqa.train.runs import load_run
     from mcqa.train.recipe import read_out
+    from mcqa.train.runs import load_run
 
     run = trained[mode]
     before = {r["id"]: r for r in map(json.loads, (run / "test" / "predictions.jsonl").read_text().splitlines())}
@@ -412,9 +462,15 @@ def test_cli_reads_out_a_trained_run_on_a_split_and_on_new_data(trained, tmp_pat
     preds, out = tmp_path / "rank.jsonl", tmp_path / "head-score"
     env = synth_env(OMP_NUM_THREADS="1")  # three independent runs side by side
     cli = CliRuns(tmp_path, workers=3)
-    cli.start("rank", ["predict", "--task", "synth", "--adapter", gen_run, "--readout", "rank", "--split", "test", "--out", preds], env)
+    cli.start(
+        "rank",
+        ["predict", "--task", "synth", "--adapter", gen_run, "--readout", "rank", "--split", "test", "--out", preds],
+        env,
+    )
     cli.start("score", ["score", "--task", "synth", "--adapter", head_run, "--split", "test", "--out", out], env)
-    cli.start("refused", ["predict", "--task", "synth", "--adapter", head_run, "--readout", "rank", "--split", "test"], env)
+    cli.start(
+        "refused", ["predict", "--task", "synth", "--adapter", head_run, "--readout", "rank", "--split", "test"], env
+    )
     proc = cli["rank"]
     assert proc.rc == 0, proc.err
     rows = [json.loads(x) for x in preds.read_text().splitlines()]
@@ -423,7 +479,9 @@ def test_cli_reads_out_a_trained_run_on_a_split_and_on_new_data(trained, tmp_pat
     proc = cli["score"]
     assert proc.rc == 0, proc.err
     scored = json.loads((out / "metrics.json").read_text())
-    assert scored["joint"]["accuracy"] == pytest.approx(json.loads((head_run / "run.json").read_text())["test"]["joint"])
+    assert scored["joint"]["accuracy"] == pytest.approx(
+        json.loads((head_run / "run.json").read_text())["test"]["joint"]
+    )
     proc = cli["refused"]
     cli.close()
     # Not assert_user_error: cli.py loads the run before it checks the readout, and transformers'
@@ -470,7 +528,11 @@ def selection(tmp_path_factory):
     small = {**BASE, "mode": "head", "max_train_examples": 96, "max_eval_examples": 40, "learning_rate": 1e-2}
     settings = {
         "early": ({**small, "epochs": 5, "patience": 2}, SABOTAGE_FROM, None),
-        "lower": ({**small, "epochs": 3, "max_train_examples": 32, "best_metric": "parse_failure_rate"}, None, SCRIPTED_FAILURE_RATES),
+        "lower": (
+            {**small, "epochs": 3, "max_train_examples": 32, "best_metric": "parse_failure_rate"},
+            None,
+            SCRIPTED_FAILURE_RATES,
+        ),
     }
     for name, (overrides, sabotage_from, script) in settings.items():
         out = tmp_path_factory.mktemp(f"run-{name}") / "run"
@@ -514,12 +576,12 @@ def _same_adapter(a: Path, b: Path) -> bool:
 
 
 def _rescore_validation(run: Path) -> float:
+    from mcqa.eval.scoring import score
     from mcqa.examples import load_split
     from mcqa.examples import sample_examples as _sample
     from mcqa.modes import get_mode
-    from mcqa.train.runs import load_run
-    from mcqa.eval.scoring import score
     from mcqa.train.recipe import flat_metrics, read_out
+    from mcqa.train.runs import load_run
 
     model, tok, task, config = load_run(run)
     val = _sample(load_split(task, "validation", config.protocol), config.max_eval_examples, config.seed)
@@ -609,9 +671,18 @@ def test_rank_temperature_is_fitted_on_validation_never_on_the_split_being_score
 
 
 def _train_cmd(out: Path, *extra: str) -> list[str]:
-    settings = [f"{k}={'null' if v is None else v}" for k, v in {**BASE, "mode": "head", "epochs": 3, "max_train_examples": 96,
-                                                                               "max_eval_examples": 40, "output_dir": out}.items()
-                if k not in ("task", "model")]
+    settings = [
+        f"{k}={'null' if v is None else v}"
+        for k, v in {
+            **BASE,
+            "mode": "head",
+            "epochs": 3,
+            "max_train_examples": 96,
+            "max_eval_examples": 40,
+            "output_dir": out,
+        }.items()
+        if k not in ("task", "model")
+    ]
     return ["train", "--task", "synth", "--model", TINY, *settings, *extra]
 
 
@@ -627,8 +698,13 @@ def test_resume_after_kill_ends_with_the_same_adapter(tmp_path):
     first = CliRuns(tmp_path, workers=1)
     first.start("whole", _train_cmd(whole), env)
 
-    proc = subprocess.Popen([sys.executable, str(CLI), *map(str, _train_cmd(cut))], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(CLI), *map(str, _train_cmd(cut))],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not list(cut.glob("checkpoints/checkpoint-*/trainer_state.json")):
         assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
@@ -664,16 +740,45 @@ def test_two_process_ddp_loss_matches_one_process(tmp_path, task, mode):
     """torchrun with 2 CPU processes (micro batch 8 each) logs the same losses as 1 process
     with micro batch 8 and 2 accumulation steps: the same 16 examples per optimizer step. The
     listwise mode runs its own loss (Mode.compute): its gradients must still go through DDP."""
-    common = [f"{k}={v}" for k, v in {"micro_batch_size": 8, "batch_size": 16, "learning_rate": 3e-3, "epochs": 1,
-                                       "max_train_examples": 48, "max_eval_examples": 8, "max_test_examples": 8, "group_by_length": False,
-                                       "lora.dropout": 0.0, "logging_steps": 1, "patience": "null"}.items()]
+    common = [
+        f"{k}={v}"
+        for k, v in {
+            "micro_batch_size": 8,
+            "batch_size": 16,
+            "learning_rate": 3e-3,
+            "epochs": 1,
+            "max_train_examples": 48,
+            "max_eval_examples": 8,
+            "max_test_examples": 8,
+            "group_by_length": False,
+            "lora.dropout": 0.0,
+            "logging_steps": 1,
+            "patience": "null",
+        }.items()
+    ]
     protocol = ["--protocol", "split"] if task == "recipe_mpr" else []
     args = ["train", "--task", task, "--model", TINY, "--mode", mode, *protocol, *common]
     # The one-process run goes on beside the two (torchrun gives each of those one thread too).
     first = CliRuns(tmp_path, workers=1)
     first.start("one", [*args, f"output_dir={tmp_path / 'one'}"], synth_env(OMP_NUM_THREADS="1"))
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-                          str(CLI), *args, f"output_dir={tmp_path / 'two'}"], cwd=tmp_path, env=synth_env(), capture_output=True, text=True)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            str(CLI),
+            *args,
+            f"output_dir={tmp_path / 'two'}",
+        ],
+        cwd=tmp_path,
+        env=synth_env(),
+        capture_output=True,
+        text=True,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     one = first["one"]
     first.close()

@@ -20,15 +20,17 @@ def encode_first_token(tokenizer, task, examples):
     return rows
 
 
-register_mode(Mode(
-    name="first_token",
-    description=f"generative, loss on the first {TARGET_TOKENS} answer tokens only (toy)",
-    encode=encode_first_token,
-    columns=("labels",),
-    build=lambda causal_lm, tokenizer, task: causal_lm,
-    peft_kwargs=lambda task: {"task_type": "CAUSAL_LM"},
-    loss=target_loss,
-    model_takes_prefix=False,
-    eval_readout="first_token",
-    default_readout="first_token",
-))
+register_mode(
+    Mode(
+        name="first_token",
+        description=f"generative, loss on the first {TARGET_TOKENS} answer tokens only (toy)",
+        encode=encode_first_token,
+        columns=("labels",),
+        build=lambda causal_lm, tokenizer, task: causal_lm,
+        peft_kwargs=lambda task: {"task_type": "CAUSAL_LM"},
+        loss=target_loss,
+        model_takes_prefix=False,
+        eval_readout="first_token",
+        default_readout="first_token",
+    )
+)

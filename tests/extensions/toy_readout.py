@@ -15,7 +15,9 @@ class FirstTokenOptions(Options):
     prefix: str = '{"'  # the answer's forced start before the first field's name
 
 
-@register_readout("first_token", "label whose first token the LM scores highest (toy)", needs="lm", options=FirstTokenOptions)
+@register_readout(
+    "first_token", "label whose first token the LM scores highest (toy)", needs="lm", options=FirstTokenOptions
+)
 @torch.no_grad()
 def first_token(model, tokenizer, task, examples, *, prefix: str = '{"'):
     out = []

@@ -56,5 +56,12 @@ def messages(e: Example) -> list[dict[str, str]]:
     return [{"role": "user", "content": e.input["text"]}]
 
 
-TASK = Task(name="synth", output=Output, load=load, from_record=from_record, messages=messages, protocols=PROTOCOLS,
-            description="synthetic keyword -> region task for trainer tests")
+TASK = Task(
+    name="synth",
+    output=Output,
+    load=load,
+    from_record=from_record,
+    messages=messages,
+    protocols=PROTOCOLS,
+    description="synthetic keyword -> region task for trainer tests",
+)
