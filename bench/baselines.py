@@ -31,11 +31,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mcqa.compare.baselines import BASELINES, BaselineNotApplicable, run_baseline
-from mcqa.eval.scoring import score, score_records
-from mcqa.examples import load_split
-from mcqa.io import atomic_write_text, write_json
-from mcqa.registry import get_task
+# The mcqa imports come after the path insert (and the HF_HUB_OFFLINE default) above.
+from mcqa.compare.baselines import BASELINES, BaselineNotApplicable, run_baseline  # noqa: E402
+from mcqa.eval.scoring import score, score_records  # noqa: E402
+from mcqa.examples import load_split  # noqa: E402
+from mcqa.io import atomic_write_text, write_json  # noqa: E402
+from mcqa.registry import get_task  # noqa: E402
 
 # (task, the name shown, the protocols pooled under it)
 RUNS = [
@@ -136,9 +137,10 @@ def markdown(results: list[dict], meta: dict) -> str:
         (
             "Test split of each protocol, scored by `mcqa.eval.scoring` (accuracy and macro-F1 in %, 95% percentile "
             f"bootstrap intervals over {meta['resamples']} resamples). Fit time includes choosing C on validation and, "
-            "for the embedding baselines, encoding train and validation; predict time includes encoding the test split. "
-            "Params: numbers learned from train (weights, class frequencies, a temperature); the frozen MiniLM encoder "
-            "(22.7M) is not counted. Timings are wall-clock on the machine named above, indicative only when it is shared."
+            "for the embedding baselines, encoding train and validation; predict time includes encoding the test "
+            "split. Params: numbers learned from train (weights, class frequencies, a temperature); the frozen MiniLM "
+            "encoder (22.7M) is not counted. Timings are wall-clock on the machine named above, indicative only when "
+            "it is shared."
         ),
         "",
     ]

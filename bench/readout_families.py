@@ -145,20 +145,23 @@ def main() -> None:
         "",
         f"`python bench/readout_families.py --n {args.n}`",
         "",
-        f"{env['machine']}, {env['cpus']} CPUs, torch {env['torch']}, transformers {env['transformers']}, {env['threads']} torch "
-        "threads. Random float32 models of one shape per family (hidden 512, 8 layers; module docstring). 'shared': the "
-        "prompt prefix every example shares encoded once, its cache (keys and values, or the recurrent and convolution "
-        "state) copied to every row; where every layer attends, each example's candidates also share its prompt as one "
-        "tree-masked row, else they are unrolled to a row each from a copied state. 'plain': no prefix shared. Both read "
-        "the same examples and must agree: 'max score diff' is the largest difference of any log-likelihood between them.",
+        f"{env['machine']}, {env['cpus']} CPUs, torch {env['torch']}, transformers {env['transformers']}, "
+        f"{env['threads']} torch threads. Random float32 models of one shape per family (hidden 512, 8 layers; module "
+        "docstring). 'shared': the prompt prefix every example shares encoded once, its cache (keys and values, or the "
+        "recurrent and convolution state) copied to every row; where every layer attends, each example's candidates "
+        "also share its prompt as one tree-masked row, else they are unrolled to a row each from a copied state. "
+        "'plain': no prefix shared. Both read the same examples and must agree: 'max score diff' is the largest "
+        "difference of any log-likelihood between them.",
         "",
-        "| family | layers | readout | examples | shared: examples/s | plain: examples/s | speedup | same outputs | max score diff |",
+        "| family | layers | readout | examples | shared: examples/s | plain: examples/s | "
+        "speedup | same outputs | max score diff |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['family']} | {r['layers']} | {r['readout']} ({r['task']}) | {r['examples']} | {r['shared_examples_per_s']} | "
-            f"{r['plain_examples_per_s']} | {r['speedup']}x | {'yes' if r['same_outputs'] else 'no'} | {r['max_score_diff']:.1e} |"
+            f"| {r['family']} | {r['layers']} | {r['readout']} ({r['task']}) | {r['examples']} | "
+            f"{r['shared_examples_per_s']} | {r['plain_examples_per_s']} | {r['speedup']}x | "
+            f"{'yes' if r['same_outputs'] else 'no'} | {r['max_score_diff']:.1e} |"
         )
     atomic_write_text(OUT / "readout_families.md", "\n".join(lines) + "\n")
 

@@ -128,7 +128,8 @@ def timed(name: str, fn, n: int) -> tuple[list[dict], dict]:
         "load_after": load(),
     }
     print(
-        f"  {name:<26} {wall:7.1f} s wall {cpu:7.1f} s cpu  {n / cpu:7.3f} ex/cpu-s  (load {before} -> {row['load_after']})",
+        f"  {name:<26} {wall:7.1f} s wall {cpu:7.1f} s cpu  "
+        f"{n / cpu:7.3f} ex/cpu-s  (load {before} -> {row['load_after']})",
         flush=True,
     )
     return outputs, row
@@ -363,11 +364,11 @@ def markdown(report: dict) -> str:
         "",
         f"`{report['command']}`",
         "",
-        f"{report['machine']}; torch {report['torch']}, transformers {report['transformers']}, {report['threads']} torch "
-        f"thread(s); load average (1 min) {report['load_start']} at the start, {report['load_end']} at the end. The CPU is "
-        "shared with other jobs, so the speedup is given on process CPU seconds (the work done, whatever else runs) and on "
-        "wall-clock seconds; speedup = published loop seconds / readout seconds, same examples. 'same as constrained' is "
-        "the share of examples whose output equals the constrained readout's.",
+        f"{report['machine']}; torch {report['torch']}, transformers {report['transformers']}, {report['threads']} "
+        f"torch thread(s); load average (1 min) {report['load_start']} at the start, {report['load_end']} at the end. "
+        "The CPU is shared with other jobs, so the speedup is given on process CPU seconds (the work done, whatever "
+        "else runs) and on wall-clock seconds; speedup = published loop seconds / readout seconds, same examples. "
+        "'same as constrained' is the share of examples whose output equals the constrained readout's.",
         "",
     ]
     parts = ([report["a"]] if "a" in report else []) + report.get("b", [])
@@ -383,7 +384,10 @@ def markdown(report: dict) -> str:
             "",
         ]
         acc = "accuracy" in part["rows"][0]
-        head = "| readout | wall s | CPU s | examples / CPU s | speedup (CPU) | speedup (wall) | load | same as constrained |"
+        head = (
+            "| readout | wall s | CPU s | examples / CPU s | speedup (CPU) | speedup (wall) | load | "
+            "same as constrained |"
+        )
         lines += [head + (" accuracy |" if acc else ""), "|---" * (8 + acc) + "|"]
         for r in part["rows"]:
             line = (
@@ -400,8 +404,8 @@ def markdown(report: dict) -> str:
             lines += [
                 "",
                 f"rank, temperature fitted on {t['n_validation']} validation examples: T = {t['temperature']:.3f}; "
-                f"validation NLL {t['nll_before']:.3f} -> {t['nll_after']:.3f}, validation ECE {ece(t['ece_before'])} -> "
-                f"{ece(t['ece_after'])}; test ECE {test(t['test']['before'])} -> {test(t['test']['after'])}.",
+                f"validation NLL {t['nll_before']:.3f} -> {t['nll_after']:.3f}, validation ECE {ece(t['ece_before'])} "
+                f"-> {ece(t['ece_after'])}; test ECE {test(t['test']['before'])} -> {test(t['test']['after'])}.",
             ]
         lines.append("")
     if "c" in report:
@@ -409,11 +413,11 @@ def markdown(report: dict) -> str:
         lines += [
             f"## {c['model']}: {c['task']}, letters against option text",
             "",
-            f"{c['rows'][0]['n']} examples from the {c['split']}. Letter prompt {c['prompt_tokens_mean']} tokens on average; "
-            f"cloze prompt {o['cloze_prompt_tokens_mean']} tokens ({o['shared_prefix_tokens']} shared by all), "
-            f"{o['options_per_example']} options of {o['option_tokens_mean']} tokens in all per example. The options "
-            f"readout feeds {o['tokens_fed_shared']} tokens per pass (shared prefix once, each question once, a trie of "
-            f"its options); a forward per (question, option) pair would feed {o['tokens_fed_per_pair']} "
+            f"{c['rows'][0]['n']} examples from the {c['split']}. Letter prompt {c['prompt_tokens_mean']} tokens on "
+            f"average; cloze prompt {o['cloze_prompt_tokens_mean']} tokens ({o['shared_prefix_tokens']} shared by "
+            f"all), {o['options_per_example']} options of {o['option_tokens_mean']} tokens in all per example. The "
+            f"options readout feeds {o['tokens_fed_shared']} tokens per pass (shared prefix once, each question once, "
+            f"a trie of its options); a forward per (question, option) pair would feed {o['tokens_fed_per_pair']} "
             f"({o['pair_over_shared']}x). pmi runs two passes (the second under a neutral prompt). Speedup is against "
             "the rank (letters) row.",
             "",

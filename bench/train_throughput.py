@@ -172,7 +172,8 @@ def main() -> None:
     ]
     for r in results:
         lines.append(
-            f"| {r['method']} | {r['seconds']} | {r['tokens']} | {r['tokens_per_second']} | {r['mean_loss']} | {r['step_losses']} |"
+            f"| {r['method']} | {r['seconds']} | {r['tokens']} | "
+            f"{r['tokens_per_second']} | {r['mean_loss']} | {r['step_losses']} |"
         )
     lines += ["", f"Speed-up: **{ratio:.2f}x** (target 1.3x); mean loss gap {summary['loss_gap']}.", ""]
     atomic_write_text(a.out / "train_throughput.md", "\n".join(lines))

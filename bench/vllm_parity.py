@@ -31,7 +31,7 @@ from mcqa.io import atomic_write_text, write_json  # noqa: E402
 from mcqa.readouts import run_readout  # noqa: E402
 from mcqa.serve.export import export  # noqa: E402
 from mcqa.train.folder import read_summary  # noqa: E402
-from mcqa.train.runs import load_run
+from mcqa.train.runs import load_run  # noqa: E402
 
 
 def timed(fn):
@@ -55,9 +55,9 @@ def serve(bundle: Path, python: str, port: int) -> subprocess.Popen:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
             return proc
-        except OSError:
+        except OSError as e:
             if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"vLLM did not start; see {bundle / 'server.log'}")
+                raise SystemExit(f"vLLM did not start; see {bundle / 'server.log'}") from e
             time.sleep(2)
 
 
@@ -195,11 +195,13 @@ def main() -> None:
         "",
         f"`{report['command']}`",
         "",
-        f"{task.name} test, {len(examples)} examples; identical labels (endpoint, 8 in flight, against mcqa constrained): "
-        f"**{100 * report['identical_labels']:.1f}%**; largest label-probability gap against rank: {gap}.",
+        f"{task.name} test, {len(examples)} examples; identical labels (endpoint, 8 in flight, against mcqa "
+        f"constrained): **{100 * report['identical_labels']:.1f}%**; largest label-probability gap against rank: "
+        f"{gap}.",
         "",
         f"`mcqa predict --endpoint` killed (SIGKILL) after {resume['killed_after_lines']} answers and run again: "
-        f"resumed {resume['resumed']}, predictions file byte-identical to an uninterrupted run: {resume['identical_file']}.",
+        f"resumed {resume['resumed']}, predictions file byte-identical to an uninterrupted run: "
+        f"{resume['identical_file']}.",
         "",
         "| readout | seconds | examples / s |",
         "|---|---|---|",

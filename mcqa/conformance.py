@@ -136,7 +136,8 @@ def _prompt_hides_gold(c: Context) -> list[str]:
         return []  # a multiple-choice prompt may show the reply format with a letter in it
     labeled = [e for e in c.default_examples() if e.target is not None]
     prompts = [c.prompt_text(e) for e in labeled]
-    # A serialisation in every prompt is the reply format shown to all ('Reply {"sentiment": "pos"} or ...'), not a leak.
+    # A serialisation in every prompt is the reply format shown to all ('Reply {"sentiment": "pos"} or ...'),
+    # not a leak.
     everywhere: dict[str, bool] = {}
     out = []
     for e, prompt in zip(labeled, prompts):
@@ -159,7 +160,8 @@ def _options_consistent(c: Context) -> list[str]:
     letters = tuple(task.label_spaces[task.choice_field].values)
     if letters != tuple(LETTERS[: len(letters)]):
         return [
-            f"choice_field '{task.choice_field}' takes {', '.join(map(str, letters))}; it must take the letters A, B, C, ... in order"
+            f"choice_field '{task.choice_field}' takes {', '.join(map(str, letters))}; "
+            "it must take the letters A, B, C, ... in order"
         ]
     out = []
     for e in c.default_examples():
@@ -184,7 +186,8 @@ def _options_consistent(c: Context) -> list[str]:
                 or task.options(moved)[LETTERS.index(moved.target[task.choice_field])] != gold_text
             ):
                 out.append(
-                    f"{e.id}: reorder() does not show the options in the order asked with the gold letter following the gold option"
+                    f"{e.id}: reorder() does not show the options in the order "
+                    "asked with the gold letter following the gold option"
                 )
     return out
 
@@ -215,7 +218,8 @@ def _splits_sound(c: Context) -> list[str]:
             shared = texts[a] & texts[b]
             if shared:
                 out.append(
-                    f"protocol {protocol}: {len(shared)} input texts in both {a} and {b}, e.g. {sorted(shared)[0][:60]!r}"
+                    f"protocol {protocol}: {len(shared)} input texts in "
+                    f"both {a} and {b}, e.g. {sorted(shared)[0][:60]!r}"
                 )
     return out
 

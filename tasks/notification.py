@@ -28,9 +28,13 @@ class Output(BaseModel):
 
 # Kept short on purpose: it is in every training example, and most of the compute on a CPU
 # goes to prompt tokens. LABELING.md has the full rules the labels follow.
-SYSTEM = f"""Sort the phone notification. Reply with JSON only: {{"folder": F, "priority": P}}
-F is {label_list(FOLDERS)}: Work is the user's job; Personal is family, friends and own appointments; Promotions is marketing, even when it sounds urgent; Alerts is automated notices about the user's accounts, devices, money, deliveries or travel, codes, and phishing.
-P is 1 (can wait), 2 (check today) or 3 (needs attention now)."""
+SYSTEM = (
+    'Sort the phone notification. Reply with JSON only: {"folder": F, "priority": P}\n'
+    f"F is {label_list(FOLDERS)}: Work is the user's job; Personal is family, friends and own appointments; "
+    "Promotions is marketing, even when it sounds urgent; Alerts is automated notices about the user's accounts, "
+    "devices, money, deliveries or travel, codes, and phishing.\n"
+    "P is 1 (can wait), 2 (check today) or 3 (needs attention now)."
+)
 
 
 def from_record(r: dict) -> Example:

@@ -31,7 +31,8 @@ class Output(BaseModel):
 
 SYSTEM = (
     "You help people choose a recipe. Read the request and the five recipe options, and pick the "
-    'one option that satisfies every part of the request. Reply with one JSON object and nothing else: {"answer": "<letter>"}'
+    "one option that satisfies every part of the request. Reply "
+    'with one JSON object and nothing else: {"answer": "<letter>"}'
 )
 
 

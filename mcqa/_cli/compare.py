@@ -38,7 +38,8 @@ def add_arguments(s) -> None:
         nargs="+",
         metavar="R",
         help="readouts of --zero-shot, each NAME or "
-        "NAME:key=value,... such as options:rule=pmi (default: constrained, rank, and for multiple choice every options rule)",
+        "NAME:key=value,... such as options:rule=pmi (default: "
+        "constrained, rank, and for multiple choice every options rule)",
     )
     s.add_argument(
         "--against",

@@ -49,5 +49,6 @@ def run(args) -> None:
         for t in tables(json.loads(metrics_file.read_text(encoding="utf-8"))):
             out.print(t)
     console.print(
-        f"run folder: [bold]{run_dir}[/] (adapter in {run_dir / 'adapter'}, test report in {run_dir / 'test' / 'report.md'})"
+        f"run folder: [bold]{run_dir}[/] (adapter in {run_dir / 'adapter'}, "
+        f"test report in {run_dir / 'test' / 'report.md'})"
     )

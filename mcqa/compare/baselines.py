@@ -19,7 +19,8 @@ A free field (no label space) gets no baseline: it is filled with the train's mo
 value so that the output still parses, and the result says it was skipped. For a multiple-choice
 field, letters past an example's last option are impossible and get probability 0.
 
-The fits are mcqa.compare.label_fits and mcqa.compare.choice_fits. Embeddings come from mcqa.compare.embeddings, cached per (task, protocol, split, text kind); a baseline's
+The fits are mcqa.compare.label_fits and mcqa.compare.choice_fits. Embeddings come from
+mcqa.compare.embeddings, cached per (task, protocol, split, text kind); a baseline's
 fit and predict times count a cache hit at its encoding cost, so the reported speed is the
 baseline's, not the cache's. torch and transformers are imported only when an embedding
 baseline runs.
@@ -182,7 +183,8 @@ def run_baseline(
                 "filled with the train's most frequent value so the output parses",
             }
     console.print(
-        f"{name} on {task.name}/{protocol}: fit {fit_s:.1f}s, predict {predict_s:.1f}s for {len(target.examples)} examples"
+        f"{name} on {task.name}/{protocol}: fit {fit_s:.1f}s, "
+        f"predict {predict_s:.1f}s for {len(target.examples)} examples"
     )
     result = {
         "baseline": name,

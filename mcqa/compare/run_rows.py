@@ -187,7 +187,8 @@ def run_rows(run_dirs: list[Path], task: Task, folds: list[str], out: Path) -> l
         if missing:
             raise McqaError(
                 f"{names[key]}: no run on fold{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
-                f"train one per fold (mcqa train --protocol {missing[0]} ...) with the same settings and pass them all to --runs"
+                f"train one per fold (mcqa train --protocol {missing[0]} ...) "
+                "with the same settings and pass them all to --runs"
             )
         fold_runs = [by_fold[p] for p in folds]
         records = [rec for r, _ in fold_runs for rec in make_records(task, *tested[r], progress=False)]

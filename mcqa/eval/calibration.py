@@ -132,7 +132,8 @@ def with_option_rule(task: Task, outputs: list[Prediction], rule: str) -> list[P
     for o in outputs:
         if rule not in o.get("option_scores", {}):
             raise McqaError(
-                f"prediction '{o['id']}' has no '{rule}' option scores; read it out with the options readout (rule=pmi holds every rule)"
+                f"prediction '{o['id']}' has no '{rule}' option scores; "
+                "read it out with the options readout (rule=pmi holds every rule)"
             )
         groups = [{**g, "loglik": o["option_scores"][rule]} for g in o["scores"]]
         out.append({**o, **rank_record(task, o["id"], groups, 1.0)})

@@ -133,7 +133,8 @@ def markdown(m: dict[str, Any]) -> str:
         for g, s in m["groups"].items():
             accs = " | ".join(_group_acc(s, f) for f in fields)
             lines.append(
-                f"| {g} | {s['n']} | {_pct(s['joint_accuracy'])} | {_ci(s['joint_ci'])} | {accs} | {s['parse_failures']} |"
+                f"| {g} | {s['n']} | {_pct(s['joint_accuracy'])} | "
+                f"{_ci(s['joint_ci'])} | {accs} | {s['parse_failures']} |"
             )
     if "positions" in m:
         pos = m["positions"]

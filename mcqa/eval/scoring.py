@@ -85,7 +85,8 @@ def check_probs(probs: Any, where: str, task: Task | None) -> dict[str, dict[str
         if spaces is not None and spaces.get(field) is None:
             known = [f for f, sp in spaces.items() if sp is not None]
             raise DataError(
-                f"{where}: probs for '{field}', which is not a labelled field of '{task.name}' (its fields: {', '.join(known)})"
+                f"{where}: probs for '{field}', which is not a labelled "
+                f"field of '{task.name}' (its fields: {', '.join(known)})"
             )
         if not isinstance(dist, dict):
             raise DataError(
@@ -114,7 +115,8 @@ def match_ids(examples: list[Example], preds: dict[str, Prediction], where: str,
     unknown = [i for i in preds if i not in known]
     if unknown:
         raise DataError(
-            f"{where}: {len(unknown)} ids are not in the examples being scored (first: '{unknown[0]}'); check --split/--protocol or --data"
+            f"{where}: {len(unknown)} ids are not in the examples being scored (first: "
+            f"'{unknown[0]}'); check --split/--protocol or --data"
         )
     missing = [e.id for e in examples if e.id not in preds]
     if missing and not subset:

@@ -188,7 +188,8 @@ def head_sizes(task: Task) -> dict[str, int]:
     free = [f for f, s in spaces.items() if s is None]
     if free:
         raise McqaError(
-            f"task '{task.name}' has free fields ({', '.join(free)}); head mode needs a label space for every field, use --mode generate"
+            f"task '{task.name}' has free fields ({', '.join(free)}); "
+            "head mode needs a label space for every field, use --mode generate"
         )
     return {f: len(s.values) for f, s in spaces.items()}
 

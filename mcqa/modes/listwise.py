@@ -58,7 +58,7 @@ class ListwiseCollator:
         batch, spans = ChoiceCollator(self.pad_token_id, trees=self.trees).build(both)
         k = batch.pop("option_ends").shape[1]
         rows, pos, tok, slot = [], [], [], []
-        for i, (f, out) in enumerate(zip(both, spans)):
+        for i, (_f, out) in enumerate(zip(both, spans)):
             for j, s in enumerate(out):
                 # The prompt's last position predicts the option's first token (a branch sees only the prompt).
                 rows += [s.row] * s.length

@@ -54,8 +54,12 @@ _REFUSALS = {  # what the model offers -> why a readout that needs something els
 }
 _NEEDS = {
     "lm": "the '{name}' readout needs a causal LM with its LM head",
-    "heads": "the '{name}' readout needs a head-mode run (mcqa train mode=head); this model has no classification heads",
-    "choice": "the '{name}' readout needs a choice-mode run (mcqa train mode=choice); this model has no option-score head",
+    "heads": (
+        "the '{name}' readout needs a head-mode run (mcqa train mode=head); this model has no classification heads"
+    ),
+    "choice": (
+        "the '{name}' readout needs a choice-mode run (mcqa train mode=choice); this model has no option-score head"
+    ),
     "none": "",  # a server does the work: no local model is read
 }
 
@@ -87,7 +91,8 @@ def check_options(readout: Readout, opts: dict[str, Any]) -> Options:
     for key in opts:
         if key not in known:
             raise McqaError(
-                f"readout '{readout.name}' has no option '{key}'{did_you_mean(key, known)} (its options: {', '.join(known) or 'none'})"
+                f"readout '{readout.name}' has no option '{key}'{did_you_mean(key, known)} (its options: "
+                f"{', '.join(known) or 'none'})"
             )
     try:
         return readout.options(**opts)

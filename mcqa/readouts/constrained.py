@@ -120,7 +120,8 @@ def _grammar(lm: CausalLM, tokenizer, task: Task, examples: list[Example], batch
         import xgrammar as xgr
     except ImportError:
         raise McqaError(
-            f"task '{task.name}' has free fields; constrained decoding of free fields needs xgrammar: pip install xgrammar"
+            f"task '{task.name}' has free fields; "
+            "constrained decoding of free fields needs xgrammar: pip install xgrammar"
         ) from None
     stops = stop_token_ids(tokenizer)
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=lm.vocab_size, stop_token_ids=stops)

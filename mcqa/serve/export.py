@@ -2,10 +2,10 @@
 
 The bundle holds the PEFT adapter (or, with `merge`, the base model with the adapter merged
 in), the run's tokenizer with its chat template, the task's JSON Schema and label lists, the
-structured-output request mcqa's endpoint readout sends, and the engine's own files (its
-launch script and a README; mcqa.serve.engines, one file per engine such as mcqa.serve.vllm). The run folder is untrusted
-input: it is checked by mcqa.train.runs, only plain files with the expected names are copied, and
-nothing is written outside OUT.
+structured-output request mcqa's endpoint readout sends, and the engine's own files (its launch
+script and a README; mcqa.serve.engines, one file per engine such as mcqa.serve.vllm). The run
+folder is untrusted input: it is checked by mcqa.train.runs, only plain files with the expected
+names are copied, and nothing is written outside OUT.
 
 A head- or choice-mode run has no LM head to serve: it is refused in one line.
 """
@@ -129,7 +129,9 @@ def _fill(run_dir: Path, summary, config, task, out: Path, merge: bool, name: st
             "lora_r": config.lora.r,
             "max_logprobs": most,
             "temperature": None,
-            "temperature_note": "a generate-mode run fits no temperature; pass --readout-opt temperature=T to apply one",
+            "temperature_note": (
+                "a generate-mode run fits no temperature; pass --readout-opt temperature=T to apply one"
+            ),
             "run": str(run_dir.resolve()),
             "engine": serving.name,
             "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -72,6 +72,7 @@ def serve_script(served: str, base: Path | str | None, merge: bool, r: int, max_
 
 
 def readme(task: str, served: str, protocol: str) -> str:
+    endpoint = f"--endpoint http://127.0.0.1:8000/v1 --served-model {served}"
     return f"""# {served}: an mcqa run served by vLLM
 
 Serve it (an environment with vLLM; `scripts/vllm-serve.sh` in mcqa makes one on a CPU):
@@ -81,8 +82,8 @@ Serve it (an environment with vLLM; `scripts/vllm-serve.sh` in mcqa makes one on
 Read it out and score it with mcqa (structured outputs from the task's schema, label
 probabilities from the server's logprobs; the request is in request.json):
 
-    mcqa score --task {task} --protocol {protocol} --split test --endpoint http://127.0.0.1:8000/v1 --served-model {served}
-    mcqa predict --task {task} --data new.jsonl --endpoint http://127.0.0.1:8000/v1 --served-model {served} --out preds.jsonl
+    mcqa score --task {task} --protocol {protocol} --split test {endpoint}
+    mcqa predict --task {task} --data new.jsonl {endpoint} --out preds.jsonl
 
 An interrupted `predict --out` resumes where it stopped. On GPUs the same bundle serves with
 tensor parallelism (`./serve.sh --tensor-parallel-size 2`) or data parallelism

@@ -166,7 +166,8 @@ def settings_problems(config: TrainConfig, task: Any, weight_names: set[str] | N
     problems = []
     if config.protocol is not None and config.protocol not in task.protocols:
         problems.append(
-            f"protocol: task '{task.name}' has no split protocol '{config.protocol}'; choose one of: {', '.join(task.protocols)}"
+            f"protocol: task '{task.name}' has no split protocol '{config.protocol}'; "
+            f"choose one of: {', '.join(task.protocols)}"
         )
     metrics = best_metric_names(task)
     name = config.best_metric.removeprefix("eval_")

@@ -71,7 +71,8 @@ def _number(where: Path, summary: dict, key: str) -> float | None:
         return None
     if not is_number(v) or v < 0:
         raise McqaError(
-            f"{where}: '{key}' must be a non-negative number, got {v!r}; the file is damaged, retrain or re-copy the run"
+            f"{where}: '{key}' must be a non-negative number, "
+            f"got {v!r}; the file is damaged, retrain or re-copy the run"
         )
     return v
 
@@ -117,7 +118,8 @@ def read_summary(run_dir: str | Path) -> RunSummary:
         for key in ("task", "mode", "model"):
             if s[key] != getattr(config, key):
                 raise McqaError(
-                    f"{path}: {key} '{s[key]}' disagrees with {CONFIG_FILE} ('{getattr(config, key)}'); the run folder was edited"
+                    f"{path}: {key} '{s[key]}' disagrees with {CONFIG_FILE} "
+                    f"('{getattr(config, key)}'); the run folder was edited"
                 )
     return RunSummary(
         run_dir,
@@ -137,7 +139,10 @@ def _unfinished(run_dir: Path) -> str:
         return (
             f"{run_dir}: not a finished training run (no {RUN_MARKER}); finish it with `mcqa train --resume {run_dir}`"
         )
-    return f"{run_dir}: not a training run folder (no {RUN_MARKER}, no {CONFIG_FILE}); pass a folder written by `mcqa train`"
+    return (
+        f"{run_dir}: not a training run folder (no {RUN_MARKER}, no {CONFIG_FILE}); "
+        "pass a folder written by `mcqa train`"
+    )
 
 
 def check_remote_code(config: TrainConfig, where: Path, trust_remote_code: bool) -> None:

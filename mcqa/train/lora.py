@@ -64,7 +64,8 @@ def last_layers(base, n: int | None) -> dict[str, Any]:
 
 
 def qlora_config(config: TrainConfig):
-    """4-bit NF4 weights; mcqa.train.start.qlora_problems has checked for CUDA and bitsandbytes before any folder was made."""
+    """4-bit NF4 weights; mcqa.train.start.qlora_problems has checked for CUDA and bitsandbytes
+    before any folder was made."""
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",

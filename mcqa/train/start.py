@@ -179,7 +179,8 @@ def qlora_problems(config: TrainConfig) -> list[str]:
     if not cuda:
         why = "".join(f" ({str(w.message).strip().splitlines()[0]})" for w in said[:1] if str(w.message).strip())
         return [
-            f"qlora: qlora=true needs a CUDA GPU and bitsandbytes; this machine has no CUDA device{why}, so drop qlora=true"
+            "qlora: qlora=true needs a CUDA GPU and bitsandbytes; "
+            f"this machine has no CUDA device{why}, so drop qlora=true"
         ]
     if (
         importlib.util.find_spec("bitsandbytes") is None
