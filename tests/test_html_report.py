@@ -20,8 +20,9 @@ import pytest
 from helpers import CLI, REPO, assert_user_error, cli_env, fake_run, gold_rows, load, run_cli, tree, write_jsonl
 from markupsafe import escape
 
+from mcqa.compare.page import write_compare_html
 from mcqa.compare.table import compare
-from mcqa.eval.html import write_compare_html, write_training_report
+from mcqa.eval.html import write_training_report
 from mcqa.eval.scoring import score
 from mcqa.eval.view import make_server
 from mcqa.prompting import serialize_target

@@ -522,6 +522,7 @@ def selection(tmp_path_factory):
     import dataclasses
 
     import mcqa.train.recipe as T
+    import mcqa.train.trainer as TR
     from mcqa.modes import MODES
 
     runs, seen = {}, {}
@@ -550,15 +551,16 @@ def selection(tmp_path_factory):
 
         def score(task, examples, outputs, run, *a, resamples=1000, **k):
             scored = real_score(task, examples, outputs, run, *a, resamples=resamples, **k)
-            if rates and resamples == T.VAL_RESAMPLES:  # validation only; the test scoring stays real
+            if rates and resamples == TR.VAL_RESAMPLES:  # validation only; the test scoring stays real
                 scored.metrics["parse"]["failure_rate"] = rates.pop(0)
             return scored
 
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(T, "JsonlLog", _sabotaging_log(sabotage_from))
             mp.setitem(MODES, "head", dataclasses.replace(real_mode, encode=encode))
-            mp.setattr(T, "read_out", read_out)
-            mp.setattr(T, "score", score)
+            for module in (T, TR):  # the test pass (the recipe) and validation (its Trainer) read out and score
+                mp.setattr(module, "read_out", read_out)
+                mp.setattr(module, "score", score)
             runs[name] = T.train(load_config(None, {**overrides, "output_dir": str(out)}))
         seen[name] = spy
     return runs, seen

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mcqa.compare.baselines import BASELINES
+from mcqa.compare.page import write_compare_html
 from mcqa.compare.paired import check_row_name, outcomes, pair_rows
 from mcqa.compare.rows import (
     Row,
@@ -37,7 +38,6 @@ from mcqa.compare.stack import Member
 from mcqa.compare.stack import stack as stack_predictions
 from mcqa.compare.view import bar_chart, markdown
 from mcqa.errors import McqaError
-from mcqa.eval.html import write_compare_html
 from mcqa.eval.report import write_run
 from mcqa.eval.scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, make_records, score_records
 from mcqa.examples import load_split

@@ -1,6 +1,6 @@
-"""report.html and compare.html: a scored run, a training run and a compare table, each as one
-self-contained page (inline CSS, charts as base64 PNG, no script and no external URL, so it
-opens from a file with the network off). jinja2 renders the package's templates/ with
+"""report.html: a scored run or a training run as one self-contained page (inline CSS, charts as
+base64 PNG, no script and no external URL, so it opens from a file with the network off);
+compare.html is mcqa.compare.page, on the same templates and helpers. jinja2 renders the package's templates/ with
 autoescaping on: a run folder's names and a model's raw outputs are text, never markup.
 
 Every number on a page comes from the same dicts as report.md and compare.md (metrics.json,
@@ -9,13 +9,11 @@ val_metrics.jsonl and run.json in the run folder, beside test/)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -53,7 +51,7 @@ def _p(d: dict[str, Any] | None) -> str:
     return "" if not d else "p<0.001" if d["p"] < 0.001 else f"p={d['p']:.3f}"
 
 
-def _excludes_zero(d: dict[str, Any] | None) -> bool:
+def excludes_zero(d: dict[str, Any] | None) -> bool:
     return bool(d) and (d["ci"][0] > 0 or d["ci"][1] < 0)
 
 
@@ -62,15 +60,15 @@ def _excerpt(text: Any, n: int = EXCERPT) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-_ENV = Environment(
+ENV = Environment(
     loader=PackageLoader("mcqa.eval", "templates"),
     autoescape=True,
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_ENV.filters.update(pct=_pct, ci=_ci, diff=_diff, p=_p, excerpt=_excerpt)
-_ENV.tests["excluding_zero"] = _excludes_zero
+ENV.filters.update(pct=_pct, ci=_ci, diff=_diff, p=_p, excerpt=_excerpt)
+ENV.tests["excluding_zero"] = excludes_zero
 
 
 def command_line() -> str | None:
@@ -97,7 +95,7 @@ def write_report_html(
     folder = Path(folder)
     if inputs is None:
         inputs = input_texts(metrics, {r["id"] for r in records if not r["joint"]})
-    page = _ENV.get_template("report.html.j2").render(**report_context(folder, records, metrics, training, inputs))
+    page = ENV.get_template("report.html.j2").render(**report_context(folder, records, metrics, training, inputs))
     atomic_write_text(folder / REPORT, page)
     return folder / REPORT
 
@@ -392,70 +390,4 @@ def training_context(t: dict[str, Any]) -> dict[str, Any]:
         "kept_epoch": t["kept_epoch"],
         "best_metric": t["best_metric"],
         "facts": facts,
-    }
-
-
-# ---------------------------------------------------------------- compare.html
-
-
-def write_compare_html(out: Path, result: dict[str, Any]) -> Path:
-    """compare.html beside compare.md, from the dict compare() writes as compare.json: the table
-    (each row linked to its own report.html when it has one), every row with its interval, and
-    the paired differences, those whose interval excludes 0 marked."""
-    out = Path(out)
-    page = _ENV.get_template("compare.html.j2").render(**compare_context(out, result))
-    atomic_write_text(out / COMPARE, page)
-    return out / COMPARE
-
-
-def report_link(out: Path, folder: str | None) -> str | None:
-    """A relative link from the compare folder to a row's report.html, when that file exists."""
-    if not folder or not (Path(folder) / REPORT).is_file():
-        return None
-    rel = os.path.relpath(Path(folder).resolve() / REPORT, out.resolve())
-    return quote(Path(rel).as_posix())
-
-
-def compare_context(out: Path, result: dict[str, Any]) -> dict[str, Any]:
-    fields, rows = result["fields"], result["rows"]
-    metrics = [(f, f"{f} accuracy") for f in fields] + ([("joint", "joint")] if len(fields) > 1 else [])
-    names = [r["name"] for r in rows]
-
-    def value(r: dict[str, Any], key: str) -> tuple[float, list[float] | None]:
-        return (
-            (r["joint"], r["joint_ci"])
-            if key == "joint"
-            else (r["fields"][key]["accuracy"], r["fields"][key]["accuracy_ci"])
-        )
-
-    def pair(r: dict[str, Any], key: str) -> dict[str, Any] | None:
-        d = r.get("paired")
-        return None if not d else d["joint"] if key == "joint" else d["fields"][key]
-
-    shown = [
-        {
-            **r,
-            "link": report_link(out, r.get("folder")),
-            "marked": any(_excludes_zero(pair(r, k)) for k, _ in metrics + [("joint", "joint")]),
-        }
-        for r in rows
-    ]
-    reference = result.get("reference")
-    has_pairs = any(r.get("paired") for r in rows)
-    best = result.get("best_two")
-    return {
-        "result": result,
-        "fields": fields,
-        "rows": shown,
-        "reference": reference,
-        "command": command_line(),
-        "folds": result.get("folds") or [result["protocol"]],
-        "n": rows[0]["n"] if rows else 0,
-        "rows_chart": charts.compare_rows(names, [(title, [value(r, k) for r in rows]) for k, title in metrics])
-        if rows
-        else None,
-        "paired_chart": charts.paired(names, reference, [(title, [pair(r, k) for r in rows]) for k, title in metrics])
-        if has_pairs and reference
-        else None,
-        "best_two": best if best and reference not in best["rows"] else None,
     }
