@@ -228,7 +228,7 @@ def test_knn_votes_the_nearest_training_labels_with_k_chosen_on_validation(monke
     result = B.run_baseline("knn", LABELS)
     assert score(LABELS, result)["fields"]["color"]["accuracy"] >= 0.9
     fitted = result["fields"]["color"]
-    assert fitted["k"] in B.K_GRID and fitted["k"] <= SIZES["train"]
+    assert fitted["k"] in label_fits.K_GRID and fitted["k"] <= SIZES["train"]
     tried = []
     real = label_fits.KNeighborsClassifier
 
@@ -238,7 +238,9 @@ def test_knn_votes_the_nearest_training_labels_with_k_chosen_on_validation(monke
 
     monkeypatch.setattr(label_fits, "KNeighborsClassifier", spy)
     B.run_baseline("knn", LABELS, cache=None)
-    assert tried == [k for k in B.K_GRID if k <= SIZES["train"]] * 2  # every k, for each of the two label fields
+    assert (
+        tried == [k for k in label_fits.K_GRID if k <= SIZES["train"]] * 2
+    )  # every k, for each of the two label fields
     with pytest.raises(B.BaselineNotApplicable, match="option order"):
         B.run_baseline("knn", CHOICE)
 

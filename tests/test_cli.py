@@ -535,9 +535,8 @@ def test_schema_write_regenerates_missing_and_stale_schema_files(cli):
 def test_train_names_the_settings_it_took_from_the_task_and_not_the_users(tmp_path):
     """notification declares train_defaults (mode, learning_rate, epochs); `mcqa train` names
     the ones the user left to it, and none the user set in a file or on the command line."""
-    from helpers import _cli_module
+    from mcqa.train.config import defaults_note as note
 
-    note = _cli_module()._task_defaults_note
     assert note("notification", None, {}) == (
         "task 'notification' defaults: mode=head learning_rate=0.001 epochs=2 "
         "(a config file or key=value overrides win)"

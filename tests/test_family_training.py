@@ -20,7 +20,8 @@ from mcqa.model.lm import capabilities, lora_targets
 from mcqa.modes import get_mode
 from mcqa.prompting import neutral_messages
 from mcqa.registry import get_task
-from mcqa.train.recipe import batch_loss, collator_for, permuted_copies
+from mcqa.train.recipe import permuted_copies
+from mcqa.train.trainer import batch_loss, collator_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
