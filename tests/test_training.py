@@ -749,9 +749,9 @@ def test_two_process_ddp_loss_matches_one_process(tmp_path, task, mode):
             "batch_size": 16,
             "learning_rate": 3e-3,
             "epochs": 1,
-            "max_train_examples": 48,
-            "max_eval_examples": 8,
-            "max_test_examples": 8,
+            "max_train_examples": 32,
+            "max_eval_examples": 4,
+            "max_test_examples": 4,
             "group_by_length": False,
             "lora.dropout": 0.0,
             "logging_steps": 1,
@@ -790,7 +790,7 @@ def test_two_process_ddp_loss_matches_one_process(tmp_path, task, mode):
         return [r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
 
     l1, l2 = losses(tmp_path / "one"), losses(tmp_path / "two")
-    assert len(l1) == len(l2) == 3
+    assert len(l1) == len(l2) == 2
     # Step 1 sees the same 16 examples before any update: equal to float precision. Later steps
     # follow Adam updates, which amplify the last-bit differences of a gloo all-reduce.
     assert l1[0] == pytest.approx(l2[0], rel=1e-5)
