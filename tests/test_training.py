@@ -134,6 +134,16 @@ def test_the_task_contract_refuses_train_defaults_that_are_not_settings(defaults
         check_task(dataclasses.replace(get_task("synth"), train_defaults=defaults), "synth", "synth.py")
 
 
+def test_the_schedulers_the_config_accepts_are_transformers_own():
+    """The config lists the scheduler names itself, so that reading a run's config imports no
+    transformers; they must stay the names transformers' Trainer takes."""
+    from transformers import SchedulerType
+
+    from mcqa.train.config import SCHEDULERS
+
+    assert SCHEDULERS == tuple(s.value for s in SchedulerType)
+
+
 def test_batch_must_divide_into_micro_batches():
     with pytest.raises(McqaError, match="not a multiple"):
         load_config(None, {"task": "synth", "batch_size": 16, "micro_batch_size": 6})
