@@ -10,7 +10,7 @@ import json
 
 import pytest
 from browser import Browser, chromium
-from test_html_report import compare_folder, score_run, training_run
+from report_folders import compare_folder, score_run, training_run
 
 EXE = chromium()
 pytestmark = [

@@ -15,6 +15,7 @@ import pytest
 import torch
 from families import FAMILIES, WINDOW, family_model, save_family
 from helpers import load, messages_ids, plain_loglik, plain_logprobs, run_cli
+from readout_tasks import FREE, random_examples  # the free-field task the grammar tests use
 
 from mcqa.conformance import check
 from mcqa.model.choice_rows import cloze_messages
@@ -183,7 +184,6 @@ def test_options_under_every_rule_and_permuted_equal_plain_forwards(family, orac
 
 def test_constrained_free_fields_equal_plain_forwards(family, oracle):
     pytest.importorskip("xgrammar")
-    from test_readouts import FREE, random_examples  # the free-field task the grammar tests use
 
     _, model, tok = family
     examples = random_examples(FREE, tok, 3, seed=3)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import random
-from typing import Annotated, Literal
 
 import numpy as np
 import pytest
 import torch
 from helpers import load, plain_logprobs
-from pydantic import BaseModel, ConfigDict, Field
+from readout_tasks import FREE, SHARED, random_examples, task_named
 
 from mcqa.errors import McqaError
 from mcqa.eval.calibration import apply_temperature, fit_temperature, group_probs
@@ -32,71 +30,12 @@ from mcqa.readouts import READOUTS, run_readout
 from mcqa.readouts.decoding import SharedPrefix, Streams, Tree
 from mcqa.readouts.trie import LabelCandidates
 from mcqa.registry import get_task
-from mcqa.task import Example, Task, check_task
+from mcqa.task import Example, Task
 
 TOL = 1e-4  # float32 log-probs; a batched, cached forward differs from a plain one by ~1e-6
 
 
-class Shared(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    topic: Literal["computer", "computer science", "computer engineering", "Promotions", "Prom", "math"]
-    flag: bool
-
-
-class Free(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    folder: Literal["Work", "Personal"]
-    note: Annotated[str, Field(max_length=16)]
-    count: int
-    level: Annotated[int, Field(ge=1, le=3)]
-
-
-def synthetic(name: str, output) -> Task:
-    def messages(e: Example) -> list[dict[str, str]]:
-        return [
-            {"role": "system", "content": "Label the text. Reply with one JSON object."},
-            {"role": "user", "content": e.input["text"]},
-        ]
-
-    def unavailable(*_):
-        raise ValueError("synthetic task: examples are made by the test")
-
-    return check_task(
-        Task(name=name, output=output, load=unavailable, from_record=unavailable, messages=messages), name, __file__
-    )
-
-
-SHARED, FREE = synthetic("shared_prefixes", Shared), synthetic("free_fields", Free)
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny inputs, one intra-op thread
-
-
-def random_text(rng: random.Random, tokenizer, n: int) -> str:
-    """Random tokens of the vocabulary (any script, punctuation, code) decoded to text."""
-    return tokenizer.decode([rng.randrange(151_000) for _ in range(n)])
-
-
-def random_examples(task: Task, tokenizer, n: int, seed: int) -> list[Example]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        if task.name == "notification":
-            inp = {
-                "app": random_text(rng, tokenizer, 2),
-                "title": random_text(rng, tokenizer, 4),
-                "body": random_text(rng, tokenizer, rng.randrange(3, 30)),
-            }
-        elif task.name == "mmlu_pro":
-            inp = {"question": random_text(rng, tokenizer, rng.randrange(3, 40))}
-        else:
-            inp = {"text": random_text(rng, tokenizer, rng.randrange(3, 30))}
-        out.append(Example(f"r{i}", inp))
-    return out
-
-
-def task_named(name: str) -> Task:
-    return {"shared_prefixes": SHARED, "free_fields": FREE}.get(name) or get_task(name)
 
 
 def brute_loglik(model, prompt: list[int], seqs: list[tuple[int, ...]], score: str) -> list[float]:
